@@ -1,0 +1,387 @@
+"""Datasets: MNIST and Fashion-MNIST from IDX files, and image folders.
+
+- ``read_idx(path)``: the IDX reader (gzip'd or raw), with every header field checked.
+- ``load_dataset(name, split, data_dir)``: the two canonical datasets, downloaded on first
+  use from the public mirrors and verified by MD5 of the *decompressed* content.
+- ``load_image_folder(root, split)``: ``<root>/<split>/<class>/*.png`` with Pillow.
+- ``train_val_split`` (stratified, seeded) and ``iterate_minibatches`` (uint8 -> float32 per batch).
+
+Where data lives: ``data_dir`` argument, else ``$FASTNN_DATA_DIR``, else the per-user cache
+folder (``platformdirs.user_cache_dir("fastnn")``). Layout:
+``<data_dir>/<dataset>/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz``.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import socket
+import struct
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._io import atomic_write
+
+IMAGES_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dimensions
+LABELS_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dimension
+
+MNIST_CLASSES = tuple(str(d) for d in range(10))
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+# file kind -> (file name, MD5 of the decompressed file)
+_MNIST_FILES = {
+    "train-images": ("train-images-idx3-ubyte.gz", "6bbc9ace898e44ae57da46a324031adb"),
+    "train-labels": ("train-labels-idx1-ubyte.gz", "a25bea736e30d166cdddb491f175f624"),
+    "t10k-images": ("t10k-images-idx3-ubyte.gz", "2646ac647ad5339dbf082846283269ea"),
+    "t10k-labels": ("t10k-labels-idx1-ubyte.gz", "27ae3e4e09519cfbb04c329615203637"),
+}
+_FASHION_FILES = {
+    "train-images": ("train-images-idx3-ubyte.gz", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+    "train-labels": ("train-labels-idx1-ubyte.gz", "9018921c3c673c538a1fc5bad174d6f9"),
+    "t10k-images": ("t10k-images-idx3-ubyte.gz", "8181f5470baa50b63fa0f6fddb340f0a"),
+    "t10k-labels": ("t10k-labels-idx1-ubyte.gz", "15d484375f8d13e6eb1aabb0c3f46965"),
+}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    classes: tuple
+    files: dict
+    mirrors: tuple
+    sizes: dict = field(default_factory=lambda: {"train": 60000, "test": 10000})
+
+
+DATASETS = {
+    "mnist": DatasetInfo(
+        "mnist", MNIST_CLASSES, _MNIST_FILES,
+        # The original yann.lecun.com site refuses downloads; these are the mirrors in use
+        # (the first is torchvision's, the second TensorFlow's).
+        ("https://ossci-datasets.s3.amazonaws.com/mnist/",
+         "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+    ),
+    "fashion-mnist": DatasetInfo(
+        "fashion-mnist", FASHION_CLASSES, _FASHION_FILES,
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+         "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"),
+    ),
+}
+
+SPLITS = {"train": "train", "test": "t10k"}
+
+
+class DataError(ValueError):
+    """A data file that is missing, truncated, corrupt or not what it claims to be."""
+
+
+class DownloadError(RuntimeError):
+    """Every mirror failed; the message says which files to put where."""
+
+
+# ---------------------------------------------------------------------- IDX
+def _read_bytes(path: Path) -> bytes:
+    """The file's content, decompressed if it is gzip (by its magic bytes, not its name)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
+    return raw
+
+
+def parse_idx(content: bytes, source: str = "<bytes>", expected_magic: int | None = None) -> np.ndarray:
+    """Parse IDX bytes into an array; every check names ``source`` in its error.
+
+    IDX format: 2 zero bytes, a type byte (0x08 = uint8), a rank byte, then rank
+    big-endian uint32 sizes, then the data. Only uint8 data is supported.
+    """
+    if len(content) < 4:
+        raise DataError(f"{source}: only {len(content)} bytes, too short for an IDX header")
+    magic = struct.unpack(">I", content[:4])[0]
+    zero, dtype_code, ndim = magic >> 16, (magic >> 8) & 0xFF, magic & 0xFF
+    if zero != 0 or dtype_code != 0x08 or ndim == 0:
+        raise DataError(f"{source}: bad magic number {magic} (0x{magic:08x}); expected "
+                        f"{IMAGES_MAGIC} (images) or {LABELS_MAGIC} (labels), uint8 IDX")
+    if expected_magic is not None and magic != expected_magic:
+        kind = {IMAGES_MAGIC: "images", LABELS_MAGIC: "labels"}.get(expected_magic, "?")
+        raise DataError(f"{source}: magic number {magic}, expected {expected_magic} ({kind} file)")
+    header = 4 + 4 * ndim
+    if len(content) < header:
+        raise DataError(f"{source}: truncated header ({len(content)} bytes, need {header})")
+    dims = struct.unpack(f">{ndim}I", content[4:header])
+    expected = int(np.prod(dims, dtype=np.int64))
+    found = len(content) - header
+    if found != expected:
+        what = "truncated" if found < expected else "has trailing bytes"
+        raise DataError(f"{source}: {what}: header says {dims} = {expected} bytes of data, file holds {found}")
+    return np.frombuffer(content, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def read_idx(path, expected_magic: int | None = None) -> np.ndarray:
+    """Read an IDX file (gzip'd or raw) into a read-only uint8 array of the header's shape.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        DataError: corrupt gzip, wrong magic, truncated or over-long data (naming the file).
+    """
+    path = Path(path)
+    return parse_idx(_read_bytes(path), str(path), expected_magic)
+
+
+def read_images(path) -> np.ndarray:
+    """Images (N, rows, cols) uint8 from an IDX3 file. Raises DataError as ``read_idx``."""
+    images = read_idx(path, IMAGES_MAGIC)
+    if images.ndim != 3:
+        raise DataError(f"{path}: images must have 3 dimensions, header has {images.shape}")
+    return images
+
+
+def read_labels(path, num_classes: int = 10) -> np.ndarray:
+    """Labels (N,) uint8 from an IDX1 file, each checked to lie in [0, num_classes)."""
+    labels = read_idx(path, LABELS_MAGIC)
+    if labels.ndim != 1:
+        raise DataError(f"{path}: labels must have 1 dimension, header has {labels.shape}")
+    if labels.size and labels.max() >= num_classes:
+        raise DataError(f"{path}: label {int(labels.max())} out of range [0, {num_classes})")
+    return labels
+
+
+# ---------------------------------------------------------------------- locations and download
+def default_data_dir() -> Path:
+    """``$FASTNN_DATA_DIR`` if set, else the per-user cache folder."""
+    env = os.environ.get("FASTNN_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+    return Path(user_cache_dir("fastnn"))
+
+
+def resolve_data_dir(data_dir=None) -> Path:
+    return Path(data_dir).expanduser() if data_dir else default_data_dir()
+
+
+def _md5(content: bytes) -> str:
+    return hashlib.md5(content).hexdigest()
+
+
+def _download(url: str, timeout: float = 30.0) -> bytes:
+    """Fetch ``url`` with a tqdm progress bar; network errors propagate."""
+    from tqdm.auto import tqdm
+    req = urllib.request.Request(url, headers={"User-Agent": "fastnn (dataset download)"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        total = int(resp.headers.get("Content-Length") or 0) or None
+        chunks = []
+        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], leave=False) as bar:
+            while chunk := resp.read(1 << 16):
+                chunks.append(chunk)
+                bar.update(len(chunk))
+    return b"".join(chunks)
+
+
+def fetch_file(info: DatasetInfo, kind: str, data_dir: Path) -> Path:
+    """Make sure ``<data_dir>/<dataset>/<file>`` exists, downloading it if missing.
+
+    The download is verified (MD5 of the decompressed content) before it is
+    written atomically. Raises DownloadError when every mirror fails.
+    """
+    filename, md5 = info.files[kind]
+    target = data_dir / info.name / filename
+    if target.exists():
+        return target
+    errors = []
+    for mirror in info.mirrors:
+        url = mirror + filename
+        try:
+            content = _download(url)
+        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError, ValueError) as exc:
+            errors.append(f"{url}: {exc}")
+            continue
+        try:
+            got = _md5(gzip.decompress(content) if content[:2] == b"\x1f\x8b" else content)
+        except (OSError, EOFError, zlib.error) as exc:
+            errors.append(f"{url}: corrupt download ({exc})")
+            continue
+        if got != md5:
+            errors.append(f"{url}: checksum mismatch (MD5 {got}, expected {md5})")
+            continue
+        try:
+            with atomic_write(target) as f:
+                f.write(content)
+        except OSError as exc:
+            raise DownloadError(f"cannot write {target}: {exc}") from exc
+        return target
+    missing = [data_dir / info.name / fn for fn, _ in info.files.values() if not (data_dir / info.name / fn).exists()]
+    raise DownloadError(
+        f"could not download {filename} for {info.name}:\n  " + "\n  ".join(errors) +
+        f"\nWithout network access, put the canonical IDX files here:\n  " +
+        "\n  ".join(str(p) for p in missing) +
+        "\nor point fastnn at a folder holding <dataset>/<file> with --data-dir or FASTNN_DATA_DIR."
+    )
+
+
+# ---------------------------------------------------------------------- datasets
+@dataclass
+class Dataset:
+    """Images (N, H, W) uint8 and labels (N,) uint8, kept raw; ``class_names`` index the labels."""
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple
+    name: str = ""
+
+    def __post_init__(self):
+        if self.images.shape[0] != self.labels.shape[0]:
+            raise DataError(f"{self.name}: {self.images.shape[0]} images but {self.labels.shape[0]} labels "
+                            f"(images shape {self.images.shape}, labels shape {self.labels.shape})")
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    @property
+    def num_features(self) -> int:
+        return int(np.prod(self.images.shape[1:]))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def subset(self, indices) -> "Dataset":
+        return Dataset(self.images[indices], self.labels[indices], self.class_names, self.name)
+
+    def features(self, indices=None, dtype=np.float32) -> np.ndarray:
+        """Rows as float in [0, 1], (n, D); converts only the rows asked for."""
+        imgs = self.images if indices is None else self.images[indices]
+        return to_float(imgs, dtype)
+
+    def __repr__(self):
+        return f"Dataset({self.name!r}, images={self.images.shape}, classes={self.num_classes})"
+
+
+def to_float(images: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """uint8 images (n, ...) -> (n, D) float in [0, 1]."""
+    n = images.shape[0]
+    dtype = np.dtype(dtype)
+    return images.reshape(n, -1).astype(dtype) * dtype.type(1.0 / 255.0)   # (n, D)
+
+
+def load_dataset(name: str = "mnist", split: str = "train", data_dir=None, verify: bool = True) -> Dataset:
+    """Load ``split`` ("train" or "test") of ``name`` ("mnist" or "fashion-mnist").
+
+    Files missing from the data folder are downloaded (see module docstring).
+    With ``verify``, the decompressed content's MD5 is checked, so a re-compressed copy
+    is accepted and a damaged one is not.
+
+    Raises:
+        ValueError: unknown dataset or split.
+        DownloadError: a file is missing and cannot be downloaded.
+        DataError: a file is corrupt, fails its checksum, or images and labels disagree.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
+    info = DATASETS[name]
+    root = resolve_data_dir(data_dir)
+    arrays = {}
+    for part in ("images", "labels"):
+        kind = f"{SPLITS[split]}-{part}"
+        path = fetch_file(info, kind, root)
+        content = _read_bytes(path)
+        if verify:
+            got, want = _md5(content), info.files[kind][1]
+            if got != want:
+                raise DataError(f"{path}: checksum mismatch (MD5 of decompressed content {got}, expected {want}); "
+                                f"delete the file to download it again")
+        magic = IMAGES_MAGIC if part == "images" else LABELS_MAGIC
+        arrays[part] = parse_idx(content, str(path), magic)
+    if arrays["labels"].size and arrays["labels"].max() >= len(info.classes):
+        raise DataError(f"{name} {split}: label {int(arrays['labels'].max())} out of range")
+    return Dataset(arrays["images"], arrays["labels"], info.classes, f"{name}/{split}")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def load_image_folder(root, split: str = "train", size=(28, 28), class_names=None) -> Dataset:
+    """Load ``<root>/<split>/<class>/*.png`` (or jpg, bmp, ...) as grayscale uint8 images.
+
+    Classes are the sub-folder names, sorted (or ``class_names``, giving the label order).
+    Images of another size are resized to ``size`` (rows, cols) with Pillow.
+
+    Raises:
+        FileNotFoundError: no ``<root>/<split>`` folder.
+        DataError: no class folders or no images, or a file Pillow cannot read (named).
+    """
+    from PIL import Image, UnidentifiedImageError
+    base = Path(root) / split
+    if not base.is_dir():
+        raise FileNotFoundError(f"no folder {base} (expected layout <root>/<split>/<class>/*.png)")
+    found = sorted(p.name for p in base.iterdir() if p.is_dir())
+    classes = list(class_names) if class_names is not None else found
+    if not classes:
+        raise DataError(f"{base}: no class sub-folders")
+    images, labels = [], []
+    for label, cls in enumerate(classes):
+        for p in sorted((base / cls).iterdir()) if (base / cls).is_dir() else []:
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(p) as im:
+                    im = im.convert("L")
+                    if im.size != (size[1], size[0]):
+                        im = im.resize((size[1], size[0]), Image.BILINEAR)
+                    images.append(np.asarray(im, dtype=np.uint8))
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DataError(f"{p}: not a readable image ({exc})") from exc
+            labels.append(label)
+    if not images:
+        raise DataError(f"{base}: no images found in {len(classes)} class folders")
+    return Dataset(np.stack(images), np.array(labels, dtype=np.uint8), tuple(classes), f"{Path(root).name}/{split}")
+
+
+# ---------------------------------------------------------------------- splits and batches
+def train_val_split(labels: np.ndarray, val_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split: ``val_fraction`` of each class goes to validation.
+
+    Returns (train_indices, val_indices), each sorted, int64. Deterministic for a seed.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    val = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        n_val = int(round(val_fraction * idx.size))
+        val.append(rng.permutation(idx)[:n_val])
+    val_idx = np.sort(np.concatenate(val)) if val else np.empty(0, np.int64)
+    mask = np.ones(labels.shape[0], dtype=bool)
+    mask[val_idx] = False
+    return np.flatnonzero(mask), val_idx.astype(np.int64)
+
+
+def iterate_minibatches(dataset: Dataset, batch_size: int, rng: np.random.Generator | None = None,
+                        dtype=np.float32):
+    """Yield (X (B, D) float in [0, 1], y (B,) int64) batches; shuffled when ``rng`` is given.
+
+    Only each batch is converted to float, so memory stays at the raw uint8 set.
+    The last batch may be smaller.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(dataset)
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        yield to_float(dataset.images[idx], dtype), dataset.labels[idx].astype(np.int64)

@@ -1,0 +1,282 @@
+"""``NeuralNetwork``: a fully connected classifier whose every kernel call goes to a backend.
+
+Shapes: N batch, D input features, H hidden units, C classes. Layer ``i`` maps
+(N, n_in) to (N, n_out) with ``weights[i]`` (n_in, n_out) and ``biases[i]`` (n_out,);
+hidden layers apply the activation (and inverted dropout while training); the
+last layer's logits go through softmax cross-entropy.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._io import atomic_write
+from .backends import get_backend
+from .initializers import INITIALIZERS, init_weights
+
+# activation -> (forward kernel, backward kernel, which forward array the backward takes)
+ACTIVATIONS = {
+    "relu": ("relu", "relu_backward", "z"),
+    "sigmoid": ("sigmoid", "sigmoid_backward", "out"),
+    "tanh": ("tanh", "tanh_backward", "out"),
+}
+
+MODEL_FORMAT_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A model file that is corrupt, of another format, or of another architecture."""
+
+
+class NeuralNetwork:
+    """Multi-layer perceptron trained with softmax cross-entropy.
+
+    Args:
+        layer_sizes: [D, H1, ..., C], at least two entries, all positive.
+        activation: ``relu``, ``sigmoid`` or ``tanh`` for the hidden layers.
+        init: weight initializer (``he``, ``xavier``, ``lecun``, ``normal``, ``zeros``; see
+            ``fastnn.initializers``). Biases start at zero.
+        backend: a backend name (see ``fastnn.backends.available_backends()``) or module.
+        dtype: float32 (default) or float64 (for gradient checks).
+        seed: seeds the initialization and the dropout masks.
+        dropout: probability of zeroing each hidden activation while training
+            (inverted dropout: survivors are scaled by 1 / (1 - p); inactive in ``forward``).
+
+    Attributes:
+        weights, biases: lists of arrays, (n_in, n_out) and (n_out,).
+        grad_weights, grad_biases: same shapes, set by ``backward`` (None before).
+    """
+
+    def __init__(self, layer_sizes=(784, 128, 64, 10), activation: str = "relu", init: str = "he",
+                 backend="numpy", dtype=np.float32, seed: int | None = 0, dropout: float = 0.0):
+        layer_sizes = [int(s) for s in layer_sizes]
+        if len(layer_sizes) < 2 or min(layer_sizes) < 1:
+            raise ValueError(f"layer_sizes needs at least two positive sizes [D, ..., C], got {layer_sizes}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        if init not in INITIALIZERS:
+            raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITIALIZERS)}")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.layer_sizes = layer_sizes
+        self.activation = activation
+        self.init = init
+        self.dtype = dtype
+        self.dropout = float(dropout)
+        self.seed = seed
+        self.backend = get_backend(backend)
+        self.rng = np.random.default_rng(seed)
+        self.weights = [init_weights(init, n_in, n_out, self.rng, dtype)
+                        for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:])]
+        self.biases = [np.zeros(n_out, dtype=dtype) for n_out in layer_sizes[1:]]
+        self.grad_weights: list[np.ndarray] | None = None
+        self.grad_biases: list[np.ndarray] | None = None
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def num_layers(self) -> int:
+        return len(self.weights)
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.NAME
+
+    def set_backend(self, backend) -> None:
+        """Switch the kernels used from now on (parameters are unchanged)."""
+        self.backend = get_backend(backend)
+
+    def parameters(self) -> list[np.ndarray]:
+        """[W0, ..., WL-1, b0, ..., bL-1]: the arrays an optimizer updates in place."""
+        return [*self.weights, *self.biases]
+
+    def num_parameters(self) -> int:
+        return sum(p.size for p in self.parameters())
+
+    def __repr__(self):
+        arch = "-".join(map(str, self.layer_sizes))
+        drop = f", dropout={self.dropout}" if self.dropout else ""
+        return (f"NeuralNetwork({arch}, activation={self.activation!r}, init={self.init!r}, "
+                f"backend={self.backend_name!r}, dtype={self.dtype.name}{drop}, "
+                f"parameters={self.num_parameters():,})")
+
+    def _check_input(self, X) -> np.ndarray:
+        """Return X as a (N, D) array of the model's dtype; images (N, 28, 28) are flattened."""
+        X = np.asarray(X)
+        if X.dtype.kind not in "f":
+            raise TypeError(f"X must be floating point (e.g. uint8 images / 255), got dtype {X.dtype}")
+        if X.ndim == 1:
+            raise ValueError(f"X must be a batch (N, {self.layer_sizes[0]}), got shape {X.shape}; "
+                             f"use X[None, :] for a single sample")
+        if X.ndim > 2:
+            X = X.reshape(X.shape[0], -1)
+        if X.shape[1] != self.layer_sizes[0]:
+            raise ValueError(f"X shape {X.shape} does not match the input layer: expected (N, {self.layer_sizes[0]})")
+        return X.astype(self.dtype, copy=False)
+
+    # ------------------------------------------------------------------ forward
+    def _forward(self, X: np.ndarray, training: bool):
+        """Run every layer; return logits (N, C) and, when training, the per-layer cache."""
+        k = self.backend
+        act_name = ACTIVATIONS[self.activation][0]
+        act = getattr(k, act_name)
+        cache = []
+        a = X                                                           # (N, D)
+        last = self.num_layers - 1
+        for i, (W, b) in enumerate(zip(self.weights, self.biases)):
+            z = k.matmul(a, W)                                          # (N, n_out)
+            z += b                                                      # (N, n_out)
+            if i == last:
+                cache.append((a, z, None, None))
+                return z, cache
+            out = act(z)                                                # (N, n_out)
+            mask = None
+            if training and self.dropout:
+                keep = 1.0 - self.dropout
+                mask = (self.rng.random(out.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
+                a_next = out * mask                                     # (N, n_out)
+            else:
+                a_next = out
+            cache.append((a, z, out, mask))
+            a = a_next
+        raise AssertionError("unreachable")
+
+    def logits(self, X) -> np.ndarray:
+        """Logits (N, C) for X (N, D), evaluation mode (no dropout)."""
+        return self._forward(self._check_input(X), training=False)[0]
+
+    def forward(self, X) -> np.ndarray:
+        """Class probabilities (N, C) for X (N, D) float, evaluation mode (no dropout)."""
+        return self.backend.softmax(self.logits(X))
+
+    def predict(self, X, batch_size: int = 4096) -> np.ndarray:
+        """Predicted labels (N,) int64, computed ``batch_size`` rows at a time."""
+        X = self._check_input(X)
+        out = [np.argmax(self._forward(X[i:i + batch_size], False)[0], axis=1)
+               for i in range(0, X.shape[0], batch_size)]
+        return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+    def loss(self, X, y) -> tuple[float, np.ndarray]:
+        """(mean cross-entropy, probs (N, C)) in evaluation mode; no gradients."""
+        return self.backend.softmax_cross_entropy(self.logits(X), y)
+
+    # ------------------------------------------------------------------ backward
+    def backward(self, X, y) -> float:
+        """Forward in training mode, then backpropagate the mean cross-entropy.
+
+        Args:
+            X: (N, D) float. y: (N,) integer labels in [0, C).
+        Returns:
+            The mean loss (float). Sets ``grad_weights`` and ``grad_biases``.
+        Raises:
+            ValueError: shapes of X and y disagree, or a label is out of range.
+        """
+        k = self.backend
+        X = self._check_input(X)
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != X.shape[0]:
+            raise ValueError(f"labels shape {y.shape} does not match X shape {X.shape}: expected ({X.shape[0]},)")
+        _, act_back_name, act_arg = ACTIVATIONS[self.activation]
+        act_back = getattr(k, act_back_name)
+
+        logits, cache = self._forward(X, training=True)                 # (N, C)
+        loss, probs = k.softmax_cross_entropy(logits, y)
+        grad = k.softmax_cross_entropy_backward(probs, y)               # (N, C)
+
+        grad_weights = [None] * self.num_layers
+        grad_biases = [None] * self.num_layers
+        for i in reversed(range(self.num_layers)):
+            a_in, z, out, mask = cache[i]
+            if i < self.num_layers - 1:                                 # hidden layer: through act + dropout
+                if mask is not None:
+                    grad = grad * mask                                  # (N, n_out)
+                grad = act_back(grad, z if act_arg == "z" else out)     # (N, n_out)
+            grad_weights[i] = k.matmul(a_in.T, grad)                    # (n_in, n_out)
+            grad_biases[i] = grad.sum(axis=0)                           # (n_out,)
+            if i > 0:
+                grad = k.matmul(grad, self.weights[i].T)                # (N, n_in)
+        self.grad_weights, self.grad_biases = grad_weights, grad_biases
+        return loss
+
+    def update_weights(self, learning_rate: float) -> None:
+        """One plain gradient-descent step: p <- p - learning_rate * grad_p."""
+        if self.grad_weights is None:
+            raise RuntimeError("no gradients: call backward(X, y) before update_weights()")
+        lr = self.dtype.type(learning_rate)
+        for W, gW in zip(self.weights, self.grad_weights):
+            W -= lr * gW
+        for b, gb in zip(self.biases, self.grad_biases):
+            b -= lr * gb
+
+    # ------------------------------------------------------------------ files
+    def save(self, path) -> None:
+        """Write weights and architecture to ``path`` (.npz), atomically.
+
+        Holds only plain numeric and string arrays: loading never needs pickle.
+        """
+        arrays = {
+            "format_version": np.array(MODEL_FORMAT_VERSION),
+            "layer_sizes": np.array(self.layer_sizes, dtype=np.int64),
+            "activation": np.array(self.activation),
+            "init": np.array(self.init),
+            "dtype": np.array(self.dtype.name),
+            "dropout": np.array(self.dropout),
+        }
+        for i, (W, b) in enumerate(zip(self.weights, self.biases)):
+            arrays[f"W{i}"], arrays[f"b{i}"] = W, b
+        with atomic_write(path) as f:
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path, backend="numpy", layer_sizes=None) -> "NeuralNetwork":
+        """Read a model written by ``save``. Never unpickles anything.
+
+        Args:
+            path: the .npz file.
+            backend: backend for the loaded model.
+            layer_sizes: if given, the architecture the caller expects; a file of another
+                architecture raises ``ModelFileError``.
+        Raises:
+            FileNotFoundError: no such file.
+            ModelFileError: not a fastnn model file, corrupt, holds pickled objects,
+                inconsistent shapes, or another architecture than ``layer_sizes``.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                data = {k: f[k] for k in f.files}
+        except FileNotFoundError:
+            raise
+        except ValueError as exc:  # object arrays need pickle: refused
+            raise ModelFileError(f"{path}: refused to load: {exc} (fastnn model files never hold pickled objects)") from exc
+        except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError, ...
+            raise ModelFileError(f"{path}: not a readable .npz model file ({type(exc).__name__}: {exc})") from exc
+
+        required = ("format_version", "layer_sizes", "activation", "init", "dtype")
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise ModelFileError(f"{path}: not a fastnn model file (missing {', '.join(missing)})")
+        if int(data["format_version"]) != MODEL_FORMAT_VERSION:
+            raise ModelFileError(f"{path}: model format version {int(data['format_version'])}, "
+                                 f"this fastnn reads version {MODEL_FORMAT_VERSION}")
+        sizes = [int(s) for s in data["layer_sizes"]]
+        if layer_sizes is not None and list(map(int, layer_sizes)) != sizes:
+            raise ModelFileError(f"{path}: architecture {sizes} does not match the expected {list(layer_sizes)}")
+        try:
+            model = cls(sizes, activation=str(data["activation"]), init=str(data["init"]), backend=backend,
+                        dtype=np.dtype(str(data["dtype"])), seed=None,
+                        dropout=float(data.get("dropout", np.array(0.0))))
+        except (ValueError, TypeError) as exc:
+            raise ModelFileError(f"{path}: invalid model settings: {exc}") from exc
+        for i in range(model.num_layers):
+            for name, target in ((f"W{i}", model.weights), (f"b{i}", model.biases)):
+                if name not in data:
+                    raise ModelFileError(f"{path}: missing array {name} for architecture {sizes}")
+                arr = data[name]
+                if arr.shape != target[i].shape:
+                    raise ModelFileError(f"{path}: array {name} has shape {arr.shape}, "
+                                         f"architecture {sizes} needs {target[i].shape}")
+                if not np.all(np.isfinite(arr)):
+                    raise ModelFileError(f"{path}: array {name} holds NaN or inf")
+                target[i] = arr.astype(model.dtype)
+        return model

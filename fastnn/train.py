@@ -1,0 +1,321 @@
+"""``python -m fastnn.train``: train the MLP on MNIST or Fashion-MNIST with any backend.
+
+Writes into ``--out`` (default ``runs/<time>-<dataset>-<backend>``):
+``best_model.npz`` (best validation accuracy), ``history.csv`` (a row per epoch),
+``learning_curves.png`` and ``metrics.json``. The last line printed gives the test accuracy.
+Ctrl-C stops training, keeps the best model so far and still writes everything.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from ._io import atomic_write
+from .backends import BackendUnavailable, backend_names, get_backend
+from .data import DATASETS, DataError, DownloadError, iterate_minibatches, load_dataset, train_val_split
+from .initializers import INITIALIZERS
+from .model import ACTIVATIONS, NeuralNetwork
+from .optim import OPTIMIZERS, make_optimizer
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (the defaults are the tuned ones)."""
+    backend: str = "numpy"
+    dataset: str = "mnist"
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 0.05
+    optimizer: str = "momentum"
+    lr_schedule: str = "cosine"
+    momentum: float = 0.9
+    hidden: list = field(default_factory=lambda: [128, 64])
+    activation: str = "relu"
+    init: str = "he"
+    dropout: float = 0.0
+    weight_decay: float = 0.0
+    seed: int = 0
+    val_split: float = 0.2
+    data_dir: str | None = None
+    limit: int | None = None
+    test_limit: int | None = None
+    dtype: str = "float32"
+    out: str | None = None
+    target_accuracy: float | None = None
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+LR_SCHEDULES = ("constant", "cosine", "step")
+
+
+def learning_rate(cfg: TrainConfig, epoch: int) -> float:
+    """The learning rate for ``epoch`` (1-based) under ``cfg.lr_schedule``.
+
+    constant: lr. cosine: lr * (1 + cos(pi * (epoch - 1) / epochs)) / 2 (I. Loshchilov and
+    F. Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts", ICLR 2017, without
+    restarts). step: lr divided by 10 after 50% and again after 75% of the epochs.
+    """
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
+    if cfg.lr_schedule == "step":
+        return cfg.lr * (0.1 ** ((epoch > cfg.epochs // 2) + (epoch > 3 * cfg.epochs // 4)))
+    raise ValueError(f"unknown lr schedule {cfg.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+
+
+def evaluate(model: NeuralNetwork, dataset, batch_size: int = 2000) -> tuple[float, float]:
+    """(mean loss, accuracy) of ``model`` on a whole ``Dataset``, in evaluation mode."""
+    n = len(dataset)
+    if n == 0:
+        return float("nan"), float("nan")
+    total_loss, correct = 0.0, 0
+    for X, y in iterate_minibatches(dataset, batch_size, dtype=model.dtype):
+        loss, probs = model.loss(X, y)
+        total_loss += loss * len(y)
+        correct += int(np.sum(np.argmax(probs, axis=1) == y))
+    return total_loss / n, correct / n
+
+
+def _default_out(cfg: TrainConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{stamp}-{cfg.dataset}-{cfg.backend}"
+    out, k = base, 1
+    while out.exists():
+        k += 1
+        out = base.with_name(f"{base.name}-{k}")
+    return out
+
+
+def _write_history(history: list[dict], path: Path) -> None:
+    if not history:
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    with atomic_write(path, "w") as f:
+        f.write(buf.getvalue())
+
+
+def _json_safe(obj):
+    """NaN and inf become null, so the file is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _write_json(obj, path: Path) -> None:
+    with atomic_write(path, "w") as f:
+        json.dump(_json_safe(obj), f, indent=2, allow_nan=False)
+        f.write("\n")
+
+
+def prepare_data(cfg: TrainConfig):
+    """(train, val, test) Datasets for the config: limit, stratified split, test limit."""
+    full = load_dataset(cfg.dataset, "train", cfg.data_dir)
+    test = load_dataset(cfg.dataset, "test", cfg.data_dir)
+    if cfg.limit:
+        full = full.subset(slice(0, cfg.limit))
+    if cfg.test_limit:
+        test = test.subset(slice(0, cfg.test_limit))
+    train_idx, val_idx = train_val_split(full.labels, cfg.val_split, cfg.seed)
+    return full.subset(train_idx), full.subset(val_idx), test
+
+
+def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
+    """Run one training job as configured; return the metrics dict (also written to disk)."""
+    from tqdm.auto import tqdm
+
+    from .plotting import plot_learning_curves
+
+    out = Path(cfg.out) if cfg.out else _default_out(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.out = str(out)
+    train_set, val_set, test_set = prepare_data(cfg)
+    layer_sizes = [train_set.num_features, *cfg.hidden, train_set.num_classes]
+    model = NeuralNetwork(layer_sizes, activation=cfg.activation, init=cfg.init, backend=cfg.backend,
+                          dtype=np.dtype(cfg.dtype), seed=cfg.seed, dropout=cfg.dropout)
+    optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.momentum)
+    shuffle_rng = np.random.default_rng([cfg.seed, 1])
+    log(f"{model}\n{optimizer}  {cfg.lr_schedule} lr schedule, batch {cfg.batch_size}, {cfg.epochs} epochs\n"
+        f"data: {cfg.dataset} train {len(train_set)}, val {len(val_set)}, test {len(test_set)}; output {out}")
+
+    best_model_path = out / "best_model.npz"
+    history, epoch_times = [], []
+    best_val, best_epoch = -1.0, 0
+    status = "completed"
+    n_batches = math.ceil(len(train_set) / cfg.batch_size)
+    t_start = time.perf_counter()
+    # a diverging run shows as a non-finite loss (caught below): no overflow warnings on the way
+    with np.errstate(over="ignore", invalid="ignore"):
+        try:
+            for epoch in range(1, cfg.epochs + 1):
+                optimizer.lr = learning_rate(cfg, epoch)
+                t0 = time.perf_counter()
+                running = 0.0
+                bar = tqdm(iterate_minibatches(train_set, cfg.batch_size, shuffle_rng, model.dtype), total=n_batches,
+                           desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress, mininterval=0.5)
+                for step, (X, y) in enumerate(bar, 1):
+                    loss = model.backward(X, y)
+                    if not math.isfinite(loss):
+                        raise NonFiniteLoss(f"loss became {loss} at epoch {epoch}, step {step}: the learning rate "
+                                            f"{cfg.lr} is probably too high; try --lr {cfg.lr / 10:g}")
+                    optimizer.step()
+                    running += (loss - running) / min(step, 50)  # running mean over ~50 steps
+                    if step % 20 == 0:
+                        bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+                bar.close()
+                epoch_time = time.perf_counter() - t0
+                train_loss, train_acc = evaluate(model, train_set)
+                val_loss, val_acc = evaluate(model, val_set) if len(val_set) else (train_loss, train_acc)
+                epoch_times.append(epoch_time)
+                history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                                "val_loss": val_loss, "val_accuracy": val_acc, "lr": optimizer.lr,
+                                "epoch_time_s": epoch_time})
+                improved = val_acc > best_val
+                if improved:
+                    best_val, best_epoch = val_acc, epoch
+                    model.save(best_model_path)
+                log(f"epoch {epoch:3d}/{cfg.epochs}  train loss {train_loss:.4f} acc {100 * train_acc:6.2f}%  "
+                    f"val loss {val_loss:.4f} acc {100 * val_acc:6.2f}%  {epoch_time:6.2f}s" + ("  *" if improved else ""))
+                _write_history(history, out / "history.csv")
+        except KeyboardInterrupt:
+            status = "interrupted"
+            log(f"\ninterrupted: keeping the best model so far (epoch {best_epoch}) in {best_model_path}")
+        except NonFiniteLoss as exc:
+            status = "non-finite loss"
+            log(f"stopped: {exc}")
+    total_time = time.perf_counter() - t_start
+
+    if best_epoch:
+        best = NeuralNetwork.load(best_model_path, backend=cfg.backend)
+        test_loss, test_acc = evaluate(best, test_set)
+    else:
+        test_loss = test_acc = float("nan")
+    metrics = {
+        "backend": cfg.backend, "dataset": cfg.dataset, "status": status,
+        "test_accuracy": test_acc, "test_loss": test_loss,
+        "best_val_accuracy": best_val if best_epoch else float("nan"), "best_epoch": best_epoch,
+        "epochs_completed": len(history), "epoch_times_s": epoch_times, "total_time_s": total_time,
+        "seed": cfg.seed, "layer_sizes": layer_sizes, "num_parameters": model.num_parameters(),
+        "train_samples": len(train_set), "val_samples": len(val_set), "test_samples": len(test_set),
+        "hyperparameters": {k: v for k, v in asdict(cfg).items() if k not in ("backend", "dataset", "seed", "out")},
+        "environment": {"fastnn": __version__, "python": platform.python_version(), "numpy": np.__version__,
+                        "machine": platform.machine(), "processor": platform.processor() or None},
+    }
+    _write_json(metrics, out / "metrics.json")
+    if history:
+        plot_learning_curves(history, out / "learning_curves.png",
+                             f"{cfg.dataset}, {'-'.join(map(str, layer_sizes))}, backend {cfg.backend}")
+    log(f"wrote {out}/{{best_model.npz, history.csv, learning_curves.png, metrics.json}}")
+    if epoch_times:
+        log(f"epoch time: median {float(np.median(epoch_times)):.3f} s over {len(epoch_times)} epochs "
+            f"({1e6 * float(np.median(epoch_times)) / len(train_set):.1f} us per training sample)")
+    log(f"test accuracy {100 * test_acc:.2f}% (best model, epoch {best_epoch}, val accuracy {100 * best_val:.2f}%)")
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m fastnn.train",
+        description="Train the fastnn MLP (default 784-128-64-10, ReLU, softmax cross-entropy) on MNIST or "
+                    "Fashion-MNIST. Writes best_model.npz, history.csv, learning_curves.png and metrics.json "
+                    "into --out. Ctrl-C stops early and keeps the best model.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--backend", default=d.backend, choices=backend_names(), help="kernel implementation")
+    p.add_argument("--dataset", default=d.dataset, choices=list(DATASETS))
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate")
+    p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS,
+                   help="sgd, momentum (SGD with --momentum) or adam (use --lr 0.001)")
+    p.add_argument("--lr-schedule", default=d.lr_schedule, choices=LR_SCHEDULES,
+                   help="learning rate per epoch: constant, cosine decay to 0, or step (/10 at 50%% and 75%%)")
+    p.add_argument("--momentum", type=float, default=d.momentum, help="momentum for --optimizer momentum")
+    p.add_argument("--hidden", type=int, nargs="+", default=d.hidden, metavar="H", help="hidden layer sizes")
+    p.add_argument("--activation", default=d.activation, choices=list(ACTIVATIONS))
+    p.add_argument("--init", default=d.init, choices=list(INITIALIZERS), help="weight initialization")
+    p.add_argument("--dropout", type=float, default=d.dropout, help="dropout probability on hidden layers")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 regularization strength")
+    p.add_argument("--seed", type=int, default=d.seed, help="seeds init, split, shuffling and dropout")
+    p.add_argument("--val-split", type=float, default=d.val_split, help="validation fraction (stratified)")
+    p.add_argument("--data-dir", default=None, help="data folder (default: $FASTNN_DATA_DIR, else the user cache)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N training samples")
+    p.add_argument("--test-limit", type=int, default=None, metavar="N", help="evaluate on the first N test samples")
+    p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: a new folder under runs/)")
+    p.add_argument("--target-accuracy", type=float, default=None, metavar="PCT",
+                   help="exit with status 1 if the test accuracy (in %%) ends below this")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
+    problems = []
+    if cfg.epochs < 1:
+        problems.append(f"--epochs must be >= 1, got {cfg.epochs}")
+    if cfg.batch_size < 1:
+        problems.append(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    if not cfg.lr > 0:
+        problems.append(f"--lr must be > 0, got {cfg.lr}")
+    if not 0 <= cfg.val_split < 1:
+        problems.append(f"--val-split must be in [0, 1), got {cfg.val_split}")
+    if not 0 <= cfg.dropout < 1:
+        problems.append(f"--dropout must be in [0, 1), got {cfg.dropout}")
+    if cfg.limit is not None and cfg.limit < 10:
+        problems.append(f"--limit must be >= 10, got {cfg.limit}")
+    if min(cfg.hidden) < 1:
+        problems.append(f"--hidden sizes must be >= 1, got {cfg.hidden}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return cfg
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        get_backend(cfg.backend)
+    except (ValueError, BackendUnavailable) as exc:
+        parser.error(str(exc))
+    try:
+        metrics = train(cfg, progress=not args.quiet)
+    except (DownloadError, DataError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if metrics["status"] == "interrupted":
+        return 130
+    if metrics["status"] != "completed":
+        return 1
+    if cfg.target_accuracy is not None and not 100 * metrics["test_accuracy"] >= cfg.target_accuracy:
+        print(f"FAIL: test accuracy {100 * metrics['test_accuracy']:.2f}% is below the target "
+              f"{cfg.target_accuracy:.2f}%", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""``python -m fastnn.train`` end to end on real MNIST (small --limit), and its failure modes."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastnn import NeuralNetwork
+from fastnn import train as train_mod
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(tmp_path, mnist_dir, *extra):
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(mnist_dir), "--limit", "3000", "--test-limit", "2000", "--epochs", "1",
+            "--out", str(out), "--quiet", *extra]
+    return train_mod.main(argv), out
+
+
+def test_end_to_end_on_real_mnist(tmp_path, mnist_dir, capsys):
+    code, out = run_cli(tmp_path, mnist_dir, "--epochs", "2", "--target-accuracy", "80")
+    assert code == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1].startswith("test accuracy ")
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("backend", "dataset", "test_accuracy", "best_val_accuracy", "epoch_times_s", "seed",
+                "hyperparameters"):
+        assert key in metrics
+    assert metrics["backend"] == "numpy" and metrics["dataset"] == "mnist"
+    assert len(metrics["epoch_times_s"]) == 2 and metrics["train_samples"] == 2400
+    assert metrics["test_accuracy"] > 0.8
+    with open(out / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "epoch_time_s"} <= set(rows[0])
+    assert (out / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+    model = NeuralNetwork.load(out / "best_model.npz", layer_sizes=[784, 128, 64, 10])
+    assert model.predict(np.zeros((1, 784), np.float32)).shape == (1,)
+
+
+def test_target_accuracy_fails_loudly(tmp_path, mnist_dir, capsys):
+    code, _ = run_cli(tmp_path, mnist_dir, "--target-accuracy", "99.9")
+    assert code == 1
+    assert "below the target" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_with_advice(tmp_path, mnist_dir, capsys):
+    code, out = run_cli(tmp_path, mnist_dir, "--lr", "1e6", "--optimizer", "sgd", "--lr-schedule", "constant")
+    assert code == 1
+    text = capsys.readouterr().out
+    assert "too high" in text and "--lr" in text
+    assert json.loads((out / "metrics.json").read_text())["status"] == "non-finite loss"
+
+
+def test_ctrl_c_keeps_best_model(tmp_path, mnist_dir, monkeypatch, capsys):
+    real_backward = NeuralNetwork.backward
+    calls = {"n": 0}
+
+    def interrupted_backward(self, X, y):
+        calls["n"] += 1
+        if calls["n"] > 40:          # one epoch of 2400 samples is 38 batches: stop in epoch 2
+            raise KeyboardInterrupt
+        return real_backward(self, X, y)
+
+    monkeypatch.setattr(NeuralNetwork, "backward", interrupted_backward)
+    code, out = run_cli(tmp_path, mnist_dir, "--epochs", "3")
+    assert code == 130
+    assert "interrupted" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 1
+    assert (out / "best_model.npz").exists() and metrics["test_accuracy"] > 0.5
+
+
+def test_bad_arguments_are_reported(capsys):
+    with pytest.raises(SystemExit) as exc:
+        train_mod.main(["--epochs", "0"])
+    assert exc.value.code == 2
+    assert "--epochs must be >= 1" in capsys.readouterr().err
+
+
+def test_help_explains_options():
+    res = subprocess.run([sys.executable, "-m", "fastnn.train", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0
+    for opt in ("--backend", "--dataset", "--epochs", "--batch-size", "--lr", "--optimizer", "--hidden",
+                "--activation", "--init", "--dropout", "--weight-decay", "--seed", "--val-split", "--data-dir",
+                "--limit", "--out"):
+        assert opt in res.stdout
+
+
+def test_missing_data_says_where_to_put_it(tmp_path, monkeypatch, capsys):
+    def offline(*a, **k):
+        import urllib.error
+        raise urllib.error.URLError("offline")
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    code = train_mod.main(["--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "put the canonical IDX files here" in err and "train-images-idx3-ubyte.gz" in err
