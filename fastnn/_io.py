@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -26,3 +30,33 @@ def atomic_write(path, mode: str = "wb"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _json_safe(obj):
+    """NaN and inf become null, so the file is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def write_json(obj, path) -> None:
+    """Write ``obj`` as indented strict JSON (NaN -> null), atomically."""
+    with atomic_write(path, "w") as f:
+        json.dump(_json_safe(obj), f, indent=2, allow_nan=False)
+        f.write("\n")
+
+
+def write_csv_rows(rows: list[dict], path) -> None:
+    """Write dict rows (keys of the first row as header) as CSV, atomically."""
+    if not rows:
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_write(path, "w") as f:
+        f.write(buf.getvalue())

@@ -8,9 +8,6 @@ Ctrl-C stops training, keeps the best model so far and still writes everything.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import math
 import platform
 import sys
@@ -22,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from ._io import atomic_write
+from ._io import write_csv_rows, write_json
 from .backends import BackendUnavailable, backend_names, get_backend
 from .data import DATASETS, DataError, DownloadError, iterate_minibatches, load_dataset, train_val_split
 from .initializers import INITIALIZERS
@@ -102,34 +99,6 @@ def _default_out(cfg: TrainConfig) -> Path:
     return out
 
 
-def _write_history(history: list[dict], path: Path) -> None:
-    if not history:
-        return
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(history[0]))
-    writer.writeheader()
-    writer.writerows(history)
-    with atomic_write(path, "w") as f:
-        f.write(buf.getvalue())
-
-
-def _json_safe(obj):
-    """NaN and inf become null, so the file is strict JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
-def _write_json(obj, path: Path) -> None:
-    with atomic_write(path, "w") as f:
-        json.dump(_json_safe(obj), f, indent=2, allow_nan=False)
-        f.write("\n")
-
-
 def prepare_data(cfg: TrainConfig):
     """(train, val, test) Datasets for the config: limit, stratified split, test limit."""
     full = load_dataset(cfg.dataset, "train", cfg.data_dir)
@@ -198,7 +167,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
                     model.save(best_model_path)
                 log(f"epoch {epoch:3d}/{cfg.epochs}  train loss {train_loss:.4f} acc {100 * train_acc:6.2f}%  "
                     f"val loss {val_loss:.4f} acc {100 * val_acc:6.2f}%  {epoch_time:6.2f}s" + ("  *" if improved else ""))
-                _write_history(history, out / "history.csv")
+                write_csv_rows(history, out / "history.csv")
         except KeyboardInterrupt:
             status = "interrupted"
             log(f"\ninterrupted: keeping the best model so far (epoch {best_epoch}) in {best_model_path}")
@@ -223,7 +192,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
         "environment": {"fastnn": __version__, "python": platform.python_version(), "numpy": np.__version__,
                         "machine": platform.machine(), "processor": platform.processor() or None},
     }
-    _write_json(metrics, out / "metrics.json")
+    write_json(metrics, out / "metrics.json")
     if history:
         plot_learning_curves(history, out / "learning_curves.png",
                              f"{cfg.dataset}, {'-'.join(map(str, layer_sizes))}, backend {cfg.backend}")
