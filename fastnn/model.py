@@ -119,28 +119,23 @@ class NeuralNetwork:
     def _forward(self, X: np.ndarray, training: bool):
         """Run every layer; return logits (N, C) and, when training, the per-layer cache."""
         k = self.backend
-        act_name = ACTIVATIONS[self.activation][0]
-        act = getattr(k, act_name)
+        act = getattr(k, ACTIVATIONS[self.activation][0])
         cache = []
         a = X                                                           # (N, D)
-        last = self.num_layers - 1
-        for i, (W, b) in enumerate(zip(self.weights, self.biases)):
-            z = k.matmul(a, W)                                          # (N, n_out)
-            z += b                                                      # (N, n_out)
-            if i == last:
-                cache.append((a, z, None, None))
-                return z, cache
-            out = act(z)                                                # (N, n_out)
+        for W, b in zip(self.weights[:-1], self.biases[:-1]):          # hidden layers
+            z = k.matmul(a, W)                                          # (N, H)
+            z += b
+            out = act(z)                                                # (N, H)
             mask = None
             if training and self.dropout:
                 keep = 1.0 - self.dropout
                 mask = (self.rng.random(out.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
-                a_next = out * mask                                     # (N, n_out)
-            else:
-                a_next = out
             cache.append((a, z, out, mask))
-            a = a_next
-        raise AssertionError("unreachable")
+            a = out if mask is None else out * mask                     # (N, H)
+        logits = k.matmul(a, self.weights[-1])                          # (N, C)
+        logits += self.biases[-1]
+        cache.append((a, logits, None, None))
+        return logits, cache
 
     def logits(self, X) -> np.ndarray:
         """Logits (N, C) for X (N, D), evaluation mode (no dropout)."""

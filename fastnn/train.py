@@ -213,9 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "into --out. Ctrl-C stops early and keeps the best model.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--backend", default=d.backend, choices=backend_names(), help="kernel implementation")
-    p.add_argument("--dataset", default=d.dataset, choices=list(DATASETS))
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--dataset", default=d.dataset, choices=list(DATASETS), help="downloaded on first use")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training split")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="samples per SGD step")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate")
     p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS,
                    help="sgd, momentum (SGD with --momentum) or adam (use --lr 0.001)")
@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="data folder (default: $FASTNN_DATA_DIR, else the user cache)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N training samples")
     p.add_argument("--test-limit", type=int, default=None, metavar="N", help="evaluate on the first N test samples")
-    p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
+    p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"],
+                   help="float64 for gradient checks; float32 is faster")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: a new folder under runs/)")
     p.add_argument("--target-accuracy", type=float, default=None, metavar="PCT",
                    help="exit with status 1 if the test accuracy (in %%) ends below this")
