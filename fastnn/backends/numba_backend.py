@@ -8,8 +8,12 @@ LLVM vectorizes); it does not call BLAS, so it shows what a hand-written kernel 
 fastmath: only ``contract`` (fused multiply-add) where it is set; never the flags that
 assume no NaN or inf, so a diverging run still shows its NaN.
 
-Threads: Numba uses ``NUMBA_NUM_THREADS`` (default: all cores). Its parallel regions never
-run at the same time as a BLAS call, so the two pools take turns on the 2 cores.
+Threads: Numba uses ``NUMBA_NUM_THREADS`` (default: all cores). These kernels call no BLAS,
+so on the kernel-by-kernel path Numba's pool has the cores to itself. Mixing Numba's parallel
+regions with multi-threaded BLAS calls in one loop is a different matter: both pools keep
+their threads spinning after their work, and on 2 cores a prototype fused epoch measured
+11 s with OpenBLAS at 2 threads against 0.8 s with OMP_NUM_THREADS=1. Code that mixes them
+must limit BLAS to one thread.
 """
 from __future__ import annotations
 
