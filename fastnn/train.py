@@ -89,9 +89,10 @@ def evaluate(model: NeuralNetwork, dataset, batch_size: int = 2000) -> tuple[flo
     return total_loss / n, correct / n
 
 
-def _default_out(cfg: TrainConfig) -> Path:
+def default_run_dir(dataset: str, backend: str) -> Path:
+    """A new folder name under runs/: ``<time>-<dataset>-<backend>``, suffixed to be unique."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / f"{stamp}-{cfg.dataset}-{cfg.backend}"
+    base = Path("runs") / f"{stamp}-{dataset}-{backend}"
     out, k = base, 1
     while out.exists():
         k += 1
@@ -117,7 +118,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
 
     from .plotting import plot_learning_curves
 
-    out = Path(cfg.out) if cfg.out else _default_out(cfg)
+    out = Path(cfg.out) if cfg.out else default_run_dir(cfg.dataset, cfg.backend)
     out.mkdir(parents=True, exist_ok=True)
     cfg.out = str(out)
     train_set, val_set, test_set = prepare_data(cfg)

@@ -14,7 +14,6 @@ import platform
 import random
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import numpy as np
 from .. import __version__
 from .._io import write_csv_rows, write_json
 from ..data import DATASETS, DataError, DownloadError, load_dataset, train_val_split
+from ..train import default_run_dir
 from .nn import MLP, softmax_cross_entropy
 
 
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     from ..plotting import plot_learning_curves
 
     args = build_parser().parse_args(argv)
-    out = Path(args.out or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{args.dataset}-value")
+    out = Path(args.out) if args.out else default_run_dir(args.dataset, "value")
     out.mkdir(parents=True, exist_ok=True)
     try:
         full = load_dataset(args.dataset, "train", args.data_dir)

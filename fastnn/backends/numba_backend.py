@@ -2,8 +2,10 @@
 
 Kernels are flat module-level ``@njit(cache=True)`` functions, so a second process loads
 them from Numba's on-disk cache instead of compiling again. ``matmul`` is written out as a
-loop nest (rows in parallel with ``prange``, k in cache blocks, a contiguous inner loop
-LLVM vectorizes); it does not call BLAS, so it shows what a hand-written kernel reaches.
+loop nest (rows of the output in parallel with ``prange``, each row accumulated from rows of
+``b`` in a contiguous inner loop LLVM vectorizes, zero inputs skipped); it does not call
+BLAS, so it shows what a hand-written kernel reaches. It is not yet register-tiled: at
+64x784 @ 784x128 it reaches about a fifth of BLAS's GFLOP/s on dense inputs.
 
 fastmath: only ``contract`` (fused multiply-add) where it is set; never the flags that
 assume no NaN or inf, so a diverging run still shows its NaN.
@@ -24,26 +26,22 @@ from ._checks import as_float_array, check_logits_labels, check_matmul, check_sa
 
 NAME = "numba"
 
-KC = 256  # k-block: a (KC x n) slab of b stays in L2 while every row of the block uses it
-
-
 @njit(cache=True, parallel=True, fastmath={"contract"})
 def _matmul_kernel(a, b, out):
-    """out (m, n) = a (m, k) @ b (k, n); rows of out split across threads."""
+    """out (m, n) = a (m, k) @ b (k, n): out[i] = sum_p a[i, p] * b[p]; rows of out split across threads."""
     m, k = a.shape
     n = b.shape[1]
     for i in prange(m):
         orow = out[i]
         for j in range(n):
             orow[j] = 0
-        for p0 in range(0, k, KC):
-            for p in range(p0, min(p0 + KC, k)):
-                aip = a[i, p]
-                if aip == 0:           # zero inputs (MNIST is ~80% zero pixels) add nothing
-                    continue
-                brow = b[p]
-                for j in range(n):     # contiguous: vectorized by LLVM
-                    orow[j] += aip * brow[j]
+        for p in range(k):
+            aip = a[i, p]
+            if aip == 0:               # zero inputs (MNIST is ~80% zero pixels) add nothing
+                continue
+            brow = b[p]
+            for j in range(n):         # contiguous: vectorized by LLVM
+                orow[j] += aip * brow[j]
 
 
 @njit(cache=True)
