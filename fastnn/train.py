@@ -21,7 +21,8 @@ import numpy as np
 from . import __version__
 from ._io import write_csv_rows, write_json
 from .backends import BackendUnavailable, backend_names, get_backend
-from .data import DATASETS, DataError, DownloadError, iterate_minibatches, load_dataset, train_val_split
+from .data import DATASETS, DataError, DownloadError, iterate_minibatches, load_dataset, to_float, train_val_split
+from .fused import FusedTrainer, fused_unsupported_reason, has_fused_path
 from .initializers import INITIALIZERS
 from .model import ACTIVATIONS, NeuralNetwork
 from .optim import OPTIMIZERS, make_optimizer
@@ -51,6 +52,7 @@ class TrainConfig:
     dtype: str = "float32"
     out: str | None = None
     target_accuracy: float | None = None
+    fused: bool = True
 
 
 class NonFiniteLoss(RuntimeError):
@@ -58,6 +60,7 @@ class NonFiniteLoss(RuntimeError):
 
 
 LR_SCHEDULES = ("constant", "cosine", "step")
+STEPS_PER_CALL = 32   # steps per trainer call: the progress bar and Ctrl-C get a turn between calls
 
 
 def learning_rate(cfg: TrainConfig, epoch: int) -> float:
@@ -112,6 +115,43 @@ def prepare_data(cfg: TrainConfig):
     return full.subset(train_idx), full.subset(val_idx), test
 
 
+class KernelTrainer:
+    """The kernel-by-kernel path: per step, ``model.backward`` (one backend call per kernel) and
+    ``optimizer.step()``. Same ``run_steps`` interface as ``FusedTrainer`` and ``TorchTrainer``."""
+
+    def __init__(self, model, optimizer, dataset):
+        self.model, self.optimizer, self.dataset = model, optimizer, dataset
+
+    def run_steps(self, order, first_step: int, n_steps: int, batch_size: int) -> np.ndarray:
+        """Train on batches ``first_step`` .. of ``order``; return their losses (stops at a non-finite one)."""
+        losses = []
+        for step in range(first_step, first_step + n_steps):
+            idx = order[step * batch_size:(step + 1) * batch_size]
+            if len(idx) == 0:
+                break
+            X = to_float(self.dataset.images[idx], self.model.dtype)           # (B, D)
+            loss = self.model.backward(X, self.dataset.labels[idx].astype(np.int64))
+            losses.append(loss)
+            if not math.isfinite(loss):
+                break
+            self.optimizer.step()
+        return np.array(losses)
+
+
+def make_trainer(cfg: TrainConfig, model, optimizer, train_set, log=print):
+    """The fastest path that trains ``model`` as configured: PyTorch's own for ``--backend torch``,
+    the fused path where the backend has one (unless ``cfg.fused`` is off), else kernel by kernel."""
+    if cfg.backend == "torch":
+        from .torch_baseline import TorchTrainer
+        return TorchTrainer(model, optimizer, train_set, seed=cfg.seed)
+    if cfg.fused and has_fused_path(model.backend):
+        reason = fused_unsupported_reason(model, optimizer)
+        if reason is None:
+            return FusedTrainer(model, optimizer, train_set)
+        log(f"note: {reason}; training kernel by kernel instead of on the fused path")
+    return KernelTrainer(model, optimizer, train_set)
+
+
 def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     """Run one training job as configured; return the metrics dict (also written to disk)."""
     from tqdm.auto import tqdm
@@ -127,7 +167,10 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
                           dtype=np.dtype(cfg.dtype), seed=cfg.seed, dropout=cfg.dropout)
     optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.momentum)
     shuffle_rng = np.random.default_rng([cfg.seed, 1])
-    log(f"{model}\n{optimizer}  {cfg.lr_schedule} lr schedule, batch {cfg.batch_size}, {cfg.epochs} epochs\n"
+    trainer = make_trainer(cfg, model, optimizer, train_set, log)
+    path = {"FusedTrainer": "fused path", "KernelTrainer": "kernel by kernel",
+            "TorchTrainer": "torch.nn + autograd + torch.optim"}[type(trainer).__name__]
+    log(f"{model}\n{optimizer}  {cfg.lr_schedule} lr schedule, batch {cfg.batch_size}, {cfg.epochs} epochs, {path}\n"
         f"data: {cfg.dataset} train {len(train_set)}, val {len(val_set)}, test {len(test_set)}; output {out}")
 
     best_model_path = out / "best_model.npz"
@@ -143,18 +186,24 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
                 optimizer.lr = learning_rate(cfg, epoch)
                 t0 = time.perf_counter()
                 running = 0.0
-                bar = tqdm(iterate_minibatches(train_set, cfg.batch_size, shuffle_rng, model.dtype), total=n_batches,
-                           desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress, mininterval=0.5)
-                for step, (X, y) in enumerate(bar, 1):
-                    loss = model.backward(X, y)
-                    if not math.isfinite(loss):
-                        raise NonFiniteLoss(f"loss became {loss} at epoch {epoch}, step {step}: the learning rate "
-                                            f"{cfg.lr} is probably too high; try --lr {cfg.lr / 10:g}")
-                    optimizer.step()
-                    running += (loss - running) / min(step, 50)  # running mean over ~50 steps
-                    if step % 20 == 0:
-                        bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+                order = shuffle_rng.permutation(len(train_set))
+                bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress,
+                           mininterval=0.5)
+                done = 0
+                for first in range(0, n_batches, STEPS_PER_CALL):
+                    losses = trainer.run_steps(order, first, STEPS_PER_CALL, cfg.batch_size)
+                    bad = np.flatnonzero(~np.isfinite(losses))
+                    if bad.size:
+                        raise NonFiniteLoss(f"loss became {losses[bad[0]]} at epoch {epoch}, step {first + bad[0] + 1}: "
+                                            f"the learning rate {cfg.lr} is probably too high; try --lr {cfg.lr / 10:g}")
+                    for loss in losses:
+                        done += 1
+                        running += (loss - running) / min(done, 50)  # running mean over ~50 steps
+                    bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+                    bar.update(len(losses))
                 bar.close()
+                if hasattr(trainer, "sync_to_model"):
+                    trainer.sync_to_model()
                 epoch_time = time.perf_counter() - t0
                 train_loss, train_acc = evaluate(model, train_set)
                 val_loss, val_acc = evaluate(model, val_set) if len(val_set) else (train_loss, train_acc)
@@ -238,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: a new folder under runs/)")
     p.add_argument("--target-accuracy", type=float, default=None, metavar="PCT",
                    help="exit with status 1 if the test accuracy (in %%) ends below this")
+    p.add_argument("--no-fused", dest="fused", action="store_false",
+                   help="train kernel by kernel even where the backend has a fused path (numba, cython)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 

@@ -33,6 +33,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "reference": ("fastnn.backends.reference", ""),
     "numpy": ("fastnn.backends.numpy_backend", ""),
     "numba": ("fastnn.backends.numba_backend", "Install it with: pip install numba"),
+    "cython": ("fastnn.backends.cython_backend", ""),
     "torch": ("fastnn.backends.torch_backend",
               "Install it with: pip install 'fastnn[torch]' (here: pip install torch==2.13.0, a local CPU build)"),
 }

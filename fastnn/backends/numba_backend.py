@@ -19,6 +19,7 @@ must limit BLAS to one thread.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -199,3 +200,215 @@ def softmax_cross_entropy_backward(probs, labels):
     if probs.shape[0]:
         _softmax_xent_backward_kernel(np.ascontiguousarray(probs), np.ascontiguousarray(labels), out)
     return out
+
+
+
+# ---------------------------------------------------------------- the fused training path
+# One call runs ``n_steps`` whole SGD steps: gather each shuffled mini-batch, forward,
+# softmax cross-entropy, backward and the optimizer update, with no Python in between.
+# ``fastnn.fused`` packs the parameters into one flat vector and documents every argument;
+# the cython backend has the same function with the same arguments.
+#
+# How the work is split: each of the T threads takes a contiguous share of the batch and
+# runs its samples one at a time through the whole network (forward, then backward),
+# accumulating its own partial gradient row grads[t]; a second parallel loop sums the T
+# rows per parameter, zeroes them and applies the optimizer. Layer 0 reads its input as a
+# sparse row (CSR; MNIST pixels are ~81% zero), so x @ W0 and the outer product x^T g cost
+# nnz * H instead of D * H. No BLAS is called, so no second thread pool competes for cores.
+#
+# fastmath: ``contract`` (FMA) and ``reassoc`` (vectorized dot-product sums); never the
+# no-NaN/no-inf flags, so a diverging run still reports a NaN loss.
+
+ACT_CODES = {"relu": 0, "sigmoid": 1, "tanh": 2}
+
+
+def num_threads() -> int:
+    """Threads the fused path uses: Numba's (``NUMBA_NUM_THREADS``, default every core)."""
+    return numba.get_num_threads()
+
+
+@njit(cache=True, parallel=True, fastmath={"contract", "reassoc"})
+def fused_steps(indptr, indices, values, labels, order, first_step, n_steps, batch_size,
+                sizes, w_off, b_off, theta, grads, work, state1, state2, decay,
+                act, drop_mask, opt, hyper, t0, losses):
+    """SGD steps first_step .. first_step + n_steps - 1 of an epoch, in place; losses[s] = mean CE of step s."""
+    # Inner loops run over slices (j >= 0 from range) so that LLVM sees contiguous, non-negative
+    # indices and vectorizes them; offset arithmetic inside the index (x[off + j]) blocks that.
+    n = order.shape[0]
+    n_layers = sizes.shape[0] - 1
+    n_threads = grads.shape[0]
+    n_params = theta.shape[0]
+    one = theta.dtype.type(1)
+    zero = theta.dtype.type(0)
+    lr, mu, beta1, beta2, eps, keep = hyper[0], hyper[1], hyper[3], hyper[4], hyper[5], hyper[6]
+    s_tot = 0                                   # units per sample over all layers: a work row is
+    for l in range(1, n_layers + 1):            # [outputs after dropout | hidden outputs before
+        s_tot += sizes[l]                       #  dropout | gradients w.r.t. outputs], s_tot each
+    thread_loss = np.zeros(n_threads)
+    chunk = 4096
+    n_chunks = (n_params + chunk - 1) // chunk
+    for s in range(n_steps):
+        lo = (first_step + s) * batch_size
+        nb = min(lo + batch_size, n) - lo
+        inv_nb = one / nb
+        for t in prange(n_threads):
+            thread_loss[t] = 0.0
+            wk = work[t]
+            gr = grads[t]
+            for i in range((nb * t) // n_threads, (nb * (t + 1)) // n_threads):
+                sample = order[lo + i]
+                # ---- forward. Layer l's output sits at wk[off: off + n_out], off = sizes[1] + .. + sizes[l]
+                off = 0
+                for l in range(n_layers):
+                    n_in = sizes[l]
+                    n_out = sizes[l + 1]
+                    z = wk[off:off + n_out]                               # (n_out,)
+                    bias = theta[b_off[l]:b_off[l] + n_out]
+                    for j in range(n_out):
+                        z[j] = bias[j]
+                    if l == 0:                          # sparse input row: z += x_q * W0[q, :]
+                        for q in range(indptr[sample], indptr[sample + 1]):
+                            x = values[q]
+                            wr = w_off[0] + indices[q] * n_out
+                            w_row = theta[wr:wr + n_out]
+                            for j in range(n_out):
+                                z[j] += x * w_row[j]
+                    else:                               # z += a_k * W[k, :], zero activations skipped
+                        a_in = wk[off - n_in:off]
+                        for k in range(n_in):
+                            a = a_in[k]
+                            if a != 0:
+                                wr = w_off[l] + k * n_out
+                                w_row = theta[wr:wr + n_out]
+                                for j in range(n_out):
+                                    z[j] += a * w_row[j]
+                    if l < n_layers - 1:                # hidden layer: activation, then inverted dropout
+                        out = wk[s_tot + off:s_tot + off + n_out]
+                        for j in range(n_out):
+                            if act == 0:
+                                out[j] = z[j] if z[j] > 0 else zero
+                            elif act == 1:              # in float64 so that exp never overflows
+                                zz = np.float64(z[j])
+                                if zz >= 0:
+                                    out[j] = 1.0 / (1.0 + np.exp(-zz))
+                                else:
+                                    e = np.exp(zz)
+                                    out[j] = e / (1.0 + e)
+                            else:
+                                out[j] = np.tanh(z[j])
+                        if keep < 1:                    # drop_mask[s]: per hidden layer an (nb, H) block
+                            mask = drop_mask[s, nb * off + i * n_out:nb * off + (i + 1) * n_out]
+                            for j in range(n_out):
+                                z[j] = out[j] * mask[j]
+                        else:
+                            for j in range(n_out):
+                                z[j] = out[j]
+                    off += n_out
+                # ---- softmax cross-entropy of the logits; dL/dlogits = (p - onehot) / nb
+                c = sizes[n_layers]
+                lg = off - c
+                logits = wk[lg:off]
+                g_out = wk[2 * s_tot + lg:2 * s_tot + off]
+                mx = logits[0]
+                for j in range(1, c):
+                    if logits[j] > mx:
+                        mx = logits[j]
+                tot = zero
+                for j in range(c):
+                    e = np.exp(logits[j] - mx)
+                    g_out[j] = e
+                    tot += e
+                y = labels[sample]
+                thread_loss[t] += np.log(np.float64(tot)) - np.float64(logits[y] - mx)
+                for j in range(c):
+                    p = g_out[j] / tot
+                    g_out[j] = (p - one) * inv_nb if j == y else p * inv_nb
+                # ---- backward, last layer first
+                off = lg
+                for l in range(n_layers - 1, -1, -1):
+                    n_in = sizes[l]
+                    n_out = sizes[l + 1]
+                    g_out = wk[2 * s_tot + off:2 * s_tot + off + n_out]   # dL/d(this layer's output)
+                    g_bias = gr[b_off[l]:b_off[l] + n_out]
+                    for j in range(n_out):
+                        g_bias[j] += g_out[j]
+                    if l == 0:                          # grad W0[q, :] += x_q * g, sparse input row
+                        for q in range(indptr[sample], indptr[sample + 1]):
+                            x = values[q]
+                            wr = w_off[0] + indices[q] * n_out
+                            g_row = gr[wr:wr + n_out]
+                            for j in range(n_out):
+                                g_row[j] += x * g_out[j]
+                        break
+                    prev = off - n_in
+                    a_in = wk[prev:off]
+                    out_in = wk[s_tot + prev:s_tot + off]
+                    g_in = wk[2 * s_tot + prev:2 * s_tot + off]
+                    for k in range(n_in):
+                        wr = w_off[l] + k * n_out
+                        w_row = theta[wr:wr + n_out]
+                        a = a_in[k]
+                        if a != 0:                      # grad W[k, :] += a_k * g
+                            g_row = gr[wr:wr + n_out]
+                            for j in range(n_out):
+                                g_row[j] += a * g_out[j]
+                        # gradient w.r.t. input unit k: W[k, :] . g, back through dropout and activation
+                        o = out_in[k]
+                        if act == 0 and not o > 0:
+                            g_in[k] = zero
+                            continue
+                        d = zero
+                        for j in range(n_out):
+                            d += w_row[j] * g_out[j]
+                        if keep < 1:
+                            d = d * drop_mask[s, nb * prev + i * n_in + k]
+                        if act == 1:
+                            d = d * (o * (one - o))
+                        elif act == 2:
+                            d = d * (one - o * o)
+                        g_in[k] = d
+                    off = prev
+        loss = 0.0
+        for t in range(n_threads):
+            loss += thread_loss[t]
+        losses[s] = loss / nb
+        # ---- optimizer: sum the per-thread gradients (zeroing them), add L2 on weights, update
+        step_size = lr
+        v_corr = one
+        if opt == 2:                                    # Adam's bias corrections at step t
+            t_adam = t0 + s + 1
+            step_size = theta.dtype.type(np.float64(lr) / (1.0 - np.float64(beta1) ** t_adam))
+            v_corr = theta.dtype.type(1.0 - np.float64(beta2) ** t_adam)
+        for ch in prange(n_chunks):                     # branch-free loops over 4096 parameters, vectorized
+            k0 = ch * chunk
+            k1 = min(n_params, k0 + chunk)
+            p_ch = theta[k0:k1]
+            g_ch = grads[0, k0:k1]
+            l2 = decay[k0:k1]                           # weight_decay on weights, 0 on biases
+            for t in range(1, n_threads):
+                g_t = grads[t, k0:k1]
+                for k in range(k1 - k0):
+                    g_ch[k] += g_t[k]
+                    g_t[k] = 0
+            if opt == 0:
+                for k in range(k1 - k0):
+                    p_ch[k] -= lr * (g_ch[k] + l2[k] * p_ch[k])
+                    g_ch[k] = 0
+            elif opt == 1:
+                v_ch = state1[k0:k1]
+                for k in range(k1 - k0):
+                    v = mu * v_ch[k] + (g_ch[k] + l2[k] * p_ch[k])
+                    v_ch[k] = v
+                    p_ch[k] -= lr * v
+                    g_ch[k] = 0
+            else:
+                m_ch = state1[k0:k1]
+                v_ch = state2[k0:k1]
+                for k in range(k1 - k0):
+                    gk = g_ch[k] + l2[k] * p_ch[k]
+                    m = beta1 * m_ch[k] + (one - beta1) * gk
+                    v = beta2 * v_ch[k] + (one - beta2) * (gk * gk)
+                    m_ch[k] = m
+                    v_ch[k] = v
+                    p_ch[k] -= step_size * m / (np.sqrt(v / v_corr) + eps)
+                    g_ch[k] = 0

@@ -1,0 +1,125 @@
+"""The ``cython`` backend: a thin wrapper over the compiled kernels in ``kernels/cython_kernels.pyx``.
+
+The extension (``fastnn.backends._cython_kernels``) is built by ``setup.py`` during
+``pip install -e .``. It is compiled with bounds checks off, so this wrapper does every
+check first (shape, rank, dtype, labels, contiguity) with the same errors as the other
+backends; the kernels only ever see C-contiguous arrays of one float dtype.
+
+``matmul`` is hand-written and blocked: 4 x 16 tiles of the output are accumulated in
+registers while walking the shared dimension (no BLAS), with OpenMP threads over row
+blocks when the build has OpenMP (``openmp_threads()``; threads: ``OMP_NUM_THREADS``).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ._checks import as_float_array, check_logits_labels, check_matmul, check_same_shape
+
+try:
+    from . import _cython_kernels as _ck
+except ImportError as exc:  # reported by get_backend("cython") with the build command
+    raise ImportError(
+        "the compiled Cython kernels are not built (fastnn.backends._cython_kernels is missing). "
+        "Build them from the project folder with: pip install -e . "
+        "(needs a C compiler; Cython and NumPy come from the build requirements)") from exc
+
+NAME = "cython"
+ACT_CODES = {"relu": 0, "sigmoid": 1, "tanh": 2}
+
+
+def openmp_threads() -> int:
+    """Threads an OpenMP ``prange`` uses here (1 when the extension was built without OpenMP)."""
+    return _ck.openmp_threads()
+
+
+def num_threads() -> int:
+    """Threads the fused path uses: ``OMP_NUM_THREADS``, else every core (1 without OpenMP)."""
+    if openmp_threads() == 1:
+        return 1
+    return max(1, int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
+
+
+def matmul(a, b):
+    """(m, k) @ (k, n) -> (m, n) with the hand-written register-tiled loop nest (no BLAS)."""
+    a, b = check_matmul(a, b)
+    out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    if out.size:
+        if a.shape[1] == 0:
+            out[...] = 0
+        else:
+            _ck.matmul(np.ascontiguousarray(a), np.ascontiguousarray(b), out)
+    return out
+
+
+def _elementwise(kernel, *arrays):
+    flat = [np.ascontiguousarray(x).reshape(-1) for x in arrays]
+    out = np.empty(arrays[0].shape, dtype=arrays[0].dtype)
+    kernel(*flat, out.reshape(-1))
+    return out
+
+
+def relu(z):
+    """a = max(z, 0), elementwise."""
+    return _elementwise(_ck.relu, as_float_array(z, "z"))
+
+
+def relu_backward(grad_out, z):
+    """dL/dz = dL/da * [z > 0]."""
+    return _elementwise(_ck.relu_backward, *check_same_shape(grad_out, z, "z"))
+
+
+def sigmoid(z):
+    """a = 1 / (1 + exp(-z)), stable for large |z|."""
+    return _elementwise(_ck.sigmoid, as_float_array(z, "z"))
+
+
+def sigmoid_backward(grad_out, out):
+    """dL/dz = dL/da * a * (1 - a), with ``out`` = sigmoid(z)."""
+    return _elementwise(_ck.sigmoid_backward, *check_same_shape(grad_out, out, "out"))
+
+
+def tanh(z):
+    """a = tanh(z)."""
+    return _elementwise(_ck.tanh_forward, as_float_array(z, "z"))
+
+
+def tanh_backward(grad_out, out):
+    """dL/dz = dL/da * (1 - a^2), with ``out`` = tanh(z)."""
+    return _elementwise(_ck.tanh_backward, *check_same_shape(grad_out, out, "out"))
+
+
+def softmax(logits):
+    """probs (N, C), row-wise softmax of logits (N, C)."""
+    logits = np.ascontiguousarray(as_float_array(logits, "logits", 2))
+    probs = np.empty_like(logits)
+    if logits.size:
+        _ck.softmax_xent(logits, np.empty(0, np.int64), probs)
+    return probs
+
+
+def softmax_cross_entropy(logits, labels):
+    """(mean loss as float, probs (N, C)) for logits (N, C) and labels (N,); log-sum-exp stable."""
+    logits, labels = check_logits_labels(logits, labels)
+    logits = np.ascontiguousarray(logits)
+    probs = np.empty_like(logits)
+    n = logits.shape[0]
+    if n == 0:
+        return 0.0, probs
+    total = _ck.softmax_xent(logits, np.ascontiguousarray(labels, dtype=np.int64), probs)
+    return float(total / n), probs
+
+
+def softmax_cross_entropy_backward(probs, labels):
+    """dL/dlogits (N, C) = (probs - one_hot(labels)) / N."""
+    probs, labels = check_logits_labels(probs, labels, "probs")
+    out = np.empty(probs.shape, dtype=probs.dtype)
+    if probs.shape[0]:
+        _ck.softmax_xent_backward(np.ascontiguousarray(probs), np.ascontiguousarray(labels, dtype=np.int64), out)
+    return out
+
+
+def fused_steps(*args):
+    """Whole SGD steps in compiled code; arguments as documented in ``fastnn.fused``."""
+    return _ck.fused_steps(*args)

@@ -1,0 +1,372 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The ``cython`` backend's compiled kernels (built into ``fastnn.backends._cython_kernels``).
+
+One fused-type source for float32 and float64 (``floating``). Each kernel is a ``nogil`` core
+with a one-line maths docstring; the Python wrapper ``fastnn/backends/cython_backend.py``
+checks shapes, dtypes and labels before calling, because with boundscheck(False) nothing
+here does. Built by setup.py with -O3 and, where the compiler has it, -fopenmp: ``prange``
+then runs on OpenMP threads (``openmp_threads()`` reports how many; 1 means a serial build).
+No BLAS anywhere: every product is a hand-written loop nest.
+"""
+from cython.parallel cimport prange, parallel, threadid
+from libc.math cimport exp, log, sqrt, tanh
+from libc.stdint cimport int32_t, int64_t
+from cython cimport floating
+
+import numpy as np
+
+# The matmul micro-tile: MR rows of ``out`` times NR columns are accumulated in registers
+# (MR * NR / 8 AVX2 registers for float32) while walking the shared dimension once.
+cdef enum:
+    MR = 4
+    NR = 16
+
+
+def openmp_threads(int n=64):
+    """Number of distinct OpenMP threads that ran a ``prange`` of n iterations (1: serial build)."""
+    cdef int i
+    cdef int[::1] seen = np.zeros(n, dtype=np.intc)
+    for i in prange(n, nogil=True, schedule="static", chunksize=1):
+        seen[i] = threadid()
+    return int(np.unique(np.asarray(seen)).size)
+
+
+# ---------------------------------------------------------------- matmul
+cdef inline void _tile(const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
+                       floating* out, Py_ssize_t ldo, Py_ssize_t k) noexcept nogil:
+    """out[0:MR, 0:NR] = a[0:MR, 0:k] @ b[0:k, 0:NR], the accumulators held in registers."""
+    cdef floating acc[MR][NR]
+    cdef floating ar
+    cdef Py_ssize_t p, r, j
+    for r in range(MR):
+        for j in range(NR):
+            acc[r][j] = 0
+    for p in range(k):
+        for r in range(MR):
+            ar = a[r * lda + p]
+            for j in range(NR):
+                acc[r][j] += ar * b[p * ldb + j]
+    for r in range(MR):
+        for j in range(NR):
+            out[r * ldo + j] = acc[r][j]
+
+
+cdef void _matmul_block(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out,
+                        Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    """out[i0:i1] = a[i0:i1] @ b for one block of at most MR rows: MR x NR register tiles where
+    they fit, the remaining columns (and a short last block) by rows of axpy over b."""
+    cdef Py_ssize_t k = a.shape[1], n = b.shape[1], i, j, p
+    cdef Py_ssize_t j_edge = (n // NR) * NR if i1 - i0 == MR else 0
+    cdef floating aip
+    j = 0
+    while j < j_edge:
+        _tile(&a[i0, 0], k, &b[0, j], n, &out[i0, j], n, k)
+        j += NR
+    if j_edge == n:
+        return
+    for i in range(i0, i1):
+        for j in range(j_edge, n):
+            out[i, j] = 0
+        for p in range(k):
+            aip = a[i, p]
+            for j in range(j_edge, n):
+                out[i, j] += aip * b[p, j]
+
+
+def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out):
+    """out (m, n) = a (m, k) @ b (k, n); blocks of MR rows split across OpenMP threads."""
+    cdef Py_ssize_t m = a.shape[0], blk, n_blocks = (a.shape[0] + MR - 1) // MR
+    with nogil:
+        for blk in prange(n_blocks, schedule="static"):
+            _matmul_block(a, b, out, blk * MR, min(m, (blk + 1) * MR))
+
+
+# ---------------------------------------------------------------- elementwise (flat arrays)
+def relu(const floating[::1] z, floating[::1] out):
+    """out = max(z, 0)."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(z.shape[0]):
+            out[i] = z[i] if z[i] > 0 else 0
+
+
+def relu_backward(const floating[::1] grad_out, const floating[::1] z, floating[::1] out):
+    """out = grad_out * [z > 0]."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(z.shape[0]):
+            out[i] = grad_out[i] if z[i] > 0 else 0
+
+
+cdef inline double _sigmoid(double x) noexcept nogil:
+    """1 / (1 + exp(-x)) without overflow for either sign of x."""
+    cdef double e
+    if x >= 0:
+        return 1.0 / (1.0 + exp(-x))
+    e = exp(x)
+    return e / (1.0 + e)
+
+
+def sigmoid(const floating[::1] z, floating[::1] out):
+    """out = 1 / (1 + exp(-z)), in double, rounded once."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(z.shape[0]):
+            out[i] = <floating>_sigmoid(z[i])
+
+
+def sigmoid_backward(const floating[::1] grad_out, const floating[::1] a, floating[::1] out):
+    """out = grad_out * a * (1 - a), a = sigmoid(z)."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(a.shape[0]):
+            out[i] = grad_out[i] * a[i] * (1 - a[i])
+
+
+def tanh_forward(const floating[::1] z, floating[::1] out):
+    """out = tanh(z)."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(z.shape[0]):
+            out[i] = <floating>tanh(z[i])
+
+
+def tanh_backward(const floating[::1] grad_out, const floating[::1] a, floating[::1] out):
+    """out = grad_out * (1 - a^2), a = tanh(z)."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(a.shape[0]):
+            out[i] = grad_out[i] * (1 - a[i] * a[i])
+
+
+# ---------------------------------------------------------------- softmax cross-entropy
+def softmax_xent(const floating[:, ::1] logits, const int64_t[::1] labels, floating[:, ::1] probs):
+    """probs = softmax(logits) per row (max subtracted); returns sum_i -log probs[i, labels[i]] (double).
+
+    ``labels`` may be empty (softmax only)."""
+    cdef Py_ssize_t n = logits.shape[0], c = logits.shape[1], i, j
+    cdef double total = 0, mx, s, e
+    cdef bint with_labels = labels.shape[0] > 0
+    with nogil:
+        for i in range(n):
+            mx = logits[i, 0]
+            for j in range(1, c):
+                if logits[i, j] > mx:
+                    mx = logits[i, j]
+            s = 0
+            for j in range(c):
+                e = exp(logits[i, j] - mx)
+                probs[i, j] = <floating>e
+                s += e
+            for j in range(c):
+                probs[i, j] = <floating>(probs[i, j] / s)
+            if with_labels:
+                total += log(s) - (logits[i, labels[i]] - mx)
+    return total
+
+
+def softmax_xent_backward(const floating[:, ::1] probs, const int64_t[::1] labels, floating[:, ::1] out):
+    """out = (probs - one_hot(labels)) / N."""
+    cdef Py_ssize_t n = probs.shape[0], c = probs.shape[1], i, j
+    cdef floating inv_n = 1.0 / n
+    with nogil:
+        for i in range(n):
+            for j in range(c):
+                out[i, j] = probs[i, j] * inv_n
+            out[i, labels[i]] -= inv_n
+
+
+# ---------------------------------------------------------------- the fused training path
+# Same algorithm and arguments as numba_backend.fused_steps (documented in fastnn/fused.py):
+# each of T threads runs its share of the batch sample by sample through forward and
+# backward into its own gradient row grads[t]; a second parallel loop sums the rows, zeroes
+# them and applies the optimizer. Layer 0 reads the input as a sparse (CSR) row.
+
+cdef void _sample_step(const int64_t[::1] indptr, const int32_t[::1] indices, const floating[::1] values,
+                       Py_ssize_t sample, int y, Py_ssize_t i, Py_ssize_t nb, const int64_t[::1] sizes,
+                       const int64_t[::1] w_off, const int64_t[::1] b_off, const floating* theta,
+                       floating* gr, floating* wk, Py_ssize_t s_tot, int act, const floating* mask_row,
+                       bint dropout, floating inv_nb, double* loss) noexcept nogil:
+    """Forward and backward of one sample; adds its gradient into gr and its loss into loss[0]."""
+    cdef Py_ssize_t n_layers = sizes.shape[0] - 1
+    cdef Py_ssize_t l, j, k, q, off = 0, n_in, n_out, prev, c, lg
+    cdef floating x, a, o, d, mx, tot, p
+    cdef floating* z
+    cdef floating* out
+    cdef floating* g_out
+    cdef floating* g_in
+    cdef const floating* w_row
+    cdef floating* g_row
+    # ---- forward
+    for l in range(n_layers):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        z = wk + off
+        for j in range(n_out):
+            z[j] = theta[b_off[l] + j]
+        if l == 0:
+            for q in range(indptr[sample], indptr[sample + 1]):
+                x = values[q]
+                w_row = theta + w_off[0] + indices[q] * n_out
+                for j in range(n_out):
+                    z[j] += x * w_row[j]
+        else:
+            for k in range(n_in):
+                a = wk[off - n_in + k]
+                if a != 0:
+                    w_row = theta + w_off[l] + k * n_out
+                    for j in range(n_out):
+                        z[j] += a * w_row[j]
+        if l < n_layers - 1:
+            out = wk + s_tot + off
+            for j in range(n_out):
+                if act == 0:
+                    out[j] = z[j] if z[j] > 0 else 0
+                elif act == 1:
+                    out[j] = <floating>_sigmoid(z[j])
+                else:
+                    out[j] = <floating>tanh(z[j])
+            if dropout:
+                for j in range(n_out):
+                    z[j] = out[j] * mask_row[nb * off + i * n_out + j]
+            else:
+                for j in range(n_out):
+                    z[j] = out[j]
+        off += n_out
+    # ---- softmax cross-entropy; g_out = (p - onehot) / nb
+    c = sizes[n_layers]
+    lg = off - c
+    z = wk + lg
+    g_out = wk + 2 * s_tot + lg
+    mx = z[0]
+    for j in range(1, c):
+        if z[j] > mx:
+            mx = z[j]
+    tot = 0
+    for j in range(c):
+        g_out[j] = <floating>exp(z[j] - mx)
+        tot += g_out[j]
+    loss[0] += log(<double>tot) - <double>(z[y] - mx)
+    for j in range(c):
+        p = g_out[j] / tot
+        g_out[j] = (p - 1) * inv_nb if j == y else p * inv_nb
+    # ---- backward
+    off = lg
+    for l in range(n_layers - 1, -1, -1):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        g_out = wk + 2 * s_tot + off
+        for j in range(n_out):
+            gr[b_off[l] + j] += g_out[j]
+        if l == 0:
+            for q in range(indptr[sample], indptr[sample + 1]):
+                x = values[q]
+                g_row = gr + w_off[0] + indices[q] * n_out
+                for j in range(n_out):
+                    g_row[j] += x * g_out[j]
+            break
+        prev = off - n_in
+        g_in = wk + 2 * s_tot + prev
+        for k in range(n_in):
+            w_row = theta + w_off[l] + k * n_out
+            a = wk[prev + k]
+            if a != 0:
+                g_row = gr + w_off[l] + k * n_out
+                for j in range(n_out):
+                    g_row[j] += a * g_out[j]
+            o = wk[s_tot + prev + k]
+            if act == 0 and not o > 0:
+                g_in[k] = 0
+                continue
+            d = 0
+            for j in range(n_out):
+                d += w_row[j] * g_out[j]
+            if dropout:
+                d = d * mask_row[nb * prev + i * n_in + k]
+            if act == 1:
+                d = d * (o * (1 - o))
+            elif act == 2:
+                d = d * (1 - o * o)
+            g_in[k] = d
+        off = prev
+
+
+def fused_steps(const int64_t[::1] indptr, const int32_t[::1] indices, const floating[::1] values,
+                const int64_t[::1] labels, const int64_t[::1] order, Py_ssize_t first_step, Py_ssize_t n_steps,
+                Py_ssize_t batch_size, const int64_t[::1] sizes, const int64_t[::1] w_off, const int64_t[::1] b_off,
+                floating[::1] theta, floating[:, ::1] grads, floating[:, ::1] work, floating[::1] state1,
+                floating[::1] state2, const floating[::1] decay, int act, const floating[:, ::1] drop_mask,
+                int opt, const floating[::1] hyper, Py_ssize_t t0, double[::1] losses):
+    """SGD steps first_step .. first_step + n_steps - 1 of an epoch, in place; losses[s] = mean CE of step s."""
+    cdef Py_ssize_t n = order.shape[0], n_layers = sizes.shape[0] - 1
+    cdef int n_threads = grads.shape[0]
+    cdef Py_ssize_t n_params = theta.shape[0], s_tot = 0, l, s, lo, nb, t, i, ch, k, k0, k1
+    cdef Py_ssize_t chunk = 4096, n_chunks = (theta.shape[0] + 4096 - 1) // 4096
+    cdef floating lr = hyper[0], mu = hyper[1], beta1 = hyper[3], beta2 = hyper[4], eps = hyper[5]
+    cdef floating keep = hyper[6], inv_nb, step_size, v_corr, gk, m, v
+    cdef bint dropout = keep < 1
+    cdef double[::1] thread_loss = np.zeros(n_threads)
+    cdef double total
+    for l in range(1, n_layers + 1):
+        s_tot += sizes[l]
+    with nogil:
+        for s in range(n_steps):
+            lo = (first_step + s) * batch_size
+            nb = min(lo + batch_size, n) - lo
+            inv_nb = 1.0 / nb
+            for t in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
+                thread_loss[t] = 0
+                for i in range((nb * t) // n_threads, (nb * (t + 1)) // n_threads):
+                    _sample_step(indptr, indices, values, order[lo + i], <int>labels[order[lo + i]], i, nb,
+                                 sizes, w_off, b_off, &theta[0], &grads[t, 0], &work[t, 0], s_tot, act,
+                                 &drop_mask[s if dropout else 0, 0], dropout, inv_nb, &thread_loss[t])
+            total = 0
+            for t in range(n_threads):
+                total = total + thread_loss[t]
+            losses[s] = total / nb
+            step_size = lr
+            v_corr = 1
+            if opt == 2:
+                step_size = <floating>(<double>lr / (1.0 - (<double>beta1) ** (t0 + s + 1)))
+                v_corr = <floating>(1.0 - (<double>beta2) ** (t0 + s + 1))
+            for ch in prange(n_chunks, schedule="static", num_threads=n_threads):
+                k0 = ch * chunk
+                k1 = min(n_params, k0 + chunk)
+                _update(&theta[k0], &grads[0, 0], grads.shape[1], n_threads, k0, k1 - k0, &state1[0],
+                        &state2[0], &decay[k0], opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
+
+
+cdef void _update(floating* p, floating* grads, Py_ssize_t stride, int n_threads, Py_ssize_t k0, Py_ssize_t count,
+                  floating* state1, floating* state2, const floating* l2, int opt, floating lr, floating mu,
+                  floating beta1, floating beta2, floating eps, floating step_size,
+                  floating v_corr) noexcept nogil:
+    """g = sum_t grads[t, k0:k0+count] (zeroed) + l2 * p; then the SGD / momentum / Adam update of p."""
+    cdef Py_ssize_t k
+    cdef int t
+    cdef floating* g = grads + k0
+    cdef floating* g_t
+    cdef floating gk, v, m
+    for t in range(1, n_threads):
+        g_t = grads + t * stride + k0
+        for k in range(count):
+            g[k] += g_t[k]
+            g_t[k] = 0
+    if opt == 0:
+        for k in range(count):
+            p[k] -= lr * (g[k] + l2[k] * p[k])
+            g[k] = 0
+    elif opt == 1:
+        for k in range(count):
+            v = mu * state1[k0 + k] + (g[k] + l2[k] * p[k])
+            state1[k0 + k] = v
+            p[k] -= lr * v
+            g[k] = 0
+    else:
+        for k in range(count):
+            gk = g[k] + l2[k] * p[k]
+            m = beta1 * state1[k0 + k] + (1 - beta1) * gk
+            v = beta2 * state2[k0 + k] + (1 - beta2) * (gk * gk)
+            state1[k0 + k] = m
+            state2[k0 + k] = v
+            p[k] -= step_size * m / (<floating>sqrt(v / v_corr) + eps)
+            g[k] = 0
