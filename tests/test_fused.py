@@ -1,0 +1,156 @@
+"""The fused training path (numba, cython) and the torch baseline trainer follow the kernel path.
+
+Oracle: the kernel-by-kernel path (``model.backward`` + ``optimizer.step``) on the same model,
+data order and dropout draws. Tolerance: losses agree to 1e-5 relative over 200 steps in
+float64 (only the order of floating-point sums differs; measured ~1e-15).
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from fastnn import NeuralNetwork
+from fastnn.backends import BackendUnavailable, available_backends, get_backend
+from fastnn.data import Dataset, to_float
+from fastnn.fused import FusedTrainer, fused_unsupported_reason, images_to_csr
+from fastnn.optim import SGD, make_optimizer
+from fastnn.train import KernelTrainer, TrainConfig, make_trainer
+
+FUSED = [b for b in ("numba", "cython") if b in available_backends()]
+N_STEPS, BATCH = 200, 32
+
+
+def toy_dataset(n=700, d=50, c=5, seed=0, density=0.3) -> Dataset:
+    """Sparse uint8 'images' like MNIST's (mostly zeros), integer labels."""
+    rng = np.random.default_rng(seed)
+    images = ((rng.random((n, d)) < density) * rng.integers(1, 256, (n, d))).astype(np.uint8)
+    return Dataset(images, rng.integers(0, c, n), [str(i) for i in range(c)], "toy")
+
+
+def trajectory(trainer_cls, backend, optimizer, weight_decay, dropout, activation, dtype=np.float64,
+               n_steps=N_STEPS, **kw):
+    """Losses of the first ``n_steps`` steps (several epochs, calls of uneven length)."""
+    ds = toy_dataset()
+    model = NeuralNetwork([50, 16, 12, 5], activation=activation, backend=backend, dtype=dtype, seed=3,
+                          dropout=dropout)
+    opt = make_optimizer(optimizer, model, 0.01 if optimizer == "adam" else 0.05, weight_decay)
+    trainer = trainer_cls(model, opt, ds, **kw)
+    rng = np.random.default_rng(7)
+    losses = []
+    steps_per_epoch = -(-len(ds) // BATCH)
+    while len(losses) < n_steps:
+        order = rng.permutation(len(ds))
+        for first in range(0, steps_per_epoch, 7):
+            losses.extend(trainer.run_steps(order, first, 7, BATCH))
+    return np.array(losses[:n_steps]), model, opt
+
+
+CASES = [("sgd", 0.0, 0.0, "relu"), ("momentum", 1e-3, 0.0, "relu"), ("adam", 1e-3, 0.2, "relu"),
+         ("momentum", 0.0, 0.3, "tanh"), ("adam", 0.0, 0.0, "sigmoid")]
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("optimizer,weight_decay,dropout,activation", CASES)
+def test_fused_trajectory_matches_kernel_path(backend, optimizer, weight_decay, dropout, activation):
+    ref, ref_model, ref_opt = trajectory(KernelTrainer, "numpy", optimizer, weight_decay, dropout, activation)
+    got, model, opt = trajectory(FusedTrainer, backend, optimizer, weight_decay, dropout, activation)
+    assert got.shape == ref.shape == (N_STEPS,) and got.dtype == np.float64
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    for W, W_ref in zip(model.weights, ref_model.weights):        # the model sees the fused updates
+        np.testing.assert_allclose(W, W_ref, rtol=1e-6, atol=1e-9)
+    assert opt.t == ref_opt.t >= N_STEPS
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_fused_float32_trains_close_to_kernel_path(backend):
+    ref, _, _ = trajectory(KernelTrainer, "numpy", "momentum", 0.0, 0.0, "relu", np.float32, n_steps=60)
+    got, model, _ = trajectory(FusedTrainer, backend, "momentum", 0.0, 0.0, "relu", np.float32, n_steps=60)
+    assert model.weights[0].dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-3)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_fused_model_can_still_be_saved_and_switch_paths(backend, tmp_path):
+    """Weights become views into the fused parameter vector; save/load and the kernel path still work."""
+    ds = toy_dataset()
+    model = NeuralNetwork([50, 16, 5], backend=backend, seed=0)
+    opt = make_optimizer("momentum", model, 0.05)
+    fused = FusedTrainer(model, opt, ds)
+    order = np.arange(len(ds))
+    fused.run_steps(order, 0, 5, 32)
+    model.save(tmp_path / "m.npz")
+    loaded = NeuralNetwork.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.weights[0], model.weights[0])
+    before = model.weights[0].copy()
+    KernelTrainer(model, opt, ds).run_steps(order, 5, 1, 32)            # the kernel path continues in place
+    assert not np.array_equal(before, model.weights[0])
+    np.testing.assert_array_equal(fused.theta[:50 * 16], model.weights[0].ravel())
+
+
+def test_images_to_csr_matches_dense_features():
+    ds = toy_dataset(n=40)
+    indptr, indices, values = images_to_csr(ds.images, np.float32)
+    assert indptr.shape == (41,) and indptr.dtype == np.int64 and indices.dtype == np.int32
+    assert values.dtype == np.float32 and values.shape == (indptr[-1],)
+    dense = np.zeros((40, 50), np.float32)
+    for i in range(40):
+        dense[i, indices[indptr[i]:indptr[i + 1]]] = values[indptr[i]:indptr[i + 1]]
+    np.testing.assert_array_equal(dense, to_float(ds.images, np.float32))
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_unsupported_optimizer_falls_back_and_says_so(backend):
+    class Lion(SGD):                     # an optimizer the fused kernels do not know
+        pass
+
+    model = NeuralNetwork([50, 8, 5], backend=backend)
+    opt = Lion(model, 0.1)
+    said = []
+    trainer = make_trainer(TrainConfig(backend=backend), model, opt, toy_dataset(), log=said.append)
+    assert isinstance(trainer, KernelTrainer)
+    assert len(said) == 1 and "Lion" in said[0] and "kernel by kernel" in said[0]
+    assert fused_unsupported_reason(model, make_optimizer("adam", model, 0.01)) is None
+    with pytest.raises(ValueError, match="no fused path"):
+        FusedTrainer(NeuralNetwork([50, 8, 5], backend="numpy"), make_optimizer("sgd", model, 0.1), toy_dataset())
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_fused_rejects_mismatched_data(backend):
+    model = NeuralNetwork([49, 8, 5], backend=backend)
+    with pytest.raises(ValueError, match="49"):
+        FusedTrainer(model, make_optimizer("sgd", model, 0.1), toy_dataset())
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_torch_trainer_follows_the_same_trajectory(torch, optimizer):
+    """nn.Module + autograd + torch.optim from the same initial weights and batch order."""
+    from fastnn.torch_baseline import TorchTrainer
+
+    ref, _, _ = trajectory(KernelTrainer, "numpy", optimizer, 0.0, 0.0, "relu", n_steps=100)
+    got, model, _ = trajectory(TorchTrainer, "numpy", optimizer, 0.0, 0.0, "relu", n_steps=100)
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+
+
+def test_cython_unbuilt_says_how_to_build(monkeypatch):
+    import fastnn.backends as backends
+
+    monkeypatch.setitem(sys.modules, "fastnn.backends._cython_kernels", None)   # import fails
+    monkeypatch.delattr(backends, "_cython_kernels", raising=False)
+    monkeypatch.delitem(sys.modules, "fastnn.backends.cython_backend", raising=False)
+    monkeypatch.setattr(backends, "_cache", {})
+    with pytest.raises(BackendUnavailable, match=r"pip install -e \."):
+        get_backend("cython")
+
+
+@pytest.mark.skipif("cython" not in available_backends(), reason="Cython kernels not built")
+def test_cython_prange_is_parallel():
+    """Without -fopenmp, prange silently runs serially: the build must have OpenMP on a multi-core machine."""
+    import os
+
+    from fastnn.backends.cython_backend import openmp_threads
+
+    wanted = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    assert openmp_threads() == min(wanted, os.cpu_count() or 1), \
+        "the Cython extension runs prange serially: rebuild with a compiler that supports -fopenmp"
