@@ -15,11 +15,11 @@ from cython cimport floating
 
 import numpy as np
 
-# The matmul micro-tile: MR rows of ``out`` times NR columns are accumulated in registers
-# (MR * NR / 8 AVX2 registers for float32) while walking the shared dimension once.
+# matmul works on blocks of MR rows of ``out``: each row of ``b`` is loaded once and used
+# for MR rows (MR FMAs per load), the MR output rows (MR * n floats) stay in L1 cache, and
+# the contiguous loop over columns is vectorized by the C compiler (-O3 -march=native).
 cdef enum:
     MR = 4
-    NR = 16
 
 
 def openmp_threads(int n=64):
@@ -32,45 +32,44 @@ def openmp_threads(int n=64):
 
 
 # ---------------------------------------------------------------- matmul
-cdef inline void _tile(const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
-                       floating* out, Py_ssize_t ldo, Py_ssize_t k) noexcept nogil:
-    """out[0:MR, 0:NR] = a[0:MR, 0:k] @ b[0:k, 0:NR], the accumulators held in registers."""
-    cdef floating acc[MR][NR]
-    cdef floating ar
-    cdef Py_ssize_t p, r, j
-    for r in range(MR):
-        for j in range(NR):
-            acc[r][j] = 0
-    for p in range(k):
-        for r in range(MR):
-            ar = a[r * lda + p]
-            for j in range(NR):
-                acc[r][j] += ar * b[p * ldb + j]
-    for r in range(MR):
-        for j in range(NR):
-            out[r * ldo + j] = acc[r][j]
-
-
 cdef void _matmul_block(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out,
                         Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
-    """out[i0:i1] = a[i0:i1] @ b for one block of at most MR rows: MR x NR register tiles where
-    they fit, the remaining columns (and a short last block) by rows of axpy over b."""
+    """out[i0:i1] = a[i0:i1] @ b, i1 - i0 <= MR: out[i] = sum_p a[i, p] * b[p], MR rows per pass over b."""
     cdef Py_ssize_t k = a.shape[1], n = b.shape[1], i, j, p
-    cdef Py_ssize_t j_edge = (n // NR) * NR if i1 - i0 == MR else 0
-    cdef floating aip
-    j = 0
-    while j < j_edge:
-        _tile(&a[i0, 0], k, &b[0, j], n, &out[i0, j], n, k)
-        j += NR
-    if j_edge == n:
-        return
+    cdef floating a0, a1, a2, a3, bj
+    cdef floating* o0
+    cdef floating* o1
+    cdef floating* o2
+    cdef floating* o3
+    cdef const floating* b_row
     for i in range(i0, i1):
-        for j in range(j_edge, n):
+        for j in range(n):
             out[i, j] = 0
+    if i1 - i0 == MR:
+        o0 = &out[i0, 0]
+        o1 = &out[i0 + 1, 0]
+        o2 = &out[i0 + 2, 0]
+        o3 = &out[i0 + 3, 0]
         for p in range(k):
-            aip = a[i, p]
-            for j in range(j_edge, n):
-                out[i, j] += aip * b[p, j]
+            a0 = a[i0, p]
+            a1 = a[i0 + 1, p]
+            a2 = a[i0 + 2, p]
+            a3 = a[i0 + 3, p]
+            b_row = &b[p, 0]
+            for j in range(n):
+                bj = b_row[j]
+                o0[j] += a0 * bj
+                o1[j] += a1 * bj
+                o2[j] += a2 * bj
+                o3[j] += a3 * bj
+        return
+    for i in range(i0, i1):                    # a short last block: one row at a time
+        o0 = &out[i, 0]
+        for p in range(k):
+            a0 = a[i, p]
+            b_row = &b[p, 0]
+            for j in range(n):
+                o0[j] += a0 * b_row[j]
 
 
 def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out):

@@ -5,9 +5,13 @@ The extension (``fastnn.backends._cython_kernels``) is built by ``setup.py`` dur
 check first (shape, rank, dtype, labels, contiguity) with the same errors as the other
 backends; the kernels only ever see C-contiguous arrays of one float dtype.
 
-``matmul`` is hand-written and blocked: 4 x 16 tiles of the output are accumulated in
-registers while walking the shared dimension (no BLAS), with OpenMP threads over row
-blocks when the build has OpenMP (``openmp_threads()``; threads: ``OMP_NUM_THREADS``).
+``matmul`` is hand-written and blocked (no BLAS): blocks of 4 output rows, each row of ``b``
+loaded once per block and used for 4 rows, the contiguous column loop vectorized by the C
+compiler; OpenMP threads over row blocks when the build has OpenMP (``openmp_threads()``;
+thread count: ``OMP_NUM_THREADS``).
+
+``fused_steps`` runs whole training steps (see ``fastnn.fused``), the same algorithm as the
+numba backend's.
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ def num_threads() -> int:
 
 
 def matmul(a, b):
-    """(m, k) @ (k, n) -> (m, n) with the hand-written register-tiled loop nest (no BLAS)."""
+    """(m, k) @ (k, n) -> (m, n) with the hand-written blocked loop nest (no BLAS)."""
     a, b = check_matmul(a, b)
     out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
     if out.size:

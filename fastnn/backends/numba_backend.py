@@ -4,14 +4,17 @@ Kernels are flat module-level ``@njit(cache=True)`` functions, so a second proce
 them from Numba's on-disk cache instead of compiling again. ``matmul`` is written out as a
 loop nest (rows of the output in parallel with ``prange``, each row accumulated from rows of
 ``b`` in a contiguous inner loop LLVM vectorizes, zero inputs skipped); it does not call
-BLAS, so it shows what a hand-written kernel reaches. It is not yet register-tiled: at
-64x784 @ 784x128 it reaches about a fifth of BLAS's GFLOP/s on dense inputs.
+BLAS, so it shows what a hand-written kernel reaches. It is not register-tiled: on dense
+inputs it measured 29% of BLAS's GFLOP/s at 64x784 @ 784x128 and 71% at 64x128 @ 128x64
+(``pytest benchmarks --benchmark-only``, README).
 
-fastmath: only ``contract`` (fused multiply-add) where it is set; never the flags that
-assume no NaN or inf, so a diverging run still shows its NaN.
+fastmath: ``contract`` (fused multiply-add), plus ``reassoc`` in the fused path's dot
+products; never the flags that assume no NaN or inf, so a diverging run still shows its NaN.
 
-Threads: Numba uses ``NUMBA_NUM_THREADS`` (default: all cores). These kernels call no BLAS,
-so on the kernel-by-kernel path Numba's pool has the cores to itself. Mixing Numba's parallel
+``fused_steps`` (bottom of the file) runs whole training steps in one call: see ``fastnn.fused``.
+
+Threads: Numba uses ``NUMBA_NUM_THREADS`` (default: all cores). These kernels, the fused
+path included, call no BLAS, so Numba's pool has the cores to itself. Mixing Numba's parallel
 regions with multi-threaded BLAS calls in one loop is a different matter: both pools keep
 their threads spinning after their work, and on 2 cores a prototype fused epoch measured
 11 s with OpenBLAS at 2 threads against 0.8 s with OMP_NUM_THREADS=1. Code that mixes them

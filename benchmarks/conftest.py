@@ -1,0 +1,66 @@
+"""pytest-benchmark suite: kept out of the default test run.
+
+    pytest benchmarks --benchmark-only        # time everything; prints ratio tables at the end
+    pytest benchmarks --benchmark-disable     # run each benchmark once (CI smoke test)
+
+Needs real MNIST (FASTNN_DATA_DIR=../shared/data, or it is downloaded). Threads: run with
+OMP_NUM_THREADS set to the core count (2 here) so that numba, OpenMP, BLAS and torch each use
+that many threads and never more.
+"""
+from __future__ import annotations
+
+import pytest
+
+from fastnn.data import load_dataset
+
+# results[(group, name)] = median seconds, filled by the benchmarks, printed at the end
+RESULTS: dict[tuple[str, str], dict] = {}
+
+
+def pytest_collection_modifyitems(config, items):
+    opts = config.option
+    if getattr(opts, "benchmark_only", False) or getattr(opts, "benchmark_disable", False):
+        return
+    skip = pytest.mark.skip(reason="benchmarks run with: pytest benchmarks --benchmark-only "
+                                   "(or --benchmark-disable for a one-shot smoke run)")
+    for item in items:
+        if "benchmarks" in item.nodeid.split("/")[0]:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def mnist_train():
+    try:
+        return load_dataset("mnist", "train")
+    except Exception as exc:  # noqa: BLE001 - any data problem skips the benchmarks with its reason
+        pytest.skip(f"real MNIST unavailable: {exc}")
+
+
+def record(benchmark, group: str, name: str, **extra) -> None:
+    """Keep the median (when timing is on) for the ratio tables."""
+    stats = getattr(benchmark, "stats", None)
+    if stats is None or getattr(benchmark, "disabled", False):
+        return
+    median = stats.stats.median
+    RESULTS[(group, name)] = {"median_s": median, **extra}
+    benchmark.extra_info.update(extra)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not RESULTS:
+        return
+    tr = terminalreporter
+    groups = sorted({g for g, _ in RESULTS})
+    for group in groups:
+        rows = {n: r for (g, n), r in RESULTS.items() if g == group}
+        base_name = "torch" if "torch" in rows else ("numpy" if "numpy" in rows else None)
+        tr.write_sep("-", f"fastnn benchmark: {group}")
+        for name, r in rows.items():
+            line = f"{name:>10}  median {1e3 * r['median_s']:9.2f} ms"
+            if "gflops" in r:
+                line += f"  {r['gflops']:7.1f} GFLOP/s"
+            if base_name and name != base_name and group.startswith("epoch"):
+                line += f"  {r['median_s'] / rows[base_name]['median_s']:.2f} x the {base_name} time"
+            if base_name and "gflops" in r and name != "numpy" and "numpy" in rows:
+                line += f"  {100 * r['gflops'] / rows['numpy']['gflops']:5.1f}% of numpy's BLAS"
+            tr.write_line(line)
