@@ -21,7 +21,8 @@ w_off, b_off, theta, grads, work, state1, state2, decay, act, drop_mask, opt, hy
 - ``order`` (n,) int64: the epoch's permutation; steps cover ``order[step*B: (step+1)*B]``.
 - ``sizes`` (L+1,) int64 layer sizes; ``w_off``/``b_off`` (L,) int64 offsets of W_l (row-major
   (n_in, n_out)) and b_l in ``theta`` (P,) float32/float64.
-- ``grads`` (T, P) zeros, one row per thread (T = threads used); ``work`` (T, 3 * sum(sizes[1:])).
+- ``grads`` (T, P) zeros, one row per thread (T = threads used); ``work`` (T, 3 * R * sum(sizes[1:]))
+  with R = ceil(batch_size / T), the most samples a thread takes per step.
 - ``state1``/``state2`` (P,): momentum velocity, or Adam's m and v. ``decay`` (P,) float:
   weight_decay on weights, 0 on biases.
 - ``act``: 0 relu, 1 sigmoid, 2 tanh. ``opt``: 0 sgd, 1 momentum, 2 adam; ``t0`` Adam steps so far.
@@ -37,6 +38,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from .optim import SGD, Adam
 
@@ -111,9 +113,12 @@ class FusedTrainer:
                              f"..{self.labels.max()}")
         self.sizes = np.array(model.layer_sizes, dtype=np.int64)
         self._pack_parameters()
-        n_threads = _num_threads(backend)
-        self.grads = np.zeros((n_threads, self.theta.size), dtype=dtype)          # (T, P)
-        self.work = np.zeros((n_threads, 3 * int(self.sizes[1:].sum())), dtype=dtype)
+        import scipy.linalg.cython_blas  # noqa: F401 - the BLAS the fused kernels call, loaded before we look
+
+        self._blas = ThreadpoolController()             # finds the loaded BLAS libraries once (~1 ms)
+        self.n_threads = _num_threads(backend)
+        self.grads = np.zeros((self.n_threads, self.theta.size), dtype=dtype)     # (T, P)
+        self.work = np.zeros((self.n_threads, 0), dtype=dtype)                    # sized per batch size
 
     def _pack_parameters(self) -> None:
         """Copy weights/biases (and optimizer state) into flat vectors; leave views behind."""
@@ -193,10 +198,15 @@ class FusedTrainer:
                 drop_mask[s, :nb * sum(hidden)] = np.concatenate(draws).astype(m.dtype) * scale
         else:
             drop_mask = np.ones((1, 1), dtype=m.dtype)
+        rows = -(-batch_size // self.n_threads)
+        width = 3 * rows * int(self.sizes[1:].sum())
+        if self.work.shape[1] != width:
+            self.work = np.zeros((self.n_threads, width), dtype=m.dtype)
         losses = np.empty(n_steps)
-        self._kernel(self.indptr, self.indices, self.values, self.labels, order, first_step, n_steps, batch_size,
-                     self.sizes, self.w_off, self.b_off, self.theta, self.grads, self.work, self.state1,
-                     self.state2, self._decay(), self._act, drop_mask, self._opt, self._hyper(), self.optimizer.t,
-                     losses)
+        with self._blas.limit(limits=1, user_api="blas"):   # one BLAS thread inside each kernel thread
+                self._kernel(self.indptr, self.indices, self.values, self.labels, order, first_step, n_steps,
+                         batch_size, self.sizes, self.w_off, self.b_off, self.theta, self.grads, self.work,
+                         self.state1, self.state2, self._decay(), self._act, drop_mask, self._opt, self._hyper(),
+                         self.optimizer.t, losses)
         self.optimizer.t += n_steps
         return losses

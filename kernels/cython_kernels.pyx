@@ -6,12 +6,14 @@ with a one-line maths docstring; the Python wrapper ``fastnn/backends/cython_bac
 checks shapes, dtypes and labels before calling, because with boundscheck(False) nothing
 here does. Built by setup.py with -O3 and, where the compiler has it, -fopenmp: ``prange``
 then runs on OpenMP threads (``openmp_threads()`` reports how many; 1 means a serial build).
-No BLAS anywhere: every product is a hand-written loop nest.
+No BLAS in the kernel interface: matmul is a hand-written loop nest. The fused training
+path calls BLAS gemm for its dense layers (see there).
 """
 from cython.parallel cimport prange, parallel, threadid
 from libc.math cimport exp, log, sqrt, tanh
 from libc.stdint cimport int32_t, int64_t
 from cython cimport floating
+from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
 
@@ -177,116 +179,137 @@ def softmax_xent_backward(const floating[:, ::1] probs, const int64_t[::1] label
 
 # ---------------------------------------------------------------- the fused training path
 # Same algorithm and arguments as numba_backend.fused_steps (documented in fastnn/fused.py):
-# each of T threads runs its share of the batch sample by sample through forward and
-# backward into its own gradient row grads[t]; a second parallel loop sums the rows, zeroes
-# them and applies the optimizer. Layer 0 reads the input as a sparse (CSR) row.
+# each of T threads runs its share of the batch (m rows) layer by layer, forward and backward,
+# into its own gradient row grads[t]; a second parallel loop sums the rows, zeroes them and
+# applies the optimizer. Layer 0 reads the input as sparse (CSR) rows in hand-written loops;
+# the dense products of later layers call BLAS sgemm/dgemm from scipy.linalg.cython_blas
+# (single-threaded: the caller limits BLAS threads). Row-major arrays are passed to the
+# column-major BLAS as their transposes, so C = A @ B is computed as C^T = B^T A^T.
 
-cdef void _sample_step(const int64_t[::1] indptr, const int32_t[::1] indices, const floating[::1] values,
-                       Py_ssize_t sample, int y, Py_ssize_t i, Py_ssize_t nb, const int64_t[::1] sizes,
-                       const int64_t[::1] w_off, const int64_t[::1] b_off, const floating* theta,
-                       floating* gr, floating* wk, Py_ssize_t s_tot, int act, const floating* mask_row,
-                       bint dropout, floating inv_nb, double* loss) noexcept nogil:
-    """Forward and backward of one sample; adds its gradient into gr and its loss into loss[0]."""
+cdef inline void _gemm(char transa, char transb, int m, int n, int k, floating alpha, const floating* a,
+                       int lda, const floating* b, int ldb, floating beta, floating* c, int ldc) noexcept nogil:
+    """Column-major C (m, n) = alpha op(A) op(B) + beta C, op = transpose when trans is 'T'."""
+    if floating is float:
+        sgemm(&transa, &transb, &m, &n, &k, &alpha, <float*>a, &lda, <float*>b, &ldb, &beta, c, &ldc)
+    else:
+        dgemm(&transa, &transb, &m, &n, &k, &alpha, <double*>a, &lda, <double*>b, &ldb, &beta, c, &ldc)
+
+
+cdef void _thread_step(const int64_t[::1] indptr, const int32_t[::1] indices, const floating[::1] values,
+                       const int64_t[::1] labels, const int64_t* batch, Py_ssize_t i0, Py_ssize_t m,
+                       Py_ssize_t nb, Py_ssize_t rows, const int64_t[::1] sizes, const int64_t[::1] w_off,
+                       const int64_t[::1] b_off, const floating* theta, floating* gr, floating* wk,
+                       Py_ssize_t s_tot, int act, const floating* mask, bint dropout, floating inv_nb,
+                       double* loss) noexcept nogil:
+    """Forward and backward of batch rows i0 .. i0 + m - 1 (sample ids batch[i]); gradients into gr."""
     cdef Py_ssize_t n_layers = sizes.shape[0] - 1
-    cdef Py_ssize_t l, j, k, q, off = 0, n_in, n_out, prev, c, lg
-    cdef floating x, a, o, d, mx, tot, p
+    cdef Py_ssize_t l, i, j, k, q, off = 0, n_in, n_out, prev, c, lg, sample, y
+    cdef floating x, mx, tot, p
+    cdef floating* A
+    cdef floating* O
+    cdef floating* G
     cdef floating* z
-    cdef floating* out
-    cdef floating* g_out
-    cdef floating* g_in
     cdef const floating* w_row
+    cdef const floating* bias
     cdef floating* g_row
-    # ---- forward
+    # ---- forward: layer l's outputs are the (m, n_out) block at wk + rows * off
     for l in range(n_layers):
         n_in = sizes[l]
         n_out = sizes[l + 1]
-        z = wk + off
-        for j in range(n_out):
-            z[j] = theta[b_off[l] + j]
-        if l == 0:
-            for q in range(indptr[sample], indptr[sample + 1]):
-                x = values[q]
-                w_row = theta + w_off[0] + indices[q] * n_out
+        A = wk + rows * off
+        bias = theta + b_off[l]
+        if l == 0:                                  # sparse input rows: z += x_q * W0[q, :]
+            for i in range(m):
+                z = A + i * n_out
                 for j in range(n_out):
-                    z[j] += x * w_row[j]
-        else:
-            for k in range(n_in):
-                a = wk[off - n_in + k]
-                if a != 0:
-                    w_row = theta + w_off[l] + k * n_out
+                    z[j] = bias[j]
+                sample = batch[i0 + i]
+                for q in range(indptr[sample], indptr[sample + 1]):
+                    x = values[q]
+                    w_row = theta + w_off[0] + indices[q] * n_out
                     for j in range(n_out):
-                        z[j] += a * w_row[j]
-        if l < n_layers - 1:
-            out = wk + s_tot + off
-            for j in range(n_out):
+                        z[j] += x * w_row[j]
+        else:                                       # Z = A_in @ W + b (BLAS)
+            for i in range(m):
+                for j in range(n_out):
+                    A[i * n_out + j] = bias[j]
+            _gemm(c'N', c'N', <int>n_out, <int>m, <int>n_in, 1, theta + w_off[l], <int>n_out,
+                  wk + rows * (off - n_in), <int>n_in, 1, A, <int>n_out)
+        if l < n_layers - 1:                        # hidden: activation into O, dropout into A
+            O = wk + rows * (s_tot + off)
+            for k in range(m * n_out):
                 if act == 0:
-                    out[j] = z[j] if z[j] > 0 else 0
+                    O[k] = A[k] if A[k] > 0 else 0
                 elif act == 1:
-                    out[j] = <floating>_sigmoid(z[j])
+                    O[k] = <floating>_sigmoid(A[k])
                 else:
-                    out[j] = <floating>tanh(z[j])
+                    O[k] = <floating>tanh(A[k])
             if dropout:
-                for j in range(n_out):
-                    z[j] = out[j] * mask_row[nb * off + i * n_out + j]
+                for i in range(m):
+                    for j in range(n_out):
+                        A[i * n_out + j] = O[i * n_out + j] * mask[nb * off + (i0 + i) * n_out + j]
             else:
-                for j in range(n_out):
-                    z[j] = out[j]
+                for k in range(m * n_out):
+                    A[k] = O[k]
         off += n_out
-    # ---- softmax cross-entropy; g_out = (p - onehot) / nb
+    # ---- softmax cross-entropy; G = (p - onehot) / nb
     c = sizes[n_layers]
     lg = off - c
-    z = wk + lg
-    g_out = wk + 2 * s_tot + lg
-    mx = z[0]
-    for j in range(1, c):
-        if z[j] > mx:
-            mx = z[j]
-    tot = 0
-    for j in range(c):
-        g_out[j] = <floating>exp(z[j] - mx)
-        tot += g_out[j]
-    loss[0] += log(<double>tot) - <double>(z[y] - mx)
-    for j in range(c):
-        p = g_out[j] / tot
-        g_out[j] = (p - 1) * inv_nb if j == y else p * inv_nb
+    for i in range(m):
+        z = wk + rows * lg + i * c
+        G = wk + rows * (2 * s_tot + lg) + i * c
+        mx = z[0]
+        for j in range(1, c):
+            if z[j] > mx:
+                mx = z[j]
+        tot = 0
+        for j in range(c):
+            G[j] = <floating>exp(z[j] - mx)
+            tot += G[j]
+        y = labels[batch[i0 + i]]
+        loss[0] += log(<double>tot) - <double>(z[y] - mx)
+        for j in range(c):
+            p = G[j] / tot
+            G[j] = (p - 1) * inv_nb if j == y else p * inv_nb
     # ---- backward
     off = lg
     for l in range(n_layers - 1, -1, -1):
         n_in = sizes[l]
         n_out = sizes[l + 1]
-        g_out = wk + 2 * s_tot + off
-        for j in range(n_out):
-            gr[b_off[l] + j] += g_out[j]
-        if l == 0:
-            for q in range(indptr[sample], indptr[sample + 1]):
-                x = values[q]
-                g_row = gr + w_off[0] + indices[q] * n_out
-                for j in range(n_out):
-                    g_row[j] += x * g_out[j]
+        G = wk + rows * (2 * s_tot + off)
+        g_row = gr + b_off[l]
+        for i in range(m):
+            for j in range(n_out):
+                g_row[j] += G[i * n_out + j]
+        if l == 0:                                  # grad W0[q, :] += x_q * g, sparse input rows
+            for i in range(m):
+                sample = batch[i0 + i]
+                for q in range(indptr[sample], indptr[sample + 1]):
+                    x = values[q]
+                    g_row = gr + w_off[0] + indices[q] * n_out
+                    for j in range(n_out):
+                        g_row[j] += x * G[i * n_out + j]
             break
         prev = off - n_in
-        g_in = wk + 2 * s_tot + prev
-        for k in range(n_in):
-            w_row = theta + w_off[l] + k * n_out
-            a = wk[prev + k]
-            if a != 0:
-                g_row = gr + w_off[l] + k * n_out
-                for j in range(n_out):
-                    g_row[j] += a * g_out[j]
-            o = wk[s_tot + prev + k]
-            if act == 0 and not o > 0:
-                g_in[k] = 0
-                continue
-            d = 0
-            for j in range(n_out):
-                d += w_row[j] * g_out[j]
-            if dropout:
-                d = d * mask_row[nb * prev + i * n_in + k]
-            if act == 1:
-                d = d * (o * (1 - o))
-            elif act == 2:
-                d = d * (1 - o * o)
-            g_in[k] = d
+        # grad W += A_in^T @ G (BLAS, accumulated in place); D = G @ W^T into the G block of prev
+        _gemm(c'N', c'T', <int>n_out, <int>n_in, <int>m, 1, G, <int>n_out, wk + rows * prev, <int>n_in,
+              1, gr + w_off[l], <int>n_out)
+        A = wk + rows * (2 * s_tot + prev)
+        _gemm(c'T', c'N', <int>n_in, <int>m, <int>n_out, 1, theta + w_off[l], <int>n_out, G, <int>n_out,
+              0, A, <int>n_in)
+        O = wk + rows * (s_tot + prev)
+        if dropout:
+            for i in range(m):
+                for k in range(n_in):
+                    A[i * n_in + k] *= mask[nb * prev + (i0 + i) * n_in + k]
+        for k in range(m * n_in):
+            if act == 0:
+                if not O[k] > 0:
+                    A[k] = 0
+            elif act == 1:
+                A[k] = A[k] * (O[k] * (1 - O[k]))
+            else:
+                A[k] = A[k] * (1 - O[k] * O[k])
         off = prev
 
 
@@ -299,15 +322,18 @@ def fused_steps(const int64_t[::1] indptr, const int32_t[::1] indices, const flo
     """SGD steps first_step .. first_step + n_steps - 1 of an epoch, in place; losses[s] = mean CE of step s."""
     cdef Py_ssize_t n = order.shape[0], n_layers = sizes.shape[0] - 1
     cdef int n_threads = grads.shape[0]
-    cdef Py_ssize_t n_params = theta.shape[0], s_tot = 0, l, s, lo, nb, t, i, ch, k, k0, k1
+    cdef Py_ssize_t n_params = theta.shape[0], s_tot = 0, l, s, lo, nb, t, i0, i1, ch, k0, k1
+    cdef Py_ssize_t rows = (batch_size + n_threads - 1) // n_threads
     cdef Py_ssize_t chunk = 4096, n_chunks = (theta.shape[0] + 4096 - 1) // 4096
     cdef floating lr = hyper[0], mu = hyper[1], beta1 = hyper[3], beta2 = hyper[4], eps = hyper[5]
-    cdef floating keep = hyper[6], inv_nb, step_size, v_corr, gk, m, v
+    cdef floating keep = hyper[6], inv_nb, step_size, v_corr
     cdef bint dropout = keep < 1
     cdef double[::1] thread_loss = np.zeros(n_threads)
     cdef double total
     for l in range(1, n_layers + 1):
         s_tot += sizes[l]
+    if work.shape[1] < 3 * rows * s_tot or grads.shape[1] != n_params:
+        raise ValueError(f"work {work.shape} / grads {grads.shape} too small for batch {batch_size}")
     with nogil:
         for s in range(n_steps):
             lo = (first_step + s) * batch_size
@@ -315,9 +341,11 @@ def fused_steps(const int64_t[::1] indptr, const int32_t[::1] indices, const flo
             inv_nb = 1.0 / nb
             for t in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
                 thread_loss[t] = 0
-                for i in range((nb * t) // n_threads, (nb * (t + 1)) // n_threads):
-                    _sample_step(indptr, indices, values, order[lo + i], <int>labels[order[lo + i]], i, nb,
-                                 sizes, w_off, b_off, &theta[0], &grads[t, 0], &work[t, 0], s_tot, act,
+                i0 = (nb * t) // n_threads
+                i1 = (nb * (t + 1)) // n_threads
+                if i1 > i0:
+                    _thread_step(indptr, indices, values, labels, &order[lo], i0, i1 - i0, nb, rows, sizes,
+                                 w_off, b_off, &theta[0], &grads[t, 0], &work[t, 0], s_tot, act,
                                  &drop_mask[s if dropout else 0, 0], dropout, inv_nb, &thread_loss[t])
             total = 0
             for t in range(n_threads):
@@ -333,7 +361,6 @@ def fused_steps(const int64_t[::1] indptr, const int32_t[::1] indices, const flo
                 k1 = min(n_params, k0 + chunk)
                 _update(&theta[k0], &grads[0, 0], grads.shape[1], n_threads, k0, k1 - k0, &state1[0],
                         &state2[0], &decay[k0], opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
-
 
 cdef void _update(floating* p, floating* grads, Py_ssize_t stride, int n_threads, Py_ssize_t k0, Py_ssize_t count,
                   floating* state1, floating* state2, const floating* l2, int opt, floating lr, floating mu,

@@ -13,12 +13,11 @@ products; never the flags that assume no NaN or inf, so a diverging run still sh
 
 ``fused_steps`` (bottom of the file) runs whole training steps in one call: see ``fastnn.fused``.
 
-Threads: Numba uses ``NUMBA_NUM_THREADS`` (default: all cores). These kernels, the fused
-path included, call no BLAS, so Numba's pool has the cores to itself. Mixing Numba's parallel
-regions with multi-threaded BLAS calls in one loop is a different matter: both pools keep
-their threads spinning after their work, and on 2 cores a prototype fused epoch measured
-11 s with OpenBLAS at 2 threads against 0.8 s with OMP_NUM_THREADS=1. Code that mixes them
-must limit BLAS to one thread.
+Threads: Numba uses ``NUMBA_NUM_THREADS`` (default: all cores). The kernels of the interface
+call no BLAS, so Numba's pool has the cores to itself. The fused path calls BLAS from inside
+Numba's parallel loop; there BLAS must run single-threaded (``fastnn.fused`` sets that with
+threadpoolctl), because an earlier prototype that let OpenBLAS start 2 threads under each of
+Numba's 2 measured 11 s per epoch against 0.8 s with one BLAS thread.
 """
 from __future__ import annotations
 
@@ -212,15 +211,18 @@ def softmax_cross_entropy_backward(probs, labels):
 # ``fastnn.fused`` packs the parameters into one flat vector and documents every argument;
 # the cython backend has the same function with the same arguments.
 #
-# How the work is split: each of the T threads takes a contiguous share of the batch and
-# runs its samples one at a time through the whole network (forward, then backward),
-# accumulating its own partial gradient row grads[t]; a second parallel loop sums the T
-# rows per parameter, zeroes them and applies the optimizer. Layer 0 reads its input as a
-# sparse row (CSR; MNIST pixels are ~81% zero), so x @ W0 and the outer product x^T g cost
-# nnz * H instead of D * H. No BLAS is called, so no second thread pool competes for cores.
+# How the work is split: each of the T threads takes a contiguous share of the batch (m rows)
+# and runs it layer by layer, forward then backward, accumulating its own partial gradient
+# row grads[t]; a second parallel loop sums the T rows per parameter, zeroes them and applies
+# the optimizer. Layer 0 reads its input as sparse rows (CSR; MNIST pixels are ~81% zero),
+# so x @ W0 and the outer products x^T g cost nnz * H instead of D * H; they are hand-written
+# loops. The dense products of the later layers call BLAS sgemm/dgemm through ``np.dot``
+# (the one place fastnn uses BLAS outside the numpy backend): at these sizes a single-threaded
+# BLAS call is ~3x our loops. The caller limits BLAS to one thread per Numba thread (see
+# ``fastnn.fused``), so the two thread pools never oversubscribe the cores.
 #
-# fastmath: ``contract`` (FMA) and ``reassoc`` (vectorized dot-product sums); never the
-# no-NaN/no-inf flags, so a diverging run still reports a NaN loss.
+# fastmath: ``contract`` (FMA) and ``reassoc``; never the no-NaN/no-inf flags, so a diverging
+# run still reports a NaN loss.
 
 ACT_CODES = {"relu": 0, "sigmoid": 1, "tanh": 2}
 
@@ -244,9 +246,10 @@ def fused_steps(indptr, indices, values, labels, order, first_step, n_steps, bat
     one = theta.dtype.type(1)
     zero = theta.dtype.type(0)
     lr, mu, beta1, beta2, eps, keep = hyper[0], hyper[1], hyper[3], hyper[4], hyper[5], hyper[6]
-    s_tot = 0                                   # units per sample over all layers: a work row is
-    for l in range(1, n_layers + 1):            # [outputs after dropout | hidden outputs before
-        s_tot += sizes[l]                       #  dropout | gradients w.r.t. outputs], s_tot each
+    rows = (batch_size + n_threads - 1) // n_threads       # most samples a thread takes per step
+    s_tot = 0
+    for l in range(1, n_layers + 1):
+        s_tot += sizes[l]
     thread_loss = np.zeros(n_threads)
     chunk = 4096
     n_chunks = (n_params + chunk - 1) // chunk
@@ -256,62 +259,75 @@ def fused_steps(indptr, indices, values, labels, order, first_step, n_steps, bat
         inv_nb = one / nb
         for t in prange(n_threads):
             thread_loss[t] = 0.0
+            i0 = (nb * t) // n_threads
+            i1 = (nb * (t + 1)) // n_threads
+            m = i1 - i0
             wk = work[t]
             gr = grads[t]
-            for i in range((nb * t) // n_threads, (nb * (t + 1)) // n_threads):
-                sample = order[lo + i]
-                # ---- forward. Layer l's output sits at wk[off: off + n_out], off = sizes[1] + .. + sizes[l]
-                off = 0
-                for l in range(n_layers):
-                    n_in = sizes[l]
-                    n_out = sizes[l + 1]
-                    z = wk[off:off + n_out]                               # (n_out,)
-                    bias = theta[b_off[l]:b_off[l] + n_out]
-                    for j in range(n_out):
-                        z[j] = bias[j]
-                    if l == 0:                          # sparse input row: z += x_q * W0[q, :]
+            if m == 0:
+                continue
+            # blocks (m, n_l) of layer outputs: A (after act + dropout), O (before dropout), G (gradients)
+            off = 0
+            for l in range(n_layers):
+                n_in = sizes[l]
+                n_out = sizes[l + 1]
+                A = wk[rows * off:rows * off + m * n_out].reshape(m, n_out)
+                bias = theta[b_off[l]:b_off[l] + n_out]
+                if l == 0:
+                    for i in range(m):
+                        z = A[i]
+                        for j in range(n_out):
+                            z[j] = bias[j]
+                        sample = order[lo + i0 + i]
                         for q in range(indptr[sample], indptr[sample + 1]):
                             x = values[q]
                             wr = w_off[0] + indices[q] * n_out
                             w_row = theta[wr:wr + n_out]
                             for j in range(n_out):
                                 z[j] += x * w_row[j]
-                    else:                               # z += a_k * W[k, :], zero activations skipped
-                        a_in = wk[off - n_in:off]
-                        for k in range(n_in):
-                            a = a_in[k]
-                            if a != 0:
-                                wr = w_off[l] + k * n_out
-                                w_row = theta[wr:wr + n_out]
-                                for j in range(n_out):
-                                    z[j] += a * w_row[j]
-                    if l < n_layers - 1:                # hidden layer: activation, then inverted dropout
-                        out = wk[s_tot + off:s_tot + off + n_out]
+                else:
+                    poff = off - n_in
+                    A_in = wk[rows * poff:rows * poff + m * n_in].reshape(m, n_in)
+                    W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)
+                    Z = np.dot(A_in, W)                                  # (m, n_out), BLAS
+                    for i in range(m):
+                        z = A[i]
+                        zr = Z[i]
+                        for j in range(n_out):
+                            z[j] = zr[j] + bias[j]
+                if l < n_layers - 1:
+                    O = wk[rows * (s_tot + off):rows * (s_tot + off) + m * n_out].reshape(m, n_out)
+                    for i in range(m):
+                        z = A[i]
+                        o = O[i]
                         for j in range(n_out):
                             if act == 0:
-                                out[j] = z[j] if z[j] > 0 else zero
-                            elif act == 1:              # in float64 so that exp never overflows
+                                o[j] = z[j] if z[j] > 0 else zero
+                            elif act == 1:
                                 zz = np.float64(z[j])
                                 if zz >= 0:
-                                    out[j] = 1.0 / (1.0 + np.exp(-zz))
+                                    o[j] = 1.0 / (1.0 + np.exp(-zz))
                                 else:
                                     e = np.exp(zz)
-                                    out[j] = e / (1.0 + e)
+                                    o[j] = e / (1.0 + e)
                             else:
-                                out[j] = np.tanh(z[j])
-                        if keep < 1:                    # drop_mask[s]: per hidden layer an (nb, H) block
-                            mask = drop_mask[s, nb * off + i * n_out:nb * off + (i + 1) * n_out]
+                                o[j] = np.tanh(z[j])
+                        if keep < 1:
+                            mask = drop_mask[s, nb * off + (i0 + i) * n_out:nb * off + (i0 + i + 1) * n_out]
                             for j in range(n_out):
-                                z[j] = out[j] * mask[j]
+                                z[j] = o[j] * mask[j]
                         else:
                             for j in range(n_out):
-                                z[j] = out[j]
-                    off += n_out
-                # ---- softmax cross-entropy of the logits; dL/dlogits = (p - onehot) / nb
-                c = sizes[n_layers]
-                lg = off - c
-                logits = wk[lg:off]
-                g_out = wk[2 * s_tot + lg:2 * s_tot + off]
+                                z[j] = o[j]
+                off += n_out
+            # softmax cross-entropy
+            c = sizes[n_layers]
+            lg = off - c
+            L = wk[rows * lg:rows * lg + m * c].reshape(m, c)
+            G = wk[rows * (2 * s_tot + lg):rows * (2 * s_tot + lg) + m * c].reshape(m, c)
+            for i in range(m):
+                logits = L[i]
+                g_out = G[i]
                 mx = logits[0]
                 for j in range(1, c):
                     if logits[j] > mx:
@@ -321,73 +337,76 @@ def fused_steps(indptr, indices, values, labels, order, first_step, n_steps, bat
                     e = np.exp(logits[j] - mx)
                     g_out[j] = e
                     tot += e
-                y = labels[sample]
+                y = labels[order[lo + i0 + i]]
                 thread_loss[t] += np.log(np.float64(tot)) - np.float64(logits[y] - mx)
                 for j in range(c):
                     p = g_out[j] / tot
                     g_out[j] = (p - one) * inv_nb if j == y else p * inv_nb
-                # ---- backward, last layer first
-                off = lg
-                for l in range(n_layers - 1, -1, -1):
-                    n_in = sizes[l]
-                    n_out = sizes[l + 1]
-                    g_out = wk[2 * s_tot + off:2 * s_tot + off + n_out]   # dL/d(this layer's output)
-                    g_bias = gr[b_off[l]:b_off[l] + n_out]
+            # backward
+            off = lg
+            for l in range(n_layers - 1, -1, -1):
+                n_in = sizes[l]
+                n_out = sizes[l + 1]
+                G = wk[rows * (2 * s_tot + off):rows * (2 * s_tot + off) + m * n_out].reshape(m, n_out)
+                g_bias = gr[b_off[l]:b_off[l] + n_out]
+                for i in range(m):
+                    g = G[i]
                     for j in range(n_out):
-                        g_bias[j] += g_out[j]
-                    if l == 0:                          # grad W0[q, :] += x_q * g, sparse input row
+                        g_bias[j] += g[j]
+                if l == 0:
+                    for i in range(m):
+                        g = G[i]
+                        sample = order[lo + i0 + i]
                         for q in range(indptr[sample], indptr[sample + 1]):
                             x = values[q]
                             wr = w_off[0] + indices[q] * n_out
                             g_row = gr[wr:wr + n_out]
                             for j in range(n_out):
-                                g_row[j] += x * g_out[j]
-                        break
-                    prev = off - n_in
-                    a_in = wk[prev:off]
-                    out_in = wk[s_tot + prev:s_tot + off]
-                    g_in = wk[2 * s_tot + prev:2 * s_tot + off]
+                                g_row[j] += x * g[j]
+                    break
+                prev = off - n_in
+                A_in = wk[rows * prev:rows * prev + m * n_in].reshape(m, n_in)
+                W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)
+                gW = gr[w_off[l]:w_off[l] + n_in * n_out]
+                dW = np.dot(A_in.T, G)                                   # (n_in, n_out), BLAS
+                dWf = dW.reshape(n_in * n_out)
+                for k in range(n_in * n_out):
+                    gW[k] += dWf[k]
+                D = np.dot(G, W.T)                                       # (m, n_in), BLAS
+                O = wk[rows * (s_tot + prev):rows * (s_tot + prev) + m * n_in].reshape(m, n_in)
+                G_in = wk[rows * (2 * s_tot + prev):rows * (2 * s_tot + prev) + m * n_in].reshape(m, n_in)
+                for i in range(m):
+                    d = D[i]
+                    o = O[i]
+                    g_in = G_in[i]
+                    if keep < 1:
+                        mask = drop_mask[s, nb * prev + (i0 + i) * n_in:nb * prev + (i0 + i + 1) * n_in]
+                        for k in range(n_in):
+                            d[k] *= mask[k]
                     for k in range(n_in):
-                        wr = w_off[l] + k * n_out
-                        w_row = theta[wr:wr + n_out]
-                        a = a_in[k]
-                        if a != 0:                      # grad W[k, :] += a_k * g
-                            g_row = gr[wr:wr + n_out]
-                            for j in range(n_out):
-                                g_row[j] += a * g_out[j]
-                        # gradient w.r.t. input unit k: W[k, :] . g, back through dropout and activation
-                        o = out_in[k]
-                        if act == 0 and not o > 0:
-                            g_in[k] = zero
-                            continue
-                        d = zero
-                        for j in range(n_out):
-                            d += w_row[j] * g_out[j]
-                        if keep < 1:
-                            d = d * drop_mask[s, nb * prev + i * n_in + k]
-                        if act == 1:
-                            d = d * (o * (one - o))
-                        elif act == 2:
-                            d = d * (one - o * o)
-                        g_in[k] = d
-                    off = prev
+                        if act == 0:
+                            g_in[k] = d[k] if o[k] > 0 else zero
+                        elif act == 1:
+                            g_in[k] = d[k] * (o[k] * (one - o[k]))
+                        else:
+                            g_in[k] = d[k] * (one - o[k] * o[k])
+                off = prev
         loss = 0.0
         for t in range(n_threads):
             loss += thread_loss[t]
         losses[s] = loss / nb
-        # ---- optimizer: sum the per-thread gradients (zeroing them), add L2 on weights, update
         step_size = lr
         v_corr = one
-        if opt == 2:                                    # Adam's bias corrections at step t
+        if opt == 2:
             t_adam = t0 + s + 1
             step_size = theta.dtype.type(np.float64(lr) / (1.0 - np.float64(beta1) ** t_adam))
             v_corr = theta.dtype.type(1.0 - np.float64(beta2) ** t_adam)
-        for ch in prange(n_chunks):                     # branch-free loops over 4096 parameters, vectorized
+        for ch in prange(n_chunks):
             k0 = ch * chunk
             k1 = min(n_params, k0 + chunk)
             p_ch = theta[k0:k1]
             g_ch = grads[0, k0:k1]
-            l2 = decay[k0:k1]                           # weight_decay on weights, 0 on biases
+            l2 = decay[k0:k1]
             for t in range(1, n_threads):
                 g_t = grads[t, k0:k1]
                 for k in range(k1 - k0):
@@ -409,9 +428,9 @@ def fused_steps(indptr, indices, values, labels, order, first_step, n_steps, bat
                 v_ch = state2[k0:k1]
                 for k in range(k1 - k0):
                     gk = g_ch[k] + l2[k] * p_ch[k]
-                    m = beta1 * m_ch[k] + (one - beta1) * gk
+                    mm = beta1 * m_ch[k] + (one - beta1) * gk
                     v = beta2 * v_ch[k] + (one - beta2) * (gk * gk)
-                    m_ch[k] = m
+                    m_ch[k] = mm
                     v_ch[k] = v
-                    p_ch[k] -= step_size * m / (np.sqrt(v / v_corr) + eps)
+                    p_ch[k] -= step_size * mm / (np.sqrt(v / v_corr) + eps)
                     g_ch[k] = 0
