@@ -204,7 +204,11 @@ cdef void _thread_step(const int64_t[::1] indptr, const int32_t[::1] indices, co
     """Forward and backward of batch rows i0 .. i0 + m - 1 (sample ids batch[i]); gradients into gr."""
     cdef Py_ssize_t n_layers = sizes.shape[0] - 1
     cdef Py_ssize_t l, i, j, k, q, off = 0, n_in, n_out, prev, c, lg, sample, y
-    cdef floating x, mx, tot, p
+    cdef Py_ssize_t q_end
+    cdef floating x, x1, x2, x3, mx, tot, p
+    cdef const floating* w1
+    cdef const floating* w2
+    cdef const floating* w3
     cdef floating* A
     cdef floating* O
     cdef floating* G
@@ -218,17 +222,29 @@ cdef void _thread_step(const int64_t[::1] indptr, const int32_t[::1] indices, co
         n_out = sizes[l + 1]
         A = wk + rows * off
         bias = theta + b_off[l]
-        if l == 0:                                  # sparse input rows: z += x_q * W0[q, :]
+        if l == 0:                                  # sparse rows: z += x_q W0[q, :], 4 nonzeros per pass
             for i in range(m):
                 z = A + i * n_out
                 for j in range(n_out):
                     z[j] = bias[j]
                 sample = batch[i0 + i]
-                for q in range(indptr[sample], indptr[sample + 1]):
+                q = indptr[sample]
+                q_end = indptr[sample + 1]
+                while q + 4 <= q_end:
+                    x, x1, x2, x3 = values[q], values[q + 1], values[q + 2], values[q + 3]
+                    w_row = theta + w_off[0] + indices[q] * n_out
+                    w1 = theta + w_off[0] + indices[q + 1] * n_out
+                    w2 = theta + w_off[0] + indices[q + 2] * n_out
+                    w3 = theta + w_off[0] + indices[q + 3] * n_out
+                    for j in range(n_out):
+                        z[j] += x * w_row[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j]
+                    q += 4
+                while q < q_end:
                     x = values[q]
                     w_row = theta + w_off[0] + indices[q] * n_out
                     for j in range(n_out):
                         z[j] += x * w_row[j]
+                    q += 1
         else:                                       # Z = A_in @ W + b (BLAS)
             for i in range(m):
                 for j in range(n_out):
@@ -237,12 +253,14 @@ cdef void _thread_step(const int64_t[::1] indptr, const int32_t[::1] indices, co
                   wk + rows * (off - n_in), <int>n_in, 1, A, <int>n_out)
         if l < n_layers - 1:                        # hidden: activation into O, dropout into A
             O = wk + rows * (s_tot + off)
-            for k in range(m * n_out):
-                if act == 0:
+            if act == 0:                            # one branch-free loop per activation (vectorized)
+                for k in range(m * n_out):
                     O[k] = A[k] if A[k] > 0 else 0
-                elif act == 1:
+            elif act == 1:
+                for k in range(m * n_out):
                     O[k] = <floating>_sigmoid(A[k])
-                else:
+            else:
+                for k in range(m * n_out):
                     O[k] = <floating>tanh(A[k])
             if dropout:
                 for i in range(m):
@@ -302,13 +320,14 @@ cdef void _thread_step(const int64_t[::1] indptr, const int32_t[::1] indices, co
             for i in range(m):
                 for k in range(n_in):
                     A[i * n_in + k] *= mask[nb * prev + (i0 + i) * n_in + k]
-        for k in range(m * n_in):
-            if act == 0:
-                if not O[k] > 0:
-                    A[k] = 0
-            elif act == 1:
+        if act == 0:
+            for k in range(m * n_in):
+                A[k] = A[k] if O[k] > 0 else 0
+        elif act == 1:
+            for k in range(m * n_in):
                 A[k] = A[k] * (O[k] * (1 - O[k]))
-            else:
+        else:
+            for k in range(m * n_in):
                 A[k] = A[k] * (1 - O[k] * O[k])
         off = prev
 

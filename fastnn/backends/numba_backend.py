@@ -227,6 +227,29 @@ def softmax_cross_entropy_backward(probs, labels):
 ACT_CODES = {"relu": 0, "sigmoid": 1, "tanh": 2}
 
 
+@njit(cache=True, fastmath={"contract"})
+def _activation(z, out, act):
+    """out = relu(z) (act 0), sigmoid(z) (1, in float64 as in _sigmoid_kernel) or tanh(z) (2); 1-D."""
+    if act == 0:
+        _relu_kernel(z, out)
+    elif act == 1:
+        _sigmoid_kernel(z, out)
+    else:
+        _tanh_kernel(z, out)
+
+
+@njit(cache=True, fastmath={"contract"})
+def _activation_backward(grad_out, out, grad_in, act):
+    """grad_in = grad_out * act'(z), from the activation's output ``out``; 1-D."""
+    if act == 0:
+        for k in range(out.size):                 # out > 0 exactly where z > 0
+            grad_in[k] = grad_out[k] if out[k] > 0 else 0
+    elif act == 1:
+        _sigmoid_backward_kernel(grad_out, out, grad_in)
+    else:
+        _tanh_backward_kernel(grad_out, out, grad_in)
+
+
 def num_threads() -> int:
     """Threads the fused path uses: Numba's (``NUMBA_NUM_THREADS``, default every core)."""
     return numba.get_num_threads()
@@ -273,18 +296,32 @@ def fused_steps(indptr, indices, values, labels, order, first_step, n_steps, bat
                 n_out = sizes[l + 1]
                 A = wk[rows * off:rows * off + m * n_out].reshape(m, n_out)
                 bias = theta[b_off[l]:b_off[l] + n_out]
-                if l == 0:
+                if l == 0:                      # sparse rows: z += x_q W0[q, :], four nonzeros per pass over z
                     for i in range(m):
                         z = A[i]
                         for j in range(n_out):
                             z[j] = bias[j]
                         sample = order[lo + i0 + i]
-                        for q in range(indptr[sample], indptr[sample + 1]):
+                        q = indptr[sample]
+                        q_end = indptr[sample + 1]
+                        while q + 4 <= q_end:
+                            x0, x1, x2, x3 = values[q], values[q + 1], values[q + 2], values[q + 3]
+                            r0 = w_off[0] + indices[q] * n_out
+                            r1 = w_off[0] + indices[q + 1] * n_out
+                            r2 = w_off[0] + indices[q + 2] * n_out
+                            r3 = w_off[0] + indices[q + 3] * n_out
+                            w0, w1 = theta[r0:r0 + n_out], theta[r1:r1 + n_out]
+                            w2, w3 = theta[r2:r2 + n_out], theta[r3:r3 + n_out]
+                            for j in range(n_out):
+                                z[j] += x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j]
+                            q += 4
+                        while q < q_end:
                             x = values[q]
                             wr = w_off[0] + indices[q] * n_out
                             w_row = theta[wr:wr + n_out]
                             for j in range(n_out):
                                 z[j] += x * w_row[j]
+                            q += 1
                 else:
                     poff = off - n_in
                     A_in = wk[rows * poff:rows * poff + m * n_in].reshape(m, n_in)
@@ -300,18 +337,7 @@ def fused_steps(indptr, indices, values, labels, order, first_step, n_steps, bat
                     for i in range(m):
                         z = A[i]
                         o = O[i]
-                        for j in range(n_out):
-                            if act == 0:
-                                o[j] = z[j] if z[j] > 0 else zero
-                            elif act == 1:
-                                zz = np.float64(z[j])
-                                if zz >= 0:
-                                    o[j] = 1.0 / (1.0 + np.exp(-zz))
-                                else:
-                                    e = np.exp(zz)
-                                    o[j] = e / (1.0 + e)
-                            else:
-                                o[j] = np.tanh(z[j])
+                        _activation(z, o, act)
                         if keep < 1:
                             mask = drop_mask[s, nb * off + (i0 + i) * n_out:nb * off + (i0 + i + 1) * n_out]
                             for j in range(n_out):
@@ -383,13 +409,7 @@ def fused_steps(indptr, indices, values, labels, order, first_step, n_steps, bat
                         mask = drop_mask[s, nb * prev + (i0 + i) * n_in:nb * prev + (i0 + i + 1) * n_in]
                         for k in range(n_in):
                             d[k] *= mask[k]
-                    for k in range(n_in):
-                        if act == 0:
-                            g_in[k] = d[k] if o[k] > 0 else zero
-                        elif act == 1:
-                            g_in[k] = d[k] * (o[k] * (one - o[k]))
-                        else:
-                            g_in[k] = d[k] * (one - o[k] * o[k])
+                    _activation_backward(d, o, g_in, act)
                 off = prev
         loss = 0.0
         for t in range(n_threads):
