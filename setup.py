@@ -2,7 +2,8 @@
 
 Metadata lives in pyproject.toml. Flags: -O3, plus -march=native unless FASTNN_PORTABLE=1
 (for wheels meant for other machines), plus -fopenmp when the compiler can build and link
-an OpenMP program; without it the build still succeeds and ``prange`` runs serially
+an OpenMP program (it also turns on the `omp simd` loop in kernels/dot_tile.h); without it
+the build still succeeds and ``prange`` runs serially
 (``fastnn.backends.cython_backend.openmp_threads()`` then reports 1).
 """
 import os
@@ -15,9 +16,10 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 
-def _compiles(compiler, flags) -> bool:
-    """Whether ``compiler`` can compile and link a small OpenMP program with ``flags``."""
-    src = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
+def _compiles(compiler, flags, needs_runtime=True) -> bool:
+    """Whether ``compiler`` can compile and link a small (OpenMP) program with ``flags``."""
+    src = ("#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n" if needs_runtime
+           else "int main(void) { return 0; }\n")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "check_openmp.c"
         path.write_text(src)
@@ -40,6 +42,8 @@ class BuildExt(build_ext):
             link_args.append("-fopenmp")
         else:
             print("fastnn: the C compiler has no OpenMP; building the Cython kernels single-threaded")
+            if _compiles(self.compiler, ["-fopenmp-simd"], needs_runtime=False):
+                compile_args.append("-fopenmp-simd")   # still vectorize kernels/dot_tile.h
         for ext in self.extensions:
             ext.extra_compile_args = compile_args + ext.extra_compile_args
             ext.extra_link_args = link_args + ext.extra_link_args
@@ -48,7 +52,7 @@ class BuildExt(build_ext):
 
 extensions = [
     Extension("fastnn.backends._cython_kernels", ["kernels/cython_kernels.pyx"],
-              include_dirs=[numpy.get_include()]),
+              include_dirs=[numpy.get_include(), "kernels"], depends=["kernels/dot_tile.h"]),
 ]
 
 setup(

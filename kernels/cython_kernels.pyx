@@ -12,6 +12,7 @@ path calls BLAS gemm for its dense layers (see there).
 from cython.parallel cimport prange, parallel, threadid
 from libc.math cimport exp, log, sqrt, tanh
 from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport free, malloc
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -57,6 +58,8 @@ cdef void _matmul_block(const floating[:, ::1] a, const floating[:, ::1] b, floa
             a1 = a[i0 + 1, p]
             a2 = a[i0 + 2, p]
             a3 = a[i0 + 3, p]
+            if a0 == 0 and a1 == 0 and a2 == 0 and a3 == 0:    # zero pixels add nothing
+                continue
             b_row = &b[p, 0]
             for j in range(n):
                 bj = b_row[j]
@@ -69,9 +72,63 @@ cdef void _matmul_block(const floating[:, ::1] a, const floating[:, ::1] b, floa
         o0 = &out[i, 0]
         for p in range(k):
             a0 = a[i, p]
+            if a0 == 0:
+                continue
             b_row = &b[p, 0]
             for j in range(n):
                 o0[j] += a0 * b_row[j]
+
+
+cdef extern from "dot_tile.h" nogil:
+    void dot_tile_2x4_float(const float* a0, const float* a1, const float* b0, const float* b1,
+                            const float* b2, const float* b3, Py_ssize_t k, float* c)
+    void dot_tile_2x4_double(const double* a0, const double* a1, const double* b0, const double* b1,
+                             const double* b2, const double* b3, Py_ssize_t k, double* c)
+
+
+cdef void _matmul_dot_block(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out,
+                            Py_ssize_t j0, Py_ssize_t w, floating* bt) noexcept nogil:
+    """out[:, j0:j0+w] = a @ b[:, j0:j0+w] = a @ bt.T, after packing bt[jj, p] = b[p, j0 + jj].
+
+    Tiles of 2 rows x 4 columns are 8 dot products held in registers (dot_tile.h); a short
+    last group of columns repeats its last column, a last odd row repeats itself (stored once)."""
+    cdef Py_ssize_t m = a.shape[0], k = a.shape[1], i, jj, p, t
+    cdef floating c[8]
+    cdef const floating* a1
+    for p in range(k):
+        for jj in range(w):
+            bt[jj * k + p] = b[p, j0 + jj]
+    for i in range(0, m, 2):
+        a1 = &a[i + 1, 0] if i + 1 < m else &a[i, 0]
+        for jj in range(0, w, 4):
+            if floating is float:
+                dot_tile_2x4_float(&a[i, 0], a1, bt + jj * k, bt + min(jj + 1, w - 1) * k,
+                                   bt + min(jj + 2, w - 1) * k, bt + min(jj + 3, w - 1) * k, k, c)
+            else:
+                dot_tile_2x4_double(&a[i, 0], a1, bt + jj * k, bt + min(jj + 1, w - 1) * k,
+                                    bt + min(jj + 2, w - 1) * k, bt + min(jj + 3, w - 1) * k, k, c)
+            for t in range(min(4, w - jj)):
+                out[i, j0 + jj + t] = c[t]
+                if i + 1 < m:
+                    out[i + 1, j0 + jj + t] = c[4 + t]
+
+
+def matmul_dot(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out):
+    """out (m, n) = a (m, k) @ b (k, n) by register-tiled dot products; column blocks of 16 in
+    parallel, each packing its (16, k) block of b^T first (as BLAS packs its panels)."""
+    cdef Py_ssize_t n = b.shape[1], k = a.shape[1], blk, n_blocks = (b.shape[1] + 15) // 16
+    cdef floating* packed
+    cdef bint failed = False
+    with nogil:
+        for blk in prange(n_blocks, schedule="static"):
+            packed = <floating*>malloc(16 * k * sizeof(floating))
+            if packed == NULL:
+                failed = True
+            else:
+                _matmul_dot_block(a, b, out, blk * 16, min(16, n - blk * 16), packed)
+                free(packed)
+    if failed:
+        raise MemoryError("matmul_dot: could not allocate a packing buffer")
 
 
 def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out):

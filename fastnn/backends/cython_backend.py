@@ -5,10 +5,11 @@ The extension (``fastnn.backends._cython_kernels``) is built by ``setup.py`` dur
 check first (shape, rank, dtype, labels, contiguity) with the same errors as the other
 backends; the kernels only ever see C-contiguous arrays of one float dtype.
 
-``matmul`` is hand-written and blocked (no BLAS): blocks of 4 output rows, each row of ``b``
-loaded once per block and used for 4 rows, the contiguous column loop vectorized by the C
-compiler; OpenMP threads over row blocks when the build has OpenMP (``openmp_threads()``;
-thread count: ``OMP_NUM_THREADS``).
+``matmul`` is hand-written (no BLAS), with two loop nests chosen as in the numba backend: for
+dense inputs, register-tiled dot products (2 x 4 output tiles, columns of b packed as rows;
+``kernels/dot_tile.h``); for mostly-zero inputs such as MNIST pixels, blocks of 4 output rows
+accumulated from rows of b, zero entries skipped. OpenMP threads split the work when the
+build has OpenMP (``openmp_threads()``; thread count: ``OMP_NUM_THREADS``).
 
 ``fused_steps`` runs whole training steps (see ``fastnn.fused``), the same algorithm as the
 numba backend's.
@@ -45,15 +46,22 @@ def num_threads() -> int:
     return max(1, int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
 
 
+DOT_MIN_K = 32   # from this depth on, dense inputs go to the dot-product kernel
+
+
 def matmul(a, b):
-    """(m, k) @ (k, n) -> (m, n) with the hand-written blocked loop nest (no BLAS)."""
+    """(m, k) @ (k, n) -> (m, n) with hand-written loop nests (no BLAS); density of ``a`` judged
+    on its first 8 rows, as in the numba backend."""
     a, b = check_matmul(a, b)
     out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
     if out.size:
         if a.shape[1] == 0:
             out[...] = 0
         else:
-            _ck.matmul(np.ascontiguousarray(a), np.ascontiguousarray(b), out)
+            head = a[:8]
+            dense = a.shape[1] >= DOT_MIN_K and 2 * np.count_nonzero(head) > head.size
+            kernel = _ck.matmul_dot if dense else _ck.matmul
+            kernel(np.ascontiguousarray(a), np.ascontiguousarray(b), out)
     return out
 
 

@@ -5,8 +5,8 @@ them from Numba's on-disk cache instead of compiling again. ``matmul`` is writte
 loop nests and never calls BLAS, so it shows what a hand-written kernel reaches: a row-axpy
 kernel (rows of the output in parallel, each accumulated from rows of ``b`` in a contiguous
 inner loop LLVM vectorizes, zero inputs skipped: the right one for MNIST pixels) and, for
-dense inputs with a deep shared dimension, a dot-product kernel whose 2 x 4 output tiles stay
-in registers. Their GFLOP/s against BLAS at the network's shapes are in the README
+dense inputs, a dot-product kernel whose 2 x 4 output tiles stay in registers (columns of b
+packed as rows first, as BLAS packs its panels). Their GFLOP/s against BLAS at the network's shapes are in the README
 (``pytest benchmarks --benchmark-only``).
 
 fastmath: ``contract`` (fused multiply-add), plus ``reassoc`` in the fused path's dot
@@ -48,57 +48,77 @@ def _matmul_kernel(a, b, out):
                 orow[j] += aip * brow[j]
 
 
-@njit(cache=True, parallel=True, fastmath={"contract", "reassoc"})
-def _matmul_dot_kernel(a, b, out):
-    """out (m, n) = a (m, k) @ b (k, n) as dot products: out[i, j] = sum_p a[i, p] * b[p, j].
+@njit(cache=True, fastmath={"contract", "reassoc"})
+def _pack_columns(b, j0, w, bt):
+    """bt[jj, p] = b[p, j0 + jj] for jj < w: columns of b as contiguous rows (a block of b^T)."""
+    for p in range(b.shape[0]):
+        brow = b[p, j0:j0 + w]
+        for jj in range(w):
+            bt[jj, p] = brow[jj]
 
-    Column blocks of 16 run in parallel; each first packs its columns of b as rows (a (16, k)
-    block of b^T, contiguous in p), then computes 2 x 4 tiles of out as 8 simultaneous dot
-    products over p: 8 vector accumulators stay in registers (``reassoc`` lets LLVM vectorize
-    the sums), and each step loads 2 values of a and 4 of b^T for 8 FMAs.
-    """
+
+@njit(cache=True, fastmath={"contract", "reassoc"})
+def _dot_tiles(a, bt, out, j0, w):
+    """out[:, j0:j0+w] = a @ bt[:w].T: out[i, j0 + jj] = sum_p a[i, p] * bt[jj, p].
+
+    2 x 4 tiles of out are 8 simultaneous dot products over p: 8 vector accumulators stay in
+    registers (``reassoc`` lets LLVM vectorize the sums) and each step loads 2 values of a and
+    4 of bt for 8 FMAs."""
     m, k = a.shape
-    n = b.shape[1]
     zero = a.dtype.type(0)
-    nblk = (n + 15) // 16
-    for blk in prange(nblk):
+    for i in range(0, m - 1, 2):
+        a0 = a[i]
+        a1 = a[i + 1]
+        for jj in range(0, w - 3, 4):
+            b0 = bt[jj]
+            b1 = bt[jj + 1]
+            b2 = bt[jj + 2]
+            b3 = bt[jj + 3]
+            c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = zero
+            for p in range(k):
+                x0 = a0[p]
+                x1 = a1[p]
+                c00 += x0 * b0[p]
+                c01 += x0 * b1[p]
+                c02 += x0 * b2[p]
+                c03 += x0 * b3[p]
+                c10 += x1 * b0[p]
+                c11 += x1 * b1[p]
+                c12 += x1 * b2[p]
+                c13 += x1 * b3[p]
+            o0 = out[i, j0 + jj:j0 + jj + 4]
+            o1 = out[i + 1, j0 + jj:j0 + jj + 4]
+            o0[0], o0[1], o0[2], o0[3] = c00, c01, c02, c03
+            o1[0], o1[1], o1[2], o1[3] = c10, c11, c12, c13
+        for jj in range(w - w % 4, w):                      # leftover columns
+            bj = bt[jj]
+            c0 = c1 = zero
+            for p in range(k):
+                c0 += a0[p] * bj[p]
+                c1 += a1[p] * bj[p]
+            out[i, j0 + jj] = c0
+            out[i + 1, j0 + jj] = c1
+    if m % 2:                                               # leftover row
+        a0 = a[m - 1]
+        for jj in range(w):
+            bj = bt[jj]
+            c0 = zero
+            for p in range(k):
+                c0 += a0[p] * bj[p]
+            out[m - 1, j0 + jj] = c0
+
+
+@njit(cache=True, parallel=True)
+def _matmul_dot_kernel(a, b, out):
+    """out (m, n) = a (m, k) @ b (k, n) as dot products; column blocks of 16 in parallel, each
+    packing its own (16, k) block of b^T first."""
+    k, n = b.shape
+    for blk in prange((n + 15) // 16):
         j0 = blk * 16
         w = min(16, n - j0)
-        bt = np.empty((16, k), dtype=a.dtype)
-        for p in range(k):
-            brow = b[p, j0:j0 + w]
-            for jj in range(w):
-                bt[jj, p] = brow[jj]
-        for i in range(0, m - 1, 2):
-            a0 = a[i]
-            a1 = a[i + 1]
-            for jj in range(0, w - 3, 4):
-                b0 = bt[jj]; b1 = bt[jj + 1]; b2 = bt[jj + 2]; b3 = bt[jj + 3]
-                c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = zero
-                for p in range(k):
-                    x0 = a0[p]; x1 = a1[p]
-                    c00 += x0 * b0[p]; c01 += x0 * b1[p]; c02 += x0 * b2[p]; c03 += x0 * b3[p]
-                    c10 += x1 * b0[p]; c11 += x1 * b1[p]; c12 += x1 * b2[p]; c13 += x1 * b3[p]
-                o0 = out[i, j0 + jj:j0 + jj + 4]
-                o1 = out[i + 1, j0 + jj:j0 + jj + 4]
-                o0[0] = c00; o0[1] = c01; o0[2] = c02; o0[3] = c03
-                o1[0] = c10; o1[1] = c11; o1[2] = c12; o1[3] = c13
-            for jj in range(w - w % 4, w):                  # leftover columns
-                bj = bt[jj]
-                c0 = c1 = zero
-                for p in range(k):
-                    c0 += a0[p] * bj[p]
-                    c1 += a1[p] * bj[p]
-                out[i, j0 + jj] = c0
-                out[i + 1, j0 + jj] = c1
-        if m % 2:                                           # leftover row
-            a0 = a[m - 1]
-            for jj in range(w):
-                bj = bt[jj]
-                c0 = zero
-                for p in range(k):
-                    c0 += a0[p] * bj[p]
-                out[m - 1, j0 + jj] = c0
+        bt = np.empty((16, k), dtype=b.dtype)
+        _pack_columns(b, j0, w, bt)
+        _dot_tiles(a, bt, out, j0, w)
 
 
 @njit(cache=True)
@@ -183,21 +203,23 @@ def _softmax_xent_backward_kernel(probs, labels, out):
 
 
 # ---------------------------------------------------------------- the kernel interface
-DOT_MIN_K = 256   # from this depth on, dense inputs go to the dot-product kernel
+DOT_MIN_K = 32   # from this depth on, dense inputs go to the dot-product kernel
 
 
 def matmul(a, b):
     """(m, k) @ (k, n) -> (m, n) with hand-written loop nests (no BLAS).
 
-    Two kernels, chosen by the input: mostly-zero ``a`` (MNIST pixels) or a shallow k goes to
-    the row-axpy kernel, which skips zero entries; a dense ``a`` with k >= DOT_MIN_K goes to
-    the register-tiled dot-product kernel (3x faster there, but it cannot skip zeros).
+    Chosen by the input: a mostly-zero ``a`` (MNIST pixels) or a shallow k goes to the
+    row-axpy kernel, which skips zero entries; a dense ``a`` with k >= DOT_MIN_K goes to the
+    register-tiled dot-product kernel (2-3x faster on dense inputs, but it cannot skip zeros).
+    Density is judged on the first 8 rows (cheap; a batch of images is uniformly sparse).
     """
     a, b = check_matmul(a, b)
     out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
     if out.size == 0:
         return out
-    if a.shape[1] >= DOT_MIN_K and np.count_nonzero(a) > a.size // 2:
+    head = a[:8]
+    if a.shape[1] >= DOT_MIN_K and 2 * np.count_nonzero(head) > head.size:
         _matmul_dot_kernel(np.ascontiguousarray(a), b, out)
     else:
         # the inner loop wants rows of b contiguous; a may be any layout (read one element at a time)
