@@ -13,7 +13,9 @@ import pytest
 
 from fastnn.data import load_dataset
 
-# results[(group, name)] = median seconds, filled by the benchmarks, printed at the end
+# results[(group, name)] = {median_s, min_s, ...}, filled by the benchmarks, printed at the end:
+# times as ratios to torch (epochs) or to numpy's BLAS (GFLOP/s), since on shared machines
+# absolute times drift while ratios measured in one run hold
 RESULTS: dict[tuple[str, str], dict] = {}
 
 
@@ -41,9 +43,12 @@ def record(benchmark, group: str, name: str, **extra) -> None:
     stats = getattr(benchmark, "stats", None)
     if stats is None or getattr(benchmark, "disabled", False):
         return
-    median = stats.stats.median
-    RESULTS[(group, name)] = {"median_s": median, **extra}
+    RESULTS[(group, name)] = {"median_s": stats.stats.median, "min_s": stats.stats.min, **extra}
     benchmark.extra_info.update(extra)
+
+
+def _fmt(seconds: float) -> str:
+    return f"{1e6 * seconds:8.1f} us" if seconds < 1e-3 else f"{1e3 * seconds:8.1f} ms"
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -56,11 +61,13 @@ def pytest_terminal_summary(terminalreporter):
         base_name = "torch" if "torch" in rows else ("numpy" if "numpy" in rows else None)
         tr.write_sep("-", f"fastnn benchmark: {group}")
         for name, r in rows.items():
-            line = f"{name:>10}  median {1e3 * r['median_s']:9.2f} ms"
+            line = f"{name:>10}  median {_fmt(r['median_s'])}  (min {_fmt(r['min_s'])})"
             if "gflops" in r:
                 line += f"  {r['gflops']:7.1f} GFLOP/s"
             if base_name and name != base_name and group.startswith("epoch"):
-                line += f"  {r['median_s'] / rows[base_name]['median_s']:.2f} x the {base_name} time"
+                base = rows[base_name]
+                line += (f"  {r['median_s'] / base['median_s']:.2f} x the {base_name} time "
+                         f"(ratio of mins {r['min_s'] / base['min_s']:.2f})")
             if base_name and "gflops" in r and name != "numpy" and "numpy" in rows:
                 line += f"  {100 * r['gflops'] / rows['numpy']['gflops']:5.1f}% of numpy's BLAS"
             tr.write_line(line)

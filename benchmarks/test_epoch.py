@@ -36,6 +36,6 @@ def test_epoch(benchmark, backend, mnist_train):
         return float(np.concatenate(losses).mean())
 
     epoch()                                             # warm-up: compile/load caches, page in data
-    mean_loss = benchmark.pedantic(epoch, rounds=5, iterations=1)
+    mean_loss = benchmark.pedantic(epoch, rounds=7, iterations=1)
     assert np.isfinite(mean_loss)
     record(benchmark, "epoch (60,000 MNIST samples)", backend, mean_loss=mean_loss)
