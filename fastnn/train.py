@@ -43,7 +43,7 @@ class TrainConfig:
     activation: str = "relu"
     init: str = "he"
     dropout: float = 0.0
-    weight_decay: float = 0.0
+    weight_decay: float = 1e-4
     seed: int = 0
     val_split: float = 0.2
     data_dir: str | None = None
