@@ -12,6 +12,7 @@ import numpy as np
 from ._io import atomic_write
 from .backends import get_backend
 from .initializers import INITIALIZERS, init_weights
+from .timing import phase
 
 # activation -> (forward kernel, backward kernel, which forward array the backward takes)
 ACTIVATIONS = {
@@ -44,6 +45,8 @@ class NeuralNetwork:
     Attributes:
         weights, biases: lists of arrays, (n_in, n_out) and (n_out,).
         grad_weights, grad_biases: same shapes, set by ``backward`` (None before).
+        timer: a ``fastnn.timing.PhaseTimer`` to time ``backward``'s forward / loss / backward
+            phases (``python -m fastnn.profile``); None (the default) times nothing.
     """
 
     def __init__(self, layer_sizes=(784, 128, 64, 10), activation: str = "relu", init: str = "he",
@@ -73,6 +76,7 @@ class NeuralNetwork:
         self.biases = [np.zeros(n_out, dtype=dtype) for n_out in layer_sizes[1:]]
         self.grad_weights: list[np.ndarray] | None = None
         self.grad_biases: list[np.ndarray] | None = None
+        self.timer = None
 
     # ------------------------------------------------------------------ basics
     @property
@@ -175,22 +179,25 @@ class NeuralNetwork:
         _, act_back_name, act_arg = ACTIVATIONS[self.activation]
         act_back = getattr(k, act_back_name)
 
-        logits, cache = self._forward(X, training=True)                 # (N, C)
-        loss, probs = k.softmax_cross_entropy(logits, y)
-        grad = k.softmax_cross_entropy_backward(probs, y)               # (N, C)
+        with phase(self.timer, "forward"):
+            logits, cache = self._forward(X, training=True)             # (N, C)
+        with phase(self.timer, "loss"):
+            loss, probs = k.softmax_cross_entropy(logits, y)
+            grad = k.softmax_cross_entropy_backward(probs, y)           # (N, C)
 
         grad_weights = [None] * self.num_layers
         grad_biases = [None] * self.num_layers
-        for i in reversed(range(self.num_layers)):
-            a_in, z, out, mask = cache[i]
-            if i < self.num_layers - 1:                                 # hidden layer: through act + dropout
-                if mask is not None:
-                    grad = grad * mask                                  # (N, n_out)
-                grad = act_back(grad, z if act_arg == "z" else out)     # (N, n_out)
-            grad_weights[i] = k.matmul(a_in.T, grad)                    # (n_in, n_out)
-            grad_biases[i] = grad.sum(axis=0)                           # (n_out,)
-            if i > 0:
-                grad = k.matmul(grad, self.weights[i].T)                # (N, n_in)
+        with phase(self.timer, "backward"):
+            for i in reversed(range(self.num_layers)):
+                a_in, z, out, mask = cache[i]
+                if i < self.num_layers - 1:                             # hidden layer: through act + dropout
+                    if mask is not None:
+                        grad = grad * mask                              # (N, n_out)
+                    grad = act_back(grad, z if act_arg == "z" else out)  # (N, n_out)
+                grad_weights[i] = k.matmul(a_in.T, grad)                # (n_in, n_out)
+                grad_biases[i] = grad.sum(axis=0)                       # (n_out,)
+                if i > 0:
+                    grad = k.matmul(grad, self.weights[i].T)            # (N, n_in)
         self.grad_weights, self.grad_biases = grad_weights, grad_biases
         return loss
 

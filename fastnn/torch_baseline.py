@@ -20,6 +20,8 @@ try:
 except ImportError as exc:  # reported by get_backend("torch") with an install hint
     raise ImportError(f"torch is not installed ({exc})") from exc
 
+from .timing import phase
+
 _ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
 
@@ -69,6 +71,7 @@ class TorchTrainer:
         else:
             raise ValueError(f"no torch equivalent for optimizer {type(optimizer).__name__}")
         self.loss_fn = nn.CrossEntropyLoss()
+        self.timer = None          # a fastnn.timing.PhaseTimer times each phase of a step
 
     def run_steps(self, order: np.ndarray, first_step: int, n_steps: int, batch_size: int) -> np.ndarray:
         """Train on batches ``first_step`` .. ``first_step + n_steps - 1`` of ``order``; return their losses."""
@@ -78,13 +81,20 @@ class TorchTrainer:
         order_t = torch.from_numpy(np.asarray(order, dtype=np.int64))
         losses = []
         n = len(order_t)
+        timer = self.timer
         for step in range(first_step, min(first_step + n_steps, -(-n // batch_size))):
-            idx = order_t[step * batch_size:(step + 1) * batch_size]
-            xb, yb = self.X[idx], self.y[idx]
-            self.torch_optimizer.zero_grad()
-            loss = self.loss_fn(self.module(xb), yb)
-            loss.backward()
-            self.torch_optimizer.step()
+            with phase(timer, "data"):
+                idx = order_t[step * batch_size:(step + 1) * batch_size]
+                xb, yb = self.X[idx], self.y[idx]
+            with phase(timer, "forward"):
+                logits = self.module(xb)
+            with phase(timer, "loss"):
+                loss = self.loss_fn(logits, yb)
+            with phase(timer, "backward"):
+                self.torch_optimizer.zero_grad()
+                loss.backward()
+            with phase(timer, "optimizer"):
+                self.torch_optimizer.step()
             losses.append(loss.item())
         self.optimizer.t += len(losses)
         return np.array(losses)

@@ -26,6 +26,7 @@ from .fused import FusedTrainer, fused_unsupported_reason, has_fused_path
 from .initializers import INITIALIZERS
 from .model import ACTIVATIONS, NeuralNetwork
 from .optim import OPTIMIZERS, make_optimizer
+from .timing import phase
 
 
 @dataclass
@@ -121,6 +122,7 @@ class KernelTrainer:
 
     def __init__(self, model, optimizer, dataset):
         self.model, self.optimizer, self.dataset = model, optimizer, dataset
+        self.timer = None          # a fastnn.timing.PhaseTimer times the data and optimizer phases
 
     def run_steps(self, order, first_step: int, n_steps: int, batch_size: int) -> np.ndarray:
         """Train on batches ``first_step`` .. of ``order``; return their losses (stops at a non-finite one)."""
@@ -129,12 +131,15 @@ class KernelTrainer:
             idx = order[step * batch_size:(step + 1) * batch_size]
             if len(idx) == 0:
                 break
-            X = to_float(self.dataset.images[idx], self.model.dtype)           # (B, D)
-            loss = self.model.backward(X, self.dataset.labels[idx].astype(np.int64))
+            with phase(self.timer, "data"):
+                X = to_float(self.dataset.images[idx], self.model.dtype)       # (B, D)
+                y = self.dataset.labels[idx].astype(np.int64)                  # (B,)
+            loss = self.model.backward(X, y)
             losses.append(loss)
             if not math.isfinite(loss):
                 break
-            self.optimizer.step()
+            with phase(self.timer, "optimizer"):
+                self.optimizer.step()
         return np.array(losses)
 
 

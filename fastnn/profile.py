@@ -1,0 +1,296 @@
+"""``python -m fastnn.profile --backend NAME``: where one epoch of training spends its time.
+
+Writes ``profiles/<backend>.txt`` (a readable report), ``profiles/<backend>.prof`` (cProfile
+stats: ``python -m pstats`` or ``snakeviz`` open it) and ``plots/profile_<backend>.png`` (the
+phase breakdown). Three passes over the same data, each from the same initial weights:
+
+1. timed: the trainer the main job uses (fused path for numba/cython, ``nn.Module`` for torch,
+   kernel by kernel otherwise) with the trainer's own phase timers on;
+2. for numba, cython and torch, the kernel-by-kernel path of the same backend, timed by phase
+   and by kernel: their main path is one compiled call (or autograd) that the timers and
+   cProfile cannot see inside, so this is where its split comes from;
+3. under cProfile (which slows Python-heavy code; its times are for ranking functions only).
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import marshal
+import os
+import platform
+import pstats
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from ._io import atomic_write
+from .backends import BackendUnavailable, backend_names, get_backend
+from .data import DATASETS, DataError, DownloadError, load_dataset
+from .model import NeuralNetwork
+from .optim import make_optimizer
+from .timing import PhaseTimer, TimedBackend
+from .train import STEPS_PER_CALL, KernelTrainer, TrainConfig, make_trainer
+
+PHASES = ("data", "forward", "loss", "backward", "optimizer")
+REFERENCE_DEFAULT_LIMIT = 1000   # a full epoch of Python loops would take about 15 minutes
+
+
+def machine_description() -> dict:
+    """CPU model, core count, and the library versions that matter for speed."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+            "fastnn": __version__}
+    for lib in ("numba", "torch", "scipy"):
+        try:
+            info[lib] = __import__(lib).__version__
+        except ImportError:
+            pass
+    info["threads"] = {k: os.environ.get(k, "unset") for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    return info
+
+
+def run_epochs(trainer, n: int, epochs: int, batch_size: int, seed: int, timer: PhaseTimer | None = None,
+               label: str = "train") -> float:
+    """Train ``epochs`` epochs in calls of STEPS_PER_CALL steps (as the trainer does); return seconds."""
+    rng = np.random.default_rng([seed, 1])
+    n_steps = -(-n // batch_size)
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for first in range(0, n_steps, STEPS_PER_CALL):
+            if timer is not None and not isinstance(trainer, KernelTrainer) and label:
+                with timer.phase(label):
+                    trainer.run_steps(order, first, STEPS_PER_CALL, batch_size)
+            else:
+                trainer.run_steps(order, first, STEPS_PER_CALL, batch_size)
+    if hasattr(trainer, "sync_to_model"):
+        trainer.sync_to_model()
+    return time.perf_counter() - t0
+
+
+def _fresh(cfg: TrainConfig, layer_sizes, train_set, fused: bool | None = None):
+    model = NeuralNetwork(layer_sizes, backend=cfg.backend, seed=cfg.seed, dtype=np.dtype(cfg.dtype))
+    optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.momentum)
+    if fused is False:
+        return model, KernelTrainer(model, optimizer, train_set)
+    return model, make_trainer(cfg, model, optimizer, train_set, log=lambda *a: None)
+
+
+def timed_kernel_path(cfg, layer_sizes, train_set, epochs) -> tuple[float, PhaseTimer]:
+    """One kernel-by-kernel pass with phase and kernel timers on: (seconds, timer)."""
+    model, trainer = _fresh(cfg, layer_sizes, train_set, fused=False)
+    timer = PhaseTimer()
+    model.timer = trainer.timer = timer
+    model.backend = TimedBackend(model.backend, timer)
+    seconds = run_epochs(trainer, len(train_set), epochs, cfg.batch_size, cfg.seed)
+    return seconds, timer
+
+
+def _phase_rows(timer: PhaseTimer, total: float) -> list[tuple[str, float]]:
+    """(phase, seconds) for the top-level phases plus Python overhead (the rest of the total)."""
+    rows = [(p, timer.seconds[p]) for p in PHASES if p in timer.seconds]
+    rows.append(("python overhead (loop outside the phases)", max(0.0, total - sum(s for _, s in rows))))
+    return rows
+
+
+def _kernel_rows(timer: PhaseTimer) -> list[tuple[str, float]]:
+    """(kernel, seconds), largest first, plus the rest of forward/loss/backward: the Python between kernels."""
+    rows = sorted(((k, s) for k, s in timer.seconds.items() if k.startswith("kernel ")), key=lambda r: -r[1])
+    inside = sum(timer.seconds.get(p, 0.0) for p in ("forward", "loss", "backward"))
+    if rows and inside:
+        rows.append(("python between kernels (checks, bias adds, sums)", max(0.0, inside - sum(s for _, s in rows))))
+    return rows
+
+
+def _table(rows, total: float, calls: dict | None = None) -> str:
+    lines = []
+    for name, sec in rows:
+        extra = ""
+        if calls and calls.get(name):
+            extra = f"  {calls[name]:8d} calls  {1e6 * sec / calls[name]:10.1f} us/call"
+        lines.append(f"  {name:<50s} {sec:9.3f} s  {100 * sec / total:6.1f} %{extra}")
+    return "\n".join(lines)
+
+
+def _pstats_text(profiler: cProfile.Profile, sort: str, limit: int = 20) -> str:
+    buf = io.StringIO()
+    stats = pstats.Stats(profiler, stream=buf)
+    stats.strip_dirs().sort_stats(sort).print_stats(limit)
+    text = buf.getvalue()
+    start = text.find("   ncalls")
+    return text[start:].rstrip() if start >= 0 else text.rstrip()
+
+
+def plot_phases(rows: list[tuple[str, float]], total: float, path, title: str) -> None:
+    from .plotting import plt, save_figure
+
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
+    names = [n for n, _ in rows][::-1]
+    secs = [s for _, s in rows][::-1]
+    bars = ax.barh(names, secs, color="tab:blue")
+    for bar, sec in zip(bars, secs):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {sec:.3f} s ({100 * sec / total:.0f}%)",
+                va="center", fontsize=9)
+    ax.set_xlabel("seconds per epoch")
+    ax.set_xlim(0, max(secs) * 1.35 if secs else 1)
+    ax.set_title(title, fontsize=10)
+    save_figure(fig, path)
+
+
+def profile(backend: str, dataset: str = "mnist", epochs: int = 1, limit: int | None = None, batch_size: int = 64,
+            data_dir=None, out_dir="profiles", plots_dir="plots", seed: int = 0, command: str | None = None,
+            log=print) -> Path:
+    """Profile ``epochs`` epochs of training with ``backend``; write the report files; return the .txt path."""
+    get_backend(backend)
+    if limit is None and backend == "reference":
+        limit = REFERENCE_DEFAULT_LIMIT
+    cfg = TrainConfig(backend=backend, dataset=dataset, batch_size=batch_size, seed=seed, data_dir=data_dir)
+    train_set = load_dataset(dataset, "train", data_dir)
+    if limit:
+        train_set = train_set.subset(slice(0, limit))
+    layer_sizes = [train_set.num_features, *cfg.hidden, train_set.num_classes]
+    n = len(train_set)
+    out_dir, plots_dir = Path(out_dir), Path(plots_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # 1. the main path, timed by the trainer's own phases
+    model, trainer = _fresh(cfg, layer_sizes, train_set)
+    path_name = {"FusedTrainer": "fused path (compiled steps)", "KernelTrainer": "kernel by kernel",
+                 "TorchTrainer": "torch.nn + autograd + torch.optim"}[type(trainer).__name__]
+    if type(trainer).__name__ == "FusedTrainer":      # compile / load the kernels outside the timing
+        run_epochs(_fresh(cfg, layer_sizes, train_set.subset(slice(0, 256)))[1], 256, 1, batch_size, seed)
+    log(f"profiling {backend} ({path_name}) on {n} {dataset} samples, {epochs} epoch(s)")
+    timer = PhaseTimer()
+    if isinstance(trainer, KernelTrainer):
+        model.timer = trainer.timer = timer
+        model.backend = TimedBackend(model.backend, timer)
+    elif hasattr(trainer, "timer"):
+        trainer.timer = timer
+    main_total = run_epochs(trainer, n, epochs, batch_size, seed, timer,
+                            label="fused steps (compiled)" if path_name.startswith("fused") else "")
+    main_rows = (_phase_rows(timer, main_total) if "fused steps (compiled)" not in timer.seconds else
+                 [("fused steps (compiled)", timer.seconds["fused steps (compiled)"]),
+                  ("python overhead (loop outside the compiled calls)",
+                   max(0.0, main_total - timer.seconds["fused steps (compiled)"]))])
+    kernel_rows = _kernel_rows(timer)
+
+    # 2. the kernel path of the same backend, when the main path hides its split
+    split = None
+    if not isinstance(trainer, KernelTrainer):
+        log("timing the kernel-by-kernel path for the phase and kernel split")
+        split_total, split_timer = timed_kernel_path(cfg, layer_sizes, train_set, epochs)
+        split = (split_total, split_timer)
+
+    # 3. cProfile of the main path
+    log("running under cProfile")
+    _, prof_trainer = _fresh(cfg, layer_sizes, train_set)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run_epochs(prof_trainer, n, epochs, batch_size, seed)
+    profiler.disable()
+    prof_path = out_dir / f"{backend}.prof"
+    profiler.create_stats()
+    with atomic_write(prof_path) as f:                   # the format of Profile.dump_stats, written atomically
+        f.write(marshal.dumps(profiler.stats))
+
+    # the report
+    steps = epochs * -(-n // batch_size)
+    machine = machine_description()
+    lines = [
+        f"fastnn profile: backend {backend}, {path_name}",
+        "",
+        f"command: {command or f'python -m fastnn.profile --backend {backend}'}",
+        f"run:     {dataset} train, {n} samples{' (--limit)' if limit else ''}, {epochs} epoch(s), batch {batch_size}, "
+        f"{steps} steps, layers {'-'.join(map(str, layer_sizes))}, {cfg.optimizer} lr {cfg.lr} "
+        f"weight decay {cfg.weight_decay}, float32, seed {seed}",
+        f"machine: {machine['cpu']}, {machine['cores']} cores; threads "
+        + ", ".join(f"{k}={v}" for k, v in machine["threads"].items()),
+        "         " + ", ".join(f"{k} {v}" for k, v in machine.items() if k not in ("cpu", "cores", "threads")),
+        "",
+        f"total: {main_total:.3f} s for {epochs} epoch(s): {1e6 * main_total / (n * epochs):.1f} us per sample, "
+        f"{1e3 * main_total / steps:.3f} ms per step",
+        "",
+        f"time by phase ({path_name}; the trainer's own timers):",
+        _table(main_rows, main_total, timer.calls),
+    ]
+    if kernel_rows:
+        lines += ["", "time by kernel (inside the phases above):", _table(kernel_rows, main_total, timer.calls)]
+    if split is not None:
+        split_total, split_timer = split
+        split_kernels = _kernel_rows(split_timer)
+        what = ("fastnn's NeuralNetwork on the torch kernels, kernel by kernel" if backend == "torch" else
+                f"kernel by kernel on the {backend} kernels (the --no-fused path)")
+        lines += ["", f"the same epoch, {what}: {split_total:.3f} s, {split_total / main_total:.2f} x the main "
+                      f"path's time",
+                  _table(_phase_rows(split_timer, split_total), split_total, split_timer.calls),
+                  "", "  by kernel:", _table(split_kernels, split_total, split_timer.calls)]
+    lines += ["", "cProfile of the main path (times inflated by profiling; for ranking only), top 20 by cumulative time:",
+              _pstats_text(profiler, "cumulative"), "", "top 20 by own time:", _pstats_text(profiler, "tottime"), ""]
+    txt_path = out_dir / f"{backend}.txt"
+    with atomic_write(txt_path, "w") as f:
+        f.write("\n".join(lines))
+    if split is None or backend == "torch":          # the main path's own phases
+        plot_rows, plot_total, what = main_rows, main_total, path_name
+    else:                                            # the fused call is opaque: show the kernel path's split
+        plot_rows = _phase_rows(split[1], split[0]) + [("fused path: the whole epoch", main_total)]
+        plot_total, what = split[0], "kernel-by-kernel path, and the fused path's total"
+    plot_phases(plot_rows, plot_total, plots_dir / f"profile_{backend}.png",
+                f"{backend}: one epoch by phase ({what}), {n} samples, batch {batch_size}")
+    log(f"wrote {txt_path}, {prof_path}, {plots_dir / f'profile_{backend}.png'}")
+    return txt_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m fastnn.profile",
+        description="Profile one epoch of training with a backend: time by phase (data, forward, loss, backward, "
+                    "optimizer, Python overhead) and by kernel, plus cProfile's top functions. Writes "
+                    "profiles/<backend>.txt, profiles/<backend>.prof and plots/profile_<backend>.png.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--backend", required=True, choices=backend_names())
+    p.add_argument("--dataset", default="mnist", choices=list(DATASETS))
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help=f"first N training samples (default all; {REFERENCE_DEFAULT_LIMIT} for reference)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="data folder (default: $FASTNN_DATA_DIR, else the user cache)")
+    p.add_argument("--out-dir", default="profiles", help="where the .txt and .prof files go")
+    p.add_argument("--plots-dir", default="plots", help="where the phase chart goes")
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or args.batch_size < 1 or (args.limit is not None and args.limit < 1):
+        parser.error("--epochs, --batch-size and --limit must be >= 1")
+    try:
+        get_backend(args.backend)
+    except BackendUnavailable as exc:
+        parser.error(str(exc))
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "FASTNN_DATA_DIR")
+                   if k in os.environ)
+    command = (env + " " if env else "") + "python -m fastnn.profile " + " ".join(sys.argv[1:] if argv is None else argv)
+    try:
+        profile(args.backend, args.dataset, args.epochs, args.limit, args.batch_size, args.data_dir, args.out_dir,
+                args.plots_dir, args.seed, command=command)
+    except (DownloadError, DataError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""``python -m fastnn.profile`` on a small slice of real MNIST: the report's sections and files."""
+from __future__ import annotations
+
+import pstats
+
+import pytest
+
+from fastnn import profile as profile_mod
+from fastnn.backends import available_backends
+from fastnn.timing import PhaseTimer, TimedBackend, phase
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("backend", [b for b in ("numpy", "numba") if b in available_backends()])
+def test_profile_writes_report_stats_and_plot(tmp_path, mnist_dir, backend):
+    code = profile_mod.main(["--backend", backend, "--limit", "640", "--data-dir", str(mnist_dir),
+                             "--out-dir", str(tmp_path / "profiles"), "--plots-dir", str(tmp_path / "plots")])
+    assert code == 0
+    text = (tmp_path / "profiles" / f"{backend}.txt").read_text()
+    assert f"--backend {backend}" in text.splitlines()[2]                      # the command that made it
+    for section in ("machine:", "total:", "time by phase", "forward", "backward", "optimizer",
+                    "kernel matmul", "cProfile", "by own time"):
+        assert section in text, section
+    if backend == "numba":
+        assert "fused steps (compiled)" in text and "--no-fused" in text
+    stats = pstats.Stats(str(tmp_path / "profiles" / f"{backend}.prof"))
+    assert stats.total_calls > 0
+    assert (tmp_path / "plots" / f"profile_{backend}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_phase_timer_and_timed_backend():
+    import numpy as np
+
+    from fastnn.backends import get_backend
+
+    timer = PhaseTimer()
+    with timer.phase("forward"):
+        kernels = TimedBackend(get_backend("numpy"), timer)
+        out = kernels.matmul(np.ones((2, 3), np.float32), np.ones((3, 4), np.float32))
+    assert out.shape == (2, 4) and kernels.NAME == "numpy"
+    assert timer.calls["forward"] == 1 and timer.calls["kernel matmul"] == 1
+    assert timer.seconds["forward"] >= timer.seconds["kernel matmul"] > 0
+    with phase(None, "nothing"):                       # no timer: a no-op
+        pass
+
+
+def test_profile_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit):
+        profile_mod.main(["--backend", "numpy", "--epochs", "0"])
+    assert "--epochs" in capsys.readouterr().err
