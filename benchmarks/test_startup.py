@@ -34,5 +34,6 @@ def test_numba_second_process_start(benchmark):
     if "numba" not in available_backends():
         pytest.skip("numba unavailable")
     launch()                                              # the first process fills the cache
+    benchmark.group = "start-up"
     benchmark.pedantic(launch, rounds=3, iterations=1)
     record(benchmark, "start-up: python launch to first numba training step", "numba")

@@ -21,8 +21,9 @@ w_off, b_off, theta, grads, work, state1, state2, decay, act, drop_mask, opt, hy
 - ``order`` (n,) int64: the epoch's permutation; steps cover ``order[step*B: (step+1)*B]``.
 - ``sizes`` (L+1,) int64 layer sizes; ``w_off``/``b_off`` (L,) int64 offsets of W_l (row-major
   (n_in, n_out)) and b_l in ``theta`` (P,) float32/float64.
-- ``grads`` (T, P) zeros, one row per thread (T = threads used); ``work`` (T, 3 * R * sum(sizes[1:]))
-  with R = ceil(batch_size / T), the most samples a thread takes per step.
+- ``grads`` (T, P) zeros, one row per thread (T = threads used); ``work`` (T, 3 * R * sum(sizes[1:]) + S)
+  with R = ceil(batch_size / T), the most samples a thread takes per step, and S the largest
+  weight matrix after the first (scratch for a weight gradient, so nothing is allocated per step).
 - ``state1``/``state2`` (P,): momentum velocity, or Adam's m and v. ``decay`` (P,) float:
   weight_decay on weights, 0 on biases.
 - ``act``: 0 relu, 1 sigmoid, 2 tanh. ``opt``: 0 sgd, 1 momentum, 2 adam; ``t0`` Adam steps so far.
@@ -199,7 +200,9 @@ class FusedTrainer:
         else:
             drop_mask = np.ones((1, 1), dtype=m.dtype)
         rows = -(-batch_size // self.n_threads)
-        width = 3 * rows * int(self.sizes[1:].sum())
+        sizes = [int(x) for x in self.sizes]
+        scratch = max([a * b for a, b in zip(sizes[1:-1], sizes[2:])], default=0)
+        width = 3 * rows * sum(sizes[1:]) + scratch
         if self.work.shape[1] != width:
             self.work = np.zeros((self.n_threads, width), dtype=m.dtype)
         losses = np.empty(n_steps)

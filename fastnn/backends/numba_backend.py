@@ -415,12 +415,11 @@ def fused_steps(indptr, indices, values, labels, order, first_step, n_steps, bat
                     poff = off - n_in
                     A_in = wk[rows * poff:rows * poff + m * n_in].reshape(m, n_in)
                     W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)
-                    Z = np.dot(A_in, W)                                  # (m, n_out), BLAS
+                    np.dot(A_in, W, A)                                   # (m, n_out), BLAS, in place
                     for i in range(m):
                         z = A[i]
-                        zr = Z[i]
                         for j in range(n_out):
-                            z[j] = zr[j] + bias[j]
+                            z[j] += bias[j]
                 if l < n_layers - 1:
                     O = wk[rows * (s_tot + off):rows * (s_tot + off) + m * n_out].reshape(m, n_out)
                     for i in range(m):
@@ -483,13 +482,14 @@ def fused_steps(indptr, indices, values, labels, order, first_step, n_steps, bat
                 A_in = wk[rows * prev:rows * prev + m * n_in].reshape(m, n_in)
                 W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)
                 gW = gr[w_off[l]:w_off[l] + n_in * n_out]
-                dW = np.dot(A_in.T, G)                                   # (n_in, n_out), BLAS
-                dWf = dW.reshape(n_in * n_out)
+                scratch = wk[3 * rows * s_tot:3 * rows * s_tot + n_in * n_out]
+                np.dot(A_in.T, G, scratch.reshape(n_in, n_out))          # (n_in, n_out), BLAS, no allocation
                 for k in range(n_in * n_out):
-                    gW[k] += dWf[k]
-                D = np.dot(G, W.T)                                       # (m, n_in), BLAS
+                    gW[k] += scratch[k]
                 O = wk[rows * (s_tot + prev):rows * (s_tot + prev) + m * n_in].reshape(m, n_in)
                 G_in = wk[rows * (2 * s_tot + prev):rows * (2 * s_tot + prev) + m * n_in].reshape(m, n_in)
+                D = G_in
+                np.dot(G, W.T, D)                                        # (m, n_in), BLAS, in place
                 for i in range(m):
                     d = D[i]
                     o = O[i]
