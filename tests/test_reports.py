@@ -1,0 +1,64 @@
+"""The report commands: ``python -m fastnn.benchmarks_report`` on a small pytest-benchmark JSON it
+did not make, and ``python -m fastnn.scaling``'s worker and plots."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fastnn import benchmarks_report, scaling
+
+
+def _bench(group, name, median, **extra):
+    return {"group": group, "name": name, "stats": {"median": median, "min": 0.9 * median}, "extra_info": extra}
+
+
+def fake_results(tmp_path):
+    benches = [
+        _bench("epoch (60,000 MNIST samples)", "test_epoch[torch]", 0.9, backend="torch", flop=2.6e10, gflops=29.0),
+        _bench("epoch (60,000 MNIST samples)", "test_epoch[numba]", 0.25, backend="numba", flop=2.6e10, gflops=104.0),
+        _bench("training step (batch 64)", "test_step[numba]", 3e-4, backend="numba", flop=2.8e7, gflops=93.0),
+        _bench("matmul 64x784 @ 784x128", "test_matmul[numba-64x784x128]", 1.2e-4, backend="numba",
+               kernel="matmul", size=[64, 784, 128], flop=12845056, gflops=107.0),
+        _bench("matmul 64x784 @ 784x128", "test_matmul[numpy-64x784x128]", 0.9e-4, backend="numpy",
+               kernel="matmul", size=[64, 784, 128], flop=12845056, gflops=142.0),
+        _bench("relu 64x128", "test_relu[numpy-64x128]", 5e-6, backend="numpy", kernel="relu", size=[64, 128]),
+    ]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"machine_info": {}, "benchmarks": benches}))
+    return path
+
+
+def test_benchmarks_report_writes_three_plots(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(benchmarks_report, "measure_peak_gflops", lambda: 170.0)      # keep the test fast
+    monkeypatch.setattr(benchmarks_report, "measure_bandwidth_gbs", lambda: 30.0)
+    code = benchmarks_report.main([str(fake_results(tmp_path)), "--plots-dir", str(tmp_path / "plots")])
+    assert code == 0
+    for name in ("benchmark_kernels.png", "benchmark_epoch.png", "roofline.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+    out = capsys.readouterr().out
+    assert "0.28 x torch" in out and "sgemm peak" in out and "62.9%" in out            # 107 / 170
+
+
+def test_benchmarks_report_names_a_bad_file(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"not": "benchmarks"}')
+    assert benchmarks_report.main([str(bad), "--plots-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.json" in err and "--benchmark-json" in err
+
+
+def test_measured_ceilings_are_plausible():
+    assert benchmarks_report.measure_peak_gflops(n=256, repeats=2) > 0.1
+    assert benchmarks_report.measure_bandwidth_gbs(megabytes=8, repeats=2) > 0.1
+
+
+@pytest.mark.slow
+def test_scaling_worker_measures_every_point(mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(scaling, "BATCHES", [32, 64])
+    monkeypatch.setattr(scaling, "WIDTHS", [64, 128])
+    rows = scaling._measure("numpy", samples=256, repeats=1, data_dir=mnist_dir)
+    assert [(r["sweep"], r["value"]) for r in rows] == [("batch", 32), ("batch", 64), ("width", 64), ("width", 128)]
+    assert all(r["epoch_s"] > 0 for r in rows)
+    scaling.plot(rows, "batch", tmp_path / "b.png", "batch size", "t")
+    assert (tmp_path / "b.png").exists()
