@@ -74,3 +74,24 @@ def check_logits_labels(logits, labels, name: str = "logits") -> tuple[np.ndarra
         raise ValueError(f"{name} must have at least one class column, got shape {logits.shape}")
     labels = check_labels(labels, logits.shape[0], logits.shape[1], name)
     return logits, labels
+
+
+# ---------------------------------------------------------------- shared by the compiled backends
+DOT_MIN_K = 32   # from this depth on, dense inputs go to the dot-product matmul kernels
+
+
+def prefers_dot_kernel(a: np.ndarray) -> bool:
+    """Whether ``a`` (m, k) should go to a register-tiled dot-product matmul rather than a
+    zero-skipping row kernel: k >= DOT_MIN_K and at most half zeros, judged on the first 8 rows
+    (cheap; a batch of images is uniformly sparse)."""
+    head = a[:8]
+    return a.shape[1] >= DOT_MIN_K and 2 * np.count_nonzero(head) > head.size
+
+
+def run_elementwise(kernel, *arrays) -> np.ndarray:
+    """Call ``kernel(*flat_inputs, flat_out)`` on C-contiguous flat copies/views of ``arrays``;
+    return the output shaped like ``arrays[0]``."""
+    flat = [np.ascontiguousarray(x).reshape(-1) for x in arrays]
+    out = np.empty(arrays[0].shape, dtype=arrays[0].dtype)
+    kernel(*flat, out.reshape(-1))
+    return out

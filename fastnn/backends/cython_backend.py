@@ -20,7 +20,8 @@ import os
 
 import numpy as np
 
-from ._checks import as_float_array, check_logits_labels, check_matmul, check_same_shape
+from ._checks import (as_float_array, check_logits_labels, check_matmul, check_same_shape, prefers_dot_kernel,
+                      run_elementwise)
 
 try:
     from . import _cython_kernels as _ck
@@ -46,9 +47,6 @@ def num_threads() -> int:
     return max(1, int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
 
 
-DOT_MIN_K = 32   # from this depth on, dense inputs go to the dot-product kernel
-
-
 def matmul(a, b):
     """(m, k) @ (k, n) -> (m, n) with hand-written loop nests (no BLAS); density of ``a`` judged
     on its first 8 rows, as in the numba backend."""
@@ -58,48 +56,39 @@ def matmul(a, b):
         if a.shape[1] == 0:
             out[...] = 0
         else:
-            head = a[:8]
-            dense = a.shape[1] >= DOT_MIN_K and 2 * np.count_nonzero(head) > head.size
-            kernel = _ck.matmul_dot if dense else _ck.matmul
+            kernel = _ck.matmul_dot if prefers_dot_kernel(a) else _ck.matmul
             kernel(np.ascontiguousarray(a), np.ascontiguousarray(b), out)
-    return out
-
-
-def _elementwise(kernel, *arrays):
-    flat = [np.ascontiguousarray(x).reshape(-1) for x in arrays]
-    out = np.empty(arrays[0].shape, dtype=arrays[0].dtype)
-    kernel(*flat, out.reshape(-1))
     return out
 
 
 def relu(z):
     """a = max(z, 0), elementwise."""
-    return _elementwise(_ck.relu, as_float_array(z, "z"))
+    return run_elementwise(_ck.relu, as_float_array(z, "z"))
 
 
 def relu_backward(grad_out, z):
     """dL/dz = dL/da * [z > 0]."""
-    return _elementwise(_ck.relu_backward, *check_same_shape(grad_out, z, "z"))
+    return run_elementwise(_ck.relu_backward, *check_same_shape(grad_out, z, "z"))
 
 
 def sigmoid(z):
     """a = 1 / (1 + exp(-z)), stable for large |z|."""
-    return _elementwise(_ck.sigmoid, as_float_array(z, "z"))
+    return run_elementwise(_ck.sigmoid, as_float_array(z, "z"))
 
 
 def sigmoid_backward(grad_out, out):
     """dL/dz = dL/da * a * (1 - a), with ``out`` = sigmoid(z)."""
-    return _elementwise(_ck.sigmoid_backward, *check_same_shape(grad_out, out, "out"))
+    return run_elementwise(_ck.sigmoid_backward, *check_same_shape(grad_out, out, "out"))
 
 
 def tanh(z):
     """a = tanh(z)."""
-    return _elementwise(_ck.tanh_forward, as_float_array(z, "z"))
+    return run_elementwise(_ck.tanh_forward, as_float_array(z, "z"))
 
 
 def tanh_backward(grad_out, out):
     """dL/dz = dL/da * (1 - a^2), with ``out`` = tanh(z)."""
-    return _elementwise(_ck.tanh_backward, *check_same_shape(grad_out, out, "out"))
+    return run_elementwise(_ck.tanh_backward, *check_same_shape(grad_out, out, "out"))
 
 
 def softmax(logits):

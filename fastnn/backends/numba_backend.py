@@ -26,7 +26,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ._checks import as_float_array, check_logits_labels, check_matmul, check_same_shape
+from ._checks import (as_float_array, check_logits_labels, check_matmul, check_same_shape, prefers_dot_kernel,
+                      run_elementwise)
 
 NAME = "numba"
 
@@ -203,23 +204,19 @@ def _softmax_xent_backward_kernel(probs, labels, out):
 
 
 # ---------------------------------------------------------------- the kernel interface
-DOT_MIN_K = 32   # from this depth on, dense inputs go to the dot-product kernel
-
-
 def matmul(a, b):
     """(m, k) @ (k, n) -> (m, n) with hand-written loop nests (no BLAS).
 
     Chosen by the input: a mostly-zero ``a`` (MNIST pixels) or a shallow k goes to the
-    row-axpy kernel, which skips zero entries; a dense ``a`` with k >= DOT_MIN_K goes to the
+    row-axpy kernel, which skips zero entries; a dense ``a`` with a deep k goes to the
     register-tiled dot-product kernel (2-3x faster on dense inputs, but it cannot skip zeros).
-    Density is judged on the first 8 rows (cheap; a batch of images is uniformly sparse).
+    (``_checks.prefers_dot_kernel`` decides.)
     """
     a, b = check_matmul(a, b)
     out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
     if out.size == 0:
         return out
-    head = a[:8]
-    if a.shape[1] >= DOT_MIN_K and 2 * np.count_nonzero(head) > head.size:
+    if prefers_dot_kernel(a):
         _matmul_dot_kernel(np.ascontiguousarray(a), b, out)
     else:
         # the inner loop wants rows of b contiguous; a may be any layout (read one element at a time)
@@ -227,41 +224,34 @@ def matmul(a, b):
     return out
 
 
-def _elementwise(kernel, *arrays):
-    flat = [np.ascontiguousarray(x).reshape(-1) for x in arrays]
-    out = np.empty(arrays[0].shape, dtype=arrays[0].dtype)
-    kernel(*flat, out.reshape(-1))
-    return out
-
-
 def relu(z):
     """a = max(z, 0), elementwise."""
-    return _elementwise(_relu_kernel, as_float_array(z, "z"))
+    return run_elementwise(_relu_kernel, as_float_array(z, "z"))
 
 
 def relu_backward(grad_out, z):
     """dL/dz = dL/da * [z > 0]."""
-    return _elementwise(_relu_backward_kernel, *check_same_shape(grad_out, z, "z"))
+    return run_elementwise(_relu_backward_kernel, *check_same_shape(grad_out, z, "z"))
 
 
 def sigmoid(z):
     """a = 1 / (1 + exp(-z)), stable for large |z|."""
-    return _elementwise(_sigmoid_kernel, as_float_array(z, "z"))
+    return run_elementwise(_sigmoid_kernel, as_float_array(z, "z"))
 
 
 def sigmoid_backward(grad_out, out):
     """dL/dz = dL/da * a * (1 - a), with ``out`` = sigmoid(z)."""
-    return _elementwise(_sigmoid_backward_kernel, *check_same_shape(grad_out, out, "out"))
+    return run_elementwise(_sigmoid_backward_kernel, *check_same_shape(grad_out, out, "out"))
 
 
 def tanh(z):
     """a = tanh(z)."""
-    return _elementwise(_tanh_kernel, as_float_array(z, "z"))
+    return run_elementwise(_tanh_kernel, as_float_array(z, "z"))
 
 
 def tanh_backward(grad_out, out):
     """dL/dz = dL/da * (1 - a^2), with ``out`` = tanh(z)."""
-    return _elementwise(_tanh_backward_kernel, *check_same_shape(grad_out, out, "out"))
+    return run_elementwise(_tanh_backward_kernel, *check_same_shape(grad_out, out, "out"))
 
 
 def softmax(logits):
