@@ -45,6 +45,7 @@ class NeuralNetwork:
     Attributes:
         weights, biases: lists of arrays, (n_in, n_out) and (n_out,).
         grad_weights, grad_biases: same shapes, set by ``backward`` (None before).
+        class_names: names of the C output classes (saved and loaded with the model), or None.
         timer: a ``fastnn.timing.PhaseTimer`` to time ``backward``'s forward / loss / backward
             phases (``python -m fastnn.profile``); None (the default) times nothing.
     """
@@ -77,6 +78,7 @@ class NeuralNetwork:
         self.grad_weights: list[np.ndarray] | None = None
         self.grad_biases: list[np.ndarray] | None = None
         self.timer = None
+        self.class_names: list[str] | None = None     # saved with the model when set (the trainer sets it)
 
     # ------------------------------------------------------------------ basics
     @property
@@ -176,30 +178,57 @@ class NeuralNetwork:
         y = np.asarray(y)
         if y.ndim != 1 or y.shape[0] != X.shape[0]:
             raise ValueError(f"labels shape {y.shape} does not match X shape {X.shape}: expected ({X.shape[0]},)")
-        _, act_back_name, act_arg = ACTIVATIONS[self.activation]
-        act_back = getattr(k, act_back_name)
-
         with phase(self.timer, "forward"):
             logits, cache = self._forward(X, training=True)             # (N, C)
         with phase(self.timer, "loss"):
             loss, probs = k.softmax_cross_entropy(logits, y)
             grad = k.softmax_cross_entropy_backward(probs, y)           # (N, C)
+        with phase(self.timer, "backward"):
+            self.grad_weights, self.grad_biases, _ = self._backprop(cache, grad)
+        return loss
 
+    def _backprop(self, cache, grad, input_grad: bool = False):
+        """Backpropagate ``grad`` = dL/dlogits (N, C) through the cached forward pass.
+
+        Returns (grad_weights, grad_biases, dL/dX or None); the input gradient only when asked.
+        """
+        k = self.backend
+        _, act_back_name, act_arg = ACTIVATIONS[self.activation]
+        act_back = getattr(k, act_back_name)
         grad_weights = [None] * self.num_layers
         grad_biases = [None] * self.num_layers
-        with phase(self.timer, "backward"):
-            for i in reversed(range(self.num_layers)):
-                a_in, z, out, mask = cache[i]
-                if i < self.num_layers - 1:                             # hidden layer: through act + dropout
-                    if mask is not None:
-                        grad = grad * mask                              # (N, n_out)
-                    grad = act_back(grad, z if act_arg == "z" else out)  # (N, n_out)
-                grad_weights[i] = k.matmul(a_in.T, grad)                # (n_in, n_out)
-                grad_biases[i] = grad.sum(axis=0)                       # (n_out,)
-                if i > 0:
-                    grad = k.matmul(grad, self.weights[i].T)            # (N, n_in)
-        self.grad_weights, self.grad_biases = grad_weights, grad_biases
-        return loss
+        for i in reversed(range(self.num_layers)):
+            a_in, z, out, mask = cache[i]
+            if i < self.num_layers - 1:                                 # hidden layer: through act + dropout
+                if mask is not None:
+                    grad = grad * mask                                  # (N, n_out)
+                grad = act_back(grad, z if act_arg == "z" else out)     # (N, n_out)
+            grad_weights[i] = k.matmul(a_in.T, grad)                    # (n_in, n_out)
+            grad_biases[i] = grad.sum(axis=0)                           # (n_out,)
+            if i > 0 or input_grad:
+                grad = k.matmul(grad, self.weights[i].T)                # (N, n_in)
+        return grad_weights, grad_biases, grad if input_grad else None
+
+    def input_gradient(self, X, grad_logits) -> np.ndarray:
+        """dS/dX (N, D) for a score S with dS/dlogits = ``grad_logits`` (N, C), evaluation mode.
+
+        With ``grad_logits`` one-hot on the predicted class this is the saliency map of
+        K. Simonyan et al., "Deep Inside Convolutional Networks", ICLR 2014 workshop.
+        Raises:
+            ValueError: ``grad_logits`` is not (N, C) for X's N.
+        """
+        X = self._check_input(X)
+        grad_logits = np.asarray(grad_logits, dtype=self.dtype)
+        if grad_logits.shape != (X.shape[0], self.layer_sizes[-1]):
+            raise ValueError(f"grad_logits shape {grad_logits.shape} does not match X shape {X.shape}: "
+                             f"expected ({X.shape[0]}, {self.layer_sizes[-1]})")
+        _, cache = self._forward(X, training=False)
+        return self._backprop(cache, grad_logits, input_grad=True)[2]
+
+    def hidden_outputs(self, X) -> list[np.ndarray]:
+        """Each hidden layer's activations, (N, H_l) per layer, in evaluation mode (no dropout)."""
+        _, cache = self._forward(self._check_input(X), training=False)
+        return [out for _, _, out, _ in cache[:-1]]
 
     def update_weights(self, learning_rate: float) -> None:
         """One plain gradient-descent step: p <- p - learning_rate * grad_p."""
@@ -225,6 +254,8 @@ class NeuralNetwork:
             "dtype": np.array(self.dtype.name),
             "dropout": np.array(self.dropout),
         }
+        if self.class_names is not None:
+            arrays["class_names"] = np.array([str(n) for n in self.class_names])    # fixed-width unicode
         for i, (W, b) in enumerate(zip(self.weights, self.biases)):
             arrays[f"W{i}"], arrays[f"b{i}"] = W, b
         with atomic_write(path) as f:
@@ -281,4 +312,9 @@ class NeuralNetwork:
                 if not np.all(np.isfinite(arr)):
                     raise ModelFileError(f"{path}: array {name} holds NaN or inf")
                 target[i] = arr.astype(model.dtype)
+        if "class_names" in data:
+            names = [str(n) for n in data["class_names"]]
+            if len(names) != sizes[-1]:
+                raise ModelFileError(f"{path}: {len(names)} class names for {sizes[-1]} output classes")
+            model.class_names = names
         return model

@@ -1,7 +1,9 @@
 """``python -m fastnn.train``: train the MLP on MNIST or Fashion-MNIST with any backend.
 
 Writes into ``--out`` (default ``runs/<time>-<dataset>-<backend>``):
-``best_model.npz`` (best validation accuracy), ``history.csv`` (a row per epoch),
+``best_model.npz`` (best validation accuracy), ``history.csv`` (a row per epoch, including
+the fraction of dead hidden units per layer: units that output 0 for all of the first 1,024
+training samples),
 ``learning_curves.png`` and ``metrics.json``. The last line printed gives the test accuracy.
 Ctrl-C stops training, keeps the best model so far and still writes everything.
 """
@@ -24,6 +26,7 @@ from .backends import BackendUnavailable, backend_names, get_backend
 from .data import DATASETS, DataError, DownloadError, iterate_minibatches, load_dataset, to_float, train_val_split
 from .fused import FusedTrainer, fused_unsupported_reason, has_fused_path
 from .initializers import INITIALIZERS
+from .metrics import dead_unit_fraction
 from .model import ACTIVATIONS, NeuralNetwork
 from .optim import OPTIMIZERS, make_optimizer
 from .timing import phase
@@ -170,6 +173,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     layer_sizes = [train_set.num_features, *cfg.hidden, train_set.num_classes]
     model = NeuralNetwork(layer_sizes, activation=cfg.activation, init=cfg.init, backend=cfg.backend,
                           dtype=np.dtype(cfg.dtype), seed=cfg.seed, dropout=cfg.dropout)
+    model.class_names = list(train_set.class_names)
     optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.momentum)
     shuffle_rng = np.random.default_rng([cfg.seed, 1])
     trainer = make_trainer(cfg, model, optimizer, train_set, log)
@@ -178,6 +182,8 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     log(f"{model}\n{optimizer}  {cfg.lr_schedule} lr schedule, batch {cfg.batch_size}, {cfg.epochs} epochs, {path}\n"
         f"data: {cfg.dataset} train {len(train_set)}, val {len(val_set)}, test {len(test_set)}; output {out}")
 
+    # dead-ReLU monitor: units that output 0 for every one of the first 1,024 training samples
+    monitor_X = train_set.features(np.arange(min(1024, len(train_set))), dtype=model.dtype)
     best_model_path = out / "best_model.npz"
     history, epoch_times = [], []
     best_val, best_epoch = -1.0, 0
@@ -212,16 +218,19 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
                 epoch_time = time.perf_counter() - t0
                 train_loss, train_acc = evaluate(model, train_set)
                 val_loss, val_acc = evaluate(model, val_set) if len(val_set) else (train_loss, train_acc)
+                dead = [dead_unit_fraction(h) for h in model.hidden_outputs(monitor_X)]
                 epoch_times.append(epoch_time)
                 history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                                 "val_loss": val_loss, "val_accuracy": val_acc, "lr": optimizer.lr,
-                                "epoch_time_s": epoch_time})
+                                "epoch_time_s": epoch_time,
+                                **{f"dead_units_layer{i + 1}": d for i, d in enumerate(dead)}})
                 improved = val_acc > best_val
                 if improved:
                     best_val, best_epoch = val_acc, epoch
                     model.save(best_model_path)
                 log(f"epoch {epoch:3d}/{cfg.epochs}  train loss {train_loss:.4f} acc {100 * train_acc:6.2f}%  "
-                    f"val loss {val_loss:.4f} acc {100 * val_acc:6.2f}%  {epoch_time:6.2f}s" + ("  *" if improved else ""))
+                    f"val loss {val_loss:.4f} acc {100 * val_acc:6.2f}%  {epoch_time:6.2f}s  dead units "
+                    + "/".join(f"{100 * d:.0f}%" for d in dead) + ("  *" if improved else ""))
                 write_csv_rows(history, out / "history.csv")
         except KeyboardInterrupt:
             status = "interrupted"

@@ -190,3 +190,35 @@ def test_optimizer_errors():
         Adam(net, lr=0)
     with pytest.raises(ValueError, match="unknown optimizer"):
         make_optimizer("rmsprop", net, 0.1)
+
+
+def test_input_gradient_matches_central_differences():
+    rng = np.random.default_rng(3)
+    model = NeuralNetwork([6, 5, 4, 3], activation="tanh", dtype=np.float64, seed=1)
+    X = rng.standard_normal((2, 6))
+    g = rng.standard_normal((2, 3))
+    grad = model.input_gradient(X, g)
+    assert grad.shape == X.shape and grad.dtype == np.float64
+
+    def score(X_):
+        return float(np.sum(g * model.logits(X_)))
+
+    h = 1e-6
+    num = np.zeros_like(X)
+    for idx in np.ndindex(X.shape):
+        Xp, Xm = X.copy(), X.copy()
+        Xp[idx] += h
+        Xm[idx] -= h
+        num[idx] = (score(Xp) - score(Xm)) / (2 * h)
+    np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="grad_logits shape"):
+        model.input_gradient(X, g[:, :2])
+
+
+def test_hidden_outputs_and_class_names_round_trip(tmp_path):
+    model = NeuralNetwork([6, 5, 4, 3], seed=1)
+    outs = model.hidden_outputs(np.ones((7, 6), np.float32))
+    assert [o.shape for o in outs] == [(7, 5), (7, 4)] and all((o >= 0).all() for o in outs)
+    model.class_names = ["cat", "dog", "eel"]
+    model.save(tmp_path / "m.npz")
+    assert NeuralNetwork.load(tmp_path / "m.npz").class_names == ["cat", "dog", "eel"]
