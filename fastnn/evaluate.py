@@ -144,7 +144,8 @@ def plot_first_layer(W0, path, title) -> None:
 def plot_hidden_activations(hidden, labels, names, path, title) -> None:
     from .plotting import plt, save_figure
 
-    fig, axes = plt.subplots(len(hidden), 1, figsize=(10, 2.2 * len(hidden) + 0.8), squeeze=False)
+    fig, axes = plt.subplots(len(hidden), 1, figsize=(10, 2.4 * len(hidden) + 0.8), squeeze=False,
+                             constrained_layout=True)
     for layer, (ax, acts) in enumerate(zip(axes[:, 0], hidden)):
         means = np.stack([acts[labels == c].mean(axis=0) if np.any(labels == c) else np.zeros(acts.shape[1])
                           for c in range(len(names))])                       # (C, H)
