@@ -1,0 +1,301 @@
+"""``python -m fastnn.experiments [NAME ...]``: named grids of training runs, in parallel.
+
+Each experiment varies one thing and holds everything else at the trainer's defaults
+(``fastnn.train.TrainConfig``), over several seeds per configuration:
+
+==================  ==========================================================================
+learning-rate       plain SGD, constant learning rate 0.001 / 0.01 / 0.1
+depth               784-128-10 against 784-128-64-10
+activation          sigmoid, tanh, ReLU
+init                zeros, normal(0, 0.01^2), Xavier, He
+optimizer           SGD (lr 0.1), SGD with momentum 0.9 (lr 0.05), Adam (lr 0.001)
+regularization      none, L2 (1e-3), dropout (0.3), both; on a setting that overfits: the
+                    first 2,000 training images and a 784-512-256-10 network, 40 epochs
+batch-size          16, 32, 64, 128, 256, 512 (accuracy and wall time)
+backend             numpy, numba, cython, torch, and reference on the first 1,000 images for
+                    1 epoch (labelled "reference (subset)")
+==================  ==========================================================================
+
+Every run appends a row to ``results/experiments.csv`` (experiment, dataset, configuration,
+seed, backend, final train / validation / test accuracy and loss, epochs, wall time, git
+commit, status); ``results/<experiment>.csv`` holds mean and std per configuration and
+``plots/experiments/<experiment>_<dataset>.png`` the figure. A failed run is recorded with
+its error and the others go on; configurations already in the CSV are skipped unless
+``--force``. Runs go through joblib, one process per run with its BLAS / Numba / OpenMP
+threads set so that ``--jobs`` x threads = the cores; ``--scheduler ADDRESS`` sends them to a
+Dask cluster instead (``pip install 'fastnn[dask]'``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from ._io import write_csv_rows
+
+EXPERIMENTS: dict[str, list[tuple[str, dict]]] = {
+    "learning-rate": [(f"sgd lr={lr}", {"optimizer": "sgd", "lr": lr, "lr_schedule": "constant"})
+                      for lr in (0.001, 0.01, 0.1)],
+    "depth": [("784-128-10", {"hidden": [128]}), ("784-128-64-10", {"hidden": [128, 64]})],
+    "activation": [(a, {"activation": a}) for a in ("sigmoid", "tanh", "relu")],
+    "init": [(i, {"init": i}) for i in ("zeros", "normal", "xavier", "he")],
+    "optimizer": [("sgd lr=0.1", {"optimizer": "sgd", "lr": 0.1}),
+                  ("momentum lr=0.05", {"optimizer": "momentum", "lr": 0.05}),
+                  ("adam lr=0.001", {"optimizer": "adam", "lr": 0.001})],
+    "regularization": [(name, {"limit": 2000, "hidden": [512, 256], "epochs": 40, "weight_decay": wd, "dropout": p})
+                       for name, wd, p in (("none", 0.0, 0.0), ("L2 1e-3", 1e-3, 0.0), ("dropout 0.3", 0.0, 0.3),
+                                           ("L2 + dropout", 1e-3, 0.3))],
+    "batch-size": [(f"batch {b}", {"batch_size": b}) for b in (16, 32, 64, 128, 256, 512)],
+    "backend": [(b, {"backend": b}) for b in ("numpy", "numba", "cython", "torch")]
+               + [("reference (subset)", {"backend": "reference", "limit": 1000, "test_limit": 1000, "epochs": 1})],
+}
+
+FIELDS = ["experiment", "dataset", "config", "seed", "backend", "epochs", "status", "train_accuracy", "train_loss",
+          "val_accuracy", "val_loss", "test_accuracy", "test_loss", "best_epoch", "epoch_time_s", "wall_time_s",
+          "git_commit", "run_dir", "error"]
+
+
+def git_commit() -> str:
+    """The current commit of the project (``unknown`` outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_one(spec: dict) -> dict:
+    """Train one configuration (in whatever process joblib gives it); never raises: failures become rows."""
+    from .train import TrainConfig, train
+
+    row = {k: spec[k] for k in ("experiment", "dataset", "config", "seed")}
+    t0 = time.perf_counter()
+    try:
+        cfg = TrainConfig(**{**spec["defaults"], **spec["overrides"], "dataset": spec["dataset"], "seed": spec["seed"],
+                             "out": spec["run_dir"], "data_dir": spec["data_dir"]})
+        metrics = train(cfg, progress=False, log=lambda *a, **k: None)
+        last = read_rows(Path(spec["run_dir"]) / "history.csv")[-1]
+        row.update({
+            "backend": cfg.backend, "epochs": cfg.epochs, "status": metrics["status"],
+            "train_accuracy": float(last["train_accuracy"]), "train_loss": float(last["train_loss"]),
+            "val_accuracy": float(last["val_accuracy"]), "val_loss": float(last["val_loss"]),
+            "test_accuracy": metrics["test_accuracy"], "test_loss": metrics["test_loss"],
+            "best_epoch": metrics["best_epoch"], "epoch_time_s": float(np.median(metrics["epoch_times_s"])),
+            "error": "" if metrics["status"] == "completed" else metrics["status"],
+        })
+    except Exception as exc:  # noqa: BLE001 - a failed run is a result, not a crash
+        row.update({"backend": spec["overrides"].get("backend", spec["defaults"].get("backend")),
+                    "status": "failed", "error": f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500]})
+        traceback.print_exc()
+    row.update({"wall_time_s": time.perf_counter() - t0, "git_commit": spec["commit"], "run_dir": spec["run_dir"]})
+    return {k: row.get(k, "") for k in FIELDS}
+
+
+def _key(row) -> tuple:
+    return row["experiment"], row["dataset"], row["config"], str(row["seed"]), str(row["epochs"])
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def append_rows(rows: list[dict], path: Path) -> None:
+    """Append to the CSV (header written when the file is new); the whole file is rewritten atomically."""
+    write_csv_rows(read_rows(path) + rows, path)
+
+
+def summarize(rows: list[dict], experiment: str) -> list[dict]:
+    """Mean and std (over seeds) per dataset and configuration, completed runs only, in the grid's order."""
+    order = [name for name, _ in EXPERIMENTS[experiment]]
+    out = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        for config in order:
+            runs = [r for r in rows if r["experiment"] == experiment and r["dataset"] == dataset
+                    and r["config"] == config and r["status"] == "completed"]
+            if not runs:
+                continue
+            summary = {"experiment": experiment, "dataset": dataset, "config": config, "runs": len(runs),
+                       "backend": runs[0]["backend"], "epochs": runs[0]["epochs"]}
+            for field in ("test_accuracy", "val_accuracy", "train_accuracy", "test_loss", "epoch_time_s",
+                          "wall_time_s"):
+                vals = np.array([float(r[field]) for r in runs])
+                summary[f"{field}_mean"] = float(vals.mean())
+                summary[f"{field}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+            gap = np.array([float(r["train_accuracy"]) - float(r["val_accuracy"]) for r in runs])
+            summary["train_val_gap_mean"] = float(gap.mean())
+            out.append(summary)
+    return out
+
+
+def plot_experiment(summary: list[dict], experiment: str, dataset: str, rows: list[dict], path: Path) -> None:
+    from .plotting import plt, save_figure
+
+    s = [r for r in summary if r["dataset"] == dataset]
+    if not s:
+        return
+    names = [r["config"] for r in s]
+    x = np.arange(len(s))
+    extra = experiment in ("batch-size", "backend", "optimizer")
+    fig, axes = plt.subplots(1, 2 if extra else 1, figsize=(11 if extra else 6.5, 4), squeeze=False)
+    ax = axes[0, 0]
+    if experiment == "regularization":
+        width = 0.38
+        ax.bar(x - width / 2, [100 * r["train_accuracy_mean"] for r in s], width, label="train (last epoch)",
+               color="tab:gray")
+        ax.bar(x + width / 2, [100 * r["test_accuracy_mean"] for r in s], width,
+               yerr=[100 * r["test_accuracy_std"] for r in s], capsize=3, label="test (best val model)")
+        ax.legend(fontsize=8)
+    else:
+        ax.bar(x, [100 * r["test_accuracy_mean"] for r in s], yerr=[100 * r["test_accuracy_std"] for r in s],
+               capsize=3, color="tab:blue")
+    for xi, r in zip(x, s):
+        ax.text(xi, 100 * r["test_accuracy_mean"], f"{100 * r['test_accuracy_mean']:.2f}", ha="center",
+                va="bottom", fontsize=7)
+    low = min(100 * r["test_accuracy_mean"] for r in s)
+    ax.set_ylim(max(0, low - (5 if low > 50 else low)), 100.5)
+    ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("test accuracy (%), mean ± std over seeds")
+    ax.set_title(f"{experiment} on {dataset}", fontsize=10)
+    if experiment in ("batch-size", "backend"):
+        ax2 = axes[0, 1]
+        key = "wall_time_s_mean" if experiment == "batch-size" else "epoch_time_s_mean"
+        ax2.bar(x, [r[key] for r in s], color="tab:orange")
+        ax2.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
+        ax2.set_yscale("log")
+        ax2.set_ylabel("wall time per run (s)" if experiment == "batch-size" else "median epoch time (s)")
+        ax2.set_title("time" + (" (reference: 800-image subset)" if experiment == "backend" else ""), fontsize=10)
+    if experiment == "optimizer":
+        ax2 = axes[0, 1]
+        for r in s:
+            curves = [read_rows(Path(run["run_dir"]) / "history.csv") for run in rows
+                      if run["experiment"] == experiment and run["dataset"] == dataset and run["config"] == r["config"]
+                      and run["status"] == "completed"]
+            curves = [c for c in curves if c]
+            if not curves:
+                continue
+            n = min(len(c) for c in curves)
+            val = np.mean([[float(row["val_accuracy"]) for row in c[:n]] for c in curves], axis=0)
+            ax2.plot(range(1, n + 1), 100 * val, marker="o", ms=3, label=r["config"])
+        ax2.set_xlabel("epoch")
+        ax2.set_ylabel("validation accuracy (%), mean over seeds")
+        ax2.set_title("learning curves", fontsize=10)
+        ax2.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def make_specs(names, datasets, seeds, epochs, backend, data_dir, results: Path, force: bool, done: set,
+               limit: int | None = None) -> list[dict]:
+    commit = git_commit()
+    specs = []
+    defaults = {"backend": backend, "epochs": epochs, **({"limit": limit} if limit else {})}
+    for name in names:
+        for dataset in datasets:
+            for config, overrides in EXPERIMENTS[name]:
+                for seed in range(seeds):
+                    spec = {"experiment": name, "dataset": dataset, "config": config, "seed": seed,
+                            "defaults": defaults, "overrides": overrides, "data_dir": data_dir, "commit": commit,
+                            "run_dir": str(results / "runs" / name / dataset / config.replace(" ", "_") / f"seed{seed}")}
+                    key = (name, dataset, config, str(seed), str(overrides.get("epochs", epochs)))
+                    if force or key not in done:
+                        specs.append(spec)
+    return specs
+
+
+def run_specs(specs, jobs: int, threads: int, scheduler: str | None = None) -> list[dict]:
+    """Run the specs through joblib: local processes (loky), or a Dask cluster at ``scheduler``."""
+    import joblib
+
+    if not specs:
+        return []
+    if scheduler:
+        from dask.distributed import Client
+
+        with Client(scheduler), joblib.parallel_config(backend="dask"):
+            return joblib.Parallel(n_jobs=-1)(joblib.delayed(run_one)(s) for s in specs)
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                              "MKL_NUM_THREADS", "MPLBACKEND")}
+    os.environ.update({"OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads),
+                       "OPENBLAS_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "MPLBACKEND": "Agg"})
+    try:                        # the workers start with these in their environment
+        with joblib.parallel_config(backend="loky", inner_max_num_threads=threads):
+            return joblib.Parallel(n_jobs=jobs, verbose=0)(joblib.delayed(run_one)(s) for s in specs)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m fastnn.experiments",
+        description="Run named experiments (grids of training runs, several seeds each) in parallel; append rows to "
+                    "results/experiments.csv, write results/<experiment>.csv summaries and plots/experiments/.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("names", nargs="*", metavar="NAME", help=f"experiments to run (default all): {', '.join(EXPERIMENTS)}")
+    p.add_argument("--dataset", nargs="+", default=["mnist"], choices=["mnist", "fashion-mnist"])
+    p.add_argument("--epochs", type=int, default=10, help="epochs per run (an experiment may fix its own)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per configuration")
+    p.add_argument("--backend", default="numba", help="backend for every experiment but 'backend'")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a Dask scheduler (tcp://host:port) to run on")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--results", default="results", help="folder for the CSV files and run folders")
+    p.add_argument("--plots-dir", default="plots/experiments")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="first N training images for every run (quick sweeps; an experiment may fix its own)")
+    p.add_argument("--force", action="store_true", help="run configurations already in results/experiments.csv again")
+    args = p.parse_args(argv)
+    unknown = [n for n in args.names if n not in EXPERIMENTS]
+    if unknown:
+        p.error(f"unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(EXPERIMENTS)}")
+    if args.jobs < 1 or args.seeds < 1 or args.epochs < 1:
+        p.error("--jobs, --seeds and --epochs must be >= 1")
+    names = args.names or list(EXPERIMENTS)
+    results = Path(args.results)
+    csv_path = results / "experiments.csv"
+    done = {_key(r) for r in read_rows(csv_path) if r["status"] == "completed"}
+    specs = make_specs(names, args.dataset, args.seeds, args.epochs, args.backend, args.data_dir, results, args.force,
+                       done, args.limit)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    print(f"{len(specs)} runs to do ({sum(1 for _ in done)} already in {csv_path}); {args.jobs} at a time, "
+          f"{threads} thread(s) each" + (f", on the Dask cluster at {args.scheduler}" if args.scheduler else ""))
+    t0 = time.perf_counter()
+    new_rows = run_specs(specs, args.jobs, threads, args.scheduler)
+    if new_rows:
+        append_rows(new_rows, csv_path)
+    failed = [r for r in new_rows if r["status"] != "completed"]
+    print(f"{len(new_rows)} runs in {time.perf_counter() - t0:.0f} s; {len(failed)} failed")
+    for r in failed:
+        print(f"  failed: {r['experiment']} {r['dataset']} {r['config']} seed {r['seed']}: {r['error']}")
+    all_rows = read_rows(csv_path)
+    for name in names:
+        summary = summarize(all_rows, name)
+        if not summary:
+            continue
+        write_csv_rows(summary, results / f"{name}.csv")
+        print(f"\n{name}:")
+        for s in summary:
+            print(f"  {s['dataset']:>13s}  {s['config']:<20s} test {100 * s['test_accuracy_mean']:6.2f} ± "
+                  f"{100 * s['test_accuracy_std']:.2f}%  train {100 * s['train_accuracy_mean']:6.2f}%  "
+                  f"epoch {s['epoch_time_s_mean']:.3f} s  run {s['wall_time_s_mean']:.1f} s  (n={s['runs']})")
+        for dataset in dict.fromkeys(s["dataset"] for s in summary):
+            plot_experiment(summary, name, dataset, all_rows, Path(args.plots_dir) / f"{name}_{dataset}.png")
+    print(f"\nwrote {csv_path}, {results}/<experiment>.csv, {args.plots_dir}/")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
