@@ -194,6 +194,32 @@ def plot_experiment(summary: list[dict], experiment: str, dataset: str, rows: li
     save_figure(fig, path)
 
 
+def print_markdown(rows: list[dict], names) -> None:
+    """The summaries as Markdown tables, one per experiment, both datasets side by side."""
+    for name in names:
+        summary = summarize(rows, name)
+        if not summary:
+            continue
+        datasets = list(dict.fromkeys(s["dataset"] for s in summary))
+        head = " | ".join(f"{d} test accuracy | {d} train - val gap" for d in datasets)
+        print(f"\n{name} ({summary[0]['runs']} seeds, {summary[0]['epochs']} epochs, backend {summary[0]['backend']}):\n")
+        print(f"| configuration | {head} | epoch time | run time |")
+        print("|---" * (3 + 2 * len(datasets)) + "|")
+        for config in dict.fromkeys(s["config"] for s in summary):
+            cells, times = [], []
+            for d in datasets:
+                s = next((x for x in summary if x["dataset"] == d and x["config"] == config), None)
+                if s is None:
+                    cells += ["", ""]
+                    continue
+                cells += [f"{100 * s['test_accuracy_mean']:.2f} ± {100 * s['test_accuracy_std']:.2f}%",
+                          f"{100 * s['train_val_gap_mean']:+.2f} pp"]
+                times.append(s)
+            epoch = " / ".join(f"{t['epoch_time_s_mean']:.3f} s" for t in times)
+            run = " / ".join(f"{t['wall_time_s_mean']:.1f} s" for t in times)
+            print(f"| {config} | {' | '.join(cells)} | {epoch} | {run} |")
+
+
 def make_specs(names, datasets, seeds, epochs, backend, data_dir, results: Path, force: bool, done: set,
                limit: int | None = None) -> list[dict]:
     commit = git_commit()
@@ -212,24 +238,35 @@ def make_specs(names, datasets, seeds, epochs, backend, data_dir, results: Path,
     return specs
 
 
-def run_specs(specs, jobs: int, threads: int, scheduler: str | None = None) -> list[dict]:
-    """Run the specs through joblib: local processes (loky), or a Dask cluster at ``scheduler``."""
+def run_specs(specs, jobs: int, threads: int, scheduler: str | None = None, on_result=None) -> list[dict]:
+    """Run the specs through joblib: local processes (loky), or a Dask cluster at ``scheduler``.
+
+    ``on_result(row)`` is called as each run finishes (so a long sweep saves as it goes)."""
     import joblib
 
     if not specs:
         return []
+
+    def collect(parallel):
+        out = []
+        for row in parallel(joblib.delayed(run_one)(s) for s in specs):
+            out.append(row)
+            if on_result:
+                on_result(row)
+        return out
+
     if scheduler:
         from dask.distributed import Client
 
         with Client(scheduler), joblib.parallel_config(backend="dask"):
-            return joblib.Parallel(n_jobs=-1)(joblib.delayed(run_one)(s) for s in specs)
+            return collect(joblib.Parallel(n_jobs=-1, return_as="generator_unordered"))
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                               "MKL_NUM_THREADS", "MPLBACKEND")}
     os.environ.update({"OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads),
                        "OPENBLAS_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "MPLBACKEND": "Agg"})
     try:                        # the workers start with these in their environment
         with joblib.parallel_config(backend="loky", inner_max_num_threads=threads):
-            return joblib.Parallel(n_jobs=jobs, verbose=0)(joblib.delayed(run_one)(s) for s in specs)
+            return collect(joblib.Parallel(n_jobs=jobs, return_as="generator_unordered"))
     finally:
         for k, v in saved.items():
             if v is None:
@@ -257,6 +294,8 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="first N training images for every run (quick sweeps; an experiment may fix its own)")
     p.add_argument("--force", action="store_true", help="run configurations already in results/experiments.csv again")
+    p.add_argument("--markdown", action="store_true",
+                   help="run nothing: print the summaries in results/ as Markdown tables (for REPORT.md)")
     args = p.parse_args(argv)
     unknown = [n for n in args.names if n not in EXPERIMENTS]
     if unknown:
@@ -266,6 +305,9 @@ def main(argv=None) -> int:
     names = args.names or list(EXPERIMENTS)
     results = Path(args.results)
     csv_path = results / "experiments.csv"
+    if args.markdown:
+        print_markdown(read_rows(csv_path), names)
+        return 0
     done = {_key(r) for r in read_rows(csv_path) if r["status"] == "completed"}
     specs = make_specs(names, args.dataset, args.seeds, args.epochs, args.backend, args.data_dir, results, args.force,
                        done, args.limit)
@@ -273,9 +315,15 @@ def main(argv=None) -> int:
     print(f"{len(specs)} runs to do ({sum(1 for _ in done)} already in {csv_path}); {args.jobs} at a time, "
           f"{threads} thread(s) each" + (f", on the Dask cluster at {args.scheduler}" if args.scheduler else ""))
     t0 = time.perf_counter()
-    new_rows = run_specs(specs, args.jobs, threads, args.scheduler)
-    if new_rows:
-        append_rows(new_rows, csv_path)
+
+    def save(row):                                   # each run's row as soon as it finishes
+        append_rows([row], csv_path)
+        print(f"  [{time.perf_counter() - t0:6.0f} s] {row['experiment']} {row['dataset']} {row['config']} "
+              f"seed {row['seed']}: {row['status']}"
+              + (f", test {100 * float(row['test_accuracy']):.2f}%" if row["status"] == "completed" else ""),
+              flush=True)
+
+    new_rows = run_specs(specs, args.jobs, threads, args.scheduler, on_result=save)
     failed = [r for r in new_rows if r["status"] != "completed"]
     print(f"{len(new_rows)} runs in {time.perf_counter() - t0:.0f} s; {len(failed)} failed")
     for r in failed:

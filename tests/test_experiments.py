@@ -1,0 +1,70 @@
+"""``python -m fastnn.experiments``: tiny sweeps on real MNIST through joblib and through a local Dask
+cluster, CSV rows and summaries, failures recorded without stopping the others, re-runs skipped."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from fastnn import experiments
+
+pytestmark = pytest.mark.slow
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def sweep(tmp_path, mnist_dir, *extra):
+    return experiments.main(["depth", "--seeds", "2", "--epochs", "1", "--limit", "600", "--jobs", "2",
+                             "--data-dir", str(mnist_dir), "--results", str(tmp_path / "results"),
+                             "--plots-dir", str(tmp_path / "plots"), *extra])
+
+
+def test_sweep_writes_rows_summary_and_plot_then_skips(tmp_path, mnist_dir, capsys):
+    assert sweep(tmp_path, mnist_dir) == 0
+    got = rows(tmp_path / "results" / "experiments.csv")
+    assert len(got) == 4 and {r["config"] for r in got} == {"784-128-10", "784-128-64-10"}
+    assert set(experiments.FIELDS) <= set(got[0]) and all(r["status"] == "completed" for r in got)
+    assert all(0 < float(r["test_accuracy"]) <= 1 and r["git_commit"] for r in got)
+    summary = rows(tmp_path / "results" / "depth.csv")
+    assert [s["config"] for s in summary] == ["784-128-10", "784-128-64-10"] and summary[0]["runs"] == "2"
+    assert (tmp_path / "plots" / "depth_mnist.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert sweep(tmp_path, mnist_dir) == 0                                   # everything is already there
+    assert "0 runs to do" in capsys.readouterr().out
+    assert len(rows(tmp_path / "results" / "experiments.csv")) == 4
+    assert sweep(tmp_path, mnist_dir, "--force") == 0
+    assert len(rows(tmp_path / "results" / "experiments.csv")) == 8
+
+
+def test_a_failed_run_is_recorded_and_the_others_go_on(tmp_path, mnist_dir, monkeypatch, capsys):
+    monkeypatch.setitem(experiments.EXPERIMENTS, "depth",
+                        [("bad", {"hidden": [128], "lr": -1.0}), ("784-128-10", {"hidden": [128]})])
+    code = experiments.main(["depth", "--seeds", "1", "--epochs", "1", "--limit", "600", "--jobs", "1",
+                             "--data-dir", str(mnist_dir), "--results", str(tmp_path / "r"),
+                             "--plots-dir", str(tmp_path / "p")])
+    assert code == 1
+    got = {r["config"]: r for r in rows(tmp_path / "r" / "experiments.csv")}
+    assert got["bad"]["status"] == "failed" and "learning rate" in got["bad"]["error"]
+    assert got["784-128-10"]["status"] == "completed"
+    assert "failed: depth mnist bad" in capsys.readouterr().out
+
+
+def test_sweep_through_a_local_dask_cluster(tmp_path, mnist_dir):
+    distributed = pytest.importorskip("dask.distributed", reason="dask not installed (pip install 'fastnn[dask]')")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        code = experiments.main(["depth", "--seeds", "1", "--epochs", "1", "--limit", "600",
+                                 "--scheduler", cluster.scheduler_address, "--data-dir", str(mnist_dir),
+                                 "--results", str(tmp_path / "results"), "--plots-dir", str(tmp_path / "plots")])
+    assert code == 0
+    got = rows(tmp_path / "results" / "experiments.csv")
+    assert len(got) == 2 and all(r["status"] == "completed" for r in got)
+
+
+def test_unknown_experiment_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        experiments.main(["no-such-thing"])
+    assert "unknown experiment" in capsys.readouterr().err
