@@ -202,7 +202,8 @@ def print_markdown(rows: list[dict], names) -> None:
             continue
         datasets = list(dict.fromkeys(s["dataset"] for s in summary))
         head = " | ".join(f"{d} test accuracy | {d} train - val gap" for d in datasets)
-        print(f"\n{name} ({summary[0]['runs']} seeds, {summary[0]['epochs']} epochs, backend {summary[0]['backend']}):\n")
+        backend = "per row" if name == "backend" else summary[0]["backend"]
+        print(f"\n{name} ({summary[0]['runs']} seeds, {summary[0]['epochs']} epochs, backend {backend}):\n")
         print(f"| configuration | {head} | epoch time | run time |")
         print("|---" * (3 + 2 * len(datasets)) + "|")
         for config in dict.fromkeys(s["config"] for s in summary):
