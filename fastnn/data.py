@@ -225,7 +225,7 @@ def fetch_file(info: DatasetInfo, kind: str, data_dir: Path) -> Path:
     missing = [data_dir / info.name / fn for fn, _ in info.files.values() if not (data_dir / info.name / fn).exists()]
     raise DownloadError(
         f"could not download {filename} for {info.name}:\n  " + "\n  ".join(errors) +
-        f"\nWithout network access, put the canonical IDX files here:\n  " +
+        "\nWithout network access, put the canonical IDX files here:\n  " +
         "\n  ".join(str(p) for p in missing) +
         "\nor point fastnn at a folder holding <dataset>/<file> with --data-dir or FASTNN_DATA_DIR."
     )

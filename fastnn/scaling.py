@@ -123,7 +123,6 @@ def main(argv=None) -> int:
         print(json.dumps(_measure(args.worker, args.samples, args.repeats, args.data_dir)))
         return 0
     from .backends import available_backends
-    from .plotting import save_figure  # noqa: F401 - fail early if matplotlib is missing
     from ._io import write_csv_rows
 
     missing = [b for b in args.backends if b not in available_backends()]

@@ -1,7 +1,6 @@
 """Shared fixtures: the real data folder (tests skip with a reason when it is absent) and torch."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

@@ -95,3 +95,32 @@ def run_elementwise(kernel, *arrays) -> np.ndarray:
     out = np.empty(arrays[0].shape, dtype=arrays[0].dtype)
     kernel(*flat, out.reshape(-1))
     return out
+
+
+def run_softmax(kernel, logits) -> np.ndarray:
+    """probs (N, C) from ``kernel(logits, labels, probs)`` called with no labels (softmax only)."""
+    logits = np.ascontiguousarray(as_float_array(logits, "logits", 2))
+    probs = np.empty_like(logits)
+    if logits.size:
+        kernel(logits, np.empty(0, np.int64), probs)
+    return probs
+
+
+def run_softmax_cross_entropy(kernel, logits, labels) -> tuple[float, np.ndarray]:
+    """(mean loss, probs) from ``kernel(logits, labels, probs)``, which returns the summed loss."""
+    logits, labels = check_logits_labels(logits, labels)
+    logits = np.ascontiguousarray(logits)
+    probs = np.empty_like(logits)
+    if logits.shape[0] == 0:
+        return 0.0, probs
+    total = kernel(logits, np.ascontiguousarray(labels, dtype=np.int64), probs)
+    return float(total / logits.shape[0]), probs
+
+
+def run_softmax_cross_entropy_backward(kernel, probs, labels) -> np.ndarray:
+    """dL/dlogits (N, C) from ``kernel(probs, labels, out)``."""
+    probs, labels = check_logits_labels(probs, labels, "probs")
+    out = np.empty(probs.shape, dtype=probs.dtype)
+    if probs.shape[0]:
+        kernel(np.ascontiguousarray(probs), np.ascontiguousarray(labels, dtype=np.int64), out)
+    return out

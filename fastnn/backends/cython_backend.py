@@ -20,8 +20,8 @@ import os
 
 import numpy as np
 
-from ._checks import (as_float_array, check_logits_labels, check_matmul, check_same_shape, prefers_dot_kernel,
-                      run_elementwise)
+from ._checks import (as_float_array, check_matmul, check_same_shape, prefers_dot_kernel, run_elementwise,
+                      run_softmax, run_softmax_cross_entropy, run_softmax_cross_entropy_backward)
 
 try:
     from . import _cython_kernels as _ck
@@ -93,32 +93,17 @@ def tanh_backward(grad_out, out):
 
 def softmax(logits):
     """probs (N, C), row-wise softmax of logits (N, C)."""
-    logits = np.ascontiguousarray(as_float_array(logits, "logits", 2))
-    probs = np.empty_like(logits)
-    if logits.size:
-        _ck.softmax_xent(logits, np.empty(0, np.int64), probs)
-    return probs
+    return run_softmax(_ck.softmax_xent, logits)
 
 
 def softmax_cross_entropy(logits, labels):
     """(mean loss as float, probs (N, C)) for logits (N, C) and labels (N,); log-sum-exp stable."""
-    logits, labels = check_logits_labels(logits, labels)
-    logits = np.ascontiguousarray(logits)
-    probs = np.empty_like(logits)
-    n = logits.shape[0]
-    if n == 0:
-        return 0.0, probs
-    total = _ck.softmax_xent(logits, np.ascontiguousarray(labels, dtype=np.int64), probs)
-    return float(total / n), probs
+    return run_softmax_cross_entropy(_ck.softmax_xent, logits, labels)
 
 
 def softmax_cross_entropy_backward(probs, labels):
     """dL/dlogits (N, C) = (probs - one_hot(labels)) / N."""
-    probs, labels = check_logits_labels(probs, labels, "probs")
-    out = np.empty(probs.shape, dtype=probs.dtype)
-    if probs.shape[0]:
-        _ck.softmax_xent_backward(np.ascontiguousarray(probs), np.ascontiguousarray(labels, dtype=np.int64), out)
-    return out
+    return run_softmax_cross_entropy_backward(_ck.softmax_xent_backward, probs, labels)
 
 
 def fused_steps(*args):
