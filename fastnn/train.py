@@ -155,6 +155,9 @@ def make_trainer(cfg: TrainConfig, model, optimizer, train_set, log=print):
     if cfg.fused and has_fused_path(model.backend):
         reason = fused_unsupported_reason(model, optimizer)
         if reason is None:
+            cached = getattr(model.backend, "fused_path_cached", lambda: True)
+            if not cached():
+                log("note: compiling the Numba kernels for the fused path (first run only, about 15 s)")
             return FusedTrainer(model, optimizer, train_set)
         log(f"note: {reason}; training kernel by kernel instead of on the fused path")
     return KernelTrainer(model, optimizer, train_set)

@@ -154,3 +154,18 @@ def test_cython_prange_is_parallel():
     wanted = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
     assert openmp_threads() == min(wanted, os.cpu_count() or 1), \
         "the Cython extension runs prange serially: rebuild with a compiler that supports -fopenmp"
+
+
+@pytest.mark.skipif("numba" not in available_backends(), reason="numba unavailable")
+def test_first_numba_run_says_it_compiles(monkeypatch):
+    import fastnn.backends.numba_backend as nb
+
+    model = NeuralNetwork([50, 8, 5], backend="numba")
+    said = []
+    monkeypatch.setattr(nb, "fused_path_cached", lambda: False)
+    make_trainer(TrainConfig(backend="numba"), model, make_optimizer("sgd", model, 0.1), toy_dataset(), log=said.append)
+    assert any("compiling the Numba kernels" in s for s in said)
+    said.clear()
+    monkeypatch.setattr(nb, "fused_path_cached", lambda: True)
+    make_trainer(TrainConfig(backend="numba"), model, make_optimizer("sgd", model, 0.1), toy_dataset(), log=said.append)
+    assert said == []

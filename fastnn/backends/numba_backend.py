@@ -320,6 +320,19 @@ def num_threads() -> int:
     return numba.get_num_threads()
 
 
+def fused_path_cached() -> bool:
+    """Whether Numba's on-disk cache already holds the fused kernel (else the first call compiles, ~15 s)."""
+    import os
+    from pathlib import Path
+
+    if numba.config.CACHE_DIR:                          # NUMBA_CACHE_DIR: Numba uses only that
+        folders = [Path(numba.config.CACHE_DIR)]
+    else:                                               # beside the source, else the user's cache
+        folders = [Path(__file__).parent / "__pycache__", Path.home() / ".cache" / "numba"]
+    return any(f.is_dir() and os.access(f, os.R_OK) and any(f.rglob("numba_backend.fused_steps-*.nbi"))
+               for f in folders)
+
+
 @njit(cache=True, parallel=True, fastmath={"contract", "reassoc"})
 def fused_steps(indptr, indices, values, labels, order, first_step, n_steps, batch_size,
                 sizes, w_off, b_off, theta, grads, work, state1, state2, decay,
