@@ -2,37 +2,61 @@
 
 At batch 64 a kernel-by-kernel step makes ~20 calls from Python, each costing more than its
 arithmetic. A backend that defines ``fused_steps`` (``numba``, ``cython``) instead runs many
-whole steps per call: gather the shuffled mini-batch, forward, softmax cross-entropy,
-backward and the optimizer update. It follows the same trajectory as the kernel path: same
-initial weights, same data order (the same ``rng.permutation``), the same dropout draws
-(``model.rng.random((B, H))`` per step and hidden layer, drawn here in that order) and the
-same optimizer formulas (``fastnn.optim``). Only the order of floating-point sums differs,
-so float64 losses agree to ~1e-12 relative (tested to 1e-5 over 200 steps).
+whole steps per call: forward, softmax cross-entropy, backward and the optimizer update. It
+follows the same trajectory as the kernel path: same initial weights, same data order (the
+same ``rng.permutation``), the same dropout draws (``model.rng.random((B, H))`` per step and
+hidden layer, drawn here in that order) and the same optimizer formulas (``fastnn.optim``).
+Only the order of floating-point sums differs, so float64 losses agree to ~1e-12 relative
+(tested to 1e-5 over 200 steps).
 
-``FusedTrainer`` packs every weight and bias into one flat vector ``theta`` and then makes the
-model's ``weights``/``biases`` (and the optimizer's state) views into it, so the model is
-always current: evaluate or save it between calls as usual.
+**How a step is split between the T threads** (the same in both backends):
 
-``fused_steps(indptr, indices, values, labels, order, first_step, n_steps, batch_size, sizes,
-w_off, b_off, theta, grads, work, state1, state2, decay, act, drop_mask, opt, hyper, t0, losses)``:
+1. *by columns*: thread t owns columns ``col_bounds[l, t]:col_bounds[l, t + 1]`` of every
+   layer's W_l (n_in, n_out) and b_l. It computes the weight gradient of those columns and
+   applies the optimizer update in the same pass, row by row: layer 0's gradient row
+   ``grad W0[p, cols] = sum_i x[i, p] * G0[i, cols]`` is gathered through the batch's CSC
+   index (which rows of the batch have pixel p non-zero), the dense layers' through BLAS.
+   Then it runs the next step's layer-0 forward for its columns, reading the sparse (CSR)
+   input rows. Nothing is reduced across threads and no per-thread gradient copy exists: the
+   largest matrix, W0, and its optimizer state stay in the owning core's cache.
+2. *by samples*: thread t takes batch rows i0:i1 through the dense layers' forward (BLAS), the
+   softmax cross-entropy and the backward products down to G0 = dL/dz of layer 0.
 
-- ``indptr`` (n+1,) int64, ``indices`` (nnz,) int32, ``values`` (nnz,) float: the training
-  images as a CSR matrix (x = pixel / 255, zeros omitted); ``labels`` (n,) int64.
-- ``order`` (n,) int64: the epoch's permutation; steps cover ``order[step*B: (step+1)*B]``.
+So a step is two parallel regions; the batches' CSC indexes are built at the start of a call,
+one per step, in parallel.
+
+``fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, batch_size, sizes,
+w_off, b_off, act_off, mask_off, col_bounds, theta, state1, state2, acts, outs, grads_act,
+csc_ptr, csc_sample, csc_value, scratch, act, drop_mask, opt, hyper, t0, losses, prof)``:
+
+- ``indptr`` (n+1,) int64, ``indices`` (nnz,) uint16, ``pixels`` (nnz,) uint8: the training
+  images as a CSR matrix, zeros omitted (``images_to_csr``); x = dtype(pixel) * dtype(1/255);
+  ``labels`` (n,) int64.
+- ``order`` (n,) int64: the epoch's permutation; step s covers ``order[s*B: (s+1)*B]``.
 - ``sizes`` (L+1,) int64 layer sizes; ``w_off``/``b_off`` (L,) int64 offsets of W_l (row-major
-  (n_in, n_out)) and b_l in ``theta`` (P,) float32/float64.
-- ``grads`` (T, P) zeros, one row per thread (T = threads used); ``work`` (T, 3 * R * sum(sizes[1:]) + S)
-  with R = ceil(batch_size / T), the most samples a thread takes per step, and S the largest
-  weight matrix after the first (scratch for a weight gradient, so nothing is allocated per step).
-- ``state1``/``state2`` (P,): momentum velocity, or Adam's m and v. ``decay`` (P,) float:
-  weight_decay on weights, 0 on biases.
-- ``act``: 0 relu, 1 sigmoid, 2 tanh. ``opt``: 0 sgd, 1 momentum, 2 adam; ``t0`` Adam steps so far.
+  (n_in, n_out)) and b_l in ``theta`` (P,) float32/float64; ``col_bounds`` (L, T+1) int64.
+- ``acts``, ``outs`` (2, B * S) with S = sum(sizes[1:]): per layer l the (B, n_out) block at
+  ``act_off[l]`` holds the layer's output (acts: after activation and dropout, logits for the
+  last layer; outs: the activation before dropout, used only with dropout). Two copies, by
+  step parity, because step s + 1's layer 0 runs while step s's gradients still read them.
+  ``grads_act`` (B * S,): dL/dz per layer, same blocks.
+- ``csc_ptr`` (K, D+1) int32, ``csc_sample`` (K, E) int32, ``csc_value`` (K, E) float: room for
+  K >= n_steps batch CSC indexes of up to E = B * (most non-zeros in one image) entries.
+- ``scratch`` (T, W) float: per-thread room for a packed gradient (see ``scratch_width``).
+- ``state1``/``state2`` (P,): momentum velocity, or Adam's m and v ((1,) when unused).
+- ``act``: 0 relu, 1 sigmoid, 2 tanh (``ACT_CODES``). ``opt``: 0 sgd, 1 momentum, 2 adam;
+  ``t0`` Adam steps so far.
 - ``drop_mask`` (n_steps, B * sum(hidden)): the inverted-dropout masks (0 or 1 / keep), exactly
   the kernel path's; for step s, hidden layer l's (nb, H_l) block starts at
-  nb * (sizes[1] + .. + sizes[l]). Unused (1, 1) when there is no dropout.
-- ``hyper`` (7,) in theta's dtype: lr, momentum, weight_decay (unused: see ``decay``), beta1, beta2,
-  eps, keep (1 - dropout).
+  ``nb * mask_off[l]``. Unused (1, 1) when there is no dropout.
+- ``hyper`` (7,) in theta's dtype: lr, momentum, weight_decay (weights only), beta1, beta2, eps,
+  keep (1 - dropout).
 - ``losses`` (n_steps,) float64 out: each step's mean cross-entropy.
+- ``prof`` (T+1, 2 + 3L) int64 cycle counts added to (``PROFILE_PHASES``), or (0, 0): no timers.
+
+A backend's optional fused interface: ``fused_steps`` as above, ``ACT_CODES`` (activation name
+-> code; ``fastnn.backends.fused_codes``), ``num_threads()`` (the T it runs), and, for the
+profile, ``read_cycles()`` and ``cycles_per_second()`` (its cycle counter's rate).
 """
 from __future__ import annotations
 
@@ -58,30 +82,95 @@ def fused_unsupported_reason(model, optimizer) -> str | None:
         return f"backend {model.backend_name!r} has no fused path"
     if model.activation not in codes:
         return f"activation {model.activation!r} is not in the fused kernels ({', '.join(codes)})"
+    if model.layer_sizes[0] > MAX_FEATURES:
+        return f"{model.layer_sizes[0]} input features (the fused path takes at most {MAX_FEATURES})"
     if type(optimizer) not in (SGD, Adam):
         return f"optimizer {type(optimizer).__name__} is not in the fused kernels (SGD, momentum, Adam)"
     return None
 
 
-def images_to_csr(images: np.ndarray, dtype=np.float32):
-    """uint8 images (n, ...) -> CSR (indptr (n+1,) int64, indices (nnz,) int32, values (nnz,) dtype).
+MAX_FEATURES = 65536   # the fused path stores pixel indices as uint16
 
-    ``values`` are pixel * dtype(1/255): bit-identical to ``fastnn.data.to_float`` at the nonzeros.
+
+def images_to_csr(images: np.ndarray):
+    """uint8 images (n, ...) -> CSR (indptr (n+1,) int64, indices (nnz,) uint16, pixels (nnz,) uint8).
+
+    The zeros are omitted; the kernels compute x = dtype(pixel) * dtype(1/255), bit-identical to
+    ``fastnn.data.to_float``. Three bytes per non-zero: a batch's rows, random in the epoch's
+    order, come from memory at 2.7 times the rate of float32 values with int32 indices.
+    Raises ValueError for more than ``MAX_FEATURES`` features or images not of uint8.
     """
-    dtype = np.dtype(dtype)
+    if images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8, got {images.dtype}")
     flat = images.reshape(images.shape[0], -1)                      # (n, D)
-    nonzero = flat != 0                                             # (n, D)
+    if flat.shape[1] > MAX_FEATURES:
+        raise ValueError(f"{flat.shape[1]} features: the fused path takes at most {MAX_FEATURES}")
     indptr = np.zeros(flat.shape[0] + 1, dtype=np.int64)
-    np.cumsum(nonzero.sum(axis=1), out=indptr[1:])
-    indices = np.nonzero(nonzero)[1].astype(np.int32)               # row-major: row by row
-    values = flat[nonzero].astype(dtype) * dtype.type(1.0 / 255.0)  # (nnz,)
-    return indptr, indices, values
+    indices, pixels = [], []
+    for start in range(0, flat.shape[0], 4096):                     # in chunks: no (n, D) bool copy
+        block = flat[start:start + 4096]                            # (b, D)
+        rows, cols = np.nonzero(block)                              # row-major: row by row
+        np.cumsum(np.bincount(rows, minlength=block.shape[0]), out=indptr[start + 1:start + 1 + block.shape[0]])
+        indptr[start + 1:start + 1 + block.shape[0]] += indptr[start]
+        indices.append(cols.astype(np.uint16))
+        pixels.append(block[rows, cols])
+    cat = np.concatenate
+    return indptr, (cat(indices) if indices else np.zeros(0, np.uint16)), (cat(pixels) if pixels else np.zeros(0, np.uint8))
 
 
 def _num_threads(backend) -> int:
     if hasattr(backend, "num_threads"):
         return max(1, int(backend.num_threads()))
     return max(1, int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
+
+
+ALIGN = 16   # column splits at multiples of 16 floats (64-byte cache lines are never shared)
+
+
+def column_bounds(n_out: int, n_threads: int) -> np.ndarray:
+    """(T+1,) int64: thread t owns columns [b[t], b[t+1]) of a layer with ``n_out`` outputs.
+
+    Even shares rounded up to multiples of ``ALIGN`` where the layer is wide enough (so that two
+    threads never write one cache line of a row-major weight matrix), else plain even shares."""
+    t = np.arange(n_threads + 1)
+    if n_out >= ALIGN * n_threads:
+        return np.minimum(n_out, -(-(n_out * t // n_threads) // ALIGN) * ALIGN).astype(np.int64)
+    return (n_out * t // n_threads).astype(np.int64)
+
+
+def aligned_zeros(shape, dtype, align: int = 64) -> np.ndarray:
+    """np.zeros(shape, dtype) whose first element sits on an ``align``-byte boundary."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.zeros(size + align, dtype=np.uint8)
+    start = (-raw.ctypes.data) % align
+    return raw[start:start + size].view(dtype).reshape(shape)
+
+
+# Phase names of the fused kernels' timers (``prof`` columns), for a network of L layers.
+def profile_phases(n_layers: int) -> list[str]:
+    return (["softmax cross-entropy", "(unused)"]
+            + ["layer 0 forward (sparse input, CSC index) + activation"] + [f"layer {l} forward (BLAS)" for l in range(1, n_layers)]
+            + ["(unused)"] + [f"layer {l} backward to layer {l - 1} (BLAS)" for l in range(1, n_layers)]
+            + ["layer 0 weight gradient (CSC gather) + update"]
+            + [f"layer {l} weight gradient (BLAS) + update" for l in range(1, n_layers)])
+
+
+REGIONS = ("region 1 (by parameters: gradients + update, layer-0 forward)",
+           "region 2 (by samples: dense layers, softmax, backward)")
+
+
+def row_bounds_by_nonzeros(indices: np.ndarray, n_rows: int, n_threads: int) -> np.ndarray:
+    """(T+1,) int64: thread t owns rows [b[t], b[t+1]) of W0 (pixels), chosen so that each
+    thread's pixels hold about the same share of the training set's non-zeros (its work)."""
+    cum = np.concatenate([[0], np.cumsum(np.bincount(indices, minlength=n_rows))])   # (D+1,) non-zeros in rows < b
+    if cum[-1] == 0:
+        return (np.arange(n_threads + 1) * n_rows // n_threads).astype(np.int64)
+    targets = cum[-1] * np.arange(1, n_threads) / n_threads
+    above = np.minimum(np.searchsorted(cum, targets), n_rows)        # first b with cum[b] >= target
+    below = np.maximum(above - 1, 0)
+    bounds = np.where(np.abs(cum[below] - targets) <= np.abs(cum[above] - targets), below, above)
+    return np.concatenate([[0], bounds, [n_rows]]).astype(np.int64)
 
 
 class FusedTrainer:
@@ -93,6 +182,8 @@ class FusedTrainer:
         dataset: the training ``Dataset`` (uint8 images, int labels).
     Raises:
         ValueError: the model/optimizer combination is unsupported, or the dataset does not fit the model.
+
+    ``profile = True`` turns the kernels' phase timers on; ``phase_seconds()`` reads them.
     """
 
     def __init__(self, model, optimizer, dataset):
@@ -106,20 +197,28 @@ class FusedTrainer:
         backend = model.backend
         self._kernel = backend.fused_steps
         self._act = backend.ACT_CODES[model.activation]
+        self.description = f"fused path ({backend.NAME}, {_num_threads(backend)} threads)"
         dtype = model.dtype
-        self.indptr, self.indices, self.values = images_to_csr(dataset.images, dtype)
+        self.indptr, self.indices, self.pixels = images_to_csr(dataset.images)
         self.labels = np.ascontiguousarray(dataset.labels, dtype=np.int64)
         if self.labels.size and not (0 <= self.labels.min() and self.labels.max() < model.layer_sizes[-1]):
             raise ValueError(f"labels must be in [0, {model.layer_sizes[-1]}), got {self.labels.min()}"
                              f"..{self.labels.max()}")
+        self.max_row_nnz = int(np.diff(self.indptr).max()) if len(self.labels) else 0
         self.sizes = np.array(model.layer_sizes, dtype=np.int64)
         self._pack_parameters()
         import scipy.linalg.cython_blas  # noqa: F401 - the BLAS the fused kernels call, loaded before we look
 
         self._blas = ThreadpoolController()             # finds the loaded BLAS libraries once (~1 ms)
         self.n_threads = _num_threads(backend)
-        self.grads = np.zeros((self.n_threads, self.theta.size), dtype=dtype)     # (T, P)
-        self.work = np.zeros((self.n_threads, 0), dtype=dtype)                    # sized per batch size
+        self.col_bounds = np.stack([column_bounds(int(n), self.n_threads) for n in self.sizes[1:]])  # (L, T+1)
+        self.row_bounds = row_bounds_by_nonzeros(self.indices, int(self.sizes[0]), self.n_threads)    # (T+1,)
+        hidden = [int(h) for h in self.sizes[1:-1]]
+        self.mask_off = np.concatenate([[0], np.cumsum(hidden)]).astype(np.int64)                 # (L,)
+        self.act_off = np.zeros(0, dtype=np.int64)
+        self._batch_size = 0
+        self.profile = False
+        self.prof = np.zeros((0, 0), dtype=np.int64)
 
     def _pack_parameters(self) -> None:
         """Copy weights/biases (and optimizer state) into flat vectors; leave views behind."""
@@ -129,11 +228,9 @@ class FusedTrainer:
         starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         n_layers = m.num_layers
         self.w_off, self.b_off = starts[:n_layers].copy(), starts[n_layers:-1].copy()
-        self._weight_ranges = [(int(starts[i]), int(starts[i + 1])) for i in range(n_layers)]
-        self._decay_for = None
 
-        def flat_views(arrays, fill_zeros=False):
-            flat = np.zeros(starts[-1], dtype=m.dtype)
+        def flat_views(arrays):
+            flat = aligned_zeros(starts[-1], m.dtype)
             views = [flat[a:b].reshape(s) for a, b, s in zip(starts[:-1], starts[1:], shapes)]
             if arrays is not None:
                 for v, arr in zip(views, arrays):
@@ -143,26 +240,18 @@ class FusedTrainer:
         self.theta, views = flat_views(m.weights + m.biases)
         m.weights, m.biases = views[:n_layers], views[n_layers:]
         m.grad_weights = m.grad_biases = None          # the fused path does not keep them
+        unused = np.zeros(1, dtype=m.dtype)
         if isinstance(opt, SGD):
             self._opt = 1 if opt.momentum else 0
-            self.state1, velocity = flat_views(opt.velocity)
             if opt.momentum:
-                opt.velocity = velocity
-            self.state2 = np.zeros(1, dtype=m.dtype)
+                self.state1, opt.velocity = flat_views(opt.velocity)
+            else:
+                self.state1 = unused
+            self.state2 = unused
         else:
             self._opt = 2
             self.state1, opt.m = flat_views(opt.m)
             self.state2, opt.v = flat_views(opt.v)
-
-    def _decay(self) -> np.ndarray:
-        """(P,) weight_decay on every weight, 0 on biases (rebuilt if the optimizer's changes)."""
-        wd = self.optimizer.weight_decay
-        if self._decay_for != wd:
-            self.decay = np.zeros(self.theta.size, dtype=self.model.dtype)
-            for a, b in self._weight_ranges:
-                self.decay[a:b] = wd
-            self._decay_for = wd
-        return self.decay
 
     def _hyper(self) -> np.ndarray:
         opt, dt = self.optimizer, self.model.dtype
@@ -170,6 +259,32 @@ class FusedTrainer:
         beta1, beta2, eps = (opt.beta1, opt.beta2, opt.eps) if self._opt == 2 else (0.0, 0.0, 0.0)
         keep = 1.0 - self.model.dropout
         return np.array([opt.lr, momentum, opt.weight_decay, beta1, beta2, eps, keep], dtype=dt)
+
+    def scratch_width(self, batch_size: int) -> int:
+        """Floats of per-thread scratch: a packed (B, w) block of dL/dz plus an (n_in, w) weight
+        gradient for the widest column share w of a dense layer, or one whole row of W0's gradient."""
+        widths = np.diff(self.col_bounds, axis=1).max(axis=1)          # (L,) widest share per layer
+        dense = [int(batch_size * w + n_in * w) for n_in, w in zip(self.sizes[1:-1], widths[1:])]
+        return max([int(self.sizes[1]), *dense])
+
+    def _allocate(self, batch_size: int) -> None:
+        """(Re)size the activation, CSC and scratch buffers for ``batch_size``."""
+        if batch_size == self._batch_size:
+            return
+        dt, T = self.model.dtype, self.n_threads
+        widths = self.sizes[1:]
+        self.act_off = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64) * batch_size   # (L,)
+        total = batch_size * int(widths.sum())
+        self.acts = aligned_zeros(total, dt)                           # (B * S,) layer outputs
+        self.outs = aligned_zeros(total, dt) if self.model.dropout else self.acts[:0]
+        self.grads_act = aligned_zeros(total, dt)                      # (B * S,) dL/dz per layer
+        self.z0_parts = aligned_zeros((T, batch_size * int(widths[0]) + ALIGN), dt)  # (T, B * H0)
+        entries = batch_size * self.max_row_nnz
+        self.csc_ptr = np.zeros((T, self.sizes[0] + 1), dtype=np.int32)             # (T, D+1)
+        self.csc_sample = np.zeros((T, entries), dtype=np.int32)                    # (T, E)
+        self.csc_value = aligned_zeros((T, entries + ALIGN), dt)                    # (T, E)
+        self.scratch = aligned_zeros((T, self.scratch_width(batch_size) + ALIGN), dt)
+        self._batch_size = batch_size
 
     def num_steps(self, batch_size: int) -> int:
         return -(-len(self.labels) // batch_size)
@@ -199,17 +314,34 @@ class FusedTrainer:
                 drop_mask[s, :nb * sum(hidden)] = np.concatenate(draws).astype(m.dtype) * scale
         else:
             drop_mask = np.ones((1, 1), dtype=m.dtype)
-        rows = -(-batch_size // self.n_threads)
-        sizes = [int(x) for x in self.sizes]
-        scratch = max([a * b for a, b in zip(sizes[1:-1], sizes[2:])], default=0)
-        width = 3 * rows * sum(sizes[1:]) + scratch
-        if self.work.shape[1] != width:
-            self.work = np.zeros((self.n_threads, width), dtype=m.dtype)
+        self._allocate(batch_size)
+        n_layers = len(self.sizes) - 1
+        if self.profile and self.prof.shape != (self.n_threads + 1, 2 + 3 * n_layers):
+            self.prof = np.zeros((self.n_threads + 1, 2 + 3 * n_layers), dtype=np.int64)
+        prof = self.prof if self.profile else np.zeros((0, 0), dtype=np.int64)
+        order = np.ascontiguousarray(order, dtype=np.int64)
         losses = np.empty(n_steps)
         with self._blas.limit(limits=1, user_api="blas"):   # one BLAS thread inside each kernel thread
-                self._kernel(self.indptr, self.indices, self.values, self.labels, order, first_step, n_steps,
-                         batch_size, self.sizes, self.w_off, self.b_off, self.theta, self.grads, self.work,
-                         self.state1, self.state2, self._decay(), self._act, drop_mask, self._opt, self._hyper(),
-                         self.optimizer.t, losses)
+            self._kernel(self.indptr, self.indices, self.pixels, self.labels, order, first_step, n_steps,
+                         batch_size, self.sizes, self.w_off, self.b_off, self.act_off, self.mask_off,
+                         self.row_bounds, self.col_bounds, self.theta, self.state1, self.state2, self.z0_parts,
+                         self.acts, self.outs, self.grads_act, self.csc_ptr, self.csc_sample, self.csc_value,
+                         self.scratch,
+                         self._act, drop_mask, self._opt, self._hyper(), self.optimizer.t, losses, prof)
         self.optimizer.t += n_steps
         return losses
+
+    def sync_to_model(self) -> None:
+        """Nothing to copy: the model's weights are views into ``theta``."""
+
+    def phase_seconds(self) -> dict[str, float]:
+        """Seconds per phase from the kernels' timers (``profile = True``), averaged over threads,
+        plus each parallel region's wall time; cycle counts converted with the backend's rate."""
+        if not self.prof.size:
+            return {}
+        rate = self.model.backend.cycles_per_second()
+        n_layers = len(self.sizes) - 1
+        per_thread = self.prof[:self.n_threads].mean(axis=0) / rate
+        out = {name: float(sec) for name, sec in zip(profile_phases(n_layers), per_thread) if name != "(unused)"}
+        walls = {f"wall: {name}": float(sec) for name, sec in zip(REGIONS, self.prof[self.n_threads, :2] / rate)}
+        return {**out, **walls}

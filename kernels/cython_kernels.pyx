@@ -11,7 +11,7 @@ path calls BLAS gemm for its dense layers (see there).
 """
 from cython.parallel cimport prange, parallel, threadid
 from libc.math cimport exp, log, sqrt, tanh
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
 from libc.stdlib cimport free, malloc
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, sgemm
@@ -235,240 +235,456 @@ def softmax_xent_backward(const floating[:, ::1] probs, const int64_t[::1] label
 
 
 # ---------------------------------------------------------------- the fused training path
-# Same algorithm and arguments as numba_backend.fused_steps (documented in fastnn/fused.py):
-# each of T threads runs its share of the batch (m rows) layer by layer, forward and backward,
-# into its own gradient row grads[t]; a second parallel loop sums the rows, zeroes them and
-# applies the optimizer. Layer 0 reads the input as sparse (CSR) rows in hand-written loops;
-# the dense products of later layers call BLAS sgemm/dgemm from scipy.linalg.cython_blas
-# (single-threaded: the caller limits BLAS threads). Row-major arrays are passed to the
-# column-major BLAS as their transposes, so C = A @ B is computed as C^T = B^T A^T.
+# The same algorithm, arguments and local names as fastnn/backends/numba_fused.py (documented
+# in fastnn.fused): per step two parallel regions over T threads. Region 1, by parameters:
+# thread t finishes the previous step for the parameters it owns (W0 rows row_bounds[t]..,
+# columns col_bounds[l, t].. of the biases and dense W_l: weight gradient fused with the
+# optimizer update) and runs this step's layer 0 over its pixels (its share of z0 and the
+# CSC index of its pixels). Region 2, by samples: z0 = b0 + the shares, the dense layers,
+# softmax cross-entropy and backward to dL/dz of layer 0. The dense products call BLAS
+# (scipy.linalg.cython_blas, single-threaded: the caller limits BLAS threads) through the
+# row-major ``_gemm`` below. Timers: ``clock_gettime`` nanoseconds into ``prof`` when it has rows.
 
-cdef inline void _gemm(char transa, char transb, int m, int n, int k, floating alpha, const floating* a,
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+cdef extern from *:
+    void __builtin_prefetch(const void* address, int rw, int locality) nogil
+
+
+cdef inline long long _now() noexcept nogil:
+    """Monotonic clock in nanoseconds (the phase timers' unit)."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec
+
+
+def read_cycles():
+    """The phase timers' clock (nanoseconds; ``cycles_per_second()`` is 1e9)."""
+    return _now()
+
+
+cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha, const floating* a,
                        int lda, const floating* b, int ldb, floating beta, floating* c, int ldc) noexcept nogil:
-    """Column-major C (m, n) = alpha op(A) op(B) + beta C, op = transpose when trans is 'T'."""
+    """Row-major C (m, n) = alpha op(A) @ op(B) + beta C, op(X) = X^T when trans_x; lda/ldb/ldc are
+    row strides. BLAS is column-major, so it computes C^T = op(B)^T op(A)^T with the operands swapped."""
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
     if floating is float:
-        sgemm(&transa, &transb, &m, &n, &k, &alpha, <float*>a, &lda, <float*>b, &ldb, &beta, c, &ldc)
+        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda, &beta, c, &ldc)
     else:
-        dgemm(&transa, &transb, &m, &n, &k, &alpha, <double*>a, &lda, <double*>b, &ldb, &beta, c, &ldc)
+        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda, &beta, c, &ldc)
 
 
-cdef void _thread_step(const int64_t[::1] indptr, const int32_t[::1] indices, const floating[::1] values,
-                       const int64_t[::1] labels, const int64_t* batch, Py_ssize_t i0, Py_ssize_t m,
-                       Py_ssize_t nb, Py_ssize_t rows, const int64_t[::1] sizes, const int64_t[::1] w_off,
-                       const int64_t[::1] b_off, const floating* theta, floating* gr, floating* wk,
-                       Py_ssize_t s_tot, int act, const floating* mask, bint dropout, floating inv_nb,
-                       double* loss) noexcept nogil:
-    """Forward and backward of batch rows i0 .. i0 + m - 1 (sample ids batch[i]); gradients into gr."""
-    cdef Py_ssize_t n_layers = sizes.shape[0] - 1
-    cdef Py_ssize_t l, i, j, k, q, off = 0, n_in, n_out, prev, c, lg, sample, y
-    cdef Py_ssize_t q_end
-    cdef floating x, x1, x2, x3, mx, tot, p
+cdef inline void _activate(floating* z, floating* out, Py_ssize_t count, int act) noexcept nogil:
+    """out = act(z): relu (0), sigmoid (1, in double, stable), tanh (2)."""
+    cdef Py_ssize_t j
+    if act == 0:
+        for j in range(count):
+            out[j] = z[j] if z[j] > 0 else 0
+    elif act == 1:
+        for j in range(count):
+            out[j] = <floating>_sigmoid(z[j])
+    else:
+        for j in range(count):
+            out[j] = <floating>tanh(z[j])
+
+
+cdef inline void _activate_backward(floating* d, const floating* out, Py_ssize_t count, int act) noexcept nogil:
+    """d *= act'(z), from the activation's output ``out``."""
+    cdef Py_ssize_t j
+    if act == 0:
+        for j in range(count):
+            d[j] = d[j] if out[j] > 0 else 0
+    elif act == 1:
+        for j in range(count):
+            d[j] = d[j] * (out[j] * (1 - out[j]))
+    else:
+        for j in range(count):
+            d[j] = d[j] * (1 - out[j] * out[j])
+
+
+cdef inline void _update(floating* p, const floating* g, floating* s1, floating* s2, Py_ssize_t count,
+                         floating wd, int opt, floating lr, floating mu, floating beta1, floating beta2,
+                         floating eps, floating step_size, floating v_corr) noexcept nogil:
+    """One optimizer update of ``count`` parameters p from gradient g, as ``fastnn.optim``: with
+    g' = g + wd p, sgd: p -= lr g'; momentum: s1 = mu s1 + g', p -= lr s1; adam: s1 = b1 s1 +
+    (1-b1) g', s2 = b2 s2 + (1-b2) g'^2, p -= step_size s1 / (sqrt(s2 / v_corr) + eps)."""
+    cdef Py_ssize_t k
+    cdef floating v, m, gk
+    if opt == 0:
+        for k in range(count):
+            p[k] -= lr * (g[k] + wd * p[k])
+    elif opt == 1:
+        for k in range(count):
+            v = mu * s1[k] + (g[k] + wd * p[k])
+            s1[k] = v
+            p[k] -= lr * v
+    else:
+        for k in range(count):
+            gk = g[k] + wd * p[k]
+            m = beta1 * s1[k] + (1 - beta1) * gk
+            v = beta2 * s2[k] + (1 - beta2) * (gk * gk)
+            s1[k] = m
+            s2[k] = v
+            p[k] -= step_size * m / (<floating>sqrt(v / v_corr) + eps)
+
+
+cdef inline Py_ssize_t _lower_bound(const uint16_t* indices, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t key) noexcept nogil:
+    """First q in [lo, hi) with indices[q] >= key (indices sorted), else hi."""
+    cdef Py_ssize_t mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if indices[mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline void _prefetch_row(const int64_t* indptr, const uint16_t* indices, const uint8_t* pixels,
+                               int64_t row) noexcept nogil:
+    """Prefetch CSR row ``row``'s indices and pixels, a 64-byte line at a time."""
+    cdef int64_t q
+    for q in range(indptr[row], indptr[row + 1], 32):
+        __builtin_prefetch(&indices[q], 0, 3)
+    for q in range(indptr[row], indptr[row + 1], 64):
+        __builtin_prefetch(&pixels[q], 0, 3)
+
+
+cdef void _layer0_forward(const int64_t* indptr, const uint16_t* indices, const uint8_t* pixels,
+                          const int64_t* batch, Py_ssize_t nb, const floating* W0, Py_ssize_t H0,
+                          Py_ssize_t r0, Py_ssize_t r1, floating* Z, int32_t* ptr, int32_t* sample,
+                          floating* value) noexcept nogil:
+    """Z (nb, H0): Z[i] = sum_q x_q W0[q] over sample i's non-zero pixels q in [r0, r1) (x = pixel
+    / 255): thread t's share of z0 = x W0. Also the CSC index of those entries: for pixel p in
+    [r0, r1), entries ptr[p]:ptr[p+1] of (sample, value) are the batch rows where p is non-zero."""
+    cdef Py_ssize_t i, j, p, q, q_end, e
+    cdef int64_t row
+    cdef floating inv255 = <floating>(1.0 / 255.0)
+    cdef floating x0, x1, x2, x3
+    cdef floating* z
+    cdef const floating* w0
     cdef const floating* w1
     cdef const floating* w2
     cdef const floating* w3
-    cdef floating* A
-    cdef floating* O
-    cdef floating* G
-    cdef floating* z
-    cdef const floating* w_row
-    cdef const floating* bias
-    cdef floating* g_row
-    # ---- forward: layer l's outputs are the (m, n_out) block at wk + rows * off
-    for l in range(n_layers):
-        n_in = sizes[l]
-        n_out = sizes[l + 1]
-        A = wk + rows * off
-        bias = theta + b_off[l]
-        if l == 0:                                  # sparse rows: z += x_q W0[q, :], 4 nonzeros per pass
-            for i in range(m):
-                z = A + i * n_out
-                for j in range(n_out):
-                    z[j] = bias[j]
-                sample = batch[i0 + i]
-                q = indptr[sample]
-                q_end = indptr[sample + 1]
-                while q + 4 <= q_end:
-                    x, x1, x2, x3 = values[q], values[q + 1], values[q + 2], values[q + 3]
-                    w_row = theta + w_off[0] + indices[q] * n_out
-                    w1 = theta + w_off[0] + indices[q + 1] * n_out
-                    w2 = theta + w_off[0] + indices[q + 2] * n_out
-                    w3 = theta + w_off[0] + indices[q + 3] * n_out
-                    for j in range(n_out):
-                        z[j] += x * w_row[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j]
-                    q += 4
-                while q < q_end:
-                    x = values[q]
-                    w_row = theta + w_off[0] + indices[q] * n_out
-                    for j in range(n_out):
-                        z[j] += x * w_row[j]
-                    q += 1
-        else:                                       # Z = A_in @ W + b (BLAS)
-            for i in range(m):
-                for j in range(n_out):
-                    A[i * n_out + j] = bias[j]
-            _gemm(c'N', c'N', <int>n_out, <int>m, <int>n_in, 1, theta + w_off[l], <int>n_out,
-                  wk + rows * (off - n_in), <int>n_in, 1, A, <int>n_out)
-        if l < n_layers - 1:                        # hidden: activation into O, dropout into A
-            O = wk + rows * (s_tot + off)
-            if act == 0:                            # one branch-free loop per activation (vectorized)
-                for k in range(m * n_out):
-                    O[k] = A[k] if A[k] > 0 else 0
-            elif act == 1:
-                for k in range(m * n_out):
-                    O[k] = <floating>_sigmoid(A[k])
-            else:
-                for k in range(m * n_out):
-                    O[k] = <floating>tanh(A[k])
-            if dropout:
-                for i in range(m):
-                    for j in range(n_out):
-                        A[i * n_out + j] = O[i * n_out + j] * mask[nb * off + (i0 + i) * n_out + j]
-            else:
-                for k in range(m * n_out):
-                    A[k] = O[k]
-        off += n_out
-    # ---- softmax cross-entropy; G = (p - onehot) / nb
-    c = sizes[n_layers]
-    lg = off - c
+    for p in range(r0, r1 + 1):
+        ptr[p] = 0
+    if nb > 0:
+        _prefetch_row(indptr, indices, pixels, batch[0])
+    for i in range(nb):
+        z = Z + i * H0
+        for j in range(H0):
+            z[j] = 0
+        row = batch[i]
+        if i + 1 < nb:                              # the next sample's row comes from memory meanwhile
+            _prefetch_row(indptr, indices, pixels, batch[i + 1])
+        q = _lower_bound(indices, indptr[row], indptr[row + 1], r0)
+        q_end = _lower_bound(indices, q, indptr[row + 1], r1)
+        while q + 4 <= q_end:                       # four non-zeros per pass over the row
+            x0 = <floating>pixels[q] * inv255
+            x1 = <floating>pixels[q + 1] * inv255
+            x2 = <floating>pixels[q + 2] * inv255
+            x3 = <floating>pixels[q + 3] * inv255
+            w0 = W0 + indices[q] * H0
+            w1 = W0 + indices[q + 1] * H0
+            w2 = W0 + indices[q + 2] * H0
+            w3 = W0 + indices[q + 3] * H0
+            for j in range(H0):
+                z[j] += x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j]
+            ptr[indices[q] + 1] += 1
+            ptr[indices[q + 1] + 1] += 1
+            ptr[indices[q + 2] + 1] += 1
+            ptr[indices[q + 3] + 1] += 1
+            q += 4
+        while q < q_end:
+            x0 = <floating>pixels[q] * inv255
+            w0 = W0 + indices[q] * H0
+            for j in range(H0):
+                z[j] += x0 * w0[j]
+            ptr[indices[q] + 1] += 1
+            q += 1
+    # the CSC index: counts -> starts, fill (ptr[p] walks to the end of p), shift back to starts
+    ptr[r0] = 0
+    for p in range(r0, r1):
+        ptr[p + 1] += ptr[p]
+    for i in range(nb):
+        row = batch[i]
+        q = _lower_bound(indices, indptr[row], indptr[row + 1], r0)
+        q_end = _lower_bound(indices, q, indptr[row + 1], r1)
+        for q in range(q, q_end):
+            e = ptr[indices[q]]
+            sample[e] = <int32_t>i
+            value[e] = <floating>pixels[q] * inv255
+            ptr[indices[q]] = <int32_t>(e + 1)
+    for p in range(r1, r0, -1):
+        ptr[p] = ptr[p - 1]
+    ptr[r0] = 0
+
+
+cdef void _layer0_grad_update(const int32_t* ptr, const int32_t* sample, const floating* value,
+                              const floating* G0, floating* W0, floating* S1, floating* S2, Py_ssize_t H0,
+                              Py_ssize_t r0, Py_ssize_t r1, floating* acc, floating wd, int opt, floating lr,
+                              floating mu, floating beta1, floating beta2, floating eps, floating step_size,
+                              floating v_corr) noexcept nogil:
+    """For every row p in [r0, r1) of W0 (D, H0): grad W0[p] = sum_e value[e] G0[sample[e]] over the
+    CSC entries of pixel p (the batch rows where it is non-zero), then that row's update."""
+    cdef Py_ssize_t p, j, e, e_end
+    cdef floating x0, x1, x2, x3
+    cdef floating* g = acc
+    cdef const floating* g0
+    cdef const floating* g1
+    cdef const floating* g2
+    cdef const floating* g3
+    for p in range(r0, r1):
+        for j in range(H0):
+            g[j] = 0
+        e = ptr[p]
+        e_end = ptr[p + 1]
+        while e + 4 <= e_end:                       # four batch rows per pass over the columns
+            x0, x1, x2, x3 = value[e], value[e + 1], value[e + 2], value[e + 3]
+            g0 = G0 + sample[e] * H0
+            g1 = G0 + sample[e + 1] * H0
+            g2 = G0 + sample[e + 2] * H0
+            g3 = G0 + sample[e + 3] * H0
+            for j in range(H0):
+                g[j] += x0 * g0[j] + x1 * g1[j] + x2 * g2[j] + x3 * g3[j]
+            e += 4
+        while e < e_end:
+            x0 = value[e]
+            g0 = G0 + sample[e] * H0
+            for j in range(H0):
+                g[j] += x0 * g0[j]
+            e += 1
+        _update(W0 + p * H0, g, S1 + p * H0, S2 + p * H0, H0, wd, opt, lr, mu, beta1, beta2, eps,
+                step_size, v_corr)
+
+
+cdef void _dense_grad_update(const floating* A_in, const floating* G, floating* W, floating* S1, floating* S2,
+                             Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t nb,
+                             floating* scratch, floating wd, int opt, floating lr, floating mu, floating beta1,
+                             floating beta2, floating eps, floating step_size, floating v_corr) noexcept nogil:
+    """grad W[:, c0:c1] = A_in^T @ G[:, c0:c1] (BLAS, into scratch), then each row's update.
+    A_in (nb, n_in), G (nb, n_out), W (n_in, n_out)."""
+    cdef Py_ssize_t r, w = c1 - c0
+    cdef floating* gW = scratch                    # (n_in, w)
+    _gemm(True, False, <int>n_in, <int>w, <int>nb, 1, A_in, <int>n_in, G + c0, <int>n_out, 0, gW, <int>w)
+    for r in range(n_in):
+        _update(W + r * n_out + c0, gW + r * w, S1 + r * n_out + c0, S2 + r * n_out + c0, w, wd, opt, lr, mu,
+                beta1, beta2, eps, step_size, v_corr)
+
+
+cdef void _bias_grad_update(const floating* G, floating* b, floating* s1, floating* s2, Py_ssize_t n_out,
+                            Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t nb, floating* acc, int opt, floating lr,
+                            floating mu, floating beta1, floating beta2, floating eps, floating step_size,
+                            floating v_corr) noexcept nogil:
+    """grad b[c0:c1] = sum_i G[i, c0:c1], then its update (no weight decay on biases)."""
+    cdef Py_ssize_t i, j
+    for j in range(c1 - c0):
+        acc[j] = 0
+    for i in range(nb):
+        for j in range(c1 - c0):
+            acc[j] += G[i * n_out + c0 + j]
+    _update(b + c0, acc, s1 + c0, s2 + c0, c1 - c0, 0, opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
+
+
+cdef double _softmax_xent_rows(const floating* logits, Py_ssize_t m, Py_ssize_t c, const int64_t* labels,
+                               const int64_t* batch, floating* G, floating inv_nb) noexcept nogil:
+    """G[i] = (softmax(logits[i]) - one_hot(y_i)) / nb for m rows of c; returns sum_i -log p_i[y_i]."""
+    cdef Py_ssize_t i, j
+    cdef int64_t y
+    cdef floating mx, tot, p
+    cdef const floating* z
+    cdef floating* g
+    cdef double total = 0
     for i in range(m):
-        z = wk + rows * lg + i * c
-        G = wk + rows * (2 * s_tot + lg) + i * c
+        z = logits + i * c
+        g = G + i * c
         mx = z[0]
         for j in range(1, c):
             if z[j] > mx:
                 mx = z[j]
         tot = 0
         for j in range(c):
-            G[j] = <floating>exp(z[j] - mx)
-            tot += G[j]
-        y = labels[batch[i0 + i]]
-        loss[0] += log(<double>tot) - <double>(z[y] - mx)
+            g[j] = <floating>exp(z[j] - mx)
+            tot += g[j]
+        y = labels[batch[i]]
+        total += log(<double>tot) - <double>(z[y] - mx)
         for j in range(c):
-            p = G[j] / tot
-            G[j] = (p - 1) * inv_nb if j == y else p * inv_nb
-    # ---- backward
-    off = lg
-    for l in range(n_layers - 1, -1, -1):
-        n_in = sizes[l]
-        n_out = sizes[l + 1]
-        G = wk + rows * (2 * s_tot + off)
-        g_row = gr + b_off[l]
-        for i in range(m):
-            for j in range(n_out):
-                g_row[j] += G[i * n_out + j]
-        if l == 0:                                  # grad W0[q, :] += x_q * g, sparse input rows
-            for i in range(m):
-                sample = batch[i0 + i]
-                for q in range(indptr[sample], indptr[sample + 1]):
-                    x = values[q]
-                    g_row = gr + w_off[0] + indices[q] * n_out
-                    for j in range(n_out):
-                        g_row[j] += x * G[i * n_out + j]
-            break
-        prev = off - n_in
-        # grad W += A_in^T @ G (BLAS, accumulated in place); D = G @ W^T into the G block of prev
-        _gemm(c'N', c'T', <int>n_out, <int>n_in, <int>m, 1, G, <int>n_out, wk + rows * prev, <int>n_in,
-              1, gr + w_off[l], <int>n_out)
-        A = wk + rows * (2 * s_tot + prev)
-        _gemm(c'T', c'N', <int>n_in, <int>m, <int>n_out, 1, theta + w_off[l], <int>n_out, G, <int>n_out,
-              0, A, <int>n_in)
-        O = wk + rows * (s_tot + prev)
-        if dropout:
-            for i in range(m):
-                for k in range(n_in):
-                    A[i * n_in + k] *= mask[nb * prev + (i0 + i) * n_in + k]
-        if act == 0:
-            for k in range(m * n_in):
-                A[k] = A[k] if O[k] > 0 else 0
-        elif act == 1:
-            for k in range(m * n_in):
-                A[k] = A[k] * (O[k] * (1 - O[k]))
-        else:
-            for k in range(m * n_in):
-                A[k] = A[k] * (1 - O[k] * O[k])
-        off = prev
+            p = g[j] / tot
+            g[j] = (p - 1) * inv_nb if j == y else p * inv_nb
+    return total
 
 
-def fused_steps(const int64_t[::1] indptr, const int32_t[::1] indices, const floating[::1] values,
+cdef void _hidden_output(floating* A, floating* O, const floating* mask, Py_ssize_t m, Py_ssize_t n, int act,
+                         bint dropout) noexcept nogil:
+    """Hidden rows (m, n): O = act(A) and A = O * mask with dropout, else A = act(A) in place (O is A)."""
+    cdef Py_ssize_t k
+    _activate(A, O, m * n, act)
+    if dropout:
+        for k in range(m * n):
+            A[k] = O[k] * mask[k]
+
+
+def fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const uint8_t[::1] pixels,
                 const int64_t[::1] labels, const int64_t[::1] order, Py_ssize_t first_step, Py_ssize_t n_steps,
                 Py_ssize_t batch_size, const int64_t[::1] sizes, const int64_t[::1] w_off, const int64_t[::1] b_off,
-                floating[::1] theta, floating[:, ::1] grads, floating[:, ::1] work, floating[::1] state1,
-                floating[::1] state2, const floating[::1] decay, int act, const floating[:, ::1] drop_mask,
-                int opt, const floating[::1] hyper, Py_ssize_t t0, double[::1] losses):
-    """SGD steps first_step .. first_step + n_steps - 1 of an epoch, in place; losses[s] = mean CE of step s."""
+                const int64_t[::1] act_off, const int64_t[::1] mask_off, const int64_t[::1] row_bounds,
+                const int64_t[:, ::1] col_bounds, floating[::1] theta, floating[::1] state1, floating[::1] state2,
+                floating[:, ::1] z0_parts, floating[::1] acts, floating[::1] outs, floating[::1] grads_act,
+                int32_t[:, ::1] csc_ptr, int32_t[:, ::1] csc_sample, floating[:, ::1] csc_value,
+                floating[:, ::1] scratch, int act, const floating[:, ::1] drop_mask, int opt,
+                const floating[::1] hyper, Py_ssize_t t0, double[::1] losses, long long[:, ::1] prof):
+    """SGD steps first_step .. first_step + n_steps - 1 of an epoch, in place; losses[s] = mean CE
+    of step s. Arguments: ``fastnn.fused``; prof (T + 1, 2 + 3L) nanoseconds, or (0, 0)."""
     cdef Py_ssize_t n = order.shape[0], n_layers = sizes.shape[0] - 1
-    cdef int n_threads = grads.shape[0]
-    cdef Py_ssize_t n_params = theta.shape[0], s_tot = 0, l, s, lo, nb, t, i0, i1, ch, k0, k1
-    cdef Py_ssize_t rows = (batch_size + n_threads - 1) // n_threads
-    cdef Py_ssize_t chunk = 4096, n_chunks = (theta.shape[0] + 4096 - 1) // 4096
-    cdef floating lr = hyper[0], mu = hyper[1], beta1 = hyper[3], beta2 = hyper[4], eps = hyper[5]
-    cdef floating keep = hyper[6], inv_nb, step_size, v_corr
-    cdef bint dropout = keep < 1
+    cdef int n_threads = <int>(col_bounds.shape[1] - 1)
+    cdef Py_ssize_t D = sizes[0], H0 = sizes[1], s, t, l, i, j, u, lo, nb, nb_prev, i0, i1, r0, r1, c0, c1
+    cdef Py_ssize_t n_in, n_out, c
+    cdef floating lr = hyper[0], mu = hyper[1], wd = hyper[2], beta1 = hyper[3], beta2 = hyper[4]
+    cdef floating eps = hyper[5], keep = hyper[6], inv_nb, step_size = hyper[0], v_corr = 1
+    cdef bint dropout = keep < 1, timing = prof.shape[0] > 0
     cdef double[::1] thread_loss = np.zeros(n_threads)
     cdef double total
-    for l in range(1, n_layers + 1):
-        s_tot += sizes[l]
-    if work.shape[1] < 3 * rows * s_tot or grads.shape[1] != n_params:
-        raise ValueError(f"work {work.shape} / grads {grads.shape} too small for batch {batch_size}")
+    cdef long long t_region, tick, now
+    cdef floating* th = &theta[0]
+    cdef floating* st1 = &state1[0]
+    cdef floating* st2 = &state2[0]
+    cdef floating* ac = &acts[0]
+    cdef floating* ou = &outs[0] if dropout else &acts[0]
+    cdef floating* ga = &grads_act[0]
+    cdef const floating* dm = &drop_mask[0, 0]
+    cdef floating* A
+    cdef floating* O
+    cdef floating* G
+    cdef floating* G_in
+    cdef floating* S1
+    cdef floating* S2
+    cdef const floating* mask
+    cdef const floating* Z_part
+    if (acts.shape[0] < batch_size * (act_off[n_layers - 1] // batch_size + sizes[n_layers])
+            or z0_parts.shape[0] != n_threads or scratch.shape[0] != n_threads):
+        raise ValueError("fused_steps: buffers too small for the batch size or thread count")
     with nogil:
-        for s in range(n_steps):
+        for s in range(n_steps + 1):
+            # ---- region 1: each thread finishes step s - 1 for the parameters it owns, then runs
+            # step s's layer 0 over its rows of W0
+            if opt == 2 and s > 0:                  # Adam's bias corrections for step t0 + s
+                step_size = <floating>(<double>lr / (1.0 - (<double>beta1) ** (t0 + s)))
+                v_corr = <floating>(1.0 - (<double>beta2) ** (t0 + s))
+            t_region = _now() if timing else 0
+            for t in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
+                tick = _now() if timing else 0
+                r0 = row_bounds[t]
+                r1 = row_bounds[t + 1]
+                if s > 0:
+                    nb_prev = min((first_step + s) * batch_size, n) - (first_step + s - 1) * batch_size
+                    for l in range(n_layers):
+                        n_in = sizes[l]
+                        n_out = sizes[l + 1]
+                        c0 = col_bounds[l, t]
+                        c1 = col_bounds[l, t + 1]
+                        S1 = st1 + w_off[l] if opt > 0 else th + w_off[l]
+                        S2 = st2 + w_off[l] if opt == 2 else th + w_off[l]
+                        G = ga + act_off[l]                                             # (nb, n_out)
+                        if l == 0:
+                            _layer0_grad_update(&csc_ptr[t, 0], &csc_sample[t, 0], &csc_value[t, 0], G,
+                                                th + w_off[0], S1, S2, H0, r0, r1, &scratch[t, 0], wd, opt, lr,
+                                                mu, beta1, beta2, eps, step_size, v_corr)
+                        elif c1 > c0:
+                            _dense_grad_update(ac + act_off[l - 1], G, th + w_off[l], S1, S2, n_in, n_out, c0, c1,
+                                               nb_prev, &scratch[t, 0], wd, opt, lr, mu, beta1, beta2, eps,
+                                               step_size, v_corr)
+                        if c1 > c0:
+                            _bias_grad_update(G, th + b_off[l], st1 + b_off[l] if opt > 0 else th + b_off[l],
+                                              st2 + b_off[l] if opt == 2 else th + b_off[l], n_out, c0, c1,
+                                              nb_prev, &scratch[t, 0], opt, lr, mu, beta1, beta2, eps, step_size,
+                                              v_corr)
+                        if timing:
+                            now = _now()
+                            prof[t, 2 + 2 * n_layers + l] += now - tick
+                            tick = now
+                if s < n_steps:
+                    lo = (first_step + s) * batch_size
+                    nb = min(lo + batch_size, n) - lo
+                    _layer0_forward(&indptr[0], &indices[0], &pixels[0], &order[lo], nb, th + w_off[0], H0, r0,
+                                    r1, &z0_parts[t, 0], &csc_ptr[t, 0], &csc_sample[t, 0], &csc_value[t, 0])
+                    if timing:
+                        prof[t, 2] += _now() - tick
+            if timing:
+                prof[n_threads, 0] += _now() - t_region
+            if s == n_steps:
+                break
+            # ---- region 2, by samples: z0 = b0 + the shares, dense layers forward, softmax
+            # cross-entropy, backward down to dL/dz of layer 0
             lo = (first_step + s) * batch_size
             nb = min(lo + batch_size, n) - lo
-            inv_nb = 1.0 / nb
+            inv_nb = <floating>1.0 / nb
+            t_region = _now() if timing else 0
             for t in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
+                tick = _now() if timing else 0
                 thread_loss[t] = 0
                 i0 = (nb * t) // n_threads
                 i1 = (nb * (t + 1)) // n_threads
                 if i1 > i0:
-                    _thread_step(indptr, indices, values, labels, &order[lo], i0, i1 - i0, nb, rows, sizes,
-                                 w_off, b_off, &theta[0], &grads[t, 0], &work[t, 0], s_tot, act,
-                                 &drop_mask[s if dropout else 0, 0], dropout, inv_nb, &thread_loss[t])
+                    A = ac + act_off[0] + i0 * H0                                       # (m, H0)
+                    for i in range(i1 - i0):
+                        for j in range(H0):
+                            A[i * H0 + j] = th[b_off[0] + j]
+                    for u in range(n_threads):
+                        Z_part = &z0_parts[u, 0] + i0 * H0                              # (m, H0)
+                        for j in range((i1 - i0) * H0):
+                            A[j] += Z_part[j]
+                    if n_layers > 1:
+                        _hidden_output(A, ou + act_off[0] + i0 * H0, dm + s * drop_mask.shape[1] + nb * mask_off[0]
+                                       + i0 * H0 if dropout else A, i1 - i0, H0, act, dropout)
+                    if timing:
+                        now = _now()
+                        prof[t, 2] += now - tick
+                        tick = now
+                    for l in range(1, n_layers):
+                        n_in = sizes[l]
+                        n_out = sizes[l + 1]
+                        A = ac + act_off[l] + i0 * n_out                                # (m, n_out)
+                        for i in range(i1 - i0):
+                            for j in range(n_out):
+                                A[i * n_out + j] = th[b_off[l] + j]
+                        _gemm(False, False, <int>(i1 - i0), <int>n_out, <int>n_in, 1, ac + act_off[l - 1] + i0 * n_in,
+                              <int>n_in, th + w_off[l], <int>n_out, 1, A, <int>n_out)   # A += A_in @ W
+                        if l < n_layers - 1:
+                            _hidden_output(A, ou + act_off[l] + i0 * n_out, dm + s * drop_mask.shape[1]
+                                           + nb * mask_off[l] + i0 * n_out if dropout else A, i1 - i0, n_out, act,
+                                           dropout)
+                        if timing:
+                            now = _now()
+                            prof[t, 2 + l] += now - tick
+                            tick = now
+                    c = sizes[n_layers]
+                    thread_loss[t] = _softmax_xent_rows(ac + act_off[n_layers - 1] + i0 * c, i1 - i0, c, &labels[0],
+                                                        &order[lo + i0], ga + act_off[n_layers - 1] + i0 * c, inv_nb)
+                    if timing:
+                        now = _now()
+                        prof[t, 0] += now - tick
+                        tick = now
+                    for l in range(n_layers - 1, 0, -1):
+                        n_in = sizes[l]
+                        n_out = sizes[l + 1]
+                        G = ga + act_off[l] + i0 * n_out                                # (m, n_out)
+                        G_in = ga + act_off[l - 1] + i0 * n_in                          # (m, n_in)
+                        _gemm(False, True, <int>(i1 - i0), <int>n_in, <int>n_out, 1, G, <int>n_out, th + w_off[l],
+                              <int>n_out, 0, G_in, <int>n_in)                          # G_in = G @ W^T
+                        O = ou + act_off[l - 1] + i0 * n_in
+                        if dropout:
+                            mask = dm + s * drop_mask.shape[1] + nb * mask_off[l - 1] + i0 * n_in
+                            for j in range((i1 - i0) * n_in):
+                                G_in[j] *= mask[j]
+                        _activate_backward(G_in, O, (i1 - i0) * n_in, act)
+                        if timing:
+                            now = _now()
+                            prof[t, 2 + n_layers + l] += now - tick
+                            tick = now
+            if timing:
+                prof[n_threads, 1] += _now() - t_region
             total = 0
             for t in range(n_threads):
                 total = total + thread_loss[t]
             losses[s] = total / nb
-            step_size = lr
-            v_corr = 1
-            if opt == 2:
-                step_size = <floating>(<double>lr / (1.0 - (<double>beta1) ** (t0 + s + 1)))
-                v_corr = <floating>(1.0 - (<double>beta2) ** (t0 + s + 1))
-            for ch in prange(n_chunks, schedule="static", num_threads=n_threads):
-                k0 = ch * chunk
-                k1 = min(n_params, k0 + chunk)
-                _update(&theta[k0], &grads[0, 0], grads.shape[1], n_threads, k0, k1 - k0, &state1[0],
-                        &state2[0], &decay[k0], opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
-
-cdef void _update(floating* p, floating* grads, Py_ssize_t stride, int n_threads, Py_ssize_t k0, Py_ssize_t count,
-                  floating* state1, floating* state2, const floating* l2, int opt, floating lr, floating mu,
-                  floating beta1, floating beta2, floating eps, floating step_size,
-                  floating v_corr) noexcept nogil:
-    """g = sum_t grads[t, k0:k0+count] (zeroed) + l2 * p; then the SGD / momentum / Adam update of p."""
-    cdef Py_ssize_t k
-    cdef int t
-    cdef floating* g = grads + k0
-    cdef floating* g_t
-    cdef floating gk, v, m
-    for t in range(1, n_threads):
-        g_t = grads + t * stride + k0
-        for k in range(count):
-            g[k] += g_t[k]
-            g_t[k] = 0
-    if opt == 0:
-        for k in range(count):
-            p[k] -= lr * (g[k] + l2[k] * p[k])
-            g[k] = 0
-    elif opt == 1:
-        for k in range(count):
-            v = mu * state1[k0 + k] + (g[k] + l2[k] * p[k])
-            state1[k0 + k] = v
-            p[k] -= lr * v
-            g[k] = 0
-    else:
-        for k in range(count):
-            gk = g[k] + l2[k] * p[k]
-            m = beta1 * state1[k0 + k] + (1 - beta1) * gk
-            v = beta2 * state2[k0 + k] + (1 - beta2) * (gk * gk)
-            state1[k0 + k] = m
-            state2[k0 + k] = v
-            p[k] -= step_size * m / (<floating>sqrt(v / v_corr) + eps)
-            g[k] = 0

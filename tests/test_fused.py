@@ -91,13 +91,36 @@ def test_fused_model_can_still_be_saved_and_switch_paths(backend, tmp_path):
 
 def test_images_to_csr_matches_dense_features():
     ds = toy_dataset(n=40)
-    indptr, indices, values = images_to_csr(ds.images, np.float32)
-    assert indptr.shape == (41,) and indptr.dtype == np.int64 and indices.dtype == np.int32
-    assert values.dtype == np.float32 and values.shape == (indptr[-1],)
+    ds.images[3] = 0                                                # an all-zero image: an empty row
+    indptr, indices, pixels = images_to_csr(ds.images)
+    assert indptr.shape == (41,) and indptr.dtype == np.int64 and indices.dtype == np.uint16
+    assert pixels.dtype == np.uint8 and pixels.shape == indices.shape == (indptr[-1],)
+    assert indptr[4] == indptr[3]
     dense = np.zeros((40, 50), np.float32)
     for i in range(40):
-        dense[i, indices[indptr[i]:indptr[i + 1]]] = values[indptr[i]:indptr[i + 1]]
-    np.testing.assert_array_equal(dense, to_float(ds.images, np.float32))
+        row = slice(indptr[i], indptr[i + 1])
+        assert np.all(np.diff(indices[row].astype(int)) > 0)         # sorted: the kernels search them
+        dense[i, indices[row]] = pixels[row].astype(np.float32) * np.float32(1 / 255)
+    np.testing.assert_array_equal(dense, to_float(ds.images, np.float32))   # the kernels' x, bit for bit
+
+
+def test_images_to_csr_refuses_what_the_kernels_cannot_index():
+    with pytest.raises(ValueError, match="uint8"):
+        images_to_csr(np.zeros((2, 5), np.float32))
+    with pytest.raises(ValueError, match="at most 65536"):
+        images_to_csr(np.zeros((1, 65537), np.uint8))
+
+
+def test_row_and_column_bounds_split_the_work():
+    from fastnn.fused import column_bounds, row_bounds_by_nonzeros
+
+    assert column_bounds(128, 2).tolist() == [0, 64, 128]           # 64-byte aligned halves
+    assert column_bounds(10, 2).tolist() == [0, 5, 10]              # narrow layers: plain halves
+    assert column_bounds(100, 3).tolist() == [0, 48, 80, 100]
+    indices = np.array([0, 0, 0, 1, 5, 6, 7, 7], dtype=np.uint16)   # half the non-zeros in rows 0..1
+    assert row_bounds_by_nonzeros(indices, 8, 2).tolist() == [0, 2, 8]
+    assert row_bounds_by_nonzeros(indices, 8, 4).tolist() == [0, 1, 2, 7, 8]
+    assert row_bounds_by_nonzeros(np.zeros(0, np.uint16), 8, 2).tolist() == [0, 4, 8]
 
 
 @pytest.mark.parametrize("backend", FUSED)

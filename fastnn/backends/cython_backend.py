@@ -109,3 +109,13 @@ def softmax_cross_entropy_backward(probs, labels):
 def fused_steps(*args):
     """Whole SGD steps in compiled code; arguments as documented in ``fastnn.fused``."""
     return _ck.fused_steps(*args)
+
+
+def read_cycles() -> int:
+    """The fused kernels' phase-timer clock: ``clock_gettime(CLOCK_MONOTONIC)`` in nanoseconds."""
+    return _ck.read_cycles()
+
+
+def cycles_per_second() -> float:
+    """Rate of ``read_cycles()``: nanoseconds."""
+    return 1e9

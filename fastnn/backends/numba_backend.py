@@ -12,7 +12,7 @@ packed as rows first, as BLAS packs its panels). Their GFLOP/s against BLAS at t
 fastmath: ``contract`` (fused multiply-add), plus ``reassoc`` in the fused path's dot
 products; never the flags that assume no NaN or inf, so a diverging run still shows its NaN.
 
-``fused_steps`` (bottom of the file) runs whole training steps in one call: see ``fastnn.fused``.
+``fused_steps`` (in ``numba_fused.py``) runs whole training steps in one call: see ``fastnn.fused``.
 
 Threads: Numba uses ``NUMBA_NUM_THREADS`` (default: all cores). The kernels of the interface
 call no BLAS, so Numba's pool has the cores to itself. The fused path calls BLAS from inside
@@ -271,53 +271,30 @@ def softmax_cross_entropy_backward(probs, labels):
 
 
 # ---------------------------------------------------------------- the fused training path
-# One call runs ``n_steps`` whole SGD steps: gather each shuffled mini-batch, forward,
-# softmax cross-entropy, backward and the optimizer update, with no Python in between.
-# ``fastnn.fused`` packs the parameters into one flat vector and documents every argument;
-# the cython backend has the same function with the same arguments.
-#
-# How the work is split: each of the T threads takes a contiguous share of the batch (m rows)
-# and runs it layer by layer, forward then backward, accumulating its own partial gradient
-# row grads[t]; a second parallel loop sums the T rows per parameter, zeroes them and applies
-# the optimizer. Layer 0 reads its input as sparse rows (CSR; MNIST pixels are ~81% zero),
-# so x @ W0 and the outer products x^T g cost nnz * H instead of D * H; they are hand-written
-# loops. The dense products of the later layers call BLAS sgemm/dgemm through ``np.dot``
-# (the one place fastnn uses BLAS outside the numpy backend): at these sizes a single-threaded
-# BLAS call is ~3x our loops. The caller limits BLAS to one thread per Numba thread (see
-# ``fastnn.fused``), so the two thread pools never oversubscribe the cores.
-#
-# fastmath: ``contract`` (FMA) and ``reassoc``; never the no-NaN/no-inf flags, so a diverging
-# run still reports a NaN loss.
-
-ACT_CODES = {"relu": 0, "sigmoid": 1, "tanh": 2}
-
-
-@njit(cache=True, fastmath={"contract"})
-def _activation(z, out, act):
-    """out = relu(z) (act 0), sigmoid(z) (1, in float64 as in _sigmoid_kernel) or tanh(z) (2); 1-D."""
-    if act == 0:
-        _relu_kernel(z, out)
-    elif act == 1:
-        _sigmoid_kernel(z, out)
-    else:
-        _tanh_kernel(z, out)
-
-
-@njit(cache=True, fastmath={"contract"})
-def _activation_backward(grad_out, out, grad_in, act):
-    """grad_in = grad_out * act'(z), from the activation's output ``out``; 1-D."""
-    if act == 0:
-        for k in range(out.size):                 # out > 0 exactly where z > 0
-            grad_in[k] = grad_out[k] if out[k] > 0 else 0
-    elif act == 1:
-        _sigmoid_backward_kernel(grad_out, out, grad_in)
-    else:
-        _tanh_backward_kernel(grad_out, out, grad_in)
+# Whole training steps in one compiled call: fastnn/backends/numba_fused.py (algorithm and
+# arguments in fastnn.fused).
+from .numba_fused import ACT_CODES, fused_steps, read_cycles  # noqa: E402,F401
 
 
 def num_threads() -> int:
     """Threads the fused path uses: Numba's (``NUMBA_NUM_THREADS``, default every core)."""
     return numba.get_num_threads()
+
+
+_CYCLE_RATE: list[float] = []
+
+
+def cycles_per_second() -> float:
+    """Rate of ``read_cycles()`` (the CPU's time-stamp counter), measured once against perf_counter."""
+    if not _CYCLE_RATE:
+        import time
+
+        read_cycles()
+        t0, c0 = time.perf_counter(), read_cycles()
+        time.sleep(0.05)
+        t1, c1 = time.perf_counter(), read_cycles()
+        _CYCLE_RATE.append((c1 - c0) / (t1 - t0))
+    return _CYCLE_RATE[0]
 
 
 def fused_path_cached() -> bool:
@@ -329,206 +306,5 @@ def fused_path_cached() -> bool:
         folders = [Path(numba.config.CACHE_DIR)]
     else:                                               # beside the source, else the user's cache
         folders = [Path(__file__).parent / "__pycache__", Path.home() / ".cache" / "numba"]
-    return any(f.is_dir() and os.access(f, os.R_OK) and any(f.rglob("numba_backend.fused_steps-*.nbi"))
+    return any(f.is_dir() and os.access(f, os.R_OK) and any(f.rglob("numba_fused.fused_steps-*.nbi"))
                for f in folders)
-
-
-@njit(cache=True, parallel=True, fastmath={"contract", "reassoc"})
-def fused_steps(indptr, indices, values, labels, order, first_step, n_steps, batch_size,
-                sizes, w_off, b_off, theta, grads, work, state1, state2, decay,
-                act, drop_mask, opt, hyper, t0, losses):
-    """SGD steps first_step .. first_step + n_steps - 1 of an epoch, in place; losses[s] = mean CE of step s."""
-    # Inner loops run over slices (j >= 0 from range) so that LLVM sees contiguous, non-negative
-    # indices and vectorizes them; offset arithmetic inside the index (x[off + j]) blocks that.
-    n = order.shape[0]
-    n_layers = sizes.shape[0] - 1
-    n_threads = grads.shape[0]
-    n_params = theta.shape[0]
-    one = theta.dtype.type(1)
-    zero = theta.dtype.type(0)
-    lr, mu, beta1, beta2, eps, keep = hyper[0], hyper[1], hyper[3], hyper[4], hyper[5], hyper[6]
-    rows = (batch_size + n_threads - 1) // n_threads       # most samples a thread takes per step
-    s_tot = 0
-    for l in range(1, n_layers + 1):
-        s_tot += sizes[l]
-    thread_loss = np.zeros(n_threads)
-    chunk = 4096
-    n_chunks = (n_params + chunk - 1) // chunk
-    for s in range(n_steps):
-        lo = (first_step + s) * batch_size
-        nb = min(lo + batch_size, n) - lo
-        inv_nb = one / nb
-        for t in prange(n_threads):
-            thread_loss[t] = 0.0
-            i0 = (nb * t) // n_threads
-            i1 = (nb * (t + 1)) // n_threads
-            m = i1 - i0
-            wk = work[t]
-            gr = grads[t]
-            if m == 0:
-                continue
-            # blocks (m, n_l) of layer outputs: A (after act + dropout), O (before dropout), G (gradients)
-            off = 0
-            for l in range(n_layers):
-                n_in = sizes[l]
-                n_out = sizes[l + 1]
-                A = wk[rows * off:rows * off + m * n_out].reshape(m, n_out)
-                bias = theta[b_off[l]:b_off[l] + n_out]
-                if l == 0:                      # sparse rows: z += x_q W0[q, :], four nonzeros per pass over z
-                    for i in range(m):
-                        z = A[i]
-                        for j in range(n_out):
-                            z[j] = bias[j]
-                        sample = order[lo + i0 + i]
-                        q = indptr[sample]
-                        q_end = indptr[sample + 1]
-                        while q + 4 <= q_end:
-                            x0, x1, x2, x3 = values[q], values[q + 1], values[q + 2], values[q + 3]
-                            r0 = w_off[0] + indices[q] * n_out
-                            r1 = w_off[0] + indices[q + 1] * n_out
-                            r2 = w_off[0] + indices[q + 2] * n_out
-                            r3 = w_off[0] + indices[q + 3] * n_out
-                            w0, w1 = theta[r0:r0 + n_out], theta[r1:r1 + n_out]
-                            w2, w3 = theta[r2:r2 + n_out], theta[r3:r3 + n_out]
-                            for j in range(n_out):
-                                z[j] += x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j]
-                            q += 4
-                        while q < q_end:
-                            x = values[q]
-                            wr = w_off[0] + indices[q] * n_out
-                            w_row = theta[wr:wr + n_out]
-                            for j in range(n_out):
-                                z[j] += x * w_row[j]
-                            q += 1
-                else:
-                    poff = off - n_in
-                    A_in = wk[rows * poff:rows * poff + m * n_in].reshape(m, n_in)
-                    W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)
-                    np.dot(A_in, W, A)                                   # (m, n_out), BLAS, in place
-                    for i in range(m):
-                        z = A[i]
-                        for j in range(n_out):
-                            z[j] += bias[j]
-                if l < n_layers - 1:
-                    O = wk[rows * (s_tot + off):rows * (s_tot + off) + m * n_out].reshape(m, n_out)
-                    for i in range(m):
-                        z = A[i]
-                        o = O[i]
-                        _activation(z, o, act)
-                        if keep < 1:
-                            mask = drop_mask[s, nb * off + (i0 + i) * n_out:nb * off + (i0 + i + 1) * n_out]
-                            for j in range(n_out):
-                                z[j] = o[j] * mask[j]
-                        else:
-                            for j in range(n_out):
-                                z[j] = o[j]
-                off += n_out
-            # softmax cross-entropy
-            c = sizes[n_layers]
-            lg = off - c
-            L = wk[rows * lg:rows * lg + m * c].reshape(m, c)
-            G = wk[rows * (2 * s_tot + lg):rows * (2 * s_tot + lg) + m * c].reshape(m, c)
-            for i in range(m):
-                logits = L[i]
-                g_out = G[i]
-                mx = logits[0]
-                for j in range(1, c):
-                    if logits[j] > mx:
-                        mx = logits[j]
-                tot = zero
-                for j in range(c):
-                    e = np.exp(logits[j] - mx)
-                    g_out[j] = e
-                    tot += e
-                y = labels[order[lo + i0 + i]]
-                thread_loss[t] += np.log(np.float64(tot)) - np.float64(logits[y] - mx)
-                for j in range(c):
-                    p = g_out[j] / tot
-                    g_out[j] = (p - one) * inv_nb if j == y else p * inv_nb
-            # backward
-            off = lg
-            for l in range(n_layers - 1, -1, -1):
-                n_in = sizes[l]
-                n_out = sizes[l + 1]
-                G = wk[rows * (2 * s_tot + off):rows * (2 * s_tot + off) + m * n_out].reshape(m, n_out)
-                g_bias = gr[b_off[l]:b_off[l] + n_out]
-                for i in range(m):
-                    g = G[i]
-                    for j in range(n_out):
-                        g_bias[j] += g[j]
-                if l == 0:
-                    for i in range(m):
-                        g = G[i]
-                        sample = order[lo + i0 + i]
-                        for q in range(indptr[sample], indptr[sample + 1]):
-                            x = values[q]
-                            wr = w_off[0] + indices[q] * n_out
-                            g_row = gr[wr:wr + n_out]
-                            for j in range(n_out):
-                                g_row[j] += x * g[j]
-                    break
-                prev = off - n_in
-                A_in = wk[rows * prev:rows * prev + m * n_in].reshape(m, n_in)
-                W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)
-                gW = gr[w_off[l]:w_off[l] + n_in * n_out]
-                scratch = wk[3 * rows * s_tot:3 * rows * s_tot + n_in * n_out]
-                np.dot(A_in.T, G, scratch.reshape(n_in, n_out))          # (n_in, n_out), BLAS, no allocation
-                for k in range(n_in * n_out):
-                    gW[k] += scratch[k]
-                O = wk[rows * (s_tot + prev):rows * (s_tot + prev) + m * n_in].reshape(m, n_in)
-                G_in = wk[rows * (2 * s_tot + prev):rows * (2 * s_tot + prev) + m * n_in].reshape(m, n_in)
-                D = G_in
-                np.dot(G, W.T, D)                                        # (m, n_in), BLAS, in place
-                for i in range(m):
-                    d = D[i]
-                    o = O[i]
-                    g_in = G_in[i]
-                    if keep < 1:
-                        mask = drop_mask[s, nb * prev + (i0 + i) * n_in:nb * prev + (i0 + i + 1) * n_in]
-                        for k in range(n_in):
-                            d[k] *= mask[k]
-                    _activation_backward(d, o, g_in, act)
-                off = prev
-        loss = 0.0
-        for t in range(n_threads):
-            loss += thread_loss[t]
-        losses[s] = loss / nb
-        step_size = lr
-        v_corr = one
-        if opt == 2:
-            t_adam = t0 + s + 1
-            step_size = theta.dtype.type(np.float64(lr) / (1.0 - np.float64(beta1) ** t_adam))
-            v_corr = theta.dtype.type(1.0 - np.float64(beta2) ** t_adam)
-        for ch in prange(n_chunks):
-            k0 = ch * chunk
-            k1 = min(n_params, k0 + chunk)
-            p_ch = theta[k0:k1]
-            g_ch = grads[0, k0:k1]
-            l2 = decay[k0:k1]
-            for t in range(1, n_threads):
-                g_t = grads[t, k0:k1]
-                for k in range(k1 - k0):
-                    g_ch[k] += g_t[k]
-                    g_t[k] = 0
-            if opt == 0:
-                for k in range(k1 - k0):
-                    p_ch[k] -= lr * (g_ch[k] + l2[k] * p_ch[k])
-                    g_ch[k] = 0
-            elif opt == 1:
-                v_ch = state1[k0:k1]
-                for k in range(k1 - k0):
-                    v = mu * v_ch[k] + (g_ch[k] + l2[k] * p_ch[k])
-                    v_ch[k] = v
-                    p_ch[k] -= lr * v
-                    g_ch[k] = 0
-            else:
-                m_ch = state1[k0:k1]
-                v_ch = state2[k0:k1]
-                for k in range(k1 - k0):
-                    gk = g_ch[k] + l2[k] * p_ch[k]
-                    mm = beta1 * m_ch[k] + (one - beta1) * gk
-                    v = beta2 * v_ch[k] + (one - beta2) * (gk * gk)
-                    m_ch[k] = mm
-                    v_ch[k] = v
-                    p_ch[k] -= step_size * mm / (np.sqrt(v / v_corr) + eps)
-                    g_ch[k] = 0
