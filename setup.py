@@ -52,7 +52,7 @@ class BuildExt(build_ext):
 
 extensions = [
     Extension("fastnn.backends._cython_kernels", ["kernels/cython_kernels.pyx"],
-              include_dirs=[numpy.get_include(), "kernels"], depends=["kernels/dot_tile.h"]),
+              include_dirs=[numpy.get_include(), "kernels"], depends=["kernels/dot_tile.h", "kernels/fma_peak.h"]),
 ]
 
 setup(

@@ -68,6 +68,11 @@ def pytest_terminal_summary(terminalreporter):
     if not RESULTS:
         return
     tr = terminalreporter
+    from fastnn.machine import summary_lines
+
+    tr.write_sep("-", "fastnn benchmark: machine")
+    for line in summary_lines():
+        tr.write_line(line)
     groups = sorted({g for g, _ in RESULTS})
     for group in groups:
         rows = {n: r for (g, n), r in RESULTS.items() if g == group}
@@ -79,10 +84,12 @@ def pytest_terminal_summary(terminalreporter):
                 line += f"  {r['gflops']:7.1f} GFLOP/s"
             if "images_per_s" in r:
                 line += f"  {r['images_per_s']:11,.0f} images/s"
-            if base_name and name != base_name and group.startswith("epoch"):
-                base = rows[base_name]
-                line += (f"  {r['median_s'] / base['median_s']:.2f} x the {base_name} time "
-                         f"(ratio of mins {r['min_s'] / base['min_s']:.2f})")
+            if group.startswith("epoch"):
+                for ref in ("torch", "jax-scan"):
+                    if ref in rows and name != ref:
+                        base = rows[ref]
+                        line += (f"  {r['median_s'] / base['median_s']:5.2f} x {ref} "
+                                 f"(mins {r['min_s'] / base['min_s']:.2f})")
             if "matmul" in group and "gflops" in r and name != "numpy" and "numpy" in rows:
                 line += f"  {100 * r['gflops'] / rows['numpy']['gflops']:5.1f}% of numpy's BLAS"
             tr.write_line(line)

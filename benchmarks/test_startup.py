@@ -16,11 +16,11 @@ import numpy as np
 from fastnn import NeuralNetwork
 from fastnn.data import Dataset
 from fastnn.optim import make_optimizer
-from fastnn.train import TrainConfig, make_trainer
+from fastnn.trainers import make_trainer
 rng = np.random.default_rng(0)
 ds = Dataset(rng.integers(0, 256, (64, 784)).astype(np.uint8), rng.integers(0, 10, 64), list("0123456789"), "x")
 model = NeuralNetwork([784, 128, 64, 10], backend="numba")
-trainer = make_trainer(TrainConfig(backend="numba"), model, make_optimizer("momentum", model, 0.05), ds)
+trainer = make_trainer(model, make_optimizer("momentum", model, 0.05), ds)
 trainer.run_steps(np.arange(64), 0, 1, 64)
 model.predict(ds.features())
 """

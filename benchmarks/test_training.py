@@ -1,11 +1,15 @@
-"""Training speed per backend: one full MNIST epoch (60,000 samples) and one step, batch 64,
-784-128-64-10 ReLU, SGD with momentum 0.9, lr 0.05; the epoch reported as a ratio to PyTorch's
-(``torch.nn`` + autograd + ``torch.optim``), all in one run.
+"""Training speed per backend, side by side with the frameworks a user would pick instead: one
+full MNIST epoch (60,000 samples) and one step, batch 64, 784-128-64-10 ReLU, SGD with momentum
+0.9, lr 0.05, the same initial weights and data order for every entry. The summary prints each
+epoch as a ratio to PyTorch's (``torch``: nn.Module + autograd + torch.optim) and to JAX's
+(``jax-scan``: the epoch as one jit-compiled ``lax.scan`` over the batches).
 
-numba and cython take their fused path; ``numba-kernels`` is numba kernel by kernel
-(``--no-fused``), to show what the fused path saves; numpy runs kernel by kernel (its only
-path); ``reference`` (Python loops) only in the step benchmark. Each epoch round trains on from
-where the previous one stopped (same model), as epochs do.
+Entries: numba and cython take their fused path (``*-timers``: the same with the fused kernels'
+phase timers on, to show what they cost); ``numba-kernels`` is numba kernel by kernel
+(``--no-fused``); numpy runs kernel by kernel (its only path); ``jax-step`` calls a jitted step
+per batch; ``reference`` (Python loops) only in the step benchmark. JAX entries skip with the
+reason where jax is not installed (``pip install -e ".[bench]"``). Each epoch round trains on
+from where the previous one stopped (same model), as epochs do.
 
 FLOP counts are the dense-equivalent model FLOPs (2 per multiply-add of every product in the
 forward and backward pass); the fused path skips zero pixels, so it does fewer than it is
@@ -19,13 +23,14 @@ import pytest
 from fastnn import NeuralNetwork
 from fastnn.backends import available_backends
 from fastnn.optim import make_optimizer
-from fastnn.train import TrainConfig, make_trainer
+from fastnn.trainers import make_trainer
 
 from .conftest import record
 
 LAYERS = [784, 128, 64, 10]
 BATCH = 64
-BACKENDS = ["torch", "numpy", "numba-kernels", "numba", "cython"]
+BACKENDS = ["torch", "jax-scan", "jax-step", "numpy", "numba-kernels", "numba", "numba-timers", "cython",
+            "cython-timers"]
 
 
 def step_flop(batch: int = BATCH, layers=LAYERS) -> int:
@@ -35,12 +40,18 @@ def step_flop(batch: int = BATCH, layers=LAYERS) -> int:
 
 
 def _trainer(name, dataset):
-    backend = name.split("-")[0]
+    backend, _, variant = name.partition("-")
+    model = NeuralNetwork(LAYERS, backend="numpy" if backend == "jax" else backend, seed=0)
+    optimizer = make_optimizer("momentum", model, 0.05)
+    if backend == "jax":
+        jax_baseline = pytest.importorskip("fastnn.jax_baseline", reason="jax not installed (pip install -e '.[bench]')")
+        return jax_baseline.JaxTrainer(model, optimizer, dataset, mode=variant)
     if backend not in available_backends():
         pytest.skip(f"backend {backend} unavailable here")
-    cfg = TrainConfig(backend=backend, fused=not name.endswith("-kernels"))
-    model = NeuralNetwork(LAYERS, backend=backend, seed=0)
-    return make_trainer(cfg, model, make_optimizer("momentum", model, 0.05), dataset, log=lambda *a: None)
+    trainer = make_trainer(model, optimizer, dataset, fused=variant != "kernels", log=lambda *a: None)
+    if variant == "timers":
+        trainer.profile = True
+    return trainer
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -50,14 +61,15 @@ def test_epoch(benchmark, name, mnist_train):
     n_steps = -(-len(mnist_train) // BATCH)
 
     def epoch():
-        order = rng.permutation(len(mnist_train))
-        losses = [trainer.run_steps(order, first, 32, BATCH) for first in range(0, n_steps, 32)]
-        return float(np.concatenate(losses).mean())
+        losses = trainer.run_epoch(rng.permutation(len(mnist_train)), BATCH)
+        assert len(losses) == n_steps
+        return float(losses.mean())
 
     benchmark.group = "epoch (60,000 MNIST samples)"
     flop = n_steps * step_flop()
     benchmark.extra_info.update({"backend": name, "flop": flop})
-    epoch()                                             # warm-up: compile/load caches, page in data
+    first = epoch()                                     # warm-up (compile, load caches, page in data), validated
+    assert np.isfinite(first) and first < 1.0, f"{name}: the first epoch's mean loss {first} is not training"
     mean_loss = benchmark.pedantic(epoch, rounds=7, iterations=1)
     assert np.isfinite(mean_loss)
     stats = getattr(benchmark, "stats", None)
@@ -67,7 +79,7 @@ def test_epoch(benchmark, name, mnist_train):
                gflops=benchmark.extra_info["gflops"])
 
 
-@pytest.mark.parametrize("name", ["reference", *BACKENDS])
+@pytest.mark.parametrize("name", ["reference", "torch", "jax-step", "numpy", "numba-kernels", "numba", "cython"])
 def test_step(benchmark, name, mnist_train):
     """One training step (batch 64) through the trainer, Python call included."""
     trainer = _trainer(name, mnist_train)
@@ -82,7 +94,7 @@ def test_step(benchmark, name, mnist_train):
     benchmark.group = "training step (batch 64)"
     flop = step_flop()
     benchmark.extra_info.update({"backend": name, "flop": flop})
-    step()
+    assert np.isfinite(step()).all()
     if name == "reference":
         benchmark.pedantic(step, rounds=3, iterations=1)
     else:

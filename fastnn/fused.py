@@ -66,6 +66,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from .optim import SGD, Adam
+from .trainers import TrainerBase
 
 __all__ = ["FusedTrainer", "fused_unsupported_reason", "images_to_csr", "has_fused_path"]
 
@@ -173,7 +174,7 @@ def row_bounds_by_nonzeros(indices: np.ndarray, n_rows: int, n_threads: int) -> 
     return np.concatenate([[0], bounds, [n_rows]]).astype(np.int64)
 
 
-class FusedTrainer:
+class FusedTrainer(TrainerBase):
     """Trains ``model`` with ``optimizer`` on ``dataset`` through the backend's ``fused_steps``.
 
     Args:
@@ -330,9 +331,6 @@ class FusedTrainer:
                          self._act, drop_mask, self._opt, self._hyper(), self.optimizer.t, losses, prof)
         self.optimizer.t += n_steps
         return losses
-
-    def sync_to_model(self) -> None:
-        """Nothing to copy: the model's weights are views into ``theta``."""
 
     def phase_seconds(self) -> dict[str, float]:
         """Seconds per phase from the kernels' timers (``profile = True``), averaged over threads,

@@ -23,6 +23,8 @@ try:
 except ImportError as exc:  # the benchmarks skip with this reason
     raise ImportError(f"jax is not installed ({exc}); pip install -e \".[bench]\"") from exc
 
+from .trainers import TrainerBase
+
 __all__ = ["JaxTrainer"]
 
 
@@ -54,7 +56,7 @@ def _make_step(lr_mu_wd):
     return step
 
 
-class JaxTrainer:
+class JaxTrainer(TrainerBase):
     """Trains a copy of ``model`` in JAX (SGD with momentum, ReLU, no dropout); same interface as
     the other trainers (``fastnn.trainers.Trainer``).
 
@@ -124,6 +126,17 @@ class JaxTrainer:
             losses.append(np.asarray([loss], dtype=np.float64))
         self.optimizer.t += last - first_step
         return np.concatenate(losses)
+
+    def run_epoch(self, order, batch_size: int, on_steps=None) -> np.ndarray:
+        """The whole epoch: in scan mode one compiled ``lax.scan`` over every full batch (one call),
+        then a short last batch through the step function; in step mode, call by call."""
+        if self.mode != "scan":
+            return super().run_epoch(order, batch_size, on_steps)
+        losses = self.run_steps(order, 0, -(-len(order) // batch_size), batch_size)
+        if on_steps is not None:
+            on_steps(losses)
+        self.sync_to_model()
+        return losses
 
     def sync_to_model(self) -> None:
         """Copy the trained weights back into the ``NeuralNetwork``."""

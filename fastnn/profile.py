@@ -33,7 +33,8 @@ from .data import DATASETS, DataError, DownloadError, load_dataset
 from .model import NeuralNetwork
 from .optim import make_optimizer
 from .timing import PhaseTimer, TimedBackend
-from .train import STEPS_PER_CALL, KernelTrainer, TrainConfig, make_trainer
+from .train import TrainConfig
+from .trainers import STEPS_PER_CALL, KernelTrainer, make_trainer
 
 PHASES = ("data", "forward", "loss", "backward", "optimizer")
 REFERENCE_DEFAULT_LIMIT = 1000   # a full epoch of Python loops would take about 15 minutes
@@ -84,7 +85,7 @@ def _fresh(cfg: TrainConfig, layer_sizes, train_set, fused: bool | None = None):
     optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.momentum)
     if fused is False:
         return model, KernelTrainer(model, optimizer, train_set)
-    return model, make_trainer(cfg, model, optimizer, train_set, log=lambda *a: None)
+    return model, make_trainer(model, optimizer, train_set, seed=cfg.seed, log=lambda *a: None)
 
 
 def timed_kernel_path(cfg, layer_sizes, train_set, epochs) -> tuple[float, PhaseTimer]:

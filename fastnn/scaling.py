@@ -35,23 +35,20 @@ def _measure(backend: str, samples: int, repeats: int, data_dir) -> list[dict]:
     from .data import load_dataset
     from .model import NeuralNetwork
     from .optim import make_optimizer
-    from .train import STEPS_PER_CALL, TrainConfig, make_trainer
+    from .trainers import make_trainer
 
     data = load_dataset("mnist", "train", data_dir).subset(slice(0, samples))
     results = []
 
     def time_config(layers, batch, kind, value):
-        cfg = TrainConfig(backend=backend, batch_size=batch)
         model = NeuralNetwork(layers, backend=backend, seed=0)
-        trainer = make_trainer(cfg, model, make_optimizer("momentum", model, 0.01), data, log=lambda *a: None)
+        trainer = make_trainer(model, make_optimizer("momentum", model, 0.01), data, log=lambda *a: None)
         rng = np.random.default_rng(0)
-        n_steps = -(-len(data) // batch)
         best = float("inf")
         for rep in range(repeats + 1):                   # pass 0 warms up (compilation, caches)
             order = rng.permutation(len(data))
             t0 = time.perf_counter()
-            for first in range(0, n_steps, STEPS_PER_CALL):
-                trainer.run_steps(order, first, STEPS_PER_CALL, batch)
+            trainer.run_epoch(order, batch)
             if rep:
                 best = min(best, time.perf_counter() - t0)
         results.append({"backend": backend, "threads": int(os.environ.get("OMP_NUM_THREADS", 0)), "sweep": kind,

@@ -21,6 +21,7 @@ except ImportError as exc:  # reported by get_backend("torch") with an install h
     raise ImportError(f"torch is not installed ({exc})") from exc
 
 from .timing import phase
+from .trainers import TrainerBase
 
 _ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
@@ -41,7 +42,7 @@ def build_module(model) -> "nn.Sequential":
     return nn.Sequential(*layers)
 
 
-class TorchTrainer:
+class TorchTrainer(TrainerBase):
     """Trains a copy of ``model`` in PyTorch, writing the weights back after every epoch.
 
     Args:
@@ -71,6 +72,7 @@ class TorchTrainer:
         else:
             raise ValueError(f"no torch equivalent for optimizer {type(optimizer).__name__}")
         self.loss_fn = nn.CrossEntropyLoss()
+        self.description = f"torch.nn + autograd + torch.optim (torch {torch.__version__}, {torch.get_num_threads()} threads)"
         self.timer = None          # a fastnn.timing.PhaseTimer times each phase of a step
 
     def run_steps(self, order: np.ndarray, first_step: int, n_steps: int, batch_size: int) -> np.ndarray:

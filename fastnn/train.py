@@ -24,12 +24,11 @@ from . import __version__
 from ._io import write_csv_rows, write_json
 from .backends import BackendUnavailable, backend_names, get_backend
 from .data import DATASETS, DataError, DownloadError, iterate_minibatches, load_dataset, to_float, train_val_split
-from .fused import FusedTrainer, fused_unsupported_reason, has_fused_path
 from .initializers import INITIALIZERS
 from .metrics import dead_unit_fraction
 from .model import ACTIVATIONS, NeuralNetwork
 from .optim import OPTIMIZERS, make_optimizer
-from .timing import phase
+from .trainers import STEPS_PER_CALL, KernelTrainer, make_trainer  # noqa: F401 - KernelTrainer re-exported
 
 
 @dataclass
@@ -64,7 +63,6 @@ class NonFiniteLoss(RuntimeError):
 
 
 LR_SCHEDULES = ("constant", "cosine", "step")
-STEPS_PER_CALL = 32   # steps per trainer call: the progress bar and Ctrl-C get a turn between calls
 
 
 def learning_rate(cfg: TrainConfig, epoch: int) -> float:
@@ -119,50 +117,6 @@ def prepare_data(cfg: TrainConfig):
     return full.subset(train_idx), full.subset(val_idx), test
 
 
-class KernelTrainer:
-    """The kernel-by-kernel path: per step, ``model.backward`` (one backend call per kernel) and
-    ``optimizer.step()``. Same ``run_steps`` interface as ``FusedTrainer`` and ``TorchTrainer``."""
-
-    def __init__(self, model, optimizer, dataset):
-        self.model, self.optimizer, self.dataset = model, optimizer, dataset
-        self.timer = None          # a fastnn.timing.PhaseTimer times the data and optimizer phases
-
-    def run_steps(self, order, first_step: int, n_steps: int, batch_size: int) -> np.ndarray:
-        """Train on batches ``first_step`` .. of ``order``; return their losses (stops at a non-finite one)."""
-        losses = []
-        for step in range(first_step, first_step + n_steps):
-            idx = order[step * batch_size:(step + 1) * batch_size]
-            if len(idx) == 0:
-                break
-            with phase(self.timer, "data"):
-                X = to_float(self.dataset.images[idx], self.model.dtype)       # (B, D)
-                y = self.dataset.labels[idx].astype(np.int64)                  # (B,)
-            loss = self.model.backward(X, y)
-            losses.append(loss)
-            if not math.isfinite(loss):
-                break
-            with phase(self.timer, "optimizer"):
-                self.optimizer.step()
-        return np.array(losses)
-
-
-def make_trainer(cfg: TrainConfig, model, optimizer, train_set, log=print):
-    """The fastest path that trains ``model`` as configured: PyTorch's own for ``--backend torch``,
-    the fused path where the backend has one (unless ``cfg.fused`` is off), else kernel by kernel."""
-    if cfg.backend == "torch":
-        from .torch_baseline import TorchTrainer
-        return TorchTrainer(model, optimizer, train_set, seed=cfg.seed)
-    if cfg.fused and has_fused_path(model.backend):
-        reason = fused_unsupported_reason(model, optimizer)
-        if reason is None:
-            cached = getattr(model.backend, "fused_path_cached", lambda: True)
-            if not cached():
-                log("note: compiling the Numba kernels for the fused path (first run only, about 15 s)")
-            return FusedTrainer(model, optimizer, train_set)
-        log(f"note: {reason}; training kernel by kernel instead of on the fused path")
-    return KernelTrainer(model, optimizer, train_set)
-
-
 def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     """Run one training job as configured; return the metrics dict (also written to disk)."""
     from tqdm.auto import tqdm
@@ -179,10 +133,9 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     model.class_names = list(train_set.class_names)
     optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.momentum)
     shuffle_rng = np.random.default_rng([cfg.seed, 1])
-    trainer = make_trainer(cfg, model, optimizer, train_set, log)
-    path = {"FusedTrainer": "fused path", "KernelTrainer": "kernel by kernel",
-            "TorchTrainer": "torch.nn + autograd + torch.optim"}[type(trainer).__name__]
-    log(f"{model}\n{optimizer}  {cfg.lr_schedule} lr schedule, batch {cfg.batch_size}, {cfg.epochs} epochs, {path}\n"
+    trainer = make_trainer(model, optimizer, train_set, fused=cfg.fused, seed=cfg.seed, log=log)
+    log(f"{model}\n{optimizer}  {cfg.lr_schedule} lr schedule, batch {cfg.batch_size}, {cfg.epochs} epochs, "
+        f"{trainer.description}\n"
         f"data: {cfg.dataset} train {len(train_set)}, val {len(val_set)}, test {len(test_set)}; output {out}")
 
     # dead-ReLU monitor: units that output 0 for every one of the first 1,024 training samples
@@ -199,25 +152,27 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
             for epoch in range(1, cfg.epochs + 1):
                 optimizer.lr = learning_rate(cfg, epoch)
                 t0 = time.perf_counter()
-                running = 0.0
                 order = shuffle_rng.permutation(len(train_set))
                 bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress,
                            mininterval=0.5)
-                done = 0
-                for first in range(0, n_batches, STEPS_PER_CALL):
-                    losses = trainer.run_steps(order, first, STEPS_PER_CALL, cfg.batch_size)
+                running = {"loss": 0.0, "done": 0}
+
+                def on_steps(losses, epoch=epoch, bar=bar, running=running):
                     bad = np.flatnonzero(~np.isfinite(losses))
                     if bad.size:
-                        raise NonFiniteLoss(f"loss became {losses[bad[0]]} at epoch {epoch}, step {first + bad[0] + 1}: "
-                                            f"the learning rate {cfg.lr} is probably too high; try --lr {cfg.lr / 10:g}")
+                        raise NonFiniteLoss(f"loss became {losses[bad[0]]} at epoch {epoch}, step "
+                                            f"{running['done'] + bad[0] + 1}: the learning rate {cfg.lr} is "
+                                            f"probably too high; try --lr {cfg.lr / 10:g}")
                     for loss in losses:
-                        done += 1
-                        running += (loss - running) / min(done, 50)  # running mean over ~50 steps
-                    bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+                        running["done"] += 1
+                        running["loss"] += (loss - running["loss"]) / min(running["done"], 50)  # mean of ~50 steps
+                    bar.set_postfix(loss=f"{running['loss']:.4f}", refresh=False)
                     bar.update(len(losses))
-                bar.close()
-                if hasattr(trainer, "sync_to_model"):
-                    trainer.sync_to_model()
+
+                try:
+                    trainer.run_epoch(order, cfg.batch_size, on_steps)
+                finally:
+                    bar.close()
                 epoch_time = time.perf_counter() - t0
                 train_loss, train_acc = evaluate(model, train_set)
                 val_loss, val_acc = evaluate(model, val_set) if len(val_set) else (train_loss, train_acc)

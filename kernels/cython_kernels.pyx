@@ -16,13 +16,43 @@ from libc.stdlib cimport free, malloc
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
 import numpy as np
+
+
+cdef inline long long _now() noexcept nogil:
+    """Monotonic clock in nanoseconds (the phase timers' and fma_peak's unit)."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec
 
 # matmul works on blocks of MR rows of ``out``: each row of ``b`` is loaded once and used
 # for MR rows (MR FMAs per load), the MR output rows (MR * n floats) stay in L1 cache, and
 # the contiguous loop over columns is vectorized by the C compiler (-O3 -march=native).
 cdef enum:
     MR = 4
+
+
+cdef extern from "fma_peak.h" nogil:
+    int fastnn_fma_lanes()
+    int fastnn_fma_chains()
+    float fastnn_fma_loop(long iterations, float a, float b)
+
+
+def fma_peak(long iterations=20_000_000, int threads=1):
+    """The FMA loop of kernels/fma_peak.h on ``threads`` OpenMP threads at once: returns
+    (seconds, FLOPs done, vector lanes). GFLOP/s = FLOPs / seconds / 1e9."""
+    cdef int t, n_threads = threads if threads > 1 else 1
+    cdef double start, stop
+    cdef float[::1] sink = np.zeros(n_threads, dtype=np.float32)
+    cdef long long flops = <long long>iterations * fastnn_fma_chains() * fastnn_fma_lanes() * 2 * n_threads
+    start = _now()
+    with nogil:
+        for t in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
+            sink[t] = fastnn_fma_loop(iterations, 0.99999994, 1e-7)
+    stop = _now()
+    return (stop - start) * 1e-9, flops, fastnn_fma_lanes()
 
 
 def openmp_threads(int n=64):
@@ -245,17 +275,8 @@ def softmax_xent_backward(const floating[:, ::1] probs, const int64_t[::1] label
 # (scipy.linalg.cython_blas, single-threaded: the caller limits BLAS threads) through the
 # row-major ``_gemm`` below. Timers: ``clock_gettime`` nanoseconds into ``prof`` when it has rows.
 
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
-
 cdef extern from *:
     void __builtin_prefetch(const void* address, int rw, int locality) nogil
-
-
-cdef inline long long _now() noexcept nogil:
-    """Monotonic clock in nanoseconds (the phase timers' unit)."""
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec * 1000000000LL + ts.tv_nsec
 
 
 def read_cycles():

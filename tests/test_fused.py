@@ -16,7 +16,7 @@ from fastnn.backends import BackendUnavailable, available_backends, get_backend
 from fastnn.data import Dataset, to_float
 from fastnn.fused import FusedTrainer, fused_unsupported_reason, images_to_csr
 from fastnn.optim import SGD, make_optimizer
-from fastnn.train import KernelTrainer, TrainConfig, make_trainer
+from fastnn.trainers import KernelTrainer, make_trainer
 
 FUSED = [b for b in ("numba", "cython") if b in available_backends()]
 N_STEPS, BATCH = 200, 32
@@ -131,7 +131,7 @@ def test_unsupported_optimizer_falls_back_and_says_so(backend):
     model = NeuralNetwork([50, 8, 5], backend=backend)
     opt = Lion(model, 0.1)
     said = []
-    trainer = make_trainer(TrainConfig(backend=backend), model, opt, toy_dataset(), log=said.append)
+    trainer = make_trainer(model, opt, toy_dataset(), log=said.append)
     assert isinstance(trainer, KernelTrainer)
     assert len(said) == 1 and "Lion" in said[0] and "kernel by kernel" in said[0]
     assert fused_unsupported_reason(model, make_optimizer("adam", model, 0.01)) is None
@@ -186,9 +186,9 @@ def test_first_numba_run_says_it_compiles(monkeypatch):
     model = NeuralNetwork([50, 8, 5], backend="numba")
     said = []
     monkeypatch.setattr(nb, "fused_path_cached", lambda: False)
-    make_trainer(TrainConfig(backend="numba"), model, make_optimizer("sgd", model, 0.1), toy_dataset(), log=said.append)
+    make_trainer(model, make_optimizer("sgd", model, 0.1), toy_dataset(), log=said.append)
     assert any("compiling the Numba kernels" in s for s in said)
     said.clear()
     monkeypatch.setattr(nb, "fused_path_cached", lambda: True)
-    make_trainer(TrainConfig(backend="numba"), model, make_optimizer("sgd", model, 0.1), toy_dataset(), log=said.append)
+    make_trainer(model, make_optimizer("sgd", model, 0.1), toy_dataset(), log=said.append)
     assert said == []

@@ -1,0 +1,117 @@
+"""What machine a speed figure was measured on: CPU model, cores, ISA level, the kernels the
+BLAS libraries chose, library versions and thread settings.
+
+Every benchmark summary, profile report and README/REPORT speed table names these, because the
+project's machines change between sessions (an AVX2 Zen 3 one time, an AVX-512 EPYC the next)
+and a figure is only comparable with others measured side by side on the same one.
+
+OpenBLAS picks its kernels by recognising the CPU at load time; on a CPU it does not know it
+falls back to an older kernel family, e.g. Haswell (AVX2) kernels on an AVX-512 EPYC, at about
+half the machine's sgemm peak. ``blas_kernel_mismatch()`` says when that has happened;
+``OPENBLAS_CORETYPE=SkylakeX`` (set before Python starts) makes OpenBLAS use its AVX-512 kernels.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+# OpenBLAS core types by the widest vector ISA their kernels use
+_AVX512_CORES = {"skylakex", "cooperlake", "sapphirerapids", "zen4", "zen5"}
+_AVX2_CORES = {"haswell", "zen", "skylake", "zen2", "zen3"} | _AVX512_CORES
+
+
+@lru_cache(maxsize=1)
+def cpu_info() -> dict:
+    """{"cpu": model name, "cores": logical CPUs, "flags": set of /proc/cpuinfo flags}."""
+    fields, flags = {}, set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "cpu family", "model") and key not in fields:
+                fields[key] = value.strip()
+            elif key == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    cpu = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields:               # a VM may show a generic name ("AMD EPYC"): family/model tell more
+        cpu += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    return {"cpu": cpu, "cores": os.cpu_count(), "flags": flags}
+
+
+def isa_level() -> str:
+    """The widest x86 vector ISA the CPU reports: "AVX-512", "AVX2", "AVX", "SSE" (or the arch name)."""
+    flags = cpu_info()["flags"]
+    if not flags:
+        return platform.machine()
+    for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")):
+        if flag in flags:
+            return name
+    return "SSE"
+
+
+def blas_libraries() -> list[dict]:
+    """The BLAS libraries loaded in this process (threadpoolctl): library, version, architecture
+    (the kernel family OpenBLAS chose), threads. numpy's and scipy's are loaded first."""
+    import scipy.linalg  # noqa: F401 - load scipy's BLAS too
+    from threadpoolctl import threadpool_info
+
+    return [{"library": Path(i.get("filepath", "")).name.split("-")[0] or i.get("prefix"),
+             "api": i.get("internal_api"), "version": i.get("version"), "architecture": i.get("architecture"),
+             "threads": i.get("num_threads")}
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+
+
+def blas_kernel_mismatch() -> str | None:
+    """A sentence when OpenBLAS runs kernels below the CPU's ISA (e.g. Haswell on AVX-512), else None."""
+    isa = isa_level()
+    for lib in blas_libraries():
+        arch = (lib.get("architecture") or "").lower()
+        if lib.get("api") != "openblas" or not arch:
+            continue
+        if isa == "AVX-512" and arch not in _AVX512_CORES:
+            return (f"OpenBLAS ({lib['library']}) runs its {lib['architecture']} kernels on this AVX-512 CPU: "
+                    f"set OPENBLAS_CORETYPE=SkylakeX before starting Python for its AVX-512 kernels")
+        if isa == "AVX2" and arch not in _AVX2_CORES:
+            return (f"OpenBLAS ({lib['library']}) runs its {lib['architecture']} kernels on this AVX2 CPU: "
+                    f"set OPENBLAS_CORETYPE=Haswell before starting Python for its AVX2 kernels")
+    return None
+
+
+def library_versions() -> dict:
+    """Versions of the libraries whose speed is compared (those installed)."""
+    from . import __version__
+
+    versions = {"fastnn": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    for name in ("numba", "scipy", "torch", "jax", "onnxruntime"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return versions
+
+
+def describe() -> dict:
+    """Everything above as one dict (JSON-ready)."""
+    info = cpu_info()
+    return {"cpu": info["cpu"], "cores": info["cores"], "isa": isa_level(),
+            "blas": [f"{b['library']} {b['version']} {b['architecture'] or ''}".strip() for b in blas_libraries()],
+            "blas_mismatch": blas_kernel_mismatch(), "versions": library_versions(),
+            "threads": {k: os.environ.get(k, "unset") for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
+                                                                 "OPENBLAS_CORETYPE")}}
+
+
+def summary_lines() -> list[str]:
+    """Two or three lines naming the machine, for reports and benchmark summaries."""
+    d = describe()
+    lines = [f"machine: {d['cpu']}, {d['cores']} cores, {d['isa']}; BLAS: {'; '.join(d['blas']) or 'none found'}",
+             "versions: " + ", ".join(f"{k} {v}" for k, v in d["versions"].items())
+             + "; " + ", ".join(f"{k}={v}" for k, v in d["threads"].items())]
+    if d["blas_mismatch"]:
+        lines.append(f"note: {d['blas_mismatch']}")
+    return lines

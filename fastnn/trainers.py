@@ -1,0 +1,122 @@
+"""One trainer interface for every training path; ``make_trainer`` picks the path.
+
+A trainer updates a ``NeuralNetwork`` in place from mini-batches of a training ``Dataset``:
+
+- ``run_steps(order, first_step, n_steps, batch_size)``: steps ``first_step`` .. of the epoch
+  whose sample order is ``order`` (n,); returns their losses, (k,) float64, each the batch's
+  mean cross-entropy before that step's update (k < n_steps at the end of the epoch, or where
+  the kernel path met a non-finite loss);
+- ``run_epoch(order, batch_size, on_steps=None)``: the whole epoch in calls of
+  ``STEPS_PER_CALL`` steps (``on_steps(losses)`` after each call: a progress bar, a non-finite
+  check that raises to stop); returns every loss and leaves the model current;
+- ``sync_to_model()``: make ``model.weights``/``biases`` current (a copy back for the torch and
+  JAX comparators; nothing for the others);
+- ``description``: which path runs, for the first lines a command prints.
+
+The paths: ``FusedTrainer`` (``fastnn.fused``: whole steps in compiled code, numba and cython),
+``KernelTrainer`` (below: one backend call per kernel), ``TorchTrainer``
+(``fastnn.torch_baseline``: nn.Module + autograd + torch.optim, the professional baseline) and
+``JaxTrainer`` (``fastnn.jax_baseline``: a benchmark comparator). The training loop in
+``fastnn.train`` never knows which one it runs.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Protocol
+
+import numpy as np
+
+from .data import to_float
+from .timing import phase
+
+__all__ = ["Trainer", "TrainerBase", "KernelTrainer", "make_trainer", "STEPS_PER_CALL"]
+
+STEPS_PER_CALL = 32   # steps per call: a progress bar and Ctrl-C get a turn between calls
+
+
+class Trainer(Protocol):
+    description: str
+
+    def run_steps(self, order: np.ndarray, first_step: int, n_steps: int, batch_size: int) -> np.ndarray: ...
+
+    def run_epoch(self, order: np.ndarray, batch_size: int,
+                  on_steps: Callable[[np.ndarray], None] | None = None) -> np.ndarray: ...
+
+    def sync_to_model(self) -> None: ...
+
+
+class TrainerBase:
+    """``run_epoch`` and ``sync_to_model`` for trainers that define ``run_steps``."""
+
+    description = ""
+
+    def run_epoch(self, order: np.ndarray, batch_size: int,
+                  on_steps: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+        """Every step of the epoch ordered by ``order`` (n,), ``STEPS_PER_CALL`` per call; returns
+        the losses (n_steps,) float64 (fewer if the kernel path stopped at a non-finite loss)."""
+        n_steps = -(-len(order) // batch_size)
+        chunks = []
+        for first in range(0, n_steps, STEPS_PER_CALL):
+            losses = self.run_steps(order, first, STEPS_PER_CALL, batch_size)
+            chunks.append(losses)
+            if on_steps is not None:
+                on_steps(losses)
+            if len(losses) < min(STEPS_PER_CALL, n_steps - first):
+                break
+        self.sync_to_model()
+        return np.concatenate(chunks) if chunks else np.empty(0)
+
+    def sync_to_model(self) -> None:
+        """Nothing to do: the model's arrays are the ones trained."""
+
+
+class KernelTrainer(TrainerBase):
+    """The kernel-by-kernel path: per step, ``model.backward`` (one backend call per kernel) and
+    ``optimizer.step()``. Stops a call early at a non-finite loss (without that step's update)."""
+
+    def __init__(self, model, optimizer, dataset):
+        self.model, self.optimizer, self.dataset = model, optimizer, dataset
+        self.timer = None          # a fastnn.timing.PhaseTimer times the data and optimizer phases
+        self.description = f"kernel by kernel ({model.backend_name})"
+
+    def run_steps(self, order, first_step: int, n_steps: int, batch_size: int) -> np.ndarray:
+        """Train on batches ``first_step`` .. of ``order``; return their losses (stops at a non-finite one)."""
+        losses = []
+        for step in range(first_step, first_step + n_steps):
+            idx = order[step * batch_size:(step + 1) * batch_size]
+            if len(idx) == 0:
+                break
+            with phase(self.timer, "data"):
+                X = to_float(self.dataset.images[idx], self.model.dtype)       # (B, D)
+                y = self.dataset.labels[idx].astype(np.int64)                  # (B,)
+            loss = self.model.backward(X, y)
+            losses.append(loss)
+            if not math.isfinite(loss):
+                break
+            with phase(self.timer, "optimizer"):
+                self.optimizer.step()
+        return np.array(losses)
+
+
+def make_trainer(model, optimizer, dataset, *, fused: bool = True, seed: int = 0, log=print) -> Trainer:
+    """The fastest path that trains ``model`` with ``optimizer`` on ``dataset``.
+
+    PyTorch's own (``TorchTrainer``) for the torch backend; the fused path where the backend
+    has one and it supports the model and optimizer (else it says why once, through ``log``,
+    and trains kernel by kernel); kernel by kernel when ``fused`` is False or the backend has
+    no fused path. ``seed`` seeds torch's generator (its dropout masks).
+    """
+    from .fused import FusedTrainer, fused_unsupported_reason, has_fused_path
+
+    if model.backend_name == "torch":
+        from .torch_baseline import TorchTrainer
+        return TorchTrainer(model, optimizer, dataset, seed=seed)
+    if fused and has_fused_path(model.backend):
+        reason = fused_unsupported_reason(model, optimizer)
+        if reason is None:
+            cached = getattr(model.backend, "fused_path_cached", lambda: True)
+            if not cached():
+                log("note: compiling the Numba kernels for the fused path (first run only, about 15 s)")
+            return FusedTrainer(model, optimizer, dataset)
+        log(f"note: {reason}; training kernel by kernel instead of on the fused path")
+    return KernelTrainer(model, optimizer, dataset)
