@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import socket
 import struct
@@ -29,6 +30,7 @@ from ._io import atomic_write
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dimension
+MAX_IDX_BYTES = 2 ** 31   # a header promising more data than this is refused before anything is allocated
 
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -85,31 +87,45 @@ class DownloadError(RuntimeError):
 
 
 # ---------------------------------------------------------------------- IDX
-def _read_bytes(path: Path) -> bytes:
-    """The file's content, decompressed if it is gzip (by its magic bytes, not its name)."""
+def _open_content(path: Path):
+    """(file object over the decompressed content, is_gzip): gzip is told by its magic bytes."""
     try:
-        raw = path.read_bytes()
+        raw = open(path, "rb")
     except FileNotFoundError:
         raise
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc})") from exc
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
-    return raw
+    if raw.read(2) == b"\x1f\x8b":
+        raw.seek(0)
+        return gzip.GzipFile(fileobj=raw, mode="rb"), True
+    raw.seek(0)
+    return raw, False
 
 
-def parse_idx(content: bytes, source: str = "<bytes>", expected_magic: int | None = None) -> np.ndarray:
-    """Parse IDX bytes into an array; every check names ``source`` in its error.
+def _read_into(f, buffer: memoryview, piece: int = 1 << 20) -> int:
+    """Fill ``buffer`` from ``f`` until it is full or the content ends; returns the bytes read.
+    In 1 MiB pieces: GzipFile decompresses a whole request into a temporary bytes object."""
+    done = 0
+    while done < len(buffer):
+        n = f.readinto(buffer[done:done + piece])
+        if not n:
+            break
+        done += n
+    return done
 
-    IDX format: 2 zero bytes, a type byte (0x08 = uint8), a rank byte, then rank
-    big-endian uint32 sizes, then the data. Only uint8 data is supported.
+
+def _read_idx_stream(f, source: str, expected_magic: int | None = None, digest=None) -> np.ndarray:
+    """Parse IDX content read from the binary file ``f`` straight into one uint8 array (no copy of
+    the content is held): the header is checked first, then the data is read into place. Every
+    check names ``source``. ``digest`` (a hashlib object) is updated with all the content.
+
+    IDX format: 2 zero bytes, a type byte (0x08 = uint8), a rank byte, then rank big-endian
+    uint32 sizes, then the data. Only uint8 data is supported.
     """
-    if len(content) < 4:
-        raise DataError(f"{source}: only {len(content)} bytes, too short for an IDX header")
-    magic = struct.unpack(">I", content[:4])[0]
+    head = f.read(4)
+    if len(head) < 4:
+        raise DataError(f"{source}: only {len(head)} bytes, too short for an IDX header")
+    magic = struct.unpack(">I", head)[0]
     zero, dtype_code, ndim = magic >> 16, (magic >> 8) & 0xFF, magic & 0xFF
     if zero != 0 or dtype_code != 0x08 or ndim == 0:
         raise DataError(f"{source}: bad magic number {magic} (0x{magic:08x}); expected "
@@ -117,27 +133,56 @@ def parse_idx(content: bytes, source: str = "<bytes>", expected_magic: int | Non
     if expected_magic is not None and magic != expected_magic:
         kind = {IMAGES_MAGIC: "images", LABELS_MAGIC: "labels"}.get(expected_magic, "?")
         raise DataError(f"{source}: magic number {magic}, expected {expected_magic} ({kind} file)")
-    header = 4 + 4 * ndim
-    if len(content) < header:
-        raise DataError(f"{source}: truncated header ({len(content)} bytes, need {header})")
-    dims = struct.unpack(f">{ndim}I", content[4:header])
+    sizes = f.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
+        raise DataError(f"{source}: truncated header ({4 + len(sizes)} bytes, need {4 + 4 * ndim})")
+    dims = struct.unpack(f">{ndim}I", sizes)
     expected = int(np.prod(dims, dtype=np.int64))
-    found = len(content) - header
-    if found != expected:
+    if expected > MAX_IDX_BYTES:
+        raise DataError(f"{source}: header says {dims} = {expected:,} bytes of data, more than fastnn reads "
+                        f"({MAX_IDX_BYTES:,})")
+    data = np.empty(expected, dtype=np.uint8)                       # (prod(dims),) filled in place
+    found = _read_into(f, memoryview(data))
+    trailing = 0
+    while chunk := f.read(1 << 16):
+        trailing += len(chunk)
+    if found != expected or trailing:
         what = "truncated" if found < expected else "has trailing bytes"
-        raise DataError(f"{source}: {what}: header says {dims} = {expected} bytes of data, file holds {found}")
-    return np.frombuffer(content, dtype=np.uint8, offset=header).reshape(dims)
+        raise DataError(f"{source}: {what}: header says {dims} = {expected} bytes of data, file holds "
+                        f"{found + trailing}")
+    if digest is not None:
+        digest.update(head)
+        digest.update(sizes)
+        digest.update(memoryview(data))
+    return data.reshape(dims)
+
+
+def parse_idx(content: bytes, source: str = "<bytes>", expected_magic: int | None = None) -> np.ndarray:
+    """Parse IDX bytes into an array; every check names ``source`` in its error (see ``read_idx``)."""
+    return _read_idx_stream(io.BytesIO(content), source, expected_magic)
+
+
+def _read_idx_file(path: Path, expected_magic: int | None = None, digest=None) -> np.ndarray:
+    """``_read_idx_stream`` over a file, gzip'd or raw; gzip errors become DataError naming the file."""
+    f, is_gzip = _open_content(path)
+    with f:
+        try:
+            return _read_idx_stream(f, str(path), expected_magic, digest)
+        except (OSError, EOFError, zlib.error) as exc:
+            if is_gzip:
+                raise DataError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
+            raise DataError(f"{path}: cannot read ({exc})") from exc
 
 
 def read_idx(path, expected_magic: int | None = None) -> np.ndarray:
-    """Read an IDX file (gzip'd or raw) into a read-only uint8 array of the header's shape.
+    """Read an IDX file (gzip'd or raw) into a uint8 array of the header's shape, decompressing
+    straight into the array (peak memory: the data once).
 
     Raises:
         FileNotFoundError: no file at ``path``.
         DataError: corrupt gzip, wrong magic, truncated or over-long data (naming the file).
     """
-    path = Path(path)
-    return parse_idx(_read_bytes(path), str(path), expected_magic)
+    return _read_idx_file(Path(path), expected_magic)
 
 
 def read_images(path) -> np.ndarray:
@@ -259,6 +304,22 @@ class Dataset:
     def subset(self, indices) -> "Dataset":
         return Dataset(self.images[indices], self.labels[indices], self.class_names, self.name)
 
+    def split_in_place(self, first: np.ndarray, second: np.ndarray) -> tuple["Dataset", "Dataset"]:
+        """(rows ``first``, rows ``second``) for two sorted, disjoint index arrays, with no copy of
+        the larger part: ``second`` is copied out, then ``first``'s rows are moved to the front of
+        this dataset's own arrays (in place, in order) and returned as a view. This dataset's
+        rows are overwritten; use it no more. (A plain ``subset`` of both would hold the data
+        twice at the peak.)"""
+        other = self.subset(second)
+        first = np.asarray(first, dtype=np.int64)
+        if first.size and not (np.all(np.diff(first) > 0) and first[0] >= 0 and first[-1] < len(self)):
+            raise ValueError("split_in_place needs sorted, unique, in-range row indices")
+        for start in range(0, first.size, 4096):                   # rows move forward (first[k] >= k):
+            rows = first[start:start + 4096]                       # a block's sources lie at or after it
+            self.images[start:start + rows.size] = self.images[rows]
+            self.labels[start:start + rows.size] = self.labels[rows]
+        return Dataset(self.images[:first.size], self.labels[:first.size], self.class_names, self.name), other
+
     def features(self, indices=None, dtype=np.float32) -> np.ndarray:
         """Rows as float in [0, 1], (n, D); converts only the rows asked for."""
         imgs = self.images if indices is None else self.images[indices]
@@ -297,14 +358,13 @@ def load_dataset(name: str = "mnist", split: str = "train", data_dir=None, verif
     for part in ("images", "labels"):
         kind = f"{SPLITS[split]}-{part}"
         path = fetch_file(info, kind, root)
-        content = _read_bytes(path)
+        digest = hashlib.md5() if verify else None
+        arrays[part] = _read_idx_file(path, IMAGES_MAGIC if part == "images" else LABELS_MAGIC, digest)
         if verify:
-            got, want = _md5(content), info.files[kind][1]
+            got, want = digest.hexdigest(), info.files[kind][1]
             if got != want:
                 raise DataError(f"{path}: checksum mismatch (MD5 of decompressed content {got}, expected {want}); "
                                 f"delete the file to download it again")
-        magic = IMAGES_MAGIC if part == "images" else LABELS_MAGIC
-        arrays[part] = parse_idx(content, str(path), magic)
     if arrays["labels"].size and arrays["labels"].max() >= len(info.classes):
         raise DataError(f"{name} {split}: label {int(arrays['labels'].max())} out of range")
     return Dataset(arrays["images"], arrays["labels"], info.classes, f"{name}/{split}")

@@ -106,17 +106,20 @@ def images_to_csr(images: np.ndarray):
     flat = images.reshape(images.shape[0], -1)                      # (n, D)
     if flat.shape[1] > MAX_FEATURES:
         raise ValueError(f"{flat.shape[1]} features: the fused path takes at most {MAX_FEATURES}")
+    chunk = 2048                                                    # rows at a time: small temporaries
     indptr = np.zeros(flat.shape[0] + 1, dtype=np.int64)
-    indices, pixels = [], []
-    for start in range(0, flat.shape[0], 4096):                     # in chunks: no (n, D) bool copy
-        block = flat[start:start + 4096]                            # (b, D)
-        rows, cols = np.nonzero(block)                              # row-major: row by row
-        np.cumsum(np.bincount(rows, minlength=block.shape[0]), out=indptr[start + 1:start + 1 + block.shape[0]])
-        indptr[start + 1:start + 1 + block.shape[0]] += indptr[start]
-        indices.append(cols.astype(np.uint16))
-        pixels.append(block[rows, cols])
-    cat = np.concatenate
-    return indptr, (cat(indices) if indices else np.zeros(0, np.uint16)), (cat(pixels) if pixels else np.zeros(0, np.uint8))
+    for start in range(0, flat.shape[0], chunk):                    # pass 1: non-zeros per row
+        indptr[start + 1:start + 1 + chunk] = np.count_nonzero(flat[start:start + chunk], axis=1)
+    np.cumsum(indptr, out=indptr)
+    indices = np.empty(indptr[-1], dtype=np.uint16)                 # (nnz,)
+    pixels = np.empty(indptr[-1], dtype=np.uint8)                   # (nnz,)
+    for start in range(0, flat.shape[0], chunk):                    # pass 2: fill in place, row by row
+        block = flat[start:start + chunk]                           # (b, D)
+        rows, cols = np.nonzero(block)                              # row-major order
+        lo, hi = indptr[start], indptr[min(start + chunk, flat.shape[0])]
+        indices[lo:hi] = cols
+        pixels[lo:hi] = block[rows, cols]
+    return indptr, indices, pixels
 
 
 def _num_threads(backend) -> int:
@@ -164,7 +167,10 @@ REGIONS = ("region 1 (by parameters: gradients + update, layer-0 forward)",
 def row_bounds_by_nonzeros(indices: np.ndarray, n_rows: int, n_threads: int) -> np.ndarray:
     """(T+1,) int64: thread t owns rows [b[t], b[t+1]) of W0 (pixels), chosen so that each
     thread's pixels hold about the same share of the training set's non-zeros (its work)."""
-    cum = np.concatenate([[0], np.cumsum(np.bincount(indices, minlength=n_rows))])   # (D+1,) non-zeros in rows < b
+    counts = np.zeros(n_rows, dtype=np.int64)                        # non-zeros per row, in pieces:
+    for start in range(0, indices.size, 1 << 20):                    # bincount copies to int64 first
+        counts += np.bincount(indices[start:start + (1 << 20)], minlength=n_rows)
+    cum = np.concatenate([[0], np.cumsum(counts)])                   # (D+1,) non-zeros in rows < b
     if cum[-1] == 0:
         return (np.arange(n_threads + 1) * n_rows // n_threads).astype(np.int64)
     targets = cum[-1] * np.arange(1, n_threads) / n_threads

@@ -87,11 +87,13 @@ def library_versions() -> dict:
     """Versions of the libraries whose speed is compared (those installed)."""
     from . import __version__
 
+    from importlib.metadata import PackageNotFoundError, version
+
     versions = {"fastnn": __version__, "python": platform.python_version(), "numpy": np.__version__}
-    for name in ("numba", "scipy", "torch", "jax", "onnxruntime"):
+    for name in ("numba", "scipy", "torch", "jax", "jaxlib", "onnxruntime"):
         try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
+            versions[name] = version(name)            # read from the metadata: nothing is imported
+        except PackageNotFoundError:
             pass
     return versions
 

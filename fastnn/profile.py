@@ -5,11 +5,15 @@ stats: ``python -m pstats`` or ``snakeviz`` open it) and ``plots/profile_<backen
 phase breakdown). Three passes over the same data, each from the same initial weights:
 
 1. timed: the trainer the main job uses (fused path for numba/cython, ``nn.Module`` for torch,
-   kernel by kernel otherwise) with the trainer's own phase timers on;
-2. for numba, cython and torch, the kernel-by-kernel path of the same backend, timed by phase
-   and by kernel: their main path is one compiled call (or autograd) that the timers and
-   cProfile cannot see inside, so this is where its split comes from;
+   kernel by kernel otherwise) with its phase timers on. The fused kernels time themselves
+   from the inside (``FusedTrainer.profile``): layer-0 sparse forward, each dense layer's
+   forward and backward, softmax cross-entropy, each layer's weight gradient with its
+   optimizer update, the wait at the end of the parallel regions, the Python between calls;
+2. for torch, fastnn's kernel-by-kernel path on the torch kernels, timed by phase and by
+   kernel, since autograd hides its kernels from the timers;
 3. under cProfile (which slows Python-heavy code; its times are for ranking functions only).
+
+The report names the machine (CPU, ISA, BLAS kernels, versions) and the peak resident memory.
 """
 from __future__ import annotations
 
@@ -18,7 +22,6 @@ import cProfile
 import io
 import marshal
 import os
-import platform
 import pstats
 import sys
 import time
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import machine
 from ._io import atomic_write
 from .backends import BackendUnavailable, backend_names, get_backend
 from .data import DATASETS, DataError, DownloadError, load_dataset
@@ -34,50 +37,56 @@ from .model import NeuralNetwork
 from .optim import make_optimizer
 from .timing import PhaseTimer, TimedBackend
 from .train import TrainConfig
-from .trainers import STEPS_PER_CALL, KernelTrainer, make_trainer
+from .fused import FusedTrainer
+from .trainers import KernelTrainer, make_trainer
 
 PHASES = ("data", "forward", "loss", "backward", "optimizer")
 REFERENCE_DEFAULT_LIMIT = 1000   # a full epoch of Python loops would take about 15 minutes
 
 
-def machine_description() -> dict:
-    """CPU model, core count, and the library versions that matter for speed."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "fastnn": __version__}
-    for lib in ("numba", "torch", "scipy"):
-        try:
-            info[lib] = __import__(lib).__version__
-        except ImportError:
-            pass
-    info["threads"] = {k: os.environ.get(k, "unset") for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
-    return info
-
-
 def run_epochs(trainer, n: int, epochs: int, batch_size: int, seed: int, timer: PhaseTimer | None = None,
                label: str = "train") -> float:
-    """Train ``epochs`` epochs in calls of STEPS_PER_CALL steps (as the trainer does); return seconds."""
+    """Train ``epochs`` epochs (``trainer.run_epoch``, as the training command does); return seconds.
+    With ``timer`` and a ``label``, each call into a compiled or torch trainer is timed as ``label``."""
     rng = np.random.default_rng([seed, 1])
-    n_steps = -(-n // batch_size)
     t0 = time.perf_counter()
     for _ in range(epochs):
         order = rng.permutation(n)
-        for first in range(0, n_steps, STEPS_PER_CALL):
-            if timer is not None and not isinstance(trainer, KernelTrainer) and label:
+        if timer is not None and not isinstance(trainer, KernelTrainer) and label:
+            original = trainer.run_steps
+
+            def timed(*args, original=original):
                 with timer.phase(label):
-                    trainer.run_steps(order, first, STEPS_PER_CALL, batch_size)
-            else:
-                trainer.run_steps(order, first, STEPS_PER_CALL, batch_size)
-    if hasattr(trainer, "sync_to_model"):
-        trainer.sync_to_model()
+                    return original(*args)
+
+            trainer.run_steps = timed
+            try:
+                trainer.run_epoch(order, batch_size)
+            finally:
+                del trainer.run_steps
+        else:
+            trainer.run_epoch(order, batch_size)
     return time.perf_counter() - t0
+
+
+def fused_phase_rows(trainer, total: float) -> list[tuple[str, float]]:
+    """(phase, seconds) from the fused kernels' own timers (mean over threads), plus the time the
+    threads wait at the end of the parallel regions and the Python between calls."""
+    seconds = trainer.phase_seconds()
+    walls = {k: v for k, v in seconds.items() if k.startswith("wall: ")}
+    rows = [(k, v) for k, v in seconds.items() if not k.startswith("wall: ")]
+    busy = sum(v for _, v in rows)
+    rows.append(("waiting at the end of a parallel region (imbalance, fork/join)", max(0.0, sum(walls.values()) - busy)))
+    rows.append(("python between the compiled calls (dropout masks, bookkeeping)", max(0.0, total - sum(walls.values()))))
+    return rows
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MB (``getrusage``; Linux reports KiB)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 if sys.platform != "darwin" else peak / 2 ** 20
 
 
 def _fresh(cfg: TrainConfig, layer_sizes, train_set, fused: bool | None = None):
@@ -120,7 +129,7 @@ def _table(rows, total: float, calls: dict | None = None) -> str:
         extra = ""
         if calls and calls.get(name):
             extra = f"  {calls[name]:8d} calls  {1e6 * sec / calls[name]:10.1f} us/call"
-        lines.append(f"  {name:<50s} {sec:9.3f} s  {100 * sec / total:6.1f} %{extra}")
+        lines.append(f"  {name:<66s} {sec:9.3f} s  {100 * sec / total:6.1f} %{extra}")
     return "\n".join(lines)
 
 
@@ -165,12 +174,13 @@ def profile(backend: str, dataset: str = "mnist", epochs: int = 1, limit: int | 
     out_dir, plots_dir = Path(out_dir), Path(plots_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    # 1. the main path, timed by the trainer's own phases
+    # 1. the main path, timed by the trainer's own phases (the fused kernels: their own timers)
     model, trainer = _fresh(cfg, layer_sizes, train_set)
-    path_name = {"FusedTrainer": "fused path (compiled steps)", "KernelTrainer": "kernel by kernel",
-                 "TorchTrainer": "torch.nn + autograd + torch.optim"}[type(trainer).__name__]
-    if type(trainer).__name__ == "FusedTrainer":      # compile / load the kernels outside the timing
+    path_name = trainer.description
+    fused = isinstance(trainer, FusedTrainer)
+    if fused:                                        # compile / load the kernels outside the timing
         run_epochs(_fresh(cfg, layer_sizes, train_set.subset(slice(0, 256)))[1], 256, 1, batch_size, seed)
+        trainer.profile = True
     log(f"profiling {backend} ({path_name}) on {n} {dataset} samples, {epochs} epoch(s)")
     timer = PhaseTimer()
     if isinstance(trainer, KernelTrainer):
@@ -178,17 +188,13 @@ def profile(backend: str, dataset: str = "mnist", epochs: int = 1, limit: int | 
         model.backend = TimedBackend(model.backend, timer)
     elif hasattr(trainer, "timer"):
         trainer.timer = timer
-    main_total = run_epochs(trainer, n, epochs, batch_size, seed, timer,
-                            label="fused steps (compiled)" if path_name.startswith("fused") else "")
-    main_rows = (_phase_rows(timer, main_total) if "fused steps (compiled)" not in timer.seconds else
-                 [("fused steps (compiled)", timer.seconds["fused steps (compiled)"]),
-                  ("python overhead (loop outside the compiled calls)",
-                   max(0.0, main_total - timer.seconds["fused steps (compiled)"]))])
+    main_total = run_epochs(trainer, n, epochs, batch_size, seed)
+    main_rows = fused_phase_rows(trainer, main_total) if fused else _phase_rows(timer, main_total)
     kernel_rows = _kernel_rows(timer)
 
-    # 2. the kernel path of the same backend, when the main path hides its split
+    # 2. torch's autograd hides its kernels: time fastnn's kernel path on the torch kernels too
     split = None
-    if not isinstance(trainer, KernelTrainer):
+    if backend == "torch":
         log("timing the kernel-by-kernel path for the phase and kernel split")
         split_total, split_timer = timed_kernel_path(cfg, layer_sizes, train_set, epochs)
         split = (split_total, split_timer)
@@ -207,7 +213,6 @@ def profile(backend: str, dataset: str = "mnist", epochs: int = 1, limit: int | 
 
     # the report
     steps = epochs * -(-n // batch_size)
-    machine = machine_description()
     lines = [
         f"fastnn profile: backend {backend}, {path_name}",
         "",
@@ -215,14 +220,13 @@ def profile(backend: str, dataset: str = "mnist", epochs: int = 1, limit: int | 
         f"run:     {dataset} train, {n} samples{' (--limit)' if limit else ''}, {epochs} epoch(s), batch {batch_size}, "
         f"{steps} steps, layers {'-'.join(map(str, layer_sizes))}, {cfg.optimizer} lr {cfg.lr} "
         f"weight decay {cfg.weight_decay}, float32, seed {seed}",
-        f"machine: {machine['cpu']}, {machine['cores']} cores; threads "
-        + ", ".join(f"{k}={v}" for k, v in machine["threads"].items()),
-        "         " + ", ".join(f"{k} {v}" for k, v in machine.items() if k not in ("cpu", "cores", "threads")),
+        *machine.summary_lines(),
         "",
         f"total: {main_total:.3f} s for {epochs} epoch(s): {1e6 * main_total / (n * epochs):.1f} us per sample, "
-        f"{1e3 * main_total / steps:.3f} ms per step",
+        f"{1e3 * main_total / steps:.3f} ms per step; peak resident memory {peak_rss_mb():.0f} MB",
         "",
-        f"time by phase ({path_name}; the trainer's own timers):",
+        (f"time by phase ({path_name}; the fused kernels' own timers, mean of the threads, read only when "
+         f"profiling):" if fused else f"time by phase ({path_name}; the trainer's own timers):"),
         _table(main_rows, main_total, timer.calls),
     ]
     if kernel_rows:
@@ -241,13 +245,8 @@ def profile(backend: str, dataset: str = "mnist", epochs: int = 1, limit: int | 
     txt_path = out_dir / f"{backend}.txt"
     with atomic_write(txt_path, "w") as f:
         f.write("\n".join(lines))
-    if split is None or backend == "torch":          # the main path's own phases
-        plot_rows, plot_total, what = main_rows, main_total, path_name
-    else:                                            # the fused call is opaque: show the kernel path's split
-        plot_rows = _phase_rows(split[1], split[0]) + [("fused path: the whole epoch", main_total)]
-        plot_total, what = split[0], "kernel-by-kernel path, and the fused path's total"
-    plot_phases(plot_rows, plot_total, plots_dir / f"profile_{backend}.png",
-                f"{backend}: one epoch by phase ({what}), {n} samples, batch {batch_size}")
+    plot_phases(main_rows, main_total, plots_dir / f"profile_{backend}.png",
+                f"{backend}: one epoch by phase ({path_name}), {n} samples, batch {batch_size}")
     log(f"wrote {txt_path}, {prof_path}, {plots_dir / f'profile_{backend}.png'}")
     return txt_path
 

@@ -114,14 +114,13 @@ def prepare_data(cfg: TrainConfig):
     if cfg.test_limit:
         test = test.subset(slice(0, cfg.test_limit))
     train_idx, val_idx = train_val_split(full.labels, cfg.val_split, cfg.seed)
-    return full.subset(train_idx), full.subset(val_idx), test
+    train_set, val_set = full.split_in_place(train_idx, val_idx)   # no second copy of the pixels
+    return train_set, val_set, test
 
 
 def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     """Run one training job as configured; return the metrics dict (also written to disk)."""
     from tqdm.auto import tqdm
-
-    from .plotting import plot_learning_curves
 
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg.dataset, cfg.backend)
     out.mkdir(parents=True, exist_ok=True)
@@ -197,6 +196,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
             status = "non-finite loss"
             log(f"stopped: {exc}")
     total_time = time.perf_counter() - t_start
+    del trainer                                   # its copy of the data (the fused path's CSR) is done
 
     if best_epoch:
         best = NeuralNetwork.load(best_model_path, backend=cfg.backend)
@@ -216,6 +216,8 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     }
     write_json(metrics, out / "metrics.json")
     if history:
+        from .plotting import plot_learning_curves    # matplotlib only now: ~20 MB less during training
+
         plot_learning_curves(history, out / "learning_curves.png",
                              f"{cfg.dataset}, {'-'.join(map(str, layer_sizes))}, backend {cfg.backend}")
     log(f"wrote {out}/{{best_model.npz, history.csv, learning_curves.png, metrics.json}}")
