@@ -4,13 +4,20 @@
     OMP_NUM_THREADS=2 python -m fastnn.benchmarks_report RESULTS.json
 
 writes ``plots/benchmark_kernels.png`` (median time per kernel and size, per backend, log
-scale), ``plots/benchmark_epoch.png`` (one MNIST epoch per backend, as a ratio to torch) and
-``plots/roofline.png``: achieved GFLOP/s of each backend's matmuls and training step against
-this machine's ceilings, which the command measures itself (run it on the machine that ran
-the benchmarks, with the same thread settings):
+scale), ``plots/benchmark_epoch.png`` (one MNIST epoch per trainer, as a ratio to torch and to
+JAX) and ``plots/roofline.png``: achieved GFLOP/s of each backend's matmuls and training
+steps against this machine's ceilings, which the command measures itself (run it on the
+machine that ran the benchmarks, with the same thread settings):
 
-- compute: the best float32 GEMM rate numpy's BLAS reaches (2048 x 2048 x 2048, best of 5);
+- arithmetic: fastnn's own FMA-throughput loop (``kernels/fma_peak.h``: independent fused
+  multiply-adds on the widest vectors the compiler targets) on every thread at once;
+- practical sgemm: the best float32 GEMM rate (2048^3, best of 3) of every BLAS at hand:
+  numpy's (OpenBLAS), torch's, JAX's (XLA) and ONNX Runtime's (MLAS), each named;
 - memory: the best copy bandwidth of a 256 MB array (read + write bytes, best of 5).
+
+One library alone is no ceiling: OpenBLAS may not recognise a new CPU and run older kernels
+(``fastnn.machine.blas_kernel_mismatch``); ``--coretypes`` also times numpy's sgemm under
+each ``OPENBLAS_CORETYPE`` worth trying on this CPU, in fresh processes.
 
 A point's arithmetic intensity is its FLOP count over the bytes it must at least move
 (inputs and outputs once, float32); for a training step, the parameters five times (read
@@ -21,43 +28,144 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-BACKEND_ORDER = ["reference", "numpy", "numba-kernels", "numba", "cython", "torch"]
+BACKEND_ORDER = ["reference", "numpy", "numba-kernels", "numba", "numba-timers", "cython", "cython-timers", "torch",
+                 "jax-step", "jax-scan"]
 COLORS = {"reference": "tab:gray", "numpy": "tab:blue", "numba-kernels": "tab:cyan", "numba": "tab:orange",
-          "cython": "tab:green", "torch": "tab:red"}
+          "numba-timers": "moccasin", "cython": "tab:green", "cython-timers": "palegreen", "torch": "tab:red",
+          "jax-step": "plum", "jax-scan": "tab:purple"}
 LAYERS = [784, 128, 64, 10]
 
 
-def measure_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """Best float32 GEMM rate of numpy's BLAS on this machine, GFLOP/s."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    a @ b
+def _best_time(fn, repeats: int) -> float:
+    fn()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        a @ b
+        fn()
         best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+    return best
+
+
+def measure_fma_peak(threads: int | None = None, seconds: float = 0.5) -> float | None:
+    """GFLOP/s of fastnn's FMA-throughput loop on ``threads`` threads at once (best of 3), or None
+    without the compiled Cython kernels."""
+    try:
+        from .backends import _cython_kernels as ck
+    except ImportError:
+        return None
+    threads = threads or int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    sec, flops, _ = ck.fma_peak(1_000_000, threads)
+    iterations = max(1_000_000, int(1_000_000 * seconds / max(sec, 1e-6)))
+    return max(flops / sec / 1e9 for sec, flops, _ in (ck.fma_peak(iterations, threads) for _ in range(3)))
+
+
+def measure_sgemm_peaks(n: int = 2048, repeats: int = 3) -> dict[str, float]:
+    """{library: GFLOP/s} of a float32 n x n x n GEMM (best of ``repeats``) for each BLAS at hand."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    flop = 2 * n ** 3
+    peaks = {"numpy (OpenBLAS)": flop / _best_time(lambda: a @ b, repeats) / 1e9}
+    try:
+        import torch
+
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        peaks[f"torch {torch.__version__.split('+')[0]}"] = flop / _best_time(lambda: ta @ tb, repeats) / 1e9
+    except ImportError:
+        pass
+    try:
+        import jax
+        import jax.numpy as jnp
+
+        ja, jb = jnp.asarray(a), jnp.asarray(b)
+        matmul = jax.jit(lambda x, y: x @ y)
+        peaks[f"JAX {jax.__version__} (XLA)"] = flop / _best_time(lambda: matmul(ja, jb).block_until_ready(),
+                                                                  repeats) / 1e9
+    except ImportError:
+        pass
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+
+        graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"])], "sgemm",
+                                  [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n]),
+                                   helper.make_tensor_value_info("B", TensorProto.FLOAT, [n, n])],
+                                  [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8                     # what every onnxruntime since 1.10 reads (onnx may write newer)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        peaks[f"ONNX Runtime {ort.__version__} (MLAS)"] = flop / _best_time(
+            lambda: session.run(None, {"A": a, "B": b}), repeats) / 1e9
+    except ImportError:
+        pass
+    return peaks
+
+
+CORETYPE_SCRIPT = """
+import sys, time, numpy as np
+from threadpoolctl import threadpool_info
+arch = [i.get("architecture") for i in threadpool_info() if i.get("internal_api") == "openblas"][0]
+out = [arch]
+for n in (2048, 64):
+    a = np.ones((n, 128 if n == 64 else n), np.float32); b = np.ones((a.shape[1], n), np.float32)
+    reps = 5 if n > 64 else 20000
+    a @ b
+    best = 1e9
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(reps if n == 64 else 1):
+            a @ b
+        best = min(best, (time.perf_counter() - t0) / (reps if n == 64 else 1))
+    out.append(2 * a.shape[0] * a.shape[1] * b.shape[1] / best / 1e9)
+print(*out)
+"""
+
+
+def coretype_candidates() -> list[str]:
+    """OPENBLAS_CORETYPE values worth timing on this CPU (by its ISA)."""
+    from .machine import isa_level
+
+    isa = isa_level()
+    if isa == "AVX-512":
+        return ["", "Haswell", "SkylakeX", "Zen"]
+    if isa == "AVX2":
+        return ["", "Haswell", "Zen", "Sandybridge"]
+    return [""]
+
+
+def measure_coretypes() -> list[tuple[str, str, float, float]]:
+    """(OPENBLAS_CORETYPE or "(default)", kernels OpenBLAS chose, sgemm 2048^3 GFLOP/s, sgemm
+    64x128 @ 128x64 GFLOP/s) for each candidate, each in a fresh process (the variable is read
+    when OpenBLAS loads)."""
+    rows = []
+    for coretype in coretype_candidates():
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+        if coretype:
+            env["OPENBLAS_CORETYPE"] = coretype
+        done = subprocess.run([sys.executable, "-c", CORETYPE_SCRIPT], env=env, capture_output=True, text=True)
+        if done.returncode != 0 or not done.stdout.split():
+            continue
+        arch, big, small = done.stdout.split()
+        rows.append((coretype or "(default)", arch, float(big), float(small)))
+    return rows
 
 
 def measure_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> float:
     """Best copy bandwidth (bytes read + written) of a large float32 array, GB/s."""
     src = np.ones(megabytes * 2 ** 20 // 4, dtype=np.float32)
     dst = np.empty_like(src)
-    np.copyto(dst, src)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        np.copyto(dst, src)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * src.nbytes / best / 1e9
+    return 2 * src.nbytes / _best_time(lambda: np.copyto(dst, src), repeats) / 1e9
 
 
 def load_results(path) -> list[dict]:
@@ -76,6 +184,12 @@ def load_results(path) -> list[dict]:
     rows = []
     for b in data["benchmarks"]:
         extra = b.get("extra_info", {})
+        if "interleaved" in extra:                # one test timed every trainer, round by round
+            group = (b.get("group") or "").replace(", interleaved", "")
+            for name, r in extra["interleaved"].items():
+                rows.append({"group": group, "name": f"{b['name']}[{name}]", "median_s": r["median_s"],
+                             "min_s": r["min_s"], "backend": name, "flop": extra.get("flop"), "gflops": r["gflops"]})
+            continue
         rows.append({"group": b.get("group") or "", "name": b["name"], "median_s": b["stats"]["median"],
                      "min_s": b["stats"]["min"], "backend": extra.get("backend"), **extra})
     if not rows:
@@ -121,26 +235,33 @@ def plot_kernels(rows, path) -> None:
     save_figure(fig, path)
 
 
-def plot_epoch(rows, path) -> list[tuple[str, float, float]]:
-    """Bar chart of the epoch benchmark; returns (backend, median s, ratio to torch)."""
+def plot_epoch(rows, path) -> list[tuple[str, float, float, float | None]]:
+    """Bar chart of the epoch benchmark; returns (trainer, median s, ratio to torch, ratio to jax-scan)."""
     from .plotting import plt, save_figure
 
     epoch = {r["backend"]: r for r in rows if r["group"].startswith("epoch")}
     if not epoch:
         raise ValueError("the results have no epoch benchmark (benchmarks/test_training.py::test_epoch)")
-    backends = _order(epoch)
-    base = epoch.get("torch", epoch[backends[0]])["median_s"]
-    table = [(b, epoch[b]["median_s"], epoch[b]["median_s"] / base) for b in backends]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    bars = ax.bar(backends, [m for _, m, _ in table], color=[COLORS.get(b) for b in backends])
-    err = [[m - epoch[b]["min_s"] for b, m, _ in table], [0] * len(table)]
-    ax.errorbar(backends, [m for _, m, _ in table], yerr=err, fmt="none", ecolor="black", capsize=3)
-    for bar, (_, m, ratio) in zip(bars, table):
-        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{m:.3f} s\n{ratio:.2f}x torch",
-                ha="center", va="bottom", fontsize=8)
-    ax.set_ylabel("seconds per epoch (median; bar down to the min)")
-    ax.set_ylim(0, max(m for _, m, _ in table) * 1.3)
-    ax.set_title("One MNIST epoch (60,000 samples, batch 64, 784-128-64-10, SGD momentum)", fontsize=10)
+    names = _order(epoch)
+    base = epoch.get("torch", epoch[names[0]])["median_s"]
+    jax = epoch["jax-scan"]["median_s"] if "jax-scan" in epoch else None
+    table = [(b, epoch[b]["median_s"], epoch[b]["median_s"] / base, epoch[b]["median_s"] / jax if jax else None)
+             for b in names]
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(names)), 4.5))
+    bars = ax.bar(names, [m for _, m, _, _ in table], color=[COLORS.get(b) for b in names])
+    err = [[m - epoch[b]["min_s"] for b, m, _, _ in table], [0] * len(table)]
+    ax.errorbar(names, [m for _, m, _, _ in table], yerr=err, fmt="none", ecolor="black", capsize=3)
+    for bar, (_, m, ratio, to_jax) in zip(bars, table):
+        text = f"{m:.3f} s\n{ratio:.2f}x torch" + (f"\n{to_jax:.2f}x jax-scan" if to_jax else "")
+        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), text, ha="center", va="bottom", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds per epoch (median, log; bar down to the min)")
+    ax.set_ylim(min(m for _, m, _, _ in table) * 0.5, max(m for _, m, _, _ in table) * 4)
+    ax.tick_params(axis="x", labelsize=8, rotation=20)
+    from .machine import cpu_info, isa_level
+
+    ax.set_title(f"One MNIST epoch (60,000 samples, batch 64, 784-128-64-10, SGD momentum)\n"
+                 f"{cpu_info()['cpu']}, {cpu_info()['cores']} cores, {isa_level()}", fontsize=9)
     save_figure(fig, path)
     return table
 
@@ -164,8 +285,10 @@ def _shape_from_group(group: str):
     return m, k, n
 
 
-def plot_roofline(rows, peak: float, bandwidth: float, path) -> list[tuple[str, str, float, float]]:
-    """Roofline plot; returns (what, backend, intensity, GFLOP/s) per point."""
+def plot_roofline(rows, ceilings: dict[str, float], bandwidth: float, path) -> list[tuple[str, str, float, float]]:
+    """Roofline plot against the measured ``ceilings`` ({label: GFLOP/s}, highest first: the
+    arithmetic limit, then the best sgemm) and ``bandwidth`` (GB/s); returns (what, backend,
+    intensity, GFLOP/s) per point."""
     from .plotting import plt, save_figure
 
     points = []
@@ -179,8 +302,9 @@ def plot_roofline(rows, peak: float, bandwidth: float, path) -> list[tuple[str, 
             points.append((r["group"], r["backend"], ai, r["gflops"]))
     fig, ax = plt.subplots(figsize=(9, 6))
     xs = np.logspace(-1, 3, 200)
-    ax.plot(xs, np.minimum(peak, bandwidth * xs), color="black", lw=2)
-    ax.text(xs[-1], peak * 1.08, f"sgemm peak {peak:.0f} GFLOP/s (numpy BLAS, measured)", ha="right", fontsize=8)
+    for (label, peak), style in zip(ceilings.items(), ("-", "--", ":")):
+        ax.plot(xs, np.minimum(peak, bandwidth * xs), color="black", lw=1.8, ls=style)
+        ax.text(xs[-1], peak * 1.06, f"{label}: {peak:.0f} GFLOP/s", ha="right", fontsize=8)
     ax.text(0.12, bandwidth * 0.12 * 1.5, f"memory {bandwidth:.0f} GB/s (copy, measured)", fontsize=8, rotation=28)
     markers = {"matmul": "o", "training step": "s", "epoch": "D"}
     for what, backend, ai, gflops in points:
@@ -195,7 +319,10 @@ def plot_roofline(rows, peak: float, bandwidth: float, path) -> list[tuple[str, 
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP per byte moved at least once)")
     ax.set_ylabel("achieved GFLOP/s")
-    ax.set_title("Roofline: matmuls (all sizes) and training steps / epochs (dense-equivalent FLOPs)", fontsize=10)
+    from .machine import cpu_info, isa_level
+
+    ax.set_title(f"Roofline: matmuls (all sizes) and training steps / epochs (dense-equivalent FLOPs)\n"
+                 f"{cpu_info()['cpu']}, {cpu_info()['cores']} cores, {isa_level()}", fontsize=9)
     ax.legend(fontsize=8, ncol=2, loc="lower right")
     ax.grid(which="both", alpha=0.3)
     save_figure(fig, path)
@@ -207,10 +334,14 @@ def main(argv=None) -> int:
         prog="python -m fastnn.benchmarks_report",
         description="Turn a pytest-benchmark JSON (pytest benchmarks --benchmark-only --benchmark-json=FILE) into "
                     "plots/benchmark_kernels.png, plots/benchmark_epoch.png and plots/roofline.png; measures this "
-                    "machine's sgemm peak and memory bandwidth for the roofline.",
+                    "machine's FMA limit, the best sgemm of the BLAS libraries at hand and the memory bandwidth "
+                    "for the roofline.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("results", help="the JSON file pytest-benchmark wrote")
-    p.add_argument("--plots-dir", default="plots")
+    p.add_argument("--plots-dir", default="plots", help="where the three figures go")
+    p.add_argument("--coretypes", action="store_true",
+                   help="also time numpy's sgemm under each OPENBLAS_CORETYPE worth trying on this CPU "
+                        "(fresh processes; about 20 s)")
     args = p.parse_args(argv)
     try:
         rows = load_results(args.results)
@@ -218,10 +349,31 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.plots_dir)
-    print("measuring this machine's ceilings ...")
-    peak, bandwidth = measure_peak_gflops(), measure_bandwidth_gbs()
-    print(f"sgemm peak (numpy BLAS, 2048^3 float32, best of 5): {peak:.1f} GFLOP/s")
+    from .machine import blas_kernel_mismatch, summary_lines
+
+    print("\n".join(summary_lines()))
+    print("\nmeasuring this machine's ceilings ...")
+    threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    fma = measure_fma_peak(threads)
+    sgemm = measure_sgemm_peaks()
+    bandwidth = measure_bandwidth_gbs()
+    if fma:
+        print(f"arithmetic limit (fastnn's FMA loop, kernels/fma_peak.h, {threads} threads): {fma:.1f} GFLOP/s")
+    for lib, gflops in sorted(sgemm.items(), key=lambda kv: -kv[1]):
+        print(f"sgemm 2048^3 float32, best of 3, {lib}: {gflops:.1f} GFLOP/s")
     print(f"memory bandwidth (256 MB copy, best of 5): {bandwidth:.1f} GB/s")
+    if args.coretypes:
+        print("\nnumpy's sgemm under each OPENBLAS_CORETYPE (fresh processes):")
+        for coretype, arch, big, small in measure_coretypes():
+            print(f"  {coretype:<12s} kernels {arch:<12s} 2048^3 {big:7.1f} GFLOP/s   64x128 @ 128x64 {small:6.1f} GFLOP/s")
+    mismatch = blas_kernel_mismatch()
+    if mismatch:
+        print(f"\nnote: {mismatch}")
+    best_lib, best = max(sgemm.items(), key=lambda kv: kv[1])
+    ceilings = {}
+    if fma:
+        ceilings[f"FMA limit (fastnn's loop, {threads} threads)"] = fma
+    ceilings[f"best sgemm ({best_lib})"] = best
     plot_kernels(rows, out / "benchmark_kernels.png")
     try:
         table = plot_epoch(rows, out / "benchmark_epoch.png")
@@ -229,12 +381,14 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print("\none MNIST epoch (median):")
-    for backend, median, ratio in table:
-        print(f"  {backend:>14s}  {median:8.3f} s  {ratio:5.2f} x torch")
-    points = plot_roofline(rows, peak, bandwidth, out / "roofline.png")
-    print("\nroofline points (GFLOP/s, share of the sgemm peak):")
+    for name, median, ratio, to_jax in table:
+        print(f"  {name:>14s}  {median:8.3f} s  {ratio:5.2f} x torch" + (f"  {to_jax:5.2f} x jax-scan" if to_jax else ""))
+    points = plot_roofline(rows, ceilings, bandwidth, out / "roofline.png")
+    print(f"\nroofline points (GFLOP/s; share of the best sgemm, {best:.0f} GFLOP/s"
+          + (f", and of the FMA limit, {fma:.0f}" if fma else "") + "):")
     for what, backend, ai, gflops in sorted(points, key=lambda p: (p[0], p[1])):
-        print(f"  {what:<42s} {backend:>14s}  AI {ai:7.2f}  {gflops:8.2f} GFLOP/s  {100 * gflops / peak:5.1f}%")
+        print(f"  {what:<42s} {backend:>14s}  AI {ai:7.2f}  {gflops:8.2f} GFLOP/s  {100 * gflops / best:5.1f}%"
+              + (f"  {100 * gflops / fma:5.1f}%" if fma else ""))
     print(f"\nwrote {out / 'benchmark_kernels.png'}, {out / 'benchmark_epoch.png'}, {out / 'roofline.png'}")
     return 0
 

@@ -55,7 +55,7 @@ csc_ptr, csc_sample, csc_value, scratch, act, drop_mask, opt, hyper, t0, losses,
 - ``prof`` (T+1, 2 + 3L) int64 cycle counts added to (``PROFILE_PHASES``), or (0, 0): no timers.
 
 A backend's optional fused interface: ``fused_steps`` as above, ``ACT_CODES`` (activation name
--> code; ``fastnn.backends.fused_codes``), ``num_threads()`` (the T it runs), and, for the
+-> code, from ``fastnn.backends.fused_codes``), ``num_threads()`` (the T it runs), and, for the
 profile, ``read_cycles()`` and ``cycles_per_second()`` (its cycle counter's rate).
 """
 from __future__ import annotations
@@ -65,6 +65,7 @@ import os
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from .backends.fused_codes import OPT_CODES
 from .optim import SGD, Adam
 from .trainers import TrainerBase
 
@@ -249,14 +250,14 @@ class FusedTrainer(TrainerBase):
         m.grad_weights = m.grad_biases = None          # the fused path does not keep them
         unused = np.zeros(1, dtype=m.dtype)
         if isinstance(opt, SGD):
-            self._opt = 1 if opt.momentum else 0
+            self._opt = OPT_CODES["momentum" if opt.momentum else "sgd"]
             if opt.momentum:
                 self.state1, opt.velocity = flat_views(opt.velocity)
             else:
                 self.state1 = unused
             self.state2 = unused
         else:
-            self._opt = 2
+            self._opt = OPT_CODES["adam"]
             self.state1, opt.m = flat_views(opt.m)
             self.state2, opt.v = flat_views(opt.v)
 

@@ -546,6 +546,122 @@ cdef void _hidden_output(floating* A, floating* O, const floating* mask, Py_ssiz
             A[k] = O[k] * mask[k]
 
 
+cdef void _finish_step(Py_ssize_t t, Py_ssize_t nb, const int64_t[::1] sizes, const int64_t[::1] w_off,
+                       const int64_t[::1] b_off, const int64_t[::1] act_off, const int64_t[::1] row_bounds,
+                       const int64_t[:, ::1] col_bounds, floating* th, floating* st1, floating* st2,
+                       const floating* ac, const floating* ga, int32_t* ptr, int32_t* sample, floating* value,
+                       floating* acc, int opt, const floating[::1] hyper, floating step_size, floating v_corr,
+                       long long* prof_t) noexcept nogil:
+    """Region 1, first half: thread t's weight gradients of the step just run (nb rows), each
+    fused with its update, for the parameters t owns: W0 rows row_bounds[t]:row_bounds[t+1]
+    (through its CSC index), columns col_bounds[l, t]:col_bounds[l, t+1] of b_l and dense W_l."""
+    cdef Py_ssize_t n_layers = sizes.shape[0] - 1, l, n_in, n_out, c0, c1
+    cdef floating lr = hyper[0], mu = hyper[1], wd = hyper[2], beta1 = hyper[3], beta2 = hyper[4], eps = hyper[5]
+    cdef floating* S1
+    cdef floating* S2
+    cdef const floating* G
+    cdef long long tick = _now() if prof_t != NULL else 0, now
+    for l in range(n_layers):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        c0 = col_bounds[l, t]
+        c1 = col_bounds[l, t + 1]
+        S1 = st1 + w_off[l] if opt > 0 else th + w_off[l]
+        S2 = st2 + w_off[l] if opt == 2 else th + w_off[l]
+        G = ga + act_off[l]                                                             # (nb, n_out)
+        if l == 0:
+            _layer0_grad_update(ptr, sample, value, G, th + w_off[0], S1, S2, n_out, row_bounds[t],
+                                row_bounds[t + 1], acc, wd, opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
+        elif c1 > c0:
+            _dense_grad_update(ac + act_off[l - 1], G, th + w_off[l], S1, S2, n_in, n_out, c0, c1, nb, acc, wd,
+                               opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
+        if c1 > c0:
+            _bias_grad_update(G, th + b_off[l], st1 + b_off[l] if opt > 0 else th + b_off[l],
+                              st2 + b_off[l] if opt == 2 else th + b_off[l], n_out, c0, c1, nb, acc, opt, lr, mu,
+                              beta1, beta2, eps, step_size, v_corr)
+        if prof_t != NULL:
+            now = _now()
+            prof_t[2 + 2 * n_layers + l] += now - tick
+            tick = now
+
+
+cdef double _thread_step(Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t nb, const int64_t* labels,
+                         const int64_t* batch, const int64_t[::1] sizes, const int64_t[::1] w_off,
+                         const int64_t[::1] b_off, const int64_t[::1] act_off, const int64_t[::1] mask_off,
+                         const floating* th, const floating* z0_parts, Py_ssize_t z0_stride, int n_threads,
+                         floating* ac, floating* ou, floating* ga, int act, const floating* mask_s, bint dropout,
+                         long long* prof_t) noexcept nogil:
+    """Region 2: batch rows i0:i1 (sample ids batch[i]): z0 = b0 + the threads' shares of x W0,
+    the dense layers forward (BLAS), softmax cross-entropy, backward down to dL/dz of layer 0
+    (BLAS). Returns the rows' summed cross-entropy."""
+    cdef Py_ssize_t n_layers = sizes.shape[0] - 1, m = i1 - i0, H0 = sizes[1], l, i, j, u, n_in, n_out, c
+    cdef floating inv_nb = <floating>1.0 / nb
+    cdef floating* A
+    cdef floating* O
+    cdef floating* G
+    cdef floating* G_in
+    cdef const floating* mask
+    cdef const floating* Z_part
+    cdef double loss
+    cdef long long tick = _now() if prof_t != NULL else 0, now
+    A = ac + act_off[0] + i0 * H0                                                       # (m, H0)
+    for i in range(m):
+        for j in range(H0):
+            A[i * H0 + j] = th[b_off[0] + j]
+    for u in range(n_threads):
+        Z_part = z0_parts + u * z0_stride + i0 * H0                                     # (m, H0)
+        for j in range(m * H0):
+            A[j] += Z_part[j]
+    if n_layers > 1:
+        _hidden_output(A, ou + act_off[0] + i0 * H0, mask_s + nb * mask_off[0] + i0 * H0 if dropout else A,
+                       m, H0, act, dropout)
+    if prof_t != NULL:
+        now = _now()
+        prof_t[2] += now - tick
+        tick = now
+    for l in range(1, n_layers):                                    # forward, dense layers
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        A = ac + act_off[l] + i0 * n_out                                                # (m, n_out)
+        for i in range(m):
+            for j in range(n_out):
+                A[i * n_out + j] = th[b_off[l] + j]
+        _gemm(False, False, <int>m, <int>n_out, <int>n_in, 1, ac + act_off[l - 1] + i0 * n_in, <int>n_in,
+              th + w_off[l], <int>n_out, 1, A, <int>n_out)                             # A += A_in @ W
+        if l < n_layers - 1:
+            _hidden_output(A, ou + act_off[l] + i0 * n_out, mask_s + nb * mask_off[l] + i0 * n_out if dropout else A,
+                           m, n_out, act, dropout)
+        if prof_t != NULL:
+            now = _now()
+            prof_t[2 + l] += now - tick
+            tick = now
+    c = sizes[n_layers]
+    loss = _softmax_xent_rows(ac + act_off[n_layers - 1] + i0 * c, m, c, labels, batch + i0,
+                              ga + act_off[n_layers - 1] + i0 * c, inv_nb)
+    if prof_t != NULL:
+        now = _now()
+        prof_t[0] += now - tick
+        tick = now
+    for l in range(n_layers - 1, 0, -1):                            # backward, down to layer 0
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        G = ga + act_off[l] + i0 * n_out                                                # (m, n_out)
+        G_in = ga + act_off[l - 1] + i0 * n_in                                          # (m, n_in)
+        _gemm(False, True, <int>m, <int>n_in, <int>n_out, 1, G, <int>n_out, th + w_off[l], <int>n_out, 0, G_in,
+              <int>n_in)                                                                # G_in = G @ W^T
+        O = ou + act_off[l - 1] + i0 * n_in                                             # (m, n_in)
+        if dropout:
+            mask = mask_s + nb * mask_off[l - 1] + i0 * n_in
+            for j in range(m * n_in):
+                G_in[j] *= mask[j]
+        _activate_backward(G_in, O, m * n_in, act)
+        if prof_t != NULL:
+            now = _now()
+            prof_t[2 + n_layers + l] += now - tick
+            tick = now
+    return loss
+
+
 def fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const uint8_t[::1] pixels,
                 const int64_t[::1] labels, const int64_t[::1] order, Py_ssize_t first_step, Py_ssize_t n_steps,
                 Py_ssize_t batch_size, const int64_t[::1] sizes, const int64_t[::1] w_off, const int64_t[::1] b_off,
@@ -556,153 +672,67 @@ def fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const ui
                 floating[:, ::1] scratch, int act, const floating[:, ::1] drop_mask, int opt,
                 const floating[::1] hyper, Py_ssize_t t0, double[::1] losses, long long[:, ::1] prof):
     """SGD steps first_step .. first_step + n_steps - 1 of an epoch, in place; losses[s] = mean CE
-    of step s. Arguments: ``fastnn.fused``; prof (T + 1, 2 + 3L) nanoseconds, or (0, 0)."""
+    of step s. Arguments: ``fastnn.fused``; prof (T + 1, 2 + 3L) nanoseconds, or (0, 0).
+
+    Each step is two parallel regions over the T threads: region 1 (``_finish_step`` of the
+    previous step, then ``_layer0_forward`` of this one), region 2 (``_thread_step``)."""
     cdef Py_ssize_t n = order.shape[0], n_layers = sizes.shape[0] - 1
     cdef int n_threads = <int>(col_bounds.shape[1] - 1)
-    cdef Py_ssize_t D = sizes[0], H0 = sizes[1], s, t, l, i, j, u, lo, nb, nb_prev, i0, i1, r0, r1, c0, c1
-    cdef Py_ssize_t n_in, n_out, c
-    cdef floating lr = hyper[0], mu = hyper[1], wd = hyper[2], beta1 = hyper[3], beta2 = hyper[4]
-    cdef floating eps = hyper[5], keep = hyper[6], inv_nb, step_size = hyper[0], v_corr = 1
+    cdef Py_ssize_t D = sizes[0], H0 = sizes[1], s, t, lo, nb, nb_prev, i0, i1
+    cdef floating lr = hyper[0], beta1 = hyper[3], beta2 = hyper[4], keep = hyper[6]
+    cdef floating step_size = hyper[0], v_corr = 1
     cdef bint dropout = keep < 1, timing = prof.shape[0] > 0
     cdef double[::1] thread_loss = np.zeros(n_threads)
     cdef double total
-    cdef long long t_region, tick, now
+    cdef long long t_region, tick
     cdef floating* th = &theta[0]
-    cdef floating* st1 = &state1[0]
-    cdef floating* st2 = &state2[0]
     cdef floating* ac = &acts[0]
     cdef floating* ou = &outs[0] if dropout else &acts[0]
-    cdef floating* ga = &grads_act[0]
-    cdef const floating* dm = &drop_mask[0, 0]
-    cdef floating* A
-    cdef floating* O
-    cdef floating* G
-    cdef floating* G_in
-    cdef floating* S1
-    cdef floating* S2
-    cdef const floating* mask
-    cdef const floating* Z_part
-    if (acts.shape[0] < batch_size * (act_off[n_layers - 1] // batch_size + sizes[n_layers])
-            or z0_parts.shape[0] != n_threads or scratch.shape[0] != n_threads):
+    cdef long long* prof_t
+    if (acts.shape[0] < act_off[n_layers - 1] + batch_size * sizes[n_layers] or z0_parts.shape[0] != n_threads
+            or scratch.shape[0] != n_threads or (timing and prof.shape[0] != n_threads + 1)):
         raise ValueError("fused_steps: buffers too small for the batch size or thread count")
     with nogil:
         for s in range(n_steps + 1):
-            # ---- region 1: each thread finishes step s - 1 for the parameters it owns, then runs
-            # step s's layer 0 over its rows of W0
+            # ---- region 1, by parameters: finish step s - 1, then step s's layer 0 over own W0 rows
             if opt == 2 and s > 0:                  # Adam's bias corrections for step t0 + s
                 step_size = <floating>(<double>lr / (1.0 - (<double>beta1) ** (t0 + s)))
                 v_corr = <floating>(1.0 - (<double>beta2) ** (t0 + s))
             t_region = _now() if timing else 0
             for t in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
-                tick = _now() if timing else 0
-                r0 = row_bounds[t]
-                r1 = row_bounds[t + 1]
+                prof_t = &prof[t, 0] if timing else NULL
                 if s > 0:
                     nb_prev = min((first_step + s) * batch_size, n) - (first_step + s - 1) * batch_size
-                    for l in range(n_layers):
-                        n_in = sizes[l]
-                        n_out = sizes[l + 1]
-                        c0 = col_bounds[l, t]
-                        c1 = col_bounds[l, t + 1]
-                        S1 = st1 + w_off[l] if opt > 0 else th + w_off[l]
-                        S2 = st2 + w_off[l] if opt == 2 else th + w_off[l]
-                        G = ga + act_off[l]                                             # (nb, n_out)
-                        if l == 0:
-                            _layer0_grad_update(&csc_ptr[t, 0], &csc_sample[t, 0], &csc_value[t, 0], G,
-                                                th + w_off[0], S1, S2, H0, r0, r1, &scratch[t, 0], wd, opt, lr,
-                                                mu, beta1, beta2, eps, step_size, v_corr)
-                        elif c1 > c0:
-                            _dense_grad_update(ac + act_off[l - 1], G, th + w_off[l], S1, S2, n_in, n_out, c0, c1,
-                                               nb_prev, &scratch[t, 0], wd, opt, lr, mu, beta1, beta2, eps,
-                                               step_size, v_corr)
-                        if c1 > c0:
-                            _bias_grad_update(G, th + b_off[l], st1 + b_off[l] if opt > 0 else th + b_off[l],
-                                              st2 + b_off[l] if opt == 2 else th + b_off[l], n_out, c0, c1,
-                                              nb_prev, &scratch[t, 0], opt, lr, mu, beta1, beta2, eps, step_size,
-                                              v_corr)
-                        if timing:
-                            now = _now()
-                            prof[t, 2 + 2 * n_layers + l] += now - tick
-                            tick = now
+                    _finish_step(t, nb_prev, sizes, w_off, b_off, act_off, row_bounds, col_bounds, th, &state1[0],
+                                 &state2[0], ac, &grads_act[0], &csc_ptr[t, 0], &csc_sample[t, 0],
+                                 &csc_value[t, 0], &scratch[t, 0], opt, hyper, step_size, v_corr, prof_t)
                 if s < n_steps:
+                    tick = _now() if timing else 0
                     lo = (first_step + s) * batch_size
                     nb = min(lo + batch_size, n) - lo
-                    _layer0_forward(&indptr[0], &indices[0], &pixels[0], &order[lo], nb, th + w_off[0], H0, r0,
-                                    r1, &z0_parts[t, 0], &csc_ptr[t, 0], &csc_sample[t, 0], &csc_value[t, 0])
+                    _layer0_forward(&indptr[0], &indices[0], &pixels[0], &order[lo], nb, th + w_off[0], H0,
+                                    row_bounds[t], row_bounds[t + 1], &z0_parts[t, 0], &csc_ptr[t, 0],
+                                    &csc_sample[t, 0], &csc_value[t, 0])
                     if timing:
-                        prof[t, 2] += _now() - tick
+                        prof_t[2] += _now() - tick
             if timing:
                 prof[n_threads, 0] += _now() - t_region
             if s == n_steps:
                 break
-            # ---- region 2, by samples: z0 = b0 + the shares, dense layers forward, softmax
-            # cross-entropy, backward down to dL/dz of layer 0
+            # ---- region 2, by samples
             lo = (first_step + s) * batch_size
             nb = min(lo + batch_size, n) - lo
-            inv_nb = <floating>1.0 / nb
             t_region = _now() if timing else 0
             for t in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
-                tick = _now() if timing else 0
-                thread_loss[t] = 0
                 i0 = (nb * t) // n_threads
                 i1 = (nb * (t + 1)) // n_threads
+                thread_loss[t] = 0
                 if i1 > i0:
-                    A = ac + act_off[0] + i0 * H0                                       # (m, H0)
-                    for i in range(i1 - i0):
-                        for j in range(H0):
-                            A[i * H0 + j] = th[b_off[0] + j]
-                    for u in range(n_threads):
-                        Z_part = &z0_parts[u, 0] + i0 * H0                              # (m, H0)
-                        for j in range((i1 - i0) * H0):
-                            A[j] += Z_part[j]
-                    if n_layers > 1:
-                        _hidden_output(A, ou + act_off[0] + i0 * H0, dm + s * drop_mask.shape[1] + nb * mask_off[0]
-                                       + i0 * H0 if dropout else A, i1 - i0, H0, act, dropout)
-                    if timing:
-                        now = _now()
-                        prof[t, 2] += now - tick
-                        tick = now
-                    for l in range(1, n_layers):
-                        n_in = sizes[l]
-                        n_out = sizes[l + 1]
-                        A = ac + act_off[l] + i0 * n_out                                # (m, n_out)
-                        for i in range(i1 - i0):
-                            for j in range(n_out):
-                                A[i * n_out + j] = th[b_off[l] + j]
-                        _gemm(False, False, <int>(i1 - i0), <int>n_out, <int>n_in, 1, ac + act_off[l - 1] + i0 * n_in,
-                              <int>n_in, th + w_off[l], <int>n_out, 1, A, <int>n_out)   # A += A_in @ W
-                        if l < n_layers - 1:
-                            _hidden_output(A, ou + act_off[l] + i0 * n_out, dm + s * drop_mask.shape[1]
-                                           + nb * mask_off[l] + i0 * n_out if dropout else A, i1 - i0, n_out, act,
-                                           dropout)
-                        if timing:
-                            now = _now()
-                            prof[t, 2 + l] += now - tick
-                            tick = now
-                    c = sizes[n_layers]
-                    thread_loss[t] = _softmax_xent_rows(ac + act_off[n_layers - 1] + i0 * c, i1 - i0, c, &labels[0],
-                                                        &order[lo + i0], ga + act_off[n_layers - 1] + i0 * c, inv_nb)
-                    if timing:
-                        now = _now()
-                        prof[t, 0] += now - tick
-                        tick = now
-                    for l in range(n_layers - 1, 0, -1):
-                        n_in = sizes[l]
-                        n_out = sizes[l + 1]
-                        G = ga + act_off[l] + i0 * n_out                                # (m, n_out)
-                        G_in = ga + act_off[l - 1] + i0 * n_in                          # (m, n_in)
-                        _gemm(False, True, <int>(i1 - i0), <int>n_in, <int>n_out, 1, G, <int>n_out, th + w_off[l],
-                              <int>n_out, 0, G_in, <int>n_in)                          # G_in = G @ W^T
-                        O = ou + act_off[l - 1] + i0 * n_in
-                        if dropout:
-                            mask = dm + s * drop_mask.shape[1] + nb * mask_off[l - 1] + i0 * n_in
-                            for j in range((i1 - i0) * n_in):
-                                G_in[j] *= mask[j]
-                        _activate_backward(G_in, O, (i1 - i0) * n_in, act)
-                        if timing:
-                            now = _now()
-                            prof[t, 2 + n_layers + l] += now - tick
-                            tick = now
+                    thread_loss[t] = _thread_step(i0, i1, nb, &labels[0], &order[lo], sizes, w_off, b_off, act_off,
+                                                  mask_off, th, &z0_parts[0, 0], z0_parts.shape[1], n_threads, ac,
+                                                  ou, &grads_act[0], act,
+                                                  &drop_mask[s if dropout else 0, 0], dropout,
+                                                  &prof[t, 0] if timing else NULL)
             if timing:
                 prof[n_threads, 1] += _now() - t_region
             total = 0

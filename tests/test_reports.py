@@ -15,8 +15,10 @@ def _bench(group, name, median, **extra):
 
 def fake_results(tmp_path):
     benches = [
-        _bench("epoch (60,000 MNIST samples)", "test_epoch[torch]", 0.9, backend="torch", flop=2.6e10, gflops=29.0),
-        _bench("epoch (60,000 MNIST samples)", "test_epoch[numba]", 0.25, backend="numba", flop=2.6e10, gflops=104.0),
+        _bench("epoch (60,000 MNIST samples), interleaved", "test_epoch", 1.65, flop=2.6e10, interleaved={
+            "torch": {"median_s": 0.9, "min_s": 0.8, "gflops": 29.0},
+            "numba": {"median_s": 0.25, "min_s": 0.2, "gflops": 104.0},
+            "jax-scan": {"median_s": 0.5, "min_s": 0.45, "gflops": 52.0}}),
         _bench("training step (batch 64)", "test_step[numba]", 3e-4, backend="numba", flop=2.8e7, gflops=93.0),
         _bench("matmul 64x784 @ 784x128", "test_matmul[numba-64x784x128]", 1.2e-4, backend="numba",
                kernel="matmul", size=[64, 784, 128], flop=12845056, gflops=107.0),
@@ -30,14 +32,18 @@ def fake_results(tmp_path):
 
 
 def test_benchmarks_report_writes_three_plots(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(benchmarks_report, "measure_peak_gflops", lambda: 170.0)      # keep the test fast
+    monkeypatch.setattr(benchmarks_report, "measure_sgemm_peaks", lambda: {"numpy (OpenBLAS)": 150.0,
+                                                                           "ONNX Runtime (MLAS)": 170.0})
+    monkeypatch.setattr(benchmarks_report, "measure_fma_peak", lambda threads: 200.0)  # keep the test fast
     monkeypatch.setattr(benchmarks_report, "measure_bandwidth_gbs", lambda: 30.0)
     code = benchmarks_report.main([str(fake_results(tmp_path)), "--plots-dir", str(tmp_path / "plots")])
     assert code == 0
     for name in ("benchmark_kernels.png", "benchmark_epoch.png", "roofline.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:4] == b"\x89PNG"
     out = capsys.readouterr().out
-    assert "0.28 x torch" in out and "sgemm peak" in out and "62.9%" in out            # 107 / 170
+    assert "machine:" in out and "FMA loop" in out and "ONNX Runtime (MLAS): 170.0" in out
+    assert "0.28 x torch   0.50 x jax-scan" in out
+    assert "62.9%   53.5%" in out                     # 107 GFLOP/s against the best sgemm (170) and the FMA limit
 
 
 def test_benchmarks_report_names_a_bad_file(tmp_path, capsys):
@@ -49,8 +55,19 @@ def test_benchmarks_report_names_a_bad_file(tmp_path, capsys):
 
 
 def test_measured_ceilings_are_plausible():
-    assert benchmarks_report.measure_peak_gflops(n=256, repeats=2) > 0.1
+    peaks = benchmarks_report.measure_sgemm_peaks(n=256, repeats=2)
+    assert peaks["numpy (OpenBLAS)"] > 0.1 and all(v > 0.1 for v in peaks.values())
     assert benchmarks_report.measure_bandwidth_gbs(megabytes=8, repeats=2) > 0.1
+    fma = benchmarks_report.measure_fma_peak(1, seconds=0.05)
+    assert fma is None or fma > 0.5                   # None only without the compiled Cython kernels
+
+
+def test_machine_names_cpu_isa_and_blas():
+    from fastnn import machine
+
+    lines = machine.summary_lines()
+    assert lines[0].startswith("machine: ") and machine.isa_level() in lines[0] and "BLAS:" in lines[0]
+    assert "numpy" in lines[1]
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ import numpy as np
 
 from ._checks import (as_float_array, check_matmul, check_same_shape, prefers_dot_kernel, run_elementwise,
                       run_softmax, run_softmax_cross_entropy, run_softmax_cross_entropy_backward)
+from .fused_codes import ACT_CODES  # noqa: F401 - the fused path's activation codes
 
 try:
     from . import _cython_kernels as _ck
@@ -32,7 +33,6 @@ except ImportError as exc:  # reported by get_backend("cython") with the build c
         "(needs a C compiler; Cython and NumPy come from the build requirements)") from exc
 
 NAME = "cython"
-ACT_CODES = {"relu": 0, "sigmoid": 1, "tanh": 2}
 
 
 def openmp_threads() -> int:

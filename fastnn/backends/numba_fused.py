@@ -5,14 +5,14 @@ update) with no Python in between. Its arguments and the algorithm are documente
 ``fastnn.fused``; ``kernels/cython_kernels.pyx`` has the same function, loop for loop, with
 the same local names. In short, each step is two parallel regions over the T threads:
 
-- region 1, by **parameters**: thread t owns rows ``row_bounds[t]:row_bounds[t+1]`` of W0 (a
+- region 1, by **parameters** (``_finish_step``, ``_layer0_forward``): thread t owns rows ``row_bounds[t]:row_bounds[t+1]`` of W0 (a
   range of pixels) and columns ``col_bounds[l, t]:col_bounds[l, t+1]`` of the biases and the
   dense W_l. It finishes the previous step for what it owns (each weight gradient fused with
   the optimizer update: W0's rows gathered through the CSC index it built, the dense layers'
   columns through BLAS), then runs this step's layer 0 over its pixels: its share of z0 for
   every batch row, and the CSC index of those pixels. A thread only ever writes parameters it
   owns, so nothing is reduced across threads and no per-thread copy of the gradient exists.
-- region 2, by **samples**: thread t takes batch rows i0:i1: z0 = b0 + the threads' shares,
+- region 2, by **samples** (``_thread_step``): thread t takes batch rows i0:i1: z0 = b0 + the threads' shares,
   the dense layers forward, the softmax cross-entropy, and backward down to dL/dz of layer 0
   (BLAS for the products).
 
@@ -28,9 +28,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-ACT_CODES = {"relu": 0, "sigmoid": 1, "tanh": 2}
-OPT_CODES = {"sgd": 0, "momentum": 1, "adam": 2}
-ALIGN = 16          # column splits at multiples of 16 floats: 64-byte cache lines never shared
+from .fused_codes import ACT_CODES, OPT_CODES  # noqa: F401 - re-exported for the backend module
 
 
 @intrinsic
@@ -289,149 +287,177 @@ def _hidden_output(A, O, mask, act, dropout):
                 A[i, j] = O[i, j] * mask[i, j]
 
 
-# ---------------------------------------------------------------- the fused step
+# ---------------------------------------------------------------- one thread's share of a step
+@njit(cache=True, fastmath={"contract", "reassoc"})
+def _finish_step(t, nb, sizes, w_off, b_off, act_off, row_bounds, col_bounds, theta, state1, state2, acts,
+                 grads_act, csc_ptr, csc_sample, csc_value, scratch, opt, hyper, step_size, v_corr, prof):
+    """Region 1, first half: thread t's weight gradients of the step just run (nb rows), each
+    fused with its update, for the parameters t owns: W0 rows row_bounds[t]:row_bounds[t+1]
+    (through its CSC index), columns col_bounds[l, t]:col_bounds[l, t+1] of b_l and dense W_l."""
+    n_layers = sizes.shape[0] - 1
+    lr, mu, wd, beta1, beta2, eps = hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5]
+    timing = prof.shape[0] > 0
+    tick = cycles() if timing else 0
+    acc = scratch[t]
+    for l in range(n_layers):
+        n_in, n_out = sizes[l], sizes[l + 1]
+        c0, c1 = col_bounds[l, t], col_bounds[l, t + 1]
+        W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)                   # (n_in, n_out)
+        S1 = state1[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out) if opt else W
+        S2 = state2[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out) if opt == 2 else W
+        G = _rows(grads_act, act_off[l], n_out, 0, nb)                                     # (nb, n_out)
+        if l == 0:
+            _layer0_grad_update(csc_ptr[t], csc_sample[t], csc_value[t], G, W, S1, S2, row_bounds[t],
+                                row_bounds[t + 1], acc, wd, opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
+        elif c1 > c0:
+            A_in = _rows(acts, act_off[l - 1], n_in, 0, nb)                                # (nb, n_in)
+            _dense_grad_update(A_in, G, W, S1, S2, c0, c1, nb, acc, wd, opt, lr, mu, beta1, beta2, eps,
+                               step_size, v_corr)
+        if c1 > c0:
+            b = theta[b_off[l]:b_off[l] + n_out]
+            s1 = state1[b_off[l]:b_off[l] + n_out] if opt else b
+            s2 = state2[b_off[l]:b_off[l] + n_out] if opt == 2 else b
+            _bias_grad_update(G, b, s1, s2, c0, c1, nb, acc, opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
+        if timing:
+            now = cycles()
+            prof[t, 2 + 2 * n_layers + l] += now - tick
+            tick = now
+
+
+@njit(cache=True, fastmath={"contract", "reassoc"})
+def _thread_step(t, i0, i1, nb, s, lo, labels, order, sizes, w_off, b_off, act_off, mask_off, theta, z0_parts,
+                 acts, outs, grads_act, act, drop_mask, dropout, prof):
+    """Region 2: batch rows i0:i1 of step s: z0 = b0 + the threads' shares of x W0, the dense
+    layers forward (BLAS), softmax cross-entropy, backward down to dL/dz of layer 0 (BLAS).
+    Returns the rows' summed cross-entropy."""
+    n_layers = sizes.shape[0] - 1
+    n_threads = z0_parts.shape[0]
+    timing = prof.shape[0] > 0
+    tick = cycles() if timing else 0
+    m, H0 = i1 - i0, sizes[1]
+    inv_nb = theta.dtype.type(1) / nb
+    A = _rows(acts, act_off[0], H0, i0, i1)                                                 # (m, H0)
+    b0 = theta[b_off[0]:b_off[0] + H0]
+    for i in range(m):
+        for j in range(H0):
+            A[i, j] = b0[j]
+    for u in range(n_threads):
+        Z_part = _rows(z0_parts[u], 0, H0, i0, i1)                                          # (m, H0)
+        for i in range(m):
+            for j in range(H0):
+                A[i, j] += Z_part[i, j]
+    if n_layers > 1:
+        O = _rows(outs, act_off[0], H0, i0, i1) if dropout else A
+        mask = _rows(drop_mask[s], nb * mask_off[0], H0, i0, i1) if dropout else A
+        _hidden_output(A, O, mask, act, dropout)
+    if timing:
+        now = cycles()
+        prof[t, 2] += now - tick
+        tick = now
+    for l in range(1, n_layers):                                       # forward, dense layers
+        n_in, n_out = sizes[l], sizes[l + 1]
+        W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)                   # (n_in, n_out)
+        A_in = _rows(acts, act_off[l - 1], n_in, i0, i1)                                   # (m, n_in)
+        A = _rows(acts, act_off[l], n_out, i0, i1)                                         # (m, n_out)
+        np.dot(A_in, W, A)                                                                # BLAS, in place
+        bias = theta[b_off[l]:b_off[l] + n_out]
+        for i in range(m):
+            for j in range(n_out):
+                A[i, j] += bias[j]
+        if l < n_layers - 1:
+            O = _rows(outs, act_off[l], n_out, i0, i1) if dropout else A
+            mask = _rows(drop_mask[s], nb * mask_off[l], n_out, i0, i1) if dropout else A
+            _hidden_output(A, O, mask, act, dropout)
+        if timing:
+            now = cycles()
+            prof[t, 2 + l] += now - tick
+            tick = now
+    c = sizes[n_layers]
+    logits = _rows(acts, act_off[n_layers - 1], c, i0, i1)                                  # (m, C)
+    G = _rows(grads_act, act_off[n_layers - 1], c, i0, i1)                                  # (m, C)
+    loss = _softmax_xent_rows(logits, labels, order, lo, i0, G, inv_nb)
+    if timing:
+        now = cycles()
+        prof[t, 0] += now - tick
+        tick = now
+    for l in range(n_layers - 1, 0, -1):                               # backward, down to layer 0
+        n_in, n_out = sizes[l], sizes[l + 1]
+        W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)                   # (n_in, n_out)
+        G = _rows(grads_act, act_off[l], n_out, i0, i1)                                    # (m, n_out)
+        G_in = _rows(grads_act, act_off[l - 1], n_in, i0, i1)                              # (m, n_in)
+        np.dot(G, W.T, G_in)                                                              # BLAS, in place
+        O = _rows(outs if dropout else acts, act_off[l - 1], n_in, i0, i1)                 # (m, n_in)
+        mask = _rows(drop_mask[s], nb * mask_off[l - 1], n_in, i0, i1) if dropout else O
+        for i in range(m):
+            if dropout:
+                for j in range(n_in):
+                    G_in[i, j] *= mask[i, j]
+            _activate_backward(G_in[i], O[i], act)
+        if timing:
+            now = cycles()
+            prof[t, 2 + n_layers + l] += now - tick
+            tick = now
+    return loss
+
+
+# ---------------------------------------------------------------- the fused steps
 @njit(cache=True, parallel=True, fastmath={"contract", "reassoc"})
 def fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, batch_size,
                 sizes, w_off, b_off, act_off, mask_off, row_bounds, col_bounds,
                 theta, state1, state2, z0_parts, acts, outs, grads_act, csc_ptr, csc_sample, csc_value,
                 scratch, act, drop_mask, opt, hyper, t0, losses, prof):
     """SGD steps first_step .. first_step + n_steps - 1 of an epoch, in place; losses[s] = mean CE
-    of step s. Arguments: ``fastnn.fused``. prof (T + 1, 2 + 3L) int64 cycle counts, or (0, 0)."""
+    of step s. Arguments: ``fastnn.fused``. prof (T + 1, 2 + 3L) int64 cycle counts, or (0, 0).
+
+    Each step is two parallel regions over the T threads: region 1 (``_finish_step`` of the
+    previous step, then ``_layer0_forward`` of this one), region 2 (``_thread_step``)."""
     n = order.shape[0]
-    n_layers = sizes.shape[0] - 1
     n_threads = col_bounds.shape[1] - 1
     timing = prof.shape[0] > 0
-    lr, mu, wd, beta1, beta2, eps, keep = hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5], hyper[6]
+    lr, beta1, beta2, keep = hyper[0], hyper[3], hyper[4], hyper[6]
     dropout = keep < 1
-    one = theta.dtype.type(1)
     D, H0 = sizes[0], sizes[1]
     thread_loss = np.zeros(n_threads)
     step_size = lr
-    v_corr = one
+    v_corr = theta.dtype.type(1)
     for s in range(n_steps + 1):
-        # ---- region 1: thread t finishes step s - 1 for the parameters it owns (W0 rows
-        # row_bounds[t]:row_bounds[t+1]; columns col_bounds[l, t]:col_bounds[l, t+1] of the
-        # biases and the dense W_l), then runs step s's layer 0 over its rows of W0
+        # ---- region 1, by parameters: finish step s - 1, then step s's layer 0 over own W0 rows
         if opt == 2 and s > 0:                       # Adam's bias corrections for step t0 + s
             step_size = theta.dtype.type(np.float64(lr) / (1.0 - np.float64(beta1) ** (t0 + s)))
             v_corr = theta.dtype.type(1.0 - np.float64(beta2) ** (t0 + s))
         t_region = cycles() if timing else 0
         for t in prange(n_threads):
-            tick = cycles() if timing else 0
-            r0, r1 = row_bounds[t], row_bounds[t + 1]
-            W0 = theta[w_off[0]:w_off[0] + D * H0].reshape(D, H0)                            # (D, H0)
             if s > 0:
                 nb_prev = min((first_step + s) * batch_size, n) - (first_step + s - 1) * batch_size
-                acc = scratch[t]
-                for l in range(n_layers):
-                    n_in, n_out = sizes[l], sizes[l + 1]
-                    c0, c1 = col_bounds[l, t], col_bounds[l, t + 1]
-                    W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)           # (n_in, n_out)
-                    S1 = state1[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out) if opt else W
-                    S2 = state2[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out) if opt == 2 else W
-                    G = _rows(grads_act, act_off[l], n_out, 0, nb_prev)                       # (nb, n_out)
-                    if l == 0:
-                        _layer0_grad_update(csc_ptr[t], csc_sample[t], csc_value[t], G, W, S1, S2, r0, r1,
-                                            acc, wd, opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
-                    elif c1 > c0:
-                        A_in = _rows(acts, act_off[l - 1], n_in, 0, nb_prev)                  # (nb, n_in)
-                        _dense_grad_update(A_in, G, W, S1, S2, c0, c1, nb_prev, acc, wd, opt, lr, mu, beta1,
-                                           beta2, eps, step_size, v_corr)
-                    if c1 > c0:
-                        b = theta[b_off[l]:b_off[l] + n_out]
-                        s1 = state1[b_off[l]:b_off[l] + n_out] if opt else b
-                        s2 = state2[b_off[l]:b_off[l] + n_out] if opt == 2 else b
-                        _bias_grad_update(G, b, s1, s2, c0, c1, nb_prev, acc, opt, lr, mu, beta1, beta2, eps,
-                                          step_size, v_corr)
-                    if timing:
-                        now = cycles()
-                        prof[t, 2 + 2 * n_layers + l] += now - tick
-                        tick = now
+                _finish_step(t, nb_prev, sizes, w_off, b_off, act_off, row_bounds, col_bounds, theta, state1,
+                             state2, acts, grads_act, csc_ptr, csc_sample, csc_value, scratch, opt, hyper,
+                             step_size, v_corr, prof)
             if s < n_steps:
+                tick = cycles() if timing else 0
                 lo = (first_step + s) * batch_size
                 nb = min(lo + batch_size, n) - lo
+                W0 = theta[w_off[0]:w_off[0] + D * H0].reshape(D, H0)                          # (D, H0)
                 Z_part = z0_parts[t, :nb * H0].reshape(nb, H0)                                 # (nb, H0)
-                _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, r0, r1, Z_part, csc_ptr[t],
-                                csc_sample[t], csc_value[t])
+                _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, row_bounds[t], row_bounds[t + 1],
+                                Z_part, csc_ptr[t], csc_sample[t], csc_value[t])
                 if timing:
                     prof[t, 2] += cycles() - tick
         if timing:
             prof[n_threads, 0] += cycles() - t_region
         if s == n_steps:
             break
-        # ---- region 2, by samples: z0 = b0 + the threads' shares, the dense layers forward,
-        # softmax cross-entropy, backward down to dL/dz of layer 0
+        # ---- region 2, by samples
         lo = (first_step + s) * batch_size
         nb = min(lo + batch_size, n) - lo
-        inv_nb = one / nb
         t_region = cycles() if timing else 0
         for t in prange(n_threads):
-            tick = cycles() if timing else 0
-            thread_loss[t] = 0.0
             i0 = (nb * t) // n_threads
             i1 = (nb * (t + 1)) // n_threads
+            thread_loss[t] = 0.0
             if i1 > i0:
-                A = _rows(acts, act_off[0], H0, i0, i1)                                        # (m, H0)
-                b0 = theta[b_off[0]:b_off[0] + H0]
-                for i in range(i1 - i0):
-                    for j in range(H0):
-                        A[i, j] = b0[j]
-                for u in range(n_threads):
-                    Z_part = _rows(z0_parts[u], 0, H0, i0, i1)                                 # (m, H0)
-                    for i in range(i1 - i0):
-                        for j in range(H0):
-                            A[i, j] += Z_part[i, j]
-                if n_layers > 1:
-                    O = _rows(outs, act_off[0], H0, i0, i1) if dropout else A
-                    mask = _rows(drop_mask[s], nb * mask_off[0], H0, i0, i1) if dropout else A
-                    _hidden_output(A, O, mask, act, dropout)
-                if timing:
-                    now = cycles()
-                    prof[t, 2] += now - tick
-                    tick = now
-                for l in range(1, n_layers):
-                    n_in, n_out = sizes[l], sizes[l + 1]
-                    W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)           # (n_in, n_out)
-                    A_in = _rows(acts, act_off[l - 1], n_in, i0, i1)                           # (m, n_in)
-                    A = _rows(acts, act_off[l], n_out, i0, i1)                                 # (m, n_out)
-                    np.dot(A_in, W, A)                                                        # BLAS, in place
-                    bias = theta[b_off[l]:b_off[l] + n_out]
-                    for i in range(i1 - i0):
-                        for j in range(n_out):
-                            A[i, j] += bias[j]
-                    if l < n_layers - 1:
-                        O = _rows(outs, act_off[l], n_out, i0, i1) if dropout else A
-                        mask = _rows(drop_mask[s], nb * mask_off[l], n_out, i0, i1) if dropout else A
-                        _hidden_output(A, O, mask, act, dropout)
-                    if timing:
-                        now = cycles()
-                        prof[t, 2 + l] += now - tick
-                        tick = now
-                c = sizes[n_layers]
-                logits = _rows(acts, act_off[n_layers - 1], c, i0, i1)                          # (m, C)
-                G = _rows(grads_act, act_off[n_layers - 1], c, i0, i1)                          # (m, C)
-                thread_loss[t] = _softmax_xent_rows(logits, labels, order, lo, i0, G, inv_nb)
-                if timing:
-                    now = cycles()
-                    prof[t, 0] += now - tick
-                    tick = now
-                for l in range(n_layers - 1, 0, -1):
-                    n_in, n_out = sizes[l], sizes[l + 1]
-                    W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)           # (n_in, n_out)
-                    G = _rows(grads_act, act_off[l], n_out, i0, i1)                            # (m, n_out)
-                    G_in = _rows(grads_act, act_off[l - 1], n_in, i0, i1)                      # (m, n_in)
-                    np.dot(G, W.T, G_in)                                                      # BLAS, in place
-                    O = _rows(outs if dropout else acts, act_off[l - 1], n_in, i0, i1)         # (m, n_in)
-                    mask = _rows(drop_mask[s], nb * mask_off[l - 1], n_in, i0, i1) if dropout else O
-                    for i in range(i1 - i0):
-                        if dropout:
-                            for j in range(n_in):
-                                G_in[i, j] *= mask[i, j]
-                        _activate_backward(G_in[i], O[i], act)
-                    if timing:
-                        now = cycles()
-                        prof[t, 2 + n_layers + l] += now - tick
-                        tick = now
+                thread_loss[t] = _thread_step(t, i0, i1, nb, s, lo, labels, order, sizes, w_off, b_off, act_off,
+                                              mask_off, theta, z0_parts, acts, outs, grads_act, act, drop_mask,
+                                              dropout, prof)
         if timing:
             prof[n_threads, 1] += cycles() - t_region
         loss = 0.0
