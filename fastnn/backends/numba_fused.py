@@ -28,6 +28,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import numba_backend as _kernels
 from .fused_codes import ACT_CODES, OPT_CODES  # noqa: F401 - re-exported for the backend module
 
 
@@ -81,37 +82,29 @@ def _rows(buf, off, n, i0, i1):
 
 
 # ---------------------------------------------------------------- elementwise pieces
+# The activations are the kernel interface's own (numba_backend's ``_relu_kernel`` etc.; the
+# module is referenced, not its names imported, because numba_backend imports this module).
 @njit(cache=True, fastmath={"contract"}, inline="always")
 def _activate(z, out, act):
     """out = act(z) on 1-D slices: relu (0), sigmoid (1, in float64, stable), tanh (2)."""
     if act == 0:
-        for j in range(z.size):
-            out[j] = z[j] if z[j] > 0 else 0
+        _kernels._relu_kernel(z, out)
     elif act == 1:
-        for j in range(z.size):
-            x = np.float64(z[j])
-            if x >= 0:
-                out[j] = 1.0 / (1.0 + np.exp(-x))
-            else:
-                e = np.exp(x)
-                out[j] = e / (1.0 + e)
+        _kernels._sigmoid_kernel(z, out)
     else:
-        for j in range(z.size):
-            out[j] = np.tanh(z[j])
+        _kernels._tanh_kernel(z, out)
 
 
 @njit(cache=True, fastmath={"contract"}, inline="always")
 def _activate_backward(d, out, act):
-    """d *= act'(z) from the activation's output ``out`` (1-D slices)."""
+    """d *= act'(z) in place, from the activation's output ``out`` (1-D slices; out > 0 exactly
+    where z > 0 for relu)."""
     if act == 0:
-        for j in range(d.size):
-            d[j] = d[j] if out[j] > 0 else 0
+        _kernels._relu_backward_kernel(d, out, d)
     elif act == 1:
-        for j in range(d.size):
-            d[j] = d[j] * (out[j] * (1 - out[j]))
+        _kernels._sigmoid_backward_kernel(d, out, d)
     else:
-        for j in range(d.size):
-            d[j] = d[j] * (1 - out[j] * out[j])
+        _kernels._tanh_backward_kernel(d, out, d)
 
 
 @njit(cache=True, fastmath={"contract"}, inline="always")
