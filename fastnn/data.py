@@ -304,22 +304,6 @@ class Dataset:
     def subset(self, indices) -> "Dataset":
         return Dataset(self.images[indices], self.labels[indices], self.class_names, self.name)
 
-    def split_in_place(self, first: np.ndarray, second: np.ndarray) -> tuple["Dataset", "Dataset"]:
-        """(rows ``first``, rows ``second``) for two sorted, disjoint index arrays, with no copy of
-        the larger part: ``second`` is copied out, then ``first``'s rows are moved to the front of
-        this dataset's own arrays (in place, in order) and returned as a view. This dataset's
-        rows are overwritten; use it no more. (A plain ``subset`` of both would hold the data
-        twice at the peak.)"""
-        other = self.subset(second)
-        first = np.asarray(first, dtype=np.int64)
-        if first.size and not (np.all(np.diff(first) > 0) and first[0] >= 0 and first[-1] < len(self)):
-            raise ValueError("split_in_place needs sorted, unique, in-range row indices")
-        for start in range(0, first.size, 4096):                   # rows move forward (first[k] >= k):
-            rows = first[start:start + 4096]                       # a block's sources lie at or after it
-            self.images[start:start + rows.size] = self.images[rows]
-            self.labels[start:start + rows.size] = self.labels[rows]
-        return Dataset(self.images[:first.size], self.labels[:first.size], self.class_names, self.name), other
-
     def features(self, indices=None, dtype=np.float32) -> np.ndarray:
         """Rows as float in [0, 1], (n, D); converts only the rows asked for."""
         imgs = self.images if indices is None else self.images[indices]

@@ -9,39 +9,44 @@ hidden layer, drawn here in that order) and the same optimizer formulas (``fastn
 Only the order of floating-point sums differs, so float64 losses agree to ~1e-12 relative
 (tested to 1e-5 over 200 steps).
 
-**How a step is split between the T threads** (the same in both backends):
+**How a step is split between the T threads** (the same in both backends, function for
+function: ``_finish_step``, ``_layer0_forward``, ``_thread_step``):
 
-1. *by columns*: thread t owns columns ``col_bounds[l, t]:col_bounds[l, t + 1]`` of every
-   layer's W_l (n_in, n_out) and b_l. It computes the weight gradient of those columns and
-   applies the optimizer update in the same pass, row by row: layer 0's gradient row
-   ``grad W0[p, cols] = sum_i x[i, p] * G0[i, cols]`` is gathered through the batch's CSC
-   index (which rows of the batch have pixel p non-zero), the dense layers' through BLAS.
-   Then it runs the next step's layer-0 forward for its columns, reading the sparse (CSR)
-   input rows. Nothing is reduced across threads and no per-thread gradient copy exists: the
-   largest matrix, W0, and its optimizer state stay in the owning core's cache.
-2. *by samples*: thread t takes batch rows i0:i1 through the dense layers' forward (BLAS), the
-   softmax cross-entropy and the backward products down to G0 = dL/dz of layer 0.
-
-So a step is two parallel regions; the batches' CSC indexes are built at the start of a call,
-one per step, in parallel.
+1. *by parameters*: thread t owns rows ``row_bounds[t]:row_bounds[t+1]`` of W0 (a range of
+   pixels, chosen so that each thread's rows see the same share of the training set's
+   non-zeros) and columns ``col_bounds[l, t]:col_bounds[l, t+1]`` of every bias and dense W_l
+   (multiples of 16 floats, so that two threads never write one cache line). It finishes the
+   previous step for what it owns: each weight gradient is computed and the optimizer update
+   applied in the same pass, row by row. W0's gradient row ``grad W0[p] = sum_i x[i, p] G0[i]``
+   is gathered through the CSC index of its pixels (which batch rows have pixel p non-zero);
+   the dense layers' come from BLAS. Nothing is reduced across threads and no per-thread
+   gradient copy exists: W0 and its optimizer state stay in the owning core's cache. Then it
+   runs this step's layer 0 over its pixels, reading the sparse (CSR) input rows: its share
+   ``z0_parts[t]`` of z0 = x W0 for every batch row, and the CSC index of its pixels.
+2. *by samples*: thread t takes batch rows i0:i1: z0 = b0 + the threads' shares, the dense
+   layers' forward (BLAS), the softmax cross-entropy and the backward products down to
+   G0 = dL/dz of layer 0.
 
 ``fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, batch_size, sizes,
-w_off, b_off, act_off, mask_off, col_bounds, theta, state1, state2, acts, outs, grads_act,
-csc_ptr, csc_sample, csc_value, scratch, act, drop_mask, opt, hyper, t0, losses, prof)``:
+w_off, b_off, act_off, mask_off, row_bounds, col_bounds, theta, state1, state2, z0_parts, acts,
+outs, grads_act, csc_ptr, csc_sample, csc_value, scratch, act, drop_mask, opt, hyper, t0,
+losses, prof)``:
 
 - ``indptr`` (n+1,) int64, ``indices`` (nnz,) uint16, ``pixels`` (nnz,) uint8: the training
   images as a CSR matrix, zeros omitted (``images_to_csr``); x = dtype(pixel) * dtype(1/255);
   ``labels`` (n,) int64.
 - ``order`` (n,) int64: the epoch's permutation; step s covers ``order[s*B: (s+1)*B]``.
 - ``sizes`` (L+1,) int64 layer sizes; ``w_off``/``b_off`` (L,) int64 offsets of W_l (row-major
-  (n_in, n_out)) and b_l in ``theta`` (P,) float32/float64; ``col_bounds`` (L, T+1) int64.
-- ``acts``, ``outs`` (2, B * S) with S = sum(sizes[1:]): per layer l the (B, n_out) block at
+  (n_in, n_out)) and b_l in ``theta`` (P,) float32/float64; ``row_bounds`` (T+1,) int64,
+  ``col_bounds`` (L, T+1) int64 (``row_bounds_by_nonzeros``, ``column_bounds``).
+- ``z0_parts`` (T, >= B * H0): thread t's share of layer 0's pre-activation, (nb, H0) row-major.
+- ``acts``, ``outs`` (B * S,) with S = sum(sizes[1:]): per layer l the (B, n_out) block at
   ``act_off[l]`` holds the layer's output (acts: after activation and dropout, logits for the
-  last layer; outs: the activation before dropout, used only with dropout). Two copies, by
-  step parity, because step s + 1's layer 0 runs while step s's gradients still read them.
+  last layer; outs: the activation before dropout, used only with dropout, else empty).
   ``grads_act`` (B * S,): dL/dz per layer, same blocks.
-- ``csc_ptr`` (K, D+1) int32, ``csc_sample`` (K, E) int32, ``csc_value`` (K, E) float: room for
-  K >= n_steps batch CSC indexes of up to E = B * (most non-zeros in one image) entries.
+- ``csc_ptr`` (T, D+1) int32, ``csc_sample`` (T, E) int32, ``csc_value`` (T, >= E) float: each
+  thread's CSC index of its pixels for the current batch, room for E = B * (most non-zeros in
+  one image) entries.
 - ``scratch`` (T, W) float: per-thread room for a packed gradient (see ``scratch_width``).
 - ``state1``/``state2`` (P,): momentum velocity, or Adam's m and v ((1,) when unused).
 - ``act``: 0 relu, 1 sigmoid, 2 tanh (``ACT_CODES``). ``opt``: 0 sgd, 1 momentum, 2 adam;
@@ -52,7 +57,8 @@ csc_ptr, csc_sample, csc_value, scratch, act, drop_mask, opt, hyper, t0, losses,
 - ``hyper`` (7,) in theta's dtype: lr, momentum, weight_decay (weights only), beta1, beta2, eps,
   keep (1 - dropout).
 - ``losses`` (n_steps,) float64 out: each step's mean cross-entropy.
-- ``prof`` (T+1, 2 + 3L) int64 cycle counts added to (``PROFILE_PHASES``), or (0, 0): no timers.
+- ``prof`` (T+1, 2 + 3L) int64 clock ticks added to (columns: ``profile_phases``; row T: the
+  two regions' wall time), or (0, 0): no timers.
 
 A backend's optional fused interface: ``fused_steps`` as above, ``ACT_CODES`` (activation name
 -> code, from ``fastnn.backends.fused_codes``), ``num_threads()`` (the T it runs), and, for the

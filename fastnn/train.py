@@ -105,17 +105,23 @@ def default_run_dir(dataset: str, backend: str) -> Path:
     return out
 
 
-def prepare_data(cfg: TrainConfig):
-    """(train, val, test) Datasets for the config: limit, stratified split, test limit."""
-    full = load_dataset(cfg.dataset, "train", cfg.data_dir)
+def load_test_set(cfg: TrainConfig):
+    """The test Dataset for the config (``--test-limit`` applied)."""
     test = load_dataset(cfg.dataset, "test", cfg.data_dir)
+    return test.subset(slice(0, cfg.test_limit)) if cfg.test_limit else test
+
+
+def prepare_data(cfg: TrainConfig):
+    """(train, val, test) Datasets for the config: limit, stratified split, test limit.
+
+    The split copies the rows out and lets the full set go: at this point, before any
+    trainer exists, the two copies cost less than a full-size buffer kept through training."""
+    full = load_dataset(cfg.dataset, "train", cfg.data_dir)
+    test = load_test_set(cfg)
     if cfg.limit:
         full = full.subset(slice(0, cfg.limit))
-    if cfg.test_limit:
-        test = test.subset(slice(0, cfg.test_limit))
     train_idx, val_idx = train_val_split(full.labels, cfg.val_split, cfg.seed)
-    train_set, val_set = full.split_in_place(train_idx, val_idx)   # no second copy of the pixels
-    return train_set, val_set, test
+    return full.subset(train_idx), full.subset(val_idx), test
 
 
 def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
@@ -136,6 +142,8 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     log(f"{model}\n{optimizer}  {cfg.lr_schedule} lr schedule, batch {cfg.batch_size}, {cfg.epochs} epochs, "
         f"{trainer.description}\n"
         f"data: {cfg.dataset} train {len(train_set)}, val {len(val_set)}, test {len(test_set)}; output {out}")
+    n_test = len(test_set)
+    del test_set                                  # loaded again after training: not held through it
 
     # dead-ReLU monitor: units that output 0 for every one of the first 1,024 training samples
     monitor_X = train_set.features(np.arange(min(1024, len(train_set))), dtype=model.dtype)
@@ -200,7 +208,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
 
     if best_epoch:
         best = NeuralNetwork.load(best_model_path, backend=cfg.backend)
-        test_loss, test_acc = evaluate(best, test_set)
+        test_loss, test_acc = evaluate(best, load_test_set(cfg))
     else:
         test_loss = test_acc = float("nan")
     metrics = {
@@ -209,7 +217,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
         "best_val_accuracy": best_val if best_epoch else float("nan"), "best_epoch": best_epoch,
         "epochs_completed": len(history), "epoch_times_s": epoch_times, "total_time_s": total_time,
         "seed": cfg.seed, "layer_sizes": layer_sizes, "num_parameters": model.num_parameters(),
-        "train_samples": len(train_set), "val_samples": len(val_set), "test_samples": len(test_set),
+        "train_samples": len(train_set), "val_samples": len(val_set), "test_samples": n_test,
         "hyperparameters": {k: v for k, v in asdict(cfg).items() if k not in ("backend", "dataset", "seed", "out")},
         "environment": {"fastnn": __version__, "python": platform.python_version(), "numpy": np.__version__,
                         "machine": platform.machine(), "processor": platform.processor() or None},
