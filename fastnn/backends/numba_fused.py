@@ -5,15 +5,15 @@ update) with no Python in between. Its arguments and the algorithm are documente
 ``fastnn.fused``; ``kernels/cython_kernels.pyx`` has the same function, loop for loop, with
 the same local names. In short, each step is two parallel regions over the T threads:
 
-- region 1, by **parameters** (``_finish_step``, ``_layer0_forward``): thread t owns rows ``row_bounds[t]:row_bounds[t+1]`` of W0 (a
-  range of pixels) and columns ``col_bounds[l, t]:col_bounds[l, t+1]`` of the biases and the
+- region 1, by **parameters** (``_finish_step``, ``_layer0_forward``): thread t owns rows
+  ``row_bounds[t]:row_bounds[t+1]`` of W0 (a range of pixels) and columns ``col_bounds[l, t]:col_bounds[l, t+1]`` of the biases and the
   dense W_l. It finishes the previous step for what it owns (each weight gradient fused with
   the optimizer update: W0's rows gathered through the CSC index it built, the dense layers'
   columns through BLAS), then runs this step's layer 0 over its pixels: its share of z0 for
   every batch row, and the CSC index of those pixels. A thread only ever writes parameters it
   owns, so nothing is reduced across threads and no per-thread copy of the gradient exists.
-- region 2, by **samples** (``_thread_step``): thread t takes batch rows i0:i1: z0 = b0 + the threads' shares,
-  the dense layers forward, the softmax cross-entropy, and backward down to dL/dz of layer 0
+- region 2, by **samples** (``_thread_step``): thread t takes batch rows i0:i1: z0 = b0 + the
+  threads' shares, the dense layers forward, the softmax cross-entropy, and backward down to dL/dz of layer 0
   (BLAS for the products).
 
 fastmath: ``contract`` (FMA) and ``reassoc`` (vectorized sums); never the no-NaN/no-inf flags,
@@ -28,7 +28,6 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from . import numba_backend as _kernels
 from .fused_codes import ACT_CODES, OPT_CODES  # noqa: F401 - re-exported for the backend module
 
 
@@ -82,17 +81,26 @@ def _rows(buf, off, n, i0, i1):
 
 
 # ---------------------------------------------------------------- elementwise pieces
-# The activations are the kernel interface's own (numba_backend's ``_relu_kernel`` etc.; the
-# module is referenced, not its names imported, because numba_backend imports this module).
+# In-place versions of the interface's activation kernels (numba_backend's ``_relu_kernel``
+# etc.): here ``out`` is often the same slice as ``z`` (no dropout), and ``d`` is read and
+# written. Called on one array twice, the interface kernels fail LLVM's runtime alias check
+# and run scalar: the backward to layer 0 took 0.029 s per epoch against 0.012 s with these
+# loops (profiles/numba.txt, two runs of `python -m fastnn.profile --backend numba`).
 @njit(cache=True, fastmath={"contract"}, inline="always")
 def _activate(z, out, act):
-    """out = act(z) on 1-D slices: relu (0), sigmoid (1, in float64, stable), tanh (2)."""
+    """out = act(z) on 1-D slices (``out`` may be ``z``): relu (0), sigmoid (1, in float64,
+    stable, as ``_sigmoid_kernel``), tanh (2)."""
     if act == 0:
-        _kernels._relu_kernel(z, out)
+        for j in range(z.size):
+            out[j] = z[j] if z[j] > 0 else 0
     elif act == 1:
-        _kernels._sigmoid_kernel(z, out)
+        for j in range(z.size):
+            x = np.float64(z[j])
+            e = np.exp(-abs(x))
+            out[j] = 1.0 / (1.0 + e) if x >= 0 else e / (1.0 + e)
     else:
-        _kernels._tanh_kernel(z, out)
+        for j in range(z.size):
+            out[j] = np.tanh(z[j])
 
 
 @njit(cache=True, fastmath={"contract"}, inline="always")
@@ -100,11 +108,14 @@ def _activate_backward(d, out, act):
     """d *= act'(z) in place, from the activation's output ``out`` (1-D slices; out > 0 exactly
     where z > 0 for relu)."""
     if act == 0:
-        _kernels._relu_backward_kernel(d, out, d)
+        for j in range(d.size):
+            d[j] = d[j] if out[j] > 0 else 0
     elif act == 1:
-        _kernels._sigmoid_backward_kernel(d, out, d)
+        for j in range(d.size):
+            d[j] = d[j] * out[j] * (1 - out[j])
     else:
-        _kernels._tanh_backward_kernel(d, out, d)
+        for j in range(d.size):
+            d[j] = d[j] * (1 - out[j] * out[j])
 
 
 @njit(cache=True, fastmath={"contract"}, inline="always")
