@@ -81,7 +81,6 @@ def pytest_terminal_summary(terminalreporter):
     groups = sorted({g for g, _ in RESULTS})
     for group in groups:
         rows = {n: r for (g, n), r in RESULTS.items() if g == group}
-        base_name = "torch" if "torch" in rows else ("numpy" if "numpy" in rows else None)
         tr.write_sep("-", f"fastnn benchmark: {group}")
         for name, r in rows.items():
             line = f"{name:>10}  median {_fmt(r['median_s'])}  (min {_fmt(r['min_s'])})"

@@ -212,7 +212,6 @@ class FusedTrainer(TrainerBase):
         self._kernel = backend.fused_steps
         self._act = backend.ACT_CODES[model.activation]
         self.description = f"fused path ({backend.NAME}, {_num_threads(backend)} threads)"
-        dtype = model.dtype
         self.indptr, self.indices, self.pixels = images_to_csr(dataset.images)
         self.labels = np.ascontiguousarray(dataset.labels, dtype=np.int64)
         if self.labels.size and not (0 <= self.labels.min() and self.labels.max() < model.layer_sizes[-1]):

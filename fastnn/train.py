@@ -23,12 +23,12 @@ import numpy as np
 from . import __version__
 from ._io import write_csv_rows, write_json
 from .backends import BackendUnavailable, backend_names, get_backend
-from .data import DATASETS, DataError, DownloadError, iterate_minibatches, load_dataset, to_float, train_val_split
+from .data import DATASETS, DataError, DownloadError, iterate_minibatches, load_dataset, train_val_split
 from .initializers import INITIALIZERS
 from .metrics import dead_unit_fraction
 from .model import ACTIVATIONS, NeuralNetwork
 from .optim import OPTIMIZERS, make_optimizer
-from .trainers import STEPS_PER_CALL, KernelTrainer, make_trainer  # noqa: F401 - KernelTrainer re-exported
+from .trainers import make_trainer
 
 
 @dataclass

@@ -28,7 +28,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .fused_codes import ACT_CODES, OPT_CODES  # noqa: F401 - re-exported for the backend module
+from .fused_codes import ACT_CODES  # noqa: F401 - re-exported for the backend module
 
 
 @intrinsic
