@@ -44,28 +44,12 @@ PHASES = ("data", "forward", "loss", "backward", "optimizer")
 REFERENCE_DEFAULT_LIMIT = 1000   # a full epoch of Python loops would take about 15 minutes
 
 
-def run_epochs(trainer, n: int, epochs: int, batch_size: int, seed: int, timer: PhaseTimer | None = None,
-               label: str = "train") -> float:
-    """Train ``epochs`` epochs (``trainer.run_epoch``, as the training command does); return seconds.
-    With ``timer`` and a ``label``, each call into a compiled or torch trainer is timed as ``label``."""
+def run_epochs(trainer, n: int, epochs: int, batch_size: int, seed: int) -> float:
+    """Train ``epochs`` epochs with ``trainer.run_epoch``, as the training command does; return seconds."""
     rng = np.random.default_rng([seed, 1])
     t0 = time.perf_counter()
     for _ in range(epochs):
-        order = rng.permutation(n)
-        if timer is not None and not isinstance(trainer, KernelTrainer) and label:
-            original = trainer.run_steps
-
-            def timed(*args, original=original):
-                with timer.phase(label):
-                    return original(*args)
-
-            trainer.run_steps = timed
-            try:
-                trainer.run_epoch(order, batch_size)
-            finally:
-                del trainer.run_steps
-        else:
-            trainer.run_epoch(order, batch_size)
+        trainer.run_epoch(rng.permutation(n), batch_size)
     return time.perf_counter() - t0
 
 
