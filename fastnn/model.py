@@ -261,6 +261,18 @@ class NeuralNetwork:
         with atomic_write(path) as f:
             np.savez(f, **arrays)
 
+    def to_onnx(self, path):
+        """Write this model as a standard ONNX file (``fastnn.export``: input "pixels" (N, D) in
+        [0, 1], outputs "logits" and "probs" (N, C)); returns the path.
+
+        Raises:
+            ImportError: the onnx package is not installed (the message says how to get it).
+            ValueError: an activation or dtype ONNX export does not cover.
+        """
+        from .export import export_onnx
+
+        return export_onnx(self, path)
+
     @classmethod
     def load(cls, path, backend="numpy", layer_sizes=None) -> "NeuralNetwork":
         """Read a model written by ``save``. Never unpickles anything.

@@ -1,0 +1,137 @@
+"""``python -m fastnn.export MODEL --onnx OUT``: a trained model as a standard ONNX file.
+
+The graph is the network's forward pass in inference mode, written with the ``onnx`` package
+(an optional extra: ``pip install -e ".[onnx]"`` in the project folder):
+
+    input  "pixels"  float (N, D), values in [0, 1] as fastnn.data.to_float makes them
+    for each layer l:  MatMul(W_l (n_in, n_out)) -> Add(b_l) -> Relu | Sigmoid | Tanh (hidden layers)
+    output "logits"  float (N, C)
+    output "probs"   float (N, C) = Softmax(logits, axis=1)
+
+Weights are stored as initializers in the model's dtype (float32 or float64); dropout is
+absent (inference). Class names, the architecture and the activation go into the model's
+metadata. IR version 8 and opset 17: ONNX Runtime 1.10 and later read them. ONNX's Sigmoid and
+Tanh are the standard functions, as fastnn's; its Softmax subtracts the row maximum, as
+fastnn's does, so the outputs agree to float rounding (tests/test_export.py runs the file in
+ONNX Runtime on real test images).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ._io import atomic_write
+
+__all__ = ["to_onnx_bytes", "export_onnx", "main"]
+
+ONNX_OPS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
+OPSET, IR_VERSION = 17, 8
+
+
+def _onnx():
+    try:
+        import onnx
+        from onnx import helper, numpy_helper
+    except ImportError as exc:
+        raise ImportError("ONNX export needs the onnx package: in the project folder, "
+                          "pip install -e \".[onnx]\" (or pip install onnx)") from exc
+    return onnx, helper, numpy_helper
+
+
+def to_onnx_bytes(model) -> bytes:
+    """The serialized ONNX model of ``model`` (a ``NeuralNetwork``); see the module docstring.
+
+    Raises:
+        ImportError: the onnx package is not installed (the message says how to get it).
+        ValueError: an activation ONNX has no operator for here, or a dtype other than float32/64.
+    """
+    onnx, helper, numpy_helper = _onnx()
+    if model.activation not in ONNX_OPS:
+        raise ValueError(f"activation {model.activation!r} has no ONNX export; one of {', '.join(ONNX_OPS)}")
+    elem = {np.dtype(np.float32): onnx.TensorProto.FLOAT, np.dtype(np.float64): onnx.TensorProto.DOUBLE}.get(
+        np.dtype(model.dtype))
+    if elem is None:
+        raise ValueError(f"dtype {model.dtype} has no ONNX export (float32 or float64)")
+    nodes, inits = [], []
+    x = "pixels"
+    for l, (W, b) in enumerate(zip(model.weights, model.biases)):
+        inits += [numpy_helper.from_array(np.ascontiguousarray(W, dtype=model.dtype), f"W{l}"),
+                  numpy_helper.from_array(np.ascontiguousarray(b, dtype=model.dtype), f"b{l}")]
+        nodes += [helper.make_node("MatMul", [x, f"W{l}"], [f"xW{l}"], name=f"matmul{l}"),
+                  helper.make_node("Add", [f"xW{l}", f"b{l}"], [f"z{l}" if l < model.num_layers - 1 else "logits"],
+                                   name=f"bias{l}")]
+        if l < model.num_layers - 1:
+            nodes.append(helper.make_node(ONNX_OPS[model.activation], [f"z{l}"], [f"a{l}"], name=f"act{l}"))
+            x = f"a{l}"
+    nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=1, name="softmax"))
+    D, C = model.layer_sizes[0], model.layer_sizes[-1]
+    graph = helper.make_graph(
+        nodes, "fastnn_mlp",
+        [helper.make_tensor_value_info("pixels", elem, ["N", D])],
+        [helper.make_tensor_value_info("logits", elem, ["N", C]),
+         helper.make_tensor_value_info("probs", elem, ["N", C])],
+        initializer=inits)
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                   producer_name="fastnn")
+    onnx_model.ir_version = IR_VERSION
+    meta = {"layer_sizes": "-".join(map(str, model.layer_sizes)), "activation": model.activation,
+            "input": "pixels in [0, 1] (uint8 / 255), flattened row-major"}
+    if model.class_names:
+        meta["class_names"] = "\n".join(model.class_names)
+    helper.set_model_props(onnx_model, meta)
+    onnx.checker.check_model(onnx_model)
+    return onnx_model.SerializeToString()
+
+
+def export_onnx(model, path) -> Path:
+    """Write ``model`` as ONNX to ``path`` atomically; return the path. Raises as ``to_onnx_bytes``."""
+    data = to_onnx_bytes(model)
+    path = Path(path)
+    with atomic_write(path) as f:
+        f.write(data)
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m fastnn.export",
+        description="Export a trained fastnn model (.npz from python -m fastnn.train) as an ONNX file: "
+                    "input 'pixels' (N, 784) in [0, 1], outputs 'logits' and 'probs' (N, classes). Needs the "
+                    "onnx package.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", help="the model file, e.g. runs/<run>/best_model.npz")
+    p.add_argument("--onnx", required=True, metavar="OUT", default=argparse.SUPPRESS,
+                   help="the ONNX file to write (e.g. model.onnx); written atomically")
+    return p
+
+
+def main(argv=None) -> int:
+    from .model import ModelFileError, NeuralNetwork
+
+    args = build_parser().parse_args(argv)
+    out = Path(args.onnx)
+    if out.is_dir():
+        print(f"error: --onnx {out} is a folder; give a file name such as {out / 'model.onnx'}", file=sys.stderr)
+        return 2
+    try:
+        model = NeuralNetwork.load(args.model)
+        path = export_onnx(model, out)
+    except FileNotFoundError:
+        print(f"error: no model file {args.model}; train one with python -m fastnn.train", file=sys.stderr)
+        return 2
+    except (ModelFileError, ValueError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({path.stat().st_size:,} bytes): {'-'.join(map(str, model.layer_sizes))} "
+          f"{model.activation}, inputs 'pixels' (N, {model.layer_sizes[0]}) in [0, 1], outputs 'logits', 'probs'")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
