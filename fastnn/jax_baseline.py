@@ -39,7 +39,9 @@ def _loss(params, X, y):
     return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
 
 
-def _make_step(lr_mu_wd):
+def _make_step():
+    """One SGD-with-momentum step (fastnn.optim's formulas): (params, velocity, X, y, [lr, mu, wd])
+    -> (params, velocity, loss)."""
     grad_fn = jax.value_and_grad(_loss)
 
     def step(params, velocity, X, y, hyper):
@@ -85,7 +87,7 @@ class JaxTrainer(TrainerBase):
         self.y = jnp.asarray(np.asarray(dataset.labels, dtype=np.int32))  # (n,)
         self.params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in zip(model.weights, model.biases)]
         self.velocity = [(jnp.zeros_like(W), jnp.zeros_like(b)) for W, b in self.params]
-        step = _make_step(None)
+        step = _make_step()
         self._step = jax.jit(step)
         X_all, y_all = self.X, self.y
 

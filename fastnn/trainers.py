@@ -46,9 +46,11 @@ class Trainer(Protocol):
 
 
 class TrainerBase:
-    """``run_epoch`` and ``sync_to_model`` for trainers that define ``run_steps``."""
+    """``run_epoch`` and ``sync_to_model`` for trainers that define ``run_steps``; ``timer`` (a
+    ``fastnn.timing.PhaseTimer`` or None) is read by trainers that time their phases."""
 
     description = ""
+    timer = None
 
     def run_epoch(self, order: np.ndarray, batch_size: int,
                   on_steps: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
