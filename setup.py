@@ -52,7 +52,9 @@ class BuildExt(build_ext):
 
 extensions = [
     Extension("fastnn.backends._cython_kernels", ["kernels/cython_kernels.pyx"],
-              include_dirs=[numpy.get_include(), "kernels"], depends=["kernels/dot_tile.h", "kernels/fma_peak.h"]),
+              include_dirs=[numpy.get_include(), "kernels"],
+              depends=["kernels/dot_tile.h", "kernels/fma_peak.h", "kernels/sparse_row.h"],
+              define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]),
 ]
 
 setup(

@@ -61,7 +61,8 @@ def record(benchmark, group: str, name: str, **extra) -> None:
 
 
 def record_result(group: str, name: str, median_s: float, min_s: float, **extra) -> None:
-    """Keep one entry measured by the test itself (e.g. the interleaved epochs) for the ratio tables."""
+    """Keep one entry measured by the test itself (e.g. the interleaved epochs) for the ratio tables;
+    ``extra`` may hold gflops, p99_s (latency) and images_per_s (throughput)."""
     RESULTS[(group, name)] = {"median_s": median_s, "min_s": min_s, **extra}
 
 
@@ -83,11 +84,22 @@ def pytest_terminal_summary(terminalreporter):
         rows = {n: r for (g, n), r in RESULTS.items() if g == group}
         tr.write_sep("-", f"fastnn benchmark: {group}")
         for name, r in rows.items():
-            line = f"{name:>10}  median {_fmt(r['median_s'])}  (min {_fmt(r['min_s'])})"
+            label = "p50" if "p99_s" in r else "median"
+            line = f"{name:>11}  {label} {_fmt(r['median_s'])}  (min {_fmt(r['min_s'])})"
             if "gflops" in r:
                 line += f"  {r['gflops']:7.1f} GFLOP/s"
+            if "p99_s" in r:
+                line += f"  p99 {_fmt(r['p99_s'])}"
             if "images_per_s" in r:
-                line += f"  {r['images_per_s']:11,.0f} images/s"
+                line += f"  {r['images_per_s']:11,.0f} images/s (best)"
+            if group.startswith("inference") and "onnxruntime" in rows and name != "onnxruntime":
+                base = rows["onnxruntime"]
+                if "images_per_s" in r:
+                    line += (f"  {r['images_per_s'] / base['images_per_s']:5.2f} x onnxruntime's throughput "
+                             f"(medians {base['median_s'] / r['median_s']:.2f})")
+                else:
+                    line += (f"  p50 {r['median_s'] / base['median_s']:5.2f} x onnxruntime's "
+                             f"(p99 {r['p99_s'] / base['p99_s']:.2f})")
             if group.startswith("epoch"):
                 for ref in ("torch", "jax-scan"):
                     if ref in rows and name != ref:

@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 
 BACKEND_ORDER = ["reference", "numpy", "numba-kernels", "numba", "numba-timers", "cython", "cython-timers", "torch",
-                 "jax-step", "jax-scan"]
+                 "jax-step", "jax-scan", "onnxruntime"]
 COLORS = {"reference": "tab:gray", "numpy": "tab:blue", "numba-kernels": "tab:cyan", "numba": "tab:orange",
           "numba-timers": "moccasin", "cython": "tab:green", "cython-timers": "palegreen", "torch": "tab:red",
-          "jax-step": "plum", "jax-scan": "tab:purple"}
+          "jax-step": "plum", "jax-scan": "tab:purple", "onnxruntime": "black"}
 LAYERS = [784, 128, 64, 10]
 
 
@@ -187,8 +187,8 @@ def load_results(path) -> list[dict]:
         if "interleaved" in extra:                # one test timed every trainer, round by round
             group = (b.get("group") or "").replace(", interleaved", "")
             for name, r in extra["interleaved"].items():
-                rows.append({"group": group, "name": f"{b['name']}[{name}]", "median_s": r["median_s"],
-                             "min_s": r["min_s"], "backend": name, "flop": extra.get("flop"), "gflops": r["gflops"]})
+                rows.append({"flop": extra.get("flop"), **r, "group": group, "name": f"{b['name']}[{name}]",
+                             "backend": name})
             continue
         rows.append({"group": b.get("group") or "", "name": b["name"], "median_s": b["stats"]["median"],
                      "min_s": b["stats"]["min"], "backend": extra.get("backend"), **extra})
@@ -266,8 +266,25 @@ def plot_epoch(rows, path) -> list[tuple[str, float, float, float | None]]:
     return table
 
 
+def inference_table(rows) -> list[tuple[str, float, float | None, float | None, float | None]]:
+    """(entry, batch-1 p50 s, p99 s, p50 / ORT's, images/s / ORT's) from the inference benchmarks."""
+    latency = {r["backend"]: r for r in rows if r["group"].startswith("inference latency")}
+    throughput = {r["backend"]: r for r in rows if r["group"].startswith("inference throughput")}
+    ort_lat, ort_thr = latency.get("onnxruntime"), throughput.get("onnxruntime")
+    table = []
+    for name in dict.fromkeys([*latency, *throughput]):
+        lat, thr = latency.get(name), throughput.get(name)
+        table.append((name, lat["median_s"] if lat else None, thr["images_per_s"] if thr else None,
+                      lat["median_s"] / ort_lat["median_s"] if lat and ort_lat else None,
+                      thr["images_per_s"] / ort_thr["images_per_s"] if thr and ort_thr else None))
+    return table
+
+
 def _intensity(r) -> float | None:
     """FLOP per byte that must move at least once (float32)."""
+    if r["group"].startswith("inference throughput"):
+        params = sum(a * b + b for a, b in zip(LAYERS[:-1], LAYERS[1:]))
+        return r["flop"] / (4 * (params + r["images"] * (LAYERS[0] + LAYERS[-1])))
     if r.get("kernel") == "matmul" or r["group"].startswith("matmul vs BLAS"):
         m, k, n = r.get("size") or _shape_from_group(r["group"])
         return 2 * m * k * n / (4 * (m * k + k * n + m * n))
@@ -295,10 +312,16 @@ def plot_roofline(rows, ceilings: dict[str, float], bandwidth: float, path) -> l
     for r in rows:
         if "gflops" not in r or r["backend"] is None:
             continue
-        if not (r.get("kernel") == "matmul" or r["group"].startswith(("training step", "epoch"))):
+        if not (r.get("kernel") == "matmul" or r["group"].startswith(("training step", "epoch", "inference throughput"))):
             continue
         ai = _intensity(r)
-        if ai:
+        if ai and r["group"].startswith("inference throughput"):
+            # two rows per entry: dense-equivalent FLOPs, and what skipping zero pixels leaves
+            points.append(("inference, dense-equivalent FLOPs", r["backend"], ai, r["gflops"]))
+            if r.get("sparse_flop"):
+                points.append(("inference, sparse FLOPs (non-zero pixels)", r["backend"],
+                               ai * r["sparse_flop"] / r["flop"], r["sparse_gflops"]))
+        elif ai:
             points.append((r["group"], r["backend"], ai, r["gflops"]))
     fig, ax = plt.subplots(figsize=(9, 6))
     xs = np.logspace(-1, 3, 200)
@@ -308,9 +331,10 @@ def plot_roofline(rows, ceilings: dict[str, float], bandwidth: float, path) -> l
         ax.text(xs[-1], peak * (1.06 if above else 0.94), f"{label}: {peak:.0f} GFLOP/s", ha="right",
                 va="bottom" if above else "top", fontsize=8)
     ax.text(0.12, bandwidth * 0.12 * 1.5, f"memory {bandwidth:.0f} GB/s (copy, measured)", fontsize=8, rotation=28)
-    markers = {"matmul": "o", "training step": "s", "epoch": "D"}
+    markers = {"matmul": "o", "training step": "s", "epoch": "D", "inference, dense-equivalent": "^",
+               "inference, sparse": "v"}
     for what, backend, ai, gflops in points:
-        kind = "epoch" if what.startswith("epoch") else "training step" if what.startswith("training") else "matmul"
+        kind = next((k for k in markers if what.startswith(k)), "matmul")
         ax.scatter(ai, gflops, color=COLORS.get(backend, "black"), marker=markers[kind], s=36, zorder=3,
                    edgecolors="black", linewidths=0.4)
     for backend in _order(p[1] for p in points):
@@ -323,7 +347,8 @@ def plot_roofline(rows, ceilings: dict[str, float], bandwidth: float, path) -> l
     ax.set_ylabel("achieved GFLOP/s")
     from .machine import cpu_info, isa_level
 
-    ax.set_title(f"Roofline: matmuls (all sizes) and training steps / epochs (dense-equivalent FLOPs)\n"
+    ax.set_title(f"Roofline: matmuls (all sizes), training steps / epochs (dense-equivalent FLOPs), inference "
+                 f"(dense-equivalent and sparse)\n"
                  f"{cpu_info()['cpu']}, {cpu_info()['cores']} cores, {isa_level()}", fontsize=9)
     ax.legend(fontsize=8, ncol=2, loc="lower right")
     ax.grid(which="both", alpha=0.3)
@@ -386,6 +411,14 @@ def main(argv=None) -> int:
     print("\none MNIST epoch (median):")
     for name, median, ratio, to_jax in table:
         print(f"  {name:>14s}  {median:8.3f} s  {ratio:5.2f} x torch" + (f"  {to_jax:5.2f} x jax-scan" if to_jax else ""))
+    inference = inference_table(rows)
+    if inference:
+        print("\ninference (batch-1 p50 of predict; throughput: best pass over the 10,000 test images):")
+        for name, p50, ips, lat_ratio, thr_ratio in inference:
+            print(f"  {name:>12s}  p50 {1e6 * p50:7.1f} us" if p50 else f"  {name:>12s}  p50       -  ", end="")
+            print(f"  {ips:11,.0f} images/s" if ips else "", end="")
+            print(f"  p50 {lat_ratio:.2f} x onnxruntime" if lat_ratio and name != "onnxruntime" else "", end="")
+            print(f"  throughput {thr_ratio:.2f} x onnxruntime" if thr_ratio and name != "onnxruntime" else "")
     points = plot_roofline(rows, ceilings, bandwidth, out / "roofline.png")
     print(f"\nroofline points (GFLOP/s; share of the best sgemm, {best:.0f} GFLOP/s"
           + (f", and of the FMA limit, {fma:.0f}" if fma else "") + "):")

@@ -246,9 +246,12 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run(model_path, dataset: str = "mnist", out=None, data_dir=None, backend: str = "numpy", log=print) -> dict:
-    """Evaluate the model file on ``dataset``'s test split; write the JSON and figures into ``out``."""
-    model = NeuralNetwork.load(model_path, backend=backend)
+def run(model_path, dataset: str = "mnist", out=None, data_dir=None, backend: str = "auto", log=print) -> dict:
+    """Evaluate the model file on ``dataset``'s test split; write the JSON and figures into ``out``.
+    ``backend`` "auto": the fastest with a fused forward here (``fastnn.inference.inference_backend``)."""
+    from .inference import inference_backend
+
+    model = NeuralNetwork.load(model_path, backend=inference_backend(backend))
     test = load_dataset(dataset, "test", data_dir)
     if test.num_features != model.layer_sizes[0] or test.num_classes != model.layer_sizes[-1]:
         raise ValueError(f"{model_path}: model {model.layer_sizes[0]} inputs / {model.layer_sizes[-1]} classes does "
@@ -299,7 +302,9 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", default="mnist", choices=list(DATASETS))
     p.add_argument("--out", default=None, help="output folder (default: plots/<dataset>)")
     p.add_argument("--data-dir", default=None, help="data folder (default: $FASTNN_DATA_DIR, else the user cache)")
-    p.add_argument("--backend", default="numpy", choices=backend_names(), help="kernels for inference")
+    p.add_argument("--backend", default="auto", choices=["auto", *backend_names()],
+                   help="kernels for inference; auto: cython, else numba (one compiled call per forward pass), "
+                        "else numpy")
     args = p.parse_args(argv)
     try:
         run(args.model, args.dataset, args.out, args.data_dir, args.backend)

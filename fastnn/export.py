@@ -7,6 +7,10 @@ The graph is the network's forward pass in inference mode, written with the ``on
     for each layer l:  MatMul(W_l (n_in, n_out)) -> Add(b_l) -> Relu | Sigmoid | Tanh (hidden layers)
     output "logits"  float (N, C)
     output "probs"   float (N, C) = Softmax(logits, axis=1)
+    output "labels"  int64 (N,)   = ArgMax(logits, axis=1): the first maximum, as predict
+
+``to_onnx_bytes(model, outputs=...)`` writes a subset: ``("labels",)`` is the graph of
+``predict`` alone (MatMul/Add/activation/ArgMax, no Softmax), the benchmarks' comparator.
 
 Weights are stored as initializers in the model's dtype (float32 or float64); dropout is
 absent (inference). Class names, the architecture and the activation go into the model's
@@ -41,13 +45,22 @@ def _onnx():
     return onnx, helper, numpy_helper
 
 
-def to_onnx_bytes(model) -> bytes:
-    """The serialized ONNX model of ``model`` (a ``NeuralNetwork``); see the module docstring.
+OUTPUTS = ("logits", "probs", "labels")
+
+
+def to_onnx_bytes(model, outputs=OUTPUTS) -> bytes:
+    """The serialized ONNX model of ``model`` (a ``NeuralNetwork``) with the graph outputs
+    ``outputs`` (a non-empty subset of ``OUTPUTS``); see the module docstring.
 
     Raises:
         ImportError: the onnx package is not installed (the message says how to get it).
-        ValueError: an activation ONNX has no operator for here, or a dtype other than float32/64.
+        ValueError: an activation ONNX has no operator for here, a dtype other than float32/64,
+            or an unknown or empty ``outputs``.
     """
+    outputs = tuple(outputs)
+    unknown = [o for o in outputs if o not in OUTPUTS]
+    if unknown or not outputs:
+        raise ValueError(f"outputs must be a non-empty subset of {', '.join(OUTPUTS)}; got {outputs}")
     onnx, helper, numpy_helper = _onnx()
     if model.activation not in ONNX_OPS:
         raise ValueError(f"activation {model.activation!r} has no ONNX export; one of {', '.join(ONNX_OPS)}")
@@ -66,13 +79,19 @@ def to_onnx_bytes(model) -> bytes:
         if l < model.num_layers - 1:
             nodes.append(helper.make_node(ONNX_OPS[model.activation], [f"z{l}"], [f"a{l}"], name=f"act{l}"))
             x = f"a{l}"
-    nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=1, name="softmax"))
+    if "probs" in outputs:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=1, name="softmax"))
+    if "labels" in outputs:
+        nodes.append(helper.make_node("ArgMax", ["logits"], ["labels"], axis=1, keepdims=0,
+                                      select_last_index=0, name="argmax"))
     D, C = model.layer_sizes[0], model.layer_sizes[-1]
+    infos = {"logits": helper.make_tensor_value_info("logits", elem, ["N", C]),
+             "probs": helper.make_tensor_value_info("probs", elem, ["N", C]),
+             "labels": helper.make_tensor_value_info("labels", onnx.TensorProto.INT64, ["N"])}
     graph = helper.make_graph(
         nodes, "fastnn_mlp",
         [helper.make_tensor_value_info("pixels", elem, ["N", D])],
-        [helper.make_tensor_value_info("logits", elem, ["N", C]),
-         helper.make_tensor_value_info("probs", elem, ["N", C])],
+        [infos[o] for o in OUTPUTS if o in outputs],
         initializer=inits)
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                                    producer_name="fastnn")
@@ -99,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m fastnn.export",
         description="Export a trained fastnn model (.npz from python -m fastnn.train) as an ONNX file: "
-                    "input 'pixels' (N, 784) in [0, 1], outputs 'logits' and 'probs' (N, classes). Needs the "
+                    "input 'pixels' (N, 784) in [0, 1], outputs 'logits' and 'probs' (N, classes) and 'labels' (N,). "
+                    "Needs the "
                     "onnx package.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", help="the model file, e.g. runs/<run>/best_model.npz")
@@ -129,7 +149,7 @@ def main(argv=None) -> int:
         print(f"error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     print(f"wrote {path} ({path.stat().st_size:,} bytes): {'-'.join(map(str, model.layer_sizes))} "
-          f"{model.activation}, inputs 'pixels' (N, {model.layer_sizes[0]}) in [0, 1], outputs 'logits', 'probs'")
+          f"{model.activation}, inputs 'pixels' (N, {model.layer_sizes[0]}) in [0, 1], outputs 'logits', 'probs', 'labels'")
     return 0
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from ._io import atomic_write
 from .backends import get_backend
+from .inference import ForwardPlan, has_fused_forward
 from .initializers import INITIALIZERS, init_weights
 from .timing import phase
 
@@ -79,6 +80,7 @@ class NeuralNetwork:
         self.grad_biases: list[np.ndarray] | None = None
         self.timer = None
         self.class_names: list[str] | None = None     # saved with the model when set (the trainer sets it)
+        self._plan: ForwardPlan | None = None          # the fused forward, where the backend has one
 
     # ------------------------------------------------------------------ basics
     @property
@@ -143,17 +145,48 @@ class NeuralNetwork:
         cache.append((a, logits, None, None))
         return logits, cache
 
+    def _fused_plan(self) -> ForwardPlan | None:
+        """The fused forward of the current arrays (``fastnn.inference``), or None where the
+        backend has none or an array does not suit it (then the kernel path runs)."""
+        plan = self._plan
+        if plan is not None and plan.matches(self.backend, self.weights, self.biases, self.activation):
+            return plan
+        self._plan = None
+        if has_fused_forward(self.backend) and ForwardPlan.unusable_reason(
+                self.backend, self.weights, self.biases, self.activation, self.dtype) is None:
+            self._plan = ForwardPlan(self.backend, self.weights, self.biases, self.activation, self.dtype)
+        return self._plan
+
     def logits(self, X) -> np.ndarray:
-        """Logits (N, C) for X (N, D), evaluation mode (no dropout)."""
-        return self._forward(self._check_input(X), training=False)[0]
+        """Logits (N, C) for X (N, D) float, evaluation mode (no dropout). Raises as ``predict``."""
+        X = self._check_input(X)
+        plan = self._fused_plan()
+        if plan is not None:
+            return plan.run(X, "logits")
+        return self._forward(X, training=False)[0]
 
     def forward(self, X) -> np.ndarray:
-        """Class probabilities (N, C) for X (N, D) float, evaluation mode (no dropout)."""
-        return self.backend.softmax(self.logits(X))
+        """Class probabilities (N, C) for X (N, D) float, evaluation mode (no dropout). Raises as
+        ``predict``."""
+        X = self._check_input(X)
+        plan = self._fused_plan()
+        if plan is not None:
+            return plan.run(X, "probs")
+        return self.backend.softmax(self._forward(X, training=False)[0])
 
     def predict(self, X, batch_size: int = 4096) -> np.ndarray:
-        """Predicted labels (N,) int64, computed ``batch_size`` rows at a time."""
+        """Predicted labels (N,) int64 for X (N, D) float (images (N, 28, 28) are flattened):
+        the first maximum of each row's logits.
+
+        One compiled call for the whole batch where the backend has a fused forward (numba,
+        cython: ``fastnn.inference``); else kernel by kernel, ``batch_size`` rows at a time.
+        Raises:
+            TypeError: X is not floating point. ValueError: X's shape does not fit the input layer.
+        """
         X = self._check_input(X)
+        plan = self._fused_plan()
+        if plan is not None:
+            return plan.run(X, "labels")
         out = [np.argmax(self._forward(X[i:i + batch_size], False)[0], axis=1)
                for i in range(0, X.shape[0], batch_size)]
         return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
@@ -263,7 +296,7 @@ class NeuralNetwork:
 
     def to_onnx(self, path):
         """Write this model as a standard ONNX file (``fastnn.export``: input "pixels" (N, D) in
-        [0, 1], outputs "logits" and "probs" (N, C)); returns the path.
+        [0, 1], outputs "logits" and "probs" (N, C), "labels" (N,)); returns the path.
 
         Raises:
             ImportError: the onnx package is not installed (the message says how to get it).

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import DATASETS
+from .inference import inference_backend
 from .model import ModelFileError, NeuralNetwork
 
 
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=int, default=3, help="how many classes to list per image")
     args = p.parse_args(argv)
     try:
-        model = NeuralNetwork.load(args.model)
+        model = NeuralNetwork.load(args.model, backend=inference_backend())   # a fused forward where one runs
     except (ModelFileError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ A trainer updates a ``NeuralNetwork`` in place from mini-batches of a training `
   mean cross-entropy before that step's update (k < n_steps at the end of the epoch, or where
   the kernel path met a non-finite loss);
 - ``run_epoch(order, batch_size, on_steps=None)``: the whole epoch in calls of
-  ``STEPS_PER_CALL`` steps (``on_steps(losses)`` after each call: a progress bar, a non-finite
+  ``steps_per_call`` steps (``STEPS_PER_CALL`` unless a trainer sets its own) (``on_steps(losses)`` after each call: a progress bar, a non-finite
   check that raises to stop); returns every loss and leaves the model current;
 - ``sync_to_model()``: make ``model.weights``/``biases`` current (a copy back for the torch and
   JAX comparators; nothing for the others);
@@ -31,7 +31,7 @@ from .timing import phase
 
 __all__ = ["Trainer", "TrainerBase", "KernelTrainer", "make_trainer", "STEPS_PER_CALL"]
 
-STEPS_PER_CALL = 32   # steps per call: a progress bar and Ctrl-C get a turn between calls
+STEPS_PER_CALL = 32   # steps per call by default: a progress bar and Ctrl-C get a turn between calls
 
 
 class Trainer(Protocol):
@@ -51,19 +51,21 @@ class TrainerBase:
 
     description = ""
     timer = None
+    steps_per_call = STEPS_PER_CALL
 
     def run_epoch(self, order: np.ndarray, batch_size: int,
                   on_steps: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
         """Every step of the epoch ordered by ``order`` (n,), ``STEPS_PER_CALL`` per call; returns
         the losses (n_steps,) float64 (fewer if the kernel path stopped at a non-finite loss)."""
         n_steps = -(-len(order) // batch_size)
+        per_call = self.steps_per_call
         chunks = []
-        for first in range(0, n_steps, STEPS_PER_CALL):
-            losses = self.run_steps(order, first, STEPS_PER_CALL, batch_size)
+        for first in range(0, n_steps, per_call):
+            losses = self.run_steps(order, first, per_call, batch_size)
             chunks.append(losses)
             if on_steps is not None:
                 on_steps(losses)
-            if len(losses) < min(STEPS_PER_CALL, n_steps - first):
+            if len(losses) < min(per_call, n_steps - first):
                 break
         self.sync_to_model()
         return np.concatenate(chunks) if chunks else np.empty(0)

@@ -13,6 +13,7 @@ from cython.parallel cimport prange, parallel, threadid
 from libc.math cimport exp, log, sqrt, tanh
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -228,26 +229,34 @@ def tanh_backward(const floating[::1] grad_out, const floating[::1] a, floating[
 
 
 # ---------------------------------------------------------------- softmax cross-entropy
+cdef inline double _softmax_row(const floating* z, Py_ssize_t c, floating* probs, double* row_max) noexcept nogil:
+    """probs (c,) = softmax(z) with the row maximum subtracted, exp and sum in double; returns the
+    sum of exp(z - max) and sets row_max (for the log-sum-exp)."""
+    cdef Py_ssize_t j
+    cdef double mx = z[0], s = 0, e
+    for j in range(1, c):
+        if z[j] > mx:
+            mx = z[j]
+    for j in range(c):
+        e = exp(z[j] - mx)
+        probs[j] = <floating>e
+        s += e
+    for j in range(c):
+        probs[j] = <floating>(probs[j] / s)
+    row_max[0] = mx
+    return s
+
+
 def softmax_xent(const floating[:, ::1] logits, const int64_t[::1] labels, floating[:, ::1] probs):
     """probs = softmax(logits) per row (max subtracted); returns sum_i -log probs[i, labels[i]] (double).
 
     ``labels`` may be empty (softmax only)."""
-    cdef Py_ssize_t n = logits.shape[0], c = logits.shape[1], i, j
-    cdef double total = 0, mx, s, e
+    cdef Py_ssize_t n = logits.shape[0], c = logits.shape[1], i
+    cdef double total = 0, mx, s
     cdef bint with_labels = labels.shape[0] > 0
     with nogil:
         for i in range(n):
-            mx = logits[i, 0]
-            for j in range(1, c):
-                if logits[i, j] > mx:
-                    mx = logits[i, j]
-            s = 0
-            for j in range(c):
-                e = exp(logits[i, j] - mx)
-                probs[i, j] = <floating>e
-                s += e
-            for j in range(c):
-                probs[i, j] = <floating>(probs[i, j] / s)
+            s = _softmax_row(&logits[i, 0], c, &probs[i, 0], &mx)
             if with_labels:
                 total += log(s) - (logits[i, labels[i]] - mx)
     return total
@@ -262,6 +271,47 @@ def softmax_xent_backward(const floating[:, ::1] probs, const int64_t[::1] label
             for j in range(c):
                 out[i, j] = probs[i, j] * inv_n
             out[i, labels[i]] -= inv_n
+
+
+# ---------------------------------------------------------------- sparse rows (both fused paths)
+# z = z_in + sum_q x_q W[idx[q]] with the partial sums in vector registers: kernels/sparse_row.h.
+cdef extern from "sparse_row.h" nogil:
+    Py_ssize_t gather_nonzeros_float(const float* a, Py_ssize_t stride, Py_ssize_t n, int32_t* idx, float* val)
+    Py_ssize_t gather_nonzeros_double(const double* a, Py_ssize_t stride, Py_ssize_t n, int32_t* idx, double* val)
+    Py_ssize_t relu_gather_float(float* z, Py_ssize_t n, int32_t* idx, float* val)
+    Py_ssize_t relu_gather_double(double* z, Py_ssize_t n, int32_t* idx, double* val)
+    void sparse_row_float(const float* W, Py_ssize_t n_out, const int32_t* idx, const float* val,
+                          Py_ssize_t m, float scale, const float* z_in, float* z)
+    void sparse_row_double(const double* W, Py_ssize_t n_out, const int32_t* idx, const double* val,
+                           Py_ssize_t m, double scale, const double* z_in, double* z)
+    void sparse_pixels_float(const float* W, Py_ssize_t n_out, const uint16_t* idx, const uint8_t* val,
+                             Py_ssize_t m, float scale, const float* z_in, float* z)
+    void sparse_pixels_double(const double* W, Py_ssize_t n_out, const uint16_t* idx, const uint8_t* val,
+                              Py_ssize_t m, double scale, const double* z_in, double* z)
+
+cdef inline Py_ssize_t _gather(const floating* a, Py_ssize_t stride, Py_ssize_t n, int32_t* idx,
+                               floating* val) noexcept nogil:
+    if floating is float:
+        return gather_nonzeros_float(a, stride, n, idx, val)
+    else:
+        return gather_nonzeros_double(a, stride, n, idx, val)
+
+
+cdef inline void _sparse_row(const floating* W, Py_ssize_t n_out, const int32_t* idx, const floating* val,
+                             Py_ssize_t m, const floating* z_in, floating* z) noexcept nogil:
+    if floating is float:
+        sparse_row_float(W, n_out, idx, val, m, 1, z_in, z)
+    else:
+        sparse_row_double(W, n_out, idx, val, m, 1, z_in, z)
+
+
+cdef inline void _sparse_pixels(const floating* W, Py_ssize_t n_out, const uint16_t* idx, const uint8_t* pixels,
+                                Py_ssize_t m, floating scale, floating* z) noexcept nogil:
+    """z += sum_q (pixels[q] * scale) W[idx[q]] (kernels/sparse_row.h)."""
+    if floating is float:
+        sparse_pixels_float(W, n_out, idx, pixels, m, scale, z, z)
+    else:
+        sparse_pixels_double(W, n_out, idx, pixels, m, scale, z, z)
 
 
 # ---------------------------------------------------------------- the fused training path
@@ -382,12 +432,7 @@ cdef void _layer0_forward(const int64_t* indptr, const uint16_t* indices, const 
     cdef Py_ssize_t i, j, p, q, q_end, e
     cdef int64_t row
     cdef floating inv255 = <floating>(1.0 / 255.0)
-    cdef floating x0, x1, x2, x3
     cdef floating* z
-    cdef const floating* w0
-    cdef const floating* w1
-    cdef const floating* w2
-    cdef const floating* w3
     for p in range(r0, r1 + 1):
         ptr[p] = 0
     if nb > 0:
@@ -401,29 +446,9 @@ cdef void _layer0_forward(const int64_t* indptr, const uint16_t* indices, const 
             _prefetch_row(indptr, indices, pixels, batch[i + 1])
         q = _lower_bound(indices, indptr[row], indptr[row + 1], r0)
         q_end = _lower_bound(indices, q, indptr[row + 1], r1)
-        while q + 4 <= q_end:                       # four non-zeros per pass over the row
-            x0 = <floating>pixels[q] * inv255
-            x1 = <floating>pixels[q + 1] * inv255
-            x2 = <floating>pixels[q + 2] * inv255
-            x3 = <floating>pixels[q + 3] * inv255
-            w0 = W0 + indices[q] * H0
-            w1 = W0 + indices[q + 1] * H0
-            w2 = W0 + indices[q + 2] * H0
-            w3 = W0 + indices[q + 3] * H0
-            for j in range(H0):
-                z[j] += x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j]
+        _sparse_pixels(W0, H0, indices + q, pixels + q, q_end - q, inv255, z)    # sums in registers
+        for q in range(q, q_end):
             ptr[indices[q] + 1] += 1
-            ptr[indices[q + 1] + 1] += 1
-            ptr[indices[q + 2] + 1] += 1
-            ptr[indices[q + 3] + 1] += 1
-            q += 4
-        while q < q_end:
-            x0 = <floating>pixels[q] * inv255
-            w0 = W0 + indices[q] * H0
-            for j in range(H0):
-                z[j] += x0 * w0[j]
-            ptr[indices[q] + 1] += 1
-            q += 1
     # the CSC index: counts -> starts, fill (ptr[p] walks to the end of p), shift back to starts
     ptr[r0] = 0
     for p in range(r0, r1):
@@ -449,33 +474,12 @@ cdef void _layer0_grad_update(const int32_t* ptr, const int32_t* sample, const f
                               floating v_corr) noexcept nogil:
     """For every row p in [r0, r1) of W0 (D, H0): grad W0[p] = sum_e value[e] G0[sample[e]] over the
     CSC entries of pixel p (the batch rows where it is non-zero), then that row's update."""
-    cdef Py_ssize_t p, j, e, e_end
-    cdef floating x0, x1, x2, x3
+    cdef Py_ssize_t p, j
     cdef floating* g = acc
-    cdef const floating* g0
-    cdef const floating* g1
-    cdef const floating* g2
-    cdef const floating* g3
     for p in range(r0, r1):
         for j in range(H0):
             g[j] = 0
-        e = ptr[p]
-        e_end = ptr[p + 1]
-        while e + 4 <= e_end:                       # four batch rows per pass over the columns
-            x0, x1, x2, x3 = value[e], value[e + 1], value[e + 2], value[e + 3]
-            g0 = G0 + sample[e] * H0
-            g1 = G0 + sample[e + 1] * H0
-            g2 = G0 + sample[e + 2] * H0
-            g3 = G0 + sample[e + 3] * H0
-            for j in range(H0):
-                g[j] += x0 * g0[j] + x1 * g1[j] + x2 * g2[j] + x3 * g3[j]
-            e += 4
-        while e < e_end:
-            x0 = value[e]
-            g0 = G0 + sample[e] * H0
-            for j in range(H0):
-                g[j] += x0 * g0[j]
-            e += 1
+        _sparse_row(G0, H0, sample + ptr[p], value + ptr[p], ptr[p + 1] - ptr[p], g, g)   # sums in registers
         _update(W0 + p * H0, g, S1 + p * H0, S2 + p * H0, H0, wd, opt, lr, mu, beta1, beta2, eps,
                 step_size, v_corr)
 
@@ -739,3 +743,226 @@ def fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const ui
             for t in range(n_threads):
                 total = total + thread_loss[t]
             losses[s] = total / nb
+
+
+# ---------------------------------------------------------------- the fused forward pass
+# The same arguments and results as fastnn/backends/numba_forward.py (documented in
+# fastnn.inference): every layer of X in one call. Each layer's input row is gathered into its
+# non-zeros, then z = b + the matching rows of W (kernels/sparse_row.h: sums held in registers,
+# column block by column block). Two ways through layer 0, decided per thread:
+# - row by row (_forward_rows): every row through all the layers; for small batches;
+# - blocked (_forward_block), FORWARD_BLOCK_ROWS rows at a time, layer by layer: the row path
+#   is bound by bringing rows of W from L2 (W0: 512 bytes per non-zero pixel, ~16-20 bytes per
+#   cycle measured on Zen 3 whether the pixels are random or consecutive; W1 is evicted from L1
+#   by W0's rows at every image), so the block's rows go through W_l a block of
+#   FORWARD_BLOCK_BYTES of its rows at a time, which stays in L1 while every row adds its
+#   non-zeros of those inputs. Each output is summed in the same order as on the row path, so
+#   both give the same bits.
+# Rows are split evenly between the threads for N >= FORWARD_PARALLEL_ROWS, else the calling
+# thread runs them (no OpenMP wake-up at batch 1). Nothing is allocated.
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef enum:
+    FORWARD_PARALLEL_ROWS = 16     # rows from which the threads share a batch
+    FORWARD_MAX_LAYERS = 64
+    FORWARD_BLOCK_ROWS = 32        # rows that go through W0 together (fastnn.inference.FORWARD_BLOCK_ROWS)
+    FORWARD_BLOCK_BYTES = 16384    # W0's rows per pixel block: half of a 32 KB L1
+
+
+cdef inline Py_ssize_t _activate_gather(floating* z, Py_ssize_t n, int act, int32_t* nz_index,
+                                        floating* nz_value) noexcept nogil:
+    """z = act(z) in place and its non-zeros into (nz_index, nz_value); returns their count. ReLU
+    in the same pass, branch-free (half its outputs are zeros; kernels/sparse_row.h), the others
+    then ``_gather``."""
+    if act != 0:
+        _activate(z, z, n, act)
+        return _gather(z, 1, n, nz_index, nz_value)
+    if floating is float:
+        return relu_gather_float(z, n, nz_index, nz_value)
+    else:
+        return relu_gather_double(z, n, nz_index, nz_value)
+
+
+cdef inline void _write_output(Py_ssize_t i, const floating* logits, Py_ssize_t c, int mode, floating* out_f,
+                               int64_t* out_i) noexcept nogil:
+    """Row i's output from its logits (c,): mode 0 logits, 1 probs (as softmax_xent), 2 labels (the
+    first maximum)."""
+    cdef Py_ssize_t j, best
+    cdef double row_max
+    if mode == 2:
+        best = 0
+        for j in range(1, c):
+            if logits[j] > logits[best]:
+                best = j
+        out_i[i] = best
+    elif mode == 1:
+        _softmax_row(logits, c, out_f + i * c, &row_max)
+    else:
+        for j in range(c):
+            out_f[i * c + j] = logits[j]
+
+
+cdef void _finish_row(Py_ssize_t i, Py_ssize_t first, Py_ssize_t n_layers, const Py_ssize_t* sizes,
+                      const void** W_ptr, const void** b_ptr, Py_ssize_t m, int act, int mode, floating* out_f,
+                      int64_t* out_i, floating* hidden, int32_t* nz_index, floating* nz_value) noexcept nogil:
+    """Layers first.. (first < n_layers) of row i, whose input to layer ``first`` has the m non-zeros
+    (nz_index, nz_value), then its output. hidden (S,): the layers' outputs."""
+    cdef Py_ssize_t l, off = 0
+    cdef floating* z = hidden
+    for l in range(1, first + 1):
+        off += sizes[l]
+    for l in range(first, n_layers):
+        z = hidden + off                                                  # (n_out,)
+        _sparse_row(<const floating*>W_ptr[l], sizes[l + 1], nz_index, nz_value, m, <const floating*>b_ptr[l], z)
+        if l < n_layers - 1:
+            m = _activate_gather(z, sizes[l + 1], act, nz_index, nz_value)
+        off += sizes[l + 1]
+    _write_output(i, z, sizes[n_layers], mode, out_f, out_i)
+
+
+cdef void _forward_rows(Py_ssize_t n_layers, const Py_ssize_t* sizes, const void** W_ptr, const void** b_ptr,
+                        const floating* X, Py_ssize_t x_row, Py_ssize_t x_col, int act, int mode,
+                        floating* out_f, int64_t* out_i, floating* hidden, int32_t* nz_index, floating* nz_value,
+                        Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    """Rows i0:i1 of X (strides x_row, x_col elements), each through every layer."""
+    cdef Py_ssize_t i, m
+    for i in range(i0, i1):
+        m = _gather(X + i * x_row, x_col, sizes[0], nz_index, nz_value)
+        _finish_row(i, 0, n_layers, sizes, W_ptr, b_ptr, m, act, mode, out_f, out_i, hidden, nz_index, nz_value)
+
+
+cdef void _forward_block(Py_ssize_t n_layers, const Py_ssize_t* sizes, const void** W_ptr, const void** b_ptr,
+                         const floating* X, Py_ssize_t x_row, Py_ssize_t x_col, int act, int mode,
+                         floating* out_f, int64_t* out_i, floating* Z, int32_t* row_index, floating* row_value,
+                         Py_ssize_t n_hidden_total, Py_ssize_t d_max, Py_ssize_t i0, Py_ssize_t rows) noexcept nogil:
+    """Rows i0:i0+rows (rows <= FORWARD_BLOCK_ROWS) layer by layer: each layer's inputs (every
+    row's non-zeros, in unit order) go through W_l a block of FORWARD_BLOCK_BYTES of its rows at a
+    time, which stays in L1 while every row adds its non-zeros of those units. Z (rows, S): the
+    rows' layer outputs; row_index, row_value (rows, Dmax): each row's non-zeros of the current
+    layer's input."""
+    cdef Py_ssize_t S = n_hidden_total, r, l, p0, p1, q0, q1, n_in, n_out, per_block, off = 0
+    cdef Py_ssize_t count[FORWARD_BLOCK_ROWS]
+    cdef Py_ssize_t done[FORWARD_BLOCK_ROWS]
+    cdef const floating* W
+    cdef floating* z
+    cdef int32_t* idx
+    for r in range(rows):                                                 # layer 0's inputs: the pixels
+        count[r] = _gather(X + (i0 + r) * x_row, x_col, sizes[0], row_index + r * d_max, row_value + r * d_max)
+    for l in range(n_layers):
+        n_in, n_out = sizes[l], sizes[l + 1]
+        W = <const floating*>W_ptr[l]                                     # (n_in, n_out)
+        per_block = FORWARD_BLOCK_BYTES // (n_out * sizeof(floating))
+        if per_block < 1:
+            per_block = 1
+        for r in range(rows):                                             # z = b
+            memcpy(Z + r * S + off, b_ptr[l], n_out * sizeof(floating))
+            done[r] = 0
+        p0 = 0
+        while p0 < n_in:                                                  # W[p0:p1] stays in L1
+            p1 = min(p0 + per_block, n_in)
+            for r in range(rows):
+                idx = row_index + r * d_max
+                q0 = done[r]
+                q1 = q0
+                while q1 < count[r] and idx[q1] < p1:
+                    q1 += 1
+                if q1 > q0:
+                    z = Z + r * S + off
+                    _sparse_row(W, n_out, idx + q0, row_value + r * d_max + q0, q1 - q0, z, z)
+                    done[r] = q1
+            p0 = p1
+        if l < n_layers - 1:                                              # the next layer's inputs
+            for r in range(rows):
+                count[r] = _activate_gather(Z + r * S + off, n_out, act, row_index + r * d_max,
+                                            row_value + r * d_max)
+            off += n_out
+    for r in range(rows):
+        _write_output(i0 + r, Z + r * S + off, sizes[n_layers], mode, out_f, out_i)
+
+
+cdef void _forward_thread(Py_ssize_t n_layers, const Py_ssize_t* sizes, const void** W_ptr, const void** b_ptr,
+                          const floating* X, Py_ssize_t x_row, Py_ssize_t x_col, int act, int mode,
+                          floating* out_f, int64_t* out_i, floating* work_f, int32_t* work_i, Py_ssize_t wf_row,
+                          Py_ssize_t wi_row, Py_ssize_t n_hidden_total, Py_ssize_t d_max, Py_ssize_t i0,
+                          Py_ssize_t i1) noexcept nogil:
+    """One thread's rows i0:i1 with its work rows: work_f = [hidden (S,) | nz_value (Dmax,) | Z (R, S) |
+    row_value (R, Dmax)], work_i = [nz_index (Dmax,) | row_index (R, Dmax)], R = FORWARD_BLOCK_ROWS;
+    blocks of R rows when the thread has 8 rows or more and the buffers hold a block, else row by row."""
+    cdef Py_ssize_t S = n_hidden_total, R = FORWARD_BLOCK_ROWS, i
+    cdef floating* hidden = work_f
+    cdef floating* nz_value = work_f + S                                  # (Dmax,)
+    cdef int32_t* nz_index = work_i                                       # (Dmax,)
+    cdef bint blocked = i1 - i0 >= 8 and wf_row >= (S + d_max) * (R + 1) and wi_row >= d_max * (R + 1)
+    if not blocked:
+        _forward_rows(n_layers, sizes, W_ptr, b_ptr, X, x_row, x_col, act, mode, out_f, out_i, hidden, nz_index,
+                      nz_value, i0, i1)
+        return
+    cdef floating* Z = nz_value + d_max                                   # (R, S)
+    cdef floating* row_value = Z + R * S                                  # (R, Dmax)
+    cdef int32_t* row_index = nz_index + d_max                            # (R, Dmax)
+    i = i0
+    while i < i1:
+        _forward_block(n_layers, sizes, W_ptr, b_ptr, X, x_row, x_col, act, mode, out_f, out_i, Z, row_index,
+                       row_value, S, d_max, i, min(R, i1 - i))
+        i += R
+
+
+def fused_forward(tuple weights, tuple biases, cnp.ndarray X, int act, int mode, cnp.ndarray out_f,
+                  cnp.ndarray out_i, cnp.ndarray work_f, cnp.ndarray work_i):
+    """Every layer of X (N, D) in one call: logits (mode 0) or probs (1) into out_f (N, C), labels
+    (2) into out_i (N,) int64. weights/biases: tuples of C-contiguous arrays of X's dtype (float32
+    or float64); work_f (T, (S + Dmax) (R + 1)), work_i (T, Dmax (R + 1)) int32 with R =
+    FORWARD_BLOCK_ROWS (smaller buffers: row by row only; ``fastnn.inference.ForwardPlan`` sizes
+    them and checks everything else; only the layer count and X's strides are checked here)."""
+    cdef Py_ssize_t n_layers = len(weights), l, t, i0, i1
+    cdef const void* W_ptr[FORWARD_MAX_LAYERS]
+    cdef const void* b_ptr[FORWARD_MAX_LAYERS]
+    cdef Py_ssize_t sizes[FORWARD_MAX_LAYERS + 1]
+    if n_layers < 1 or n_layers > FORWARD_MAX_LAYERS or len(biases) != n_layers:
+        raise ValueError(f"fused_forward: 1 to {FORWARD_MAX_LAYERS} layers, got {n_layers}")
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(X)
+    if cnp.PyArray_STRIDES(X)[0] % itemsize or cnp.PyArray_STRIDES(X)[1] % itemsize:
+        X = np.ascontiguousarray(X)                                       # strides not in whole elements
+    for l in range(n_layers):
+        W_ptr[l] = cnp.PyArray_DATA(<cnp.ndarray>weights[l])
+        b_ptr[l] = cnp.PyArray_DATA(<cnp.ndarray>biases[l])
+        sizes[l + 1] = cnp.PyArray_DIM(<cnp.ndarray>weights[l], 1)
+    sizes[0] = cnp.PyArray_DIM(<cnp.ndarray>weights[0], 0)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0)
+    cdef Py_ssize_t x_row = cnp.PyArray_STRIDES(X)[0] // itemsize, x_col = cnp.PyArray_STRIDES(X)[1] // itemsize
+    cdef int n_threads = <int>cnp.PyArray_DIM(work_f, 0)
+    cdef Py_ssize_t wf_row = cnp.PyArray_DIM(work_f, 1), wi_row = cnp.PyArray_DIM(work_i, 1)
+    cdef Py_ssize_t n_hidden_total = 0, d_max = 0                      # S = sum(sizes[1:]), max(sizes[:-1])
+    for l in range(1, n_layers + 1):
+        n_hidden_total += sizes[l]
+    for l in range(n_layers):
+        d_max = max(d_max, sizes[l])
+    cdef bint is_double = cnp.PyArray_TYPE(X) == cnp.NPY_DOUBLE
+    cdef void* xp = cnp.PyArray_DATA(X)
+    cdef void* ofp = cnp.PyArray_DATA(out_f)
+    cdef int64_t* oip = <int64_t*>cnp.PyArray_DATA(out_i)
+    cdef void* wfp = cnp.PyArray_DATA(work_f)
+    cdef int32_t* wip = <int32_t*>cnp.PyArray_DATA(work_i)
+    if n < FORWARD_PARALLEL_ROWS or n_threads < 2:                     # the calling thread, no OpenMP region
+        with nogil:
+            if is_double:
+                _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const double*>xp, x_row, x_col, act, mode,
+                                <double*>ofp, oip, <double*>wfp, wip, wf_row, wi_row, n_hidden_total, d_max, 0, n)
+            else:
+                _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const float*>xp, x_row, x_col, act, mode,
+                                <float*>ofp, oip, <float*>wfp, wip, wf_row, wi_row, n_hidden_total, d_max, 0, n)
+        return
+    with nogil:
+        for t in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
+            i0 = n * t // n_threads
+            i1 = n * (t + 1) // n_threads
+            if is_double:
+                _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const double*>xp, x_row, x_col, act, mode,
+                                <double*>ofp, oip, <double*>wfp + t * wf_row, wip + t * wi_row, wf_row, wi_row,
+                                n_hidden_total, d_max, i0, i1)
+            else:
+                _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const float*>xp, x_row, x_col, act, mode,
+                                <float*>ofp, oip, <float*>wfp + t * wf_row, wip + t * wi_row, wf_row, wi_row,
+                                n_hidden_total, d_max, i0, i1)

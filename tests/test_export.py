@@ -32,8 +32,23 @@ def test_exported_model_matches_fastnn(tmp_path, activation, dtype):
     np.testing.assert_allclose(probs, model.forward(X), rtol=tol, atol=tol)
     one, _ = run_onnx(path, X[:1])                                              # batch 1 too
     np.testing.assert_allclose(one, model.logits(X[:1]), rtol=tol, atol=tol)
+    labels = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["labels"], {"pixels": X})[0]
+    np.testing.assert_array_equal(labels, model.predict(X))
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert meta["layer_sizes"] == "20-16-12-5" and meta["class_names"].split("\n") == list("abcde")
+
+
+def test_labels_only_graph():
+    """``outputs=("labels",)``: the predict graph alone (no Softmax), the benchmarks' comparator."""
+    model = NeuralNetwork([20, 8, 3], seed=0)
+    data = export_mod.to_onnx_bytes(model, outputs=("labels",))
+    graph = onnx.load_from_string(data).graph
+    assert [o.name for o in graph.output] == ["labels"] and "Softmax" not in [n.op_type for n in graph.node]
+    X = np.random.default_rng(0).random((10, 20)).astype(np.float32)
+    labels = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"pixels": X})[0]
+    np.testing.assert_array_equal(labels, model.predict(X))
+    with pytest.raises(ValueError, match="subset"):
+        export_mod.to_onnx_bytes(model, outputs=("argmax",))
 
 
 def test_trained_model_on_real_test_images(tmp_path, mnist_dir):

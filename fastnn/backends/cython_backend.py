@@ -11,8 +11,8 @@ dense inputs, register-tiled dot products (2 x 4 output tiles, columns of b pack
 accumulated from rows of b, zero entries skipped. OpenMP threads split the work when the
 build has OpenMP (``openmp_threads()``; thread count: ``OMP_NUM_THREADS``).
 
-``fused_steps`` runs whole training steps (see ``fastnn.fused``), the same algorithm as the
-numba backend's.
+``fused_steps`` runs whole training steps (see ``fastnn.fused``) and ``fused_forward`` the whole
+forward pass of a batch (see ``fastnn.inference``), the same algorithms as the numba backend's.
 """
 from __future__ import annotations
 
@@ -109,6 +109,11 @@ def softmax_cross_entropy_backward(probs, labels):
 def fused_steps(*args):
     """Whole SGD steps in compiled code; arguments as documented in ``fastnn.fused``."""
     return _ck.fused_steps(*args)
+
+
+# The whole evaluation-mode forward pass in one compiled call (``fastnn.inference``); the
+# compiled function itself, no wrapper: a batch-1 predict pays one call.
+fused_forward = _ck.fused_forward
 
 
 def read_cycles() -> int:

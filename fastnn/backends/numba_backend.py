@@ -28,6 +28,7 @@ from numba import njit, prange
 
 from ._checks import (as_float_array, check_matmul, check_same_shape, prefers_dot_kernel, run_elementwise,
                       run_softmax, run_softmax_cross_entropy, run_softmax_cross_entropy_backward)
+from .numba_forward import softmax_row
 
 NAME = "numba"
 
@@ -171,24 +172,11 @@ def _tanh_backward_kernel(grad_out, a, out):
 @njit(cache=True)
 def _softmax_xent_kernel(logits, labels, probs):
     """probs = softmax(logits) row by row (max subtracted); returns the summed loss in float64."""
-    n, c = logits.shape
     total = 0.0
-    for i in range(n):
-        row = logits[i]
-        mx = row[0]
-        for j in range(1, c):
-            if row[j] > mx:
-                mx = row[j]
-        s = 0.0
-        for j in range(c):
-            e = np.exp(row[j] - mx)
-            probs[i, j] = e
-            s += e
-        inv = 1.0 / s
-        for j in range(c):
-            probs[i, j] *= inv
+    for i in range(logits.shape[0]):
+        s, mx = softmax_row(logits[i], probs[i])
         if labels.size:
-            total += np.log(s) - (row[labels[i]] - mx)
+            total += np.log(s) - (logits[i, labels[i]] - mx)
     return total
 
 
@@ -274,6 +262,8 @@ def softmax_cross_entropy_backward(probs, labels):
 # Whole training steps in one compiled call: fastnn/backends/numba_fused.py (algorithm and
 # arguments in fastnn.fused).
 from .numba_fused import ACT_CODES, fused_steps, read_cycles  # noqa: E402,F401
+# The whole evaluation-mode forward pass in one compiled call (fastnn.inference).
+from .numba_forward import fused_forward  # noqa: E402,F401
 
 
 def num_threads() -> int:

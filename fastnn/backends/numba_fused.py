@@ -29,6 +29,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .fused_codes import ACT_CODES  # noqa: F401 - re-exported for the backend module
+from .numba_simd import sparse_row
 
 
 @intrinsic
@@ -151,6 +152,8 @@ def _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, r0, r1, Z, ptr, 
     It also builds the CSC index of those entries for the weight gradient: for pixel p in
     [r0, r1), entries ptr[p]:ptr[p+1] of (sample, value) are the batch rows where p is non-zero."""
     inv255 = W0.dtype.type(1.0 / 255.0)
+    H0 = W0.shape[1]
+    W0_flat = W0.reshape(W0.size)                                            # (D * H0,)
     for p in range(r0, r1 + 1):
         ptr[p] = 0
     if nb > 0:
@@ -163,26 +166,9 @@ def _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, r0, r1, Z, ptr, 
             _prefetch_row(indptr, indices, pixels, order[lo + i + 1])
         q = indptr[row] + np.searchsorted(indices[indptr[row]:indptr[row + 1]], r0)
         q_end = indptr[row] + np.searchsorted(indices[indptr[row]:indptr[row + 1]], r1)
-        while q + 4 <= q_end:                      # four non-zeros per pass over the row
-            x0 = W0.dtype.type(pixels[q]) * inv255
-            x1 = W0.dtype.type(pixels[q + 1]) * inv255
-            x2 = W0.dtype.type(pixels[q + 2]) * inv255
-            x3 = W0.dtype.type(pixels[q + 3]) * inv255
-            w0, w1, w2, w3 = W0[indices[q]], W0[indices[q + 1]], W0[indices[q + 2]], W0[indices[q + 3]]
-            for j in range(z.size):
-                z[j] += x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j]
+        sparse_row(W0_flat, H0, indices, pixels, q, q_end, inv255, z, z)     # sums in registers
+        for q in range(q, q_end):
             ptr[indices[q] + 1] += 1
-            ptr[indices[q + 1] + 1] += 1
-            ptr[indices[q + 2] + 1] += 1
-            ptr[indices[q + 3] + 1] += 1
-            q += 4
-        while q < q_end:
-            x = W0.dtype.type(pixels[q]) * inv255
-            w = W0[indices[q]]
-            for j in range(z.size):
-                z[j] += x * w[j]
-            ptr[indices[q] + 1] += 1
-            q += 1
     # the CSC index: counts -> starts, fill (ptr[p] walks to the end of p), shift back to starts
     ptr[r0] = 0
     for p in range(r0, r1):
@@ -206,23 +192,13 @@ def _layer0_grad_update(ptr, sample, value, G0, W0, S1, S2, r0, r1, acc, wd, opt
                         eps, step_size, v_corr):
     """For every row p in [r0, r1) of W0: grad W0[p] = sum_e value[e] G0[sample[e]] over the CSC
     entries of pixel p (the batch rows where it is non-zero), then that row's update."""
-    g = acc[:W0.shape[1]]
+    H0 = W0.shape[1]
+    g = acc[:H0]
+    G0_flat = G0.reshape(G0.size)                                            # (nb * H0,)
+    one = W0.dtype.type(1)
     for p in range(r0, r1):
         g[:] = 0
-        e = ptr[p]
-        e_end = ptr[p + 1]
-        while e + 4 <= e_end:                      # four batch rows per pass over the columns
-            x0, x1, x2, x3 = value[e], value[e + 1], value[e + 2], value[e + 3]
-            g0, g1, g2, g3 = G0[sample[e]], G0[sample[e + 1]], G0[sample[e + 2]], G0[sample[e + 3]]
-            for j in range(g.size):
-                g[j] += x0 * g0[j] + x1 * g1[j] + x2 * g2[j] + x3 * g3[j]
-            e += 4
-        while e < e_end:
-            x = value[e]
-            g_row = G0[sample[e]]
-            for j in range(g.size):
-                g[j] += x * g_row[j]
-            e += 1
+        sparse_row(G0_flat, H0, sample, value, ptr[p], ptr[p + 1], one, g, g)  # sums in registers
         _update(W0[p], g, S1[p], S2[p], wd, opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
 
 

@@ -1,0 +1,153 @@
+"""The fused forward pass (numba, cython: ``fastnn.inference``) gives the kernel path's results.
+
+Oracle: the kernel-by-kernel forward of the same model (``model._forward``, then the backend's
+softmax and ``np.argmax``) and a float64 NumPy forward. Tolerance: float32 logits to 1e-5
+(only the order of the sums differs: the fused forward adds the non-zero inputs' rows of W in
+index order); labels identical; float64 to 1e-12.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastnn import NeuralNetwork
+from fastnn.backends import available_backends
+from fastnn.inference import ForwardPlan
+
+FUSED = [b for b in ("numba", "cython") if b in available_backends()]
+pytestmark = pytest.mark.skipif(not FUSED, reason="no backend with a fused forward is available here")
+
+
+def sparse_images(n, d=60, density=0.2, seed=0, dtype=np.float32):
+    """Mostly-zero inputs in [0, 1] like MNIST pixels."""
+    rng = np.random.default_rng(seed)
+    return ((rng.random((n, d)) < density) * rng.random((n, d))).astype(dtype)
+
+
+def numpy_forward(model, X):
+    """float64 NumPy logits: the oracle."""
+    acts = {"relu": lambda z: np.maximum(z, 0), "sigmoid": lambda z: 1 / (1 + np.exp(-z)), "tanh": np.tanh}
+    a = np.asarray(X, dtype=np.float64)
+    for i, (W, b) in enumerate(zip(model.weights, model.biases)):
+        a = a @ W.astype(np.float64) + b.astype(np.float64)
+        if i < model.num_layers - 1:
+            a = acts[model.activation](a)
+    return a
+
+
+def kernel_path(model, X):
+    """(logits, probs, labels) kernel by kernel."""
+    logits = model._forward(model._check_input(X), training=False)[0]
+    return logits, model.backend.softmax(logits), np.argmax(logits, axis=1)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("n", [0, 1, 2, 15, 16, 17, 203])
+def test_matches_kernel_path(backend, activation, n):
+    """Every activation; batch sizes around the threads' threshold (16), 1 and empty."""
+    model = NeuralNetwork([60, 24, 18, 7], activation=activation, backend=backend, seed=1)
+    for b in model.biases:
+        b[:] = np.random.default_rng(2).normal(0, 0.1, b.shape)
+    X = sparse_images(n)
+    assert model._fused_plan() is not None
+    logits, probs, labels = kernel_path(model, X)
+    np.testing.assert_allclose(model.logits(X), logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.forward(X), probs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(model.predict(X), labels)
+    assert model.predict(X).dtype == np.int64 and model.logits(X).shape == (n, 7)
+    np.testing.assert_allclose(model.logits(X), numpy_forward(model, X), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_float64_model_to_float64_precision(backend):
+    model = NeuralNetwork([60, 30, 9], backend=backend, dtype=np.float64, seed=0)
+    X = sparse_images(50, dtype=np.float64)
+    np.testing.assert_allclose(model.logits(X), numpy_forward(model, X), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_input_layouts(backend):
+    """Non-contiguous views, float64 input to a float32 model, images (N, h, w), dense rows."""
+    model = NeuralNetwork([60, 20, 5], backend=backend, seed=0)
+    base = sparse_images(40, d=120)
+    dense = np.random.default_rng(1).random((9, 60)).astype(np.float32)
+    for X in (base[:, ::2], base[::-3, 1::2], np.asfortranarray(base[:, :60]), base[:, :60].astype(np.float64),
+              base[:, :60].reshape(40, 6, 10), dense, -dense):
+        expected = kernel_path(model, np.ascontiguousarray(X, dtype=np.float32).reshape(len(X), -1))[0]
+        np.testing.assert_allclose(model.logits(X), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_real_mnist_labels_identical(backend, mnist_dir):
+    """On the real test images: labels identical to the kernel path's, logits to 1e-5."""
+    from fastnn.data import load_dataset
+
+    X = load_dataset("mnist", "test", data_dir=mnist_dir).features(np.arange(3000))
+    model = NeuralNetwork([784, 128, 64, 10], backend=backend, seed=0)
+    logits, _, labels = kernel_path(model, X)
+    np.testing.assert_array_equal(model.predict(X), labels)
+    np.testing.assert_allclose(model.logits(X), logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_nan_and_inf_propagate(backend):
+    """Nothing silently wrong: a NaN input gives NaN logits, as the kernel path."""
+    model = NeuralNetwork([60, 20, 5], activation="tanh", backend=backend, seed=0)
+    X = sparse_images(20)
+    X[3, 7] = np.nan
+    out = model.logits(X)
+    assert np.isnan(out[3]).all() and np.isfinite(np.delete(out, 3, axis=0)).all()
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_plan_follows_the_model(backend):
+    """In-place updates are seen; a replaced array, another backend or activation rebuilds the plan;
+    an array the kernels cannot take sends the call down the kernel path."""
+    model = NeuralNetwork([60, 20, 5], backend=backend, seed=0)
+    X = sparse_images(30)
+    plan = model._fused_plan()
+    model.weights[0] *= 2                                           # in place: same plan, new result
+    assert model._fused_plan() is plan
+    np.testing.assert_allclose(model.logits(X), kernel_path(model, X)[0], rtol=1e-5, atol=1e-5)
+    model.weights[1] = model.weights[1] + 1                         # replaced: a new plan
+    assert model._fused_plan() is not plan
+    np.testing.assert_allclose(model.logits(X), kernel_path(model, X)[0], rtol=1e-5, atol=1e-5)
+    model.weights[0] = np.asfortranarray(model.weights[0])          # not C-contiguous: kernel path
+    assert model._fused_plan() is None
+    np.testing.assert_allclose(model.logits(X), kernel_path(model, X)[0], rtol=1e-5, atol=1e-5)
+    model.set_backend("numpy")
+    assert model._fused_plan() is None
+
+
+def test_plan_refuses_what_it_cannot_run():
+    model = NeuralNetwork([6, 4, 3], seed=0)
+    with pytest.raises(ValueError, match="has none"):
+        ForwardPlan(model.backend, model.weights, model.biases, "relu", model.dtype)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_after_fused_training(backend):
+    """The fused trainer packs the weights into one buffer (views): the forward follows them."""
+    from fastnn.data import Dataset
+    from fastnn.optim import make_optimizer
+    from fastnn.trainers import make_trainer
+
+    rng = np.random.default_rng(0)
+    images = ((rng.random((300, 60)) < 0.2) * rng.integers(1, 256, (300, 60))).astype(np.uint8)
+    ds = Dataset(images, rng.integers(0, 5, 300), [str(i) for i in range(5)], "toy")
+    model = NeuralNetwork([60, 20, 5], backend=backend, seed=0)
+    X = ds.features()
+    model.predict(X)
+    trainer = make_trainer(model, make_optimizer("momentum", model, 0.05), ds, log=lambda *a: None)
+    trainer.run_epoch(rng.permutation(300), 32)
+    np.testing.assert_allclose(model.logits(X), kernel_path(model, X)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_commands_pick_a_fused_forward():
+    """evaluate and predict load models onto the fastest backend with a fused forward ("auto")."""
+    from fastnn.inference import INFERENCE_BACKENDS, inference_backend
+
+    assert inference_backend("numpy") == "numpy"
+    assert inference_backend() == next(b for b in (*INFERENCE_BACKENDS, "numpy")
+                                       if b in available_backends() or b == "numpy")
