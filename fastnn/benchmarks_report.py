@@ -360,12 +360,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m fastnn.benchmarks_report",
         description="Turn a pytest-benchmark JSON (pytest benchmarks --benchmark-only --benchmark-json=FILE) into "
-                    "plots/benchmark_kernels.png, plots/benchmark_epoch.png and plots/roofline.png; measures this "
+                    "benchmark_kernels.png, benchmark_epoch.png and roofline.png (--plots-dir); measures this "
                     "machine's FMA limit, the best sgemm of the BLAS libraries at hand and the memory bandwidth "
                     "for the roofline.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("results", help="the JSON file pytest-benchmark wrote")
-    p.add_argument("--plots-dir", default="plots", help="where the three figures go")
+    p.add_argument("--plots-dir", default=None,
+                   help="where the three figures go (default: a folder <results>-plots beside the JSON file; "
+                        "the committed ones: --plots-dir plots)")
     p.add_argument("--coretypes", action="store_true",
                    help="also time numpy's sgemm under each OPENBLAS_CORETYPE worth trying on this CPU "
                         "(fresh processes; about 20 s)")
@@ -375,7 +377,7 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.plots_dir)
+    out = Path(args.plots_dir) if args.plots_dir else Path(args.results).with_name(Path(args.results).stem + "-plots")
     from .machine import blas_kernel_mismatch, summary_lines
 
     print("\n".join(summary_lines()))

@@ -4,7 +4,8 @@ Computes on the test set (``fastnn.metrics``): accuracy, per-class precision / r
 macro and weighted averages, the confusion matrix (counts and row-normalized), the most
 confused class pairs, calibration (reliability bins, expected calibration error) and the
 fraction of dead hidden units per layer. Writes ``evaluation.json`` and these figures into
-``--out`` (default ``plots/<dataset>``), and prints a table:
+``--out`` (default: ``evaluation-<dataset>/`` beside the model; new or empty unless
+``--overwrite``), and prints a table:
 
 - ``confusion_matrix.png``: row-normalized heatmap annotated with counts;
 - ``misclassified.png``: the most confident mistakes, with true / predicted label and confidence;
@@ -26,10 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
+from ._cli import HelpFormatter, UserError, output_folder, printable, regular_file, run_main
 from ._io import write_json
-from .backends import BackendUnavailable, backend_names
-from .data import DATASETS, DataError, DownloadError, load_dataset
-from .model import ModelFileError, NeuralNetwork
+from .backends import backend_names
+from .data import DATASETS, load_dataset
+from .model import NeuralNetwork
 
 
 def predict_probs(model: NeuralNetwork, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
@@ -203,8 +205,16 @@ def plot_history_figures(history_csv: Path, out: Path, title: str) -> list[str]:
     """learning_curves.png and dead_units.png from a run's history.csv; returns the files written."""
     from .plotting import plot_learning_curves, plt, save_figure
 
-    with open(history_csv, newline="") as f:
-        rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+    try:
+        with open(history_csv, newline="", encoding="utf-8") as f:
+            rows = [{k: float(v) for k, v in r.items() if k is not None and v not in ("", None)}
+                    for r in csv.DictReader(f)]
+        if rows and not all("epoch" in r and {"train_loss", "val_loss"} <= set(r) for r in rows):
+            raise ValueError("no epoch / train_loss / val_loss columns")
+    except (ValueError, UnicodeDecodeError, csv.Error, OSError) as exc:
+        print(f"note: skipped the learning curves: {history_csv} is not a readable history.csv "
+              f"({' '.join(str(exc).split())[:100]})", file=sys.stderr)
+        return []
     if not rows:
         return []
     for r in rows:
@@ -246,20 +256,32 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run(model_path, dataset: str = "mnist", out=None, data_dir=None, backend: str = "auto", log=print) -> dict:
-    """Evaluate the model file on ``dataset``'s test split; write the JSON and figures into ``out``.
-    ``backend`` "auto": the fastest with a fused forward here (``fastnn.inference.inference_backend``)."""
+def run(model_path, dataset: str | None = None, out=None, data_dir=None, backend: str = "auto", log=print,
+        overwrite: bool = False) -> dict:
+    """Evaluate the model file on ``dataset``'s test split (None: the dataset the model file records,
+    else MNIST); write the JSON and figures into ``out`` (None: ``evaluation-<dataset>`` beside the
+    model; a new or empty folder unless ``overwrite``). ``backend`` "auto": the fastest with a
+    fused forward here (``fastnn.inference.inference_backend``).
+
+    Raises:
+        UserError, ModelFileError, DataError: the model, the data or ``out`` (one line each).
+    """
     from .inference import inference_backend
 
-    model = NeuralNetwork.load(model_path, backend=inference_backend(backend))
+    model = NeuralNetwork.load(regular_file(model_path, "model file"), backend=inference_backend(backend))
+    if dataset is None:
+        dataset = model.dataset if model.dataset in DATASETS else "mnist"
+        log(f"dataset: {dataset} ({'recorded in the model file' if model.dataset else 'the default'}; "
+            f"--dataset to choose)")
+    elif model.dataset and model.dataset != dataset:
+        log(f"warning: the model was trained on {printable(model.dataset)}, evaluated here on {dataset}")
     test = load_dataset(dataset, "test", data_dir)
     if test.num_features != model.layer_sizes[0] or test.num_classes != model.layer_sizes[-1]:
-        raise ValueError(f"{model_path}: model {model.layer_sizes[0]} inputs / {model.layer_sizes[-1]} classes does "
+        raise UserError(f"{model_path}: model {model.layer_sizes[0]} inputs / {model.layer_sizes[-1]} classes does "
                          f"not fit {dataset} ({test.num_features} / {test.num_classes})")
     if model.class_names is not None and list(model.class_names) != list(test.class_names):
-        log(f"warning: the model was trained on classes {model.class_names[:3]}..., not {dataset}'s")
-    out = Path(out) if out else Path("plots") / dataset
-    out.mkdir(parents=True, exist_ok=True)
+        log(f"warning: the model was trained on classes {printable(model.class_names[:3])}..., not {dataset}'s")
+    out = output_folder(out or Path(model_path).parent / f"evaluation-{dataset}", overwrite)
     result, arrays = evaluate_model(model, test)
     result["model"] = str(model_path)
     write_json(result, out / "evaluation.json")
@@ -293,24 +315,27 @@ def run(model_path, dataset: str = "mnist", out=None, data_dir=None, backend: st
 
 
 def main(argv=None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv) -> int:
     p = argparse.ArgumentParser(
         prog="python -m fastnn.evaluate",
         description="Evaluate a trained model on the test set: accuracy, per-class precision/recall/F1, confusion "
                     "matrix, calibration, dead units; writes evaluation.json and figures into --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--model", required=True, help="a best_model.npz written by python -m fastnn.train")
-    p.add_argument("--dataset", default="mnist", choices=list(DATASETS))
-    p.add_argument("--out", default=None, help="output folder (default: plots/<dataset>)")
+    p.add_argument("--dataset", default=None, choices=list(DATASETS),
+                   help="the test set (default: the one the model file records, else mnist)")
+    p.add_argument("--out", default=None,
+                   help="output folder, new or empty (default: evaluation-<dataset> beside the model)")
+    p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing its files")
     p.add_argument("--data-dir", default=None, help="data folder (default: $FASTNN_DATA_DIR, else the user cache)")
     p.add_argument("--backend", default="auto", choices=["auto", *backend_names()],
                    help="kernels for inference; auto: cython, else numba (one compiled call per forward pass), "
                         "else numpy")
     args = p.parse_args(argv)
-    try:
-        run(args.model, args.dataset, args.out, args.data_dir, args.backend)
-    except (ModelFileError, FileNotFoundError, DownloadError, DataError, ValueError, BackendUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    run(args.model, args.dataset, args.out, args.data_dir, args.backend, overwrite=args.overwrite)
     return 0
 
 

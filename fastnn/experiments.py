@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .backends import backend_names
+
 from ._io import write_csv_rows
 
 EXPERIMENTS: dict[str, list[tuple[str, dict]]] = {
@@ -81,7 +83,7 @@ def run_one(spec: dict) -> dict:
     try:
         cfg = TrainConfig(**{**spec["defaults"], **spec["overrides"], "dataset": spec["dataset"], "seed": spec["seed"],
                              "out": spec["run_dir"], "data_dir": spec["data_dir"]})
-        metrics = train(cfg, progress=False, log=lambda *a, **k: None)
+        metrics = train(cfg, progress=False, log=lambda *a, **k: None, overwrite=True)   # its own run folder
         last = read_rows(Path(spec["run_dir"]) / "history.csv")[-1]
         row.update({
             "backend": cfg.backend, "epochs": cfg.epochs, "status": metrics["status"],
@@ -286,12 +288,15 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", nargs="+", default=["mnist"], choices=["mnist", "fashion-mnist"])
     p.add_argument("--epochs", type=int, default=10, help="epochs per run (an experiment may fix its own)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per configuration")
-    p.add_argument("--backend", default="numba", help="backend for every experiment but 'backend'")
+    p.add_argument("--backend", default="numba", choices=backend_names(),
+                   help="backend for every experiment but 'backend'")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a Dask scheduler (tcp://host:port) to run on")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--results", default="results", help="folder for the CSV files and run folders")
-    p.add_argument("--plots-dir", default="plots/experiments")
+    p.add_argument("--data-dir", default=None, help="data folder (default: $FASTNN_DATA_DIR, else the user cache)")
+    p.add_argument("--results", default="runs/experiments",
+                   help="folder for the CSV files and run folders (reused: runs already recorded there are skipped; "
+                        "the committed ones: --results results --plots-dir plots/experiments)")
+    p.add_argument("--plots-dir", default=None, help="where the figures go (default: <results>/plots)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="first N training images for every run (quick sweeps; an experiment may fix its own)")
     p.add_argument("--force", action="store_true", help="run configurations already in results/experiments.csv again")
@@ -305,6 +310,7 @@ def main(argv=None) -> int:
         p.error("--jobs, --seeds and --epochs must be >= 1")
     names = args.names or list(EXPERIMENTS)
     results = Path(args.results)
+    args.plots_dir = args.plots_dir or str(results / "plots")
     csv_path = results / "experiments.csv"
     if args.markdown:
         print_markdown(read_rows(csv_path), names)

@@ -80,6 +80,7 @@ class NeuralNetwork:
         self.grad_biases: list[np.ndarray] | None = None
         self.timer = None
         self.class_names: list[str] | None = None     # saved with the model when set (the trainer sets it)
+        self.dataset: str | None = None               # the dataset it was trained on (saved; evaluate/predict use it)
         self._plan: ForwardPlan | None = None          # the fused forward, where the backend has one
 
     # ------------------------------------------------------------------ basics
@@ -289,6 +290,8 @@ class NeuralNetwork:
         }
         if self.class_names is not None:
             arrays["class_names"] = np.array([str(n) for n in self.class_names])    # fixed-width unicode
+        if self.dataset is not None:
+            arrays["dataset"] = np.array(str(self.dataset))
         for i, (W, b) in enumerate(zip(self.weights, self.biases)):
             arrays[f"W{i}"], arrays[f"b{i}"] = W, b
         with atomic_write(path) as f:
@@ -320,40 +323,22 @@ class NeuralNetwork:
             ModelFileError: not a fastnn model file, corrupt, holds pickled objects,
                 inconsistent shapes, or another architecture than ``layer_sizes``.
         """
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                data = {k: f[k] for k in f.files}
-        except FileNotFoundError:
-            raise
-        except ValueError as exc:  # object arrays need pickle: refused
-            raise ModelFileError(f"{path}: refused to load: {exc} (fastnn model files never hold pickled objects)") from exc
-        except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError, ...
-            raise ModelFileError(f"{path}: not a readable .npz model file ({type(exc).__name__}: {exc})") from exc
-
-        required = ("format_version", "layer_sizes", "activation", "init", "dtype")
-        missing = [k for k in required if k not in data]
-        if missing:
-            raise ModelFileError(f"{path}: not a fastnn model file (missing {', '.join(missing)})")
-        if int(data["format_version"]) != MODEL_FORMAT_VERSION:
-            raise ModelFileError(f"{path}: model format version {int(data['format_version'])}, "
-                                 f"this fastnn reads version {MODEL_FORMAT_VERSION}")
-        sizes = [int(s) for s in data["layer_sizes"]]
+        data = _read_model_arrays(path)
+        sizes = data["layer_sizes"]
         if layer_sizes is not None and list(map(int, layer_sizes)) != sizes:
             raise ModelFileError(f"{path}: architecture {sizes} does not match the expected {list(layer_sizes)}")
         try:
-            model = cls(sizes, activation=str(data["activation"]), init=str(data["init"]), backend=backend,
+            model = cls(sizes, activation=str(data["activation"]), init="zeros", backend=backend,
                         dtype=np.dtype(str(data["dtype"])), seed=None,
                         dropout=float(data.get("dropout", np.array(0.0))))
         except (ValueError, TypeError) as exc:
             raise ModelFileError(f"{path}: invalid model settings: {exc}") from exc
+        if str(data["init"]) not in INITIALIZERS:
+            raise ModelFileError(f"{path}: unknown init {str(data['init'])!r}")
+        model.init = str(data["init"])
         for i in range(model.num_layers):
             for name, target in ((f"W{i}", model.weights), (f"b{i}", model.biases)):
-                if name not in data:
-                    raise ModelFileError(f"{path}: missing array {name} for architecture {sizes}")
                 arr = data[name]
-                if arr.shape != target[i].shape:
-                    raise ModelFileError(f"{path}: array {name} has shape {arr.shape}, "
-                                         f"architecture {sizes} needs {target[i].shape}")
                 if not np.all(np.isfinite(arr)):
                     raise ModelFileError(f"{path}: array {name} holds NaN or inf")
                 target[i] = arr.astype(model.dtype)
@@ -362,4 +347,84 @@ class NeuralNetwork:
             if len(names) != sizes[-1]:
                 raise ModelFileError(f"{path}: {len(names)} class names for {sizes[-1]} output classes")
             model.class_names = names
+        if "dataset" in data:
+            model.dataset = str(data["dataset"])
         return model
+
+
+MAX_UNITS = 1 << 24          # a layer wider than this is not a model file of ours
+
+
+def _read_model_arrays(path) -> dict:
+    """The arrays of a fastnn model file, checked before anything large is read or allocated:
+    the file is a zip (.npz); the scalars and ``layer_sizes`` are read first and validated; each
+    weight array's shape is read from its header and compared with the architecture before the
+    array itself is read; arrays the format does not know are not read at all. Never unpickles.
+
+    Raises:
+        FileNotFoundError: no such file. ModelFileError: anything else wrong with it.
+    """
+    import zipfile
+
+    path = str(path)
+    with open(path, "rb") as fh:                          # FileNotFoundError passes through
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04":
+        raise ModelFileError(f"{path}: not a fastnn model file (an .npz written by python -m fastnn.train)")
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelFileError(f"{path}: not a readable .npz model file ({exc})") from exc
+    with archive:
+        members = {n[:-4]: n for n in archive.namelist() if n.endswith(".npy")}
+
+        def header(key):
+            with archive.open(members[key]) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(f)
+            return shape, dtype
+
+        def read(key):
+            shape, dtype = header(key)
+            if dtype.hasobject:
+                raise ModelFileError(f"{path}: refused to load {key}: it holds Python objects "
+                                     f"(fastnn model files never do)")
+            with archive.open(members[key]) as f:
+                return np.lib.format.read_array(f, allow_pickle=False)
+
+        try:
+            required = ("format_version", "layer_sizes", "activation", "init", "dtype")
+            missing = [k for k in required if k not in members]
+            if missing:
+                raise ModelFileError(f"{path}: not a fastnn model file (missing {', '.join(missing)})")
+            data = {k: read(k) for k in (*required, "dropout", "class_names", "dataset") if k in members}
+            version = data["format_version"]
+            if version.shape != () or version.dtype.kind not in "iu" or int(version) != MODEL_FORMAT_VERSION:
+                raise ModelFileError(f"{path}: model format version {version!r:.40}, this fastnn reads version "
+                                     f"{MODEL_FORMAT_VERSION}")
+            sizes = data["layer_sizes"]
+            if (sizes.ndim != 1 or sizes.dtype.kind not in "iu" or len(sizes) < 2 or sizes.min() < 1
+                    or sizes.max() > MAX_UNITS):
+                raise ModelFileError(f"{path}: layer_sizes must be a list of 2 or more sizes in 1..{MAX_UNITS}, "
+                                     f"got {np.array2string(sizes, threshold=8)[:80]}")
+            sizes = [int(v) for v in sizes]
+            for key in ("activation", "init", "dtype", "dataset"):
+                if key in data and (data[key].shape != () or data[key].dtype.kind != "U"):
+                    raise ModelFileError(f"{path}: {key} must be a string")
+            for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+                for name, shape in ((f"W{i}", (n_in, n_out)), (f"b{i}", (n_out,))):
+                    if name not in members:
+                        raise ModelFileError(f"{path}: missing array {name} for architecture {sizes}")
+                    found, dtype = header(name)
+                    if tuple(found) != shape or dtype.kind != "f":
+                        raise ModelFileError(f"{path}: array {name} has shape {found} ({dtype}), architecture "
+                                             f"{sizes} needs {shape} floats")
+                    data[name] = read(name)
+        except ModelFileError:
+            raise
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+            raise ModelFileError(f"{path}: corrupt model file ({type(exc).__name__}: {exc})") from exc
+    data["layer_sizes"] = sizes
+    return data

@@ -4,9 +4,12 @@ Each image (PNG, JPEG, ...; any size or colour) is prepared the way MNIST's digi
 (Y. LeCun et al., the MNIST database's description): grayscale; inverted when the background
 is light, so ink is bright on black; cropped to the bounding box of the ink; scaled to fit a
 20 x 20 box keeping the aspect ratio (anti-aliased); pasted into a 28 x 28 image so that the
-ink's centre of mass is at the centre. It then prints, per file, the predicted label, its
-probability and the top 3. A file that cannot be read as an image is reported and skipped;
-the other files are still classified (exit status 1 if any failed).
+ink's centre of mass is at the centre. Before that the file is read as it would be shown: the
+EXIF orientation applied, a transparent background composited on white, 16-bit and float
+images scaled by their range. It then prints, per file, the predicted label, its probability
+and the top 3. A file that cannot be read as an image (or is a decompression bomb, a pipe, a
+folder) is reported and skipped; the other files are still classified (exit status 1 if any
+failed). A folder given as IMAGE stands for the image files in it.
 """
 from __future__ import annotations
 
@@ -16,9 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ._cli import HelpFormatter, UserError, int_at_least, printable, regular_file, run_main
 from .data import DATASETS
 from .inference import inference_backend
-from .model import ModelFileError, NeuralNetwork
+from .model import NeuralNetwork
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+MAX_PIXELS = 50_000_000      # larger images are refused (Pillow's decompression-bomb limit is 89 M)
 
 
 class ImageError(ValueError):
@@ -33,7 +40,7 @@ def preprocess(image) -> np.ndarray:
     """
     from PIL import Image
 
-    gray = np.asarray(image.convert("L"), dtype=np.float32) / 255.0             # (H, W), 1 = white
+    gray = as_gray(image)                                                       # (H, W), 1 = white
 
     def background(img):
         return float(np.median(np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])))
@@ -65,55 +72,118 @@ def preprocess(image) -> np.ndarray:
     return np.clip(canvas, 0.0, 1.0).reshape(-1)
 
 
+def as_gray(image) -> np.ndarray:
+    """A PIL image as it would be displayed -> float32 (H, W) gray in [0, 1], 1 = white: the EXIF
+    orientation applied; transparency composited on white (a digit drawn on a transparent
+    canvas); 16-bit, 32-bit integer and float modes scaled by their range, not clipped at 255."""
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if values.ndim != 2:
+            values = values.reshape(values.shape[0], -1)
+        lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ImageError("the image holds NaN or infinite values")
+        if hi <= lo:
+            raise ImageError("the image is blank: no ink to classify")
+        return ((values - lo) / (hi - lo)).astype(np.float32)
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+
+
 def load_image(path) -> np.ndarray:
     """Read ``path`` and preprocess it; ImageError names the file and the problem."""
     from PIL import Image, UnidentifiedImageError
 
     try:
+        regular_file(path, "image")
         with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageError(f"{img.width} x {img.height} pixels is larger than {MAX_PIXELS:,}; "
+                                 f"scale it down first")
             img.load()
             return preprocess(img)
-    except (UnidentifiedImageError, OSError) as exc:
+    except UserError as exc:
+        raise ImageError(str(exc)) from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: refused: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, ImageError):
+            raise ImageError(f"{path}: {exc}") from exc
         raise ImageError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from exc
-    except ImageError as exc:
-        raise ImageError(f"{path}: {exc}") from exc
+
+
+def image_paths(args) -> list[Path]:
+    """The IMAGE arguments, each folder replaced by its image files (sorted by name)."""
+    paths = []
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise UserError(f"{path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            paths += found
+        else:
+            paths.append(path)
+    return paths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m fastnn.predict",
+        description="Classify your own images (PNG, JPEG, ...; or folders of them) with a trained model. Each is "
+                    "preprocessed like MNIST: grayscale, inverted if the background is light, cropped to the ink, "
+                    "fitted into 20x20 and centred by centre of mass in 28x28.",
+        formatter_class=HelpFormatter)
+    p.add_argument("--model", required=True, help="a best_model.npz written by python -m fastnn.train")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of them")
+    p.add_argument("--dataset", default=None, choices=list(DATASETS),
+                   help="class names to print when the model file has none (default: the model's own, else 0..C-1)")
+    p.add_argument("--top", type=int_at_least(1), default=3, help="how many classes to list per image (>= 1)")
+    return p
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m fastnn.predict",
-        description="Classify image files (PNG, JPEG; any size or colour) with a trained model. Each image is "
-                    "preprocessed like MNIST: grayscale, inverted if the background is light, cropped to the ink, "
-                    "fitted into 20x20 and centred by centre of mass in 28x28.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True, help="a best_model.npz written by python -m fastnn.train")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--dataset", default=None, choices=list(DATASETS),
-                   help="class names to print when the model file has none (default: the model's own, else 0..C-1)")
-    p.add_argument("--top", type=int, default=3, help="how many classes to list per image")
-    args = p.parse_args(argv)
-    try:
-        model = NeuralNetwork.load(args.model, backend=inference_backend())   # a fused forward where one runs
-    except (ModelFileError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_main(_main, argv)
+
+
+def _main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    model = NeuralNetwork.load(regular_file(args.model, "model file"), backend=inference_backend())
     if model.layer_sizes[0] != 784:
-        print(f"error: {args.model}: the model takes {model.layer_sizes[0]} inputs, not 28x28 images", file=sys.stderr)
-        return 2
-    names = model.class_names or (list(DATASETS[args.dataset].classes) if args.dataset else None)
-    names = names or [str(i) for i in range(model.layer_sizes[-1])]
+        raise UserError(f"{args.model}: the model takes {model.layer_sizes[0]} inputs, not 28x28 images")
+    n_classes = model.layer_sizes[-1]
+    if args.dataset and len(DATASETS[args.dataset].classes) != n_classes:
+        raise UserError(f"--dataset {args.dataset} has {len(DATASETS[args.dataset].classes)} classes, the model "
+                        f"{n_classes}")
+    if model.class_names:
+        names = model.class_names
+        if args.dataset and list(DATASETS[args.dataset].classes) != list(names):
+            print(f"note: the model's own class names are used (it was trained on "
+                  f"{model.dataset or 'other classes'}, not --dataset {args.dataset})", file=sys.stderr)
+    elif args.dataset:
+        names = list(DATASETS[args.dataset].classes)
+    else:
+        names = [str(i) for i in range(n_classes)]
+    names = [printable(n) for n in names]                     # from a file: never obeyed as terminal codes
     failed = 0
-    for path in args.images:
+    for path in image_paths(args.images):
         try:
             x = load_image(path)
         except ImageError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {printable(exc)}", file=sys.stderr)
             failed += 1
             continue
         probs = model.forward(x[None, :].astype(model.dtype))[0]                  # (C,)
         order = np.argsort(probs)[::-1][:args.top]
         top = ", ".join(f"{names[k]} {probs[k]:.3f}" for k in order)
-        print(f"{Path(path).name}: {names[order[0]]} (probability {probs[order[0]]:.3f}); top {len(order)}: {top}")
+        print(f"{printable(Path(path).name)}: {names[order[0]]} (probability {probs[order[0]]:.3f}); "
+              f"top {len(order)}: {top}")
     return 1 if failed else 0
 
 

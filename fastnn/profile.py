@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from . import machine
+from ._cli import HelpFormatter, int_at_least, new_run_folder, run_main
 from ._io import atomic_write
-from .backends import BackendUnavailable, backend_names, get_backend
-from .data import DATASETS, DataError, DownloadError, load_dataset
+from .backends import backend_names, get_backend
+from .data import DATASETS, load_dataset
 from .model import NeuralNetwork
 from .optim import make_optimizer
 from .timing import PhaseTimer, TimedBackend
@@ -240,39 +241,37 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m fastnn.profile",
         description="Profile one epoch of training with a backend: time by phase (data, forward, loss, backward, "
                     "optimizer, Python overhead) and by kernel, plus cProfile's top functions. Writes "
-                    "profiles/<backend>.txt, profiles/<backend>.prof and plots/profile_<backend>.png.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--backend", required=True, choices=backend_names())
-    p.add_argument("--dataset", default="mnist", choices=list(DATASETS))
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--limit", type=int, default=None, metavar="N",
+                    "<backend>.txt, <backend>.prof and profile_<backend>.png into a new folder under runs/ "
+                    "(the committed ones: --out-dir profiles --plots-dir plots).",
+        formatter_class=HelpFormatter)
+    p.add_argument("--backend", required=True, choices=backend_names(), help="the backend to profile")
+    p.add_argument("--dataset", default="mnist", choices=list(DATASETS), help="the training set")
+    p.add_argument("--epochs", type=int_at_least(1), default=1, help="epochs to time")
+    p.add_argument("--limit", type=int_at_least(1), default=None, metavar="N",
                    help=f"first N training samples (default all; {REFERENCE_DEFAULT_LIMIT} for reference)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int_at_least(1), default=64, help="samples per step")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="seeds the weights and the batch order")
     p.add_argument("--data-dir", default=None, help="data folder (default: $FASTNN_DATA_DIR, else the user cache)")
-    p.add_argument("--out-dir", default="profiles", help="where the .txt and .prof files go")
-    p.add_argument("--plots-dir", default="plots", help="where the phase chart goes")
+    p.add_argument("--out-dir", default=None,
+                   help="where the .txt and .prof files go (default: a new folder runs/<time>-profile-<backend>)")
+    p.add_argument("--plots-dir", default=None, help="where the phase chart goes (default: --out-dir)")
     return p
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.epochs < 1 or args.batch_size < 1 or (args.limit is not None and args.limit < 1):
-        parser.error("--epochs, --batch-size and --limit must be >= 1")
-    try:
-        get_backend(args.backend)
-    except BackendUnavailable as exc:
-        parser.error(str(exc))
+    return run_main(_main, argv)
+
+
+def _main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    get_backend(args.backend)
+    args.out_dir = args.out_dir or str(new_run_folder(f"profile-{args.backend}"))
+    args.plots_dir = args.plots_dir or args.out_dir
     env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "FASTNN_DATA_DIR")
                    if k in os.environ)
     command = (env + " " if env else "") + "python -m fastnn.profile " + " ".join(sys.argv[1:] if argv is None else argv)
-    try:
-        profile(args.backend, args.dataset, args.epochs, args.limit, args.batch_size, args.data_dir, args.out_dir,
-                args.plots_dir, args.seed, command=command)
-    except (DownloadError, DataError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    profile(args.backend, args.dataset, args.epochs, args.limit, args.batch_size, args.data_dir, args.out_dir,
+            args.plots_dir, args.seed, command=command)
     return 0
 
 

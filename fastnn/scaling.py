@@ -25,6 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ._cli import HelpFormatter, int_at_least, new_run_folder
+from .backends import backend_names
+
 BATCHES = [16, 32, 64, 128, 256, 512, 1024]
 WIDTHS = [64, 128, 256, 512, 1024]
 EPOCH = 60_000
@@ -105,15 +108,17 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m fastnn.scaling",
         description="Epoch time against batch size (16..1024) and hidden width (64..1024) per backend, with 1 and 2 "
-                    "threads. Writes plots/scaling_batch.png, plots/scaling_width.png and profiles/scaling.csv.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--backends", nargs="+", default=["numpy", "numba", "cython", "torch"])
-    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    p.add_argument("--samples", type=int, default=12_800, help="MNIST images per timed pass")
-    p.add_argument("--repeats", type=int, default=2, help="timed passes per point (the best is kept)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--plots-dir", default="plots")
-    p.add_argument("--csv", default="profiles/scaling.csv")
+                    "threads. Writes scaling_batch.png, scaling_width.png and scaling.csv into a new folder under "
+                    "runs/ (the committed ones: --plots-dir plots --csv profiles/scaling.csv).",
+        formatter_class=HelpFormatter)
+    p.add_argument("--backends", nargs="+", default=["numpy", "numba", "cython", "torch"], choices=backend_names(),
+                   help="backends to time")
+    p.add_argument("--threads", nargs="+", type=int_at_least(1), default=[1, 2], help="thread counts to time")
+    p.add_argument("--samples", type=int_at_least(64), default=12_800, help="MNIST images per timed pass")
+    p.add_argument("--repeats", type=int_at_least(1), default=2, help="timed passes per point (the best is kept)")
+    p.add_argument("--data-dir", default=None, help="data folder (default: $FASTNN_DATA_DIR, else the user cache)")
+    p.add_argument("--plots-dir", default=None, help="where the two figures go (default: a new folder under runs/)")
+    p.add_argument("--csv", default=None, help="the CSV of every point (default: scaling.csv in that folder)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -125,6 +130,10 @@ def main(argv=None) -> int:
     missing = [b for b in args.backends if b not in available_backends()]
     if missing:
         p.error(f"backends unavailable here: {', '.join(missing)}")
+    if args.plots_dir is None or args.csv is None:
+        folder = new_run_folder("scaling")
+        args.plots_dir = args.plots_dir or str(folder)
+        args.csv = args.csv or str(folder / "scaling.csv")
     rows = run_all(args.backends, args.threads, args.samples, args.repeats, args.data_dir)
     write_csv_rows(rows, args.csv)
     out = Path(args.plots_dir)

@@ -15,15 +15,16 @@ import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
+from ._cli import HelpFormatter, UserError, finite_float, int_at_least, new_run_folder, output_folder, \
+    remove_if_empty, run_main, stop_signals
 from ._io import write_csv_rows, write_json
-from .backends import BackendUnavailable, backend_names, get_backend
-from .data import DATASETS, DataError, DownloadError, iterate_minibatches, load_dataset, train_val_split
+from .backends import backend_names, get_backend
+from .data import DATASETS, iterate_minibatches, load_dataset, train_val_split
 from .initializers import INITIALIZERS
 from .metrics import dead_unit_fraction
 from .model import ACTIVATIONS, NeuralNetwork
@@ -96,13 +97,7 @@ def evaluate(model: NeuralNetwork, dataset, batch_size: int = 2000) -> tuple[flo
 
 def default_run_dir(dataset: str, backend: str) -> Path:
     """A new folder name under runs/: ``<time>-<dataset>-<backend>``, suffixed to be unique."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / f"{stamp}-{dataset}-{backend}"
-    out, k = base, 1
-    while out.exists():
-        k += 1
-        out = base.with_name(f"{base.name}-{k}")
-    return out
+    return new_run_folder(f"{dataset}-{backend}")
 
 
 def load_test_set(cfg: TrainConfig):
@@ -121,21 +116,40 @@ def prepare_data(cfg: TrainConfig):
     if cfg.limit:
         full = full.subset(slice(0, cfg.limit))
     train_idx, val_idx = train_val_split(full.labels, cfg.val_split, cfg.seed)
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise UserError(f"--val-split {cfg.val_split} of {len(full)} samples leaves {len(train_idx)} for training "
+                        f"and {len(val_idx)} for validation; both need some: raise --limit or change --val-split")
     return full.subset(train_idx), full.subset(val_idx), test
 
 
-def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
-    """Run one training job as configured; return the metrics dict (also written to disk)."""
+def train(cfg: TrainConfig, progress: bool = True, log=print, overwrite: bool = False) -> dict:
+    """Run one training job as configured; return the metrics dict (also written to disk).
+
+    Raises:
+        UserError: ``cfg.out`` is a file, a non-empty folder (unless ``overwrite``) or not
+            writable; the data split leaves no training or validation samples.
+        KeyboardInterrupt: Ctrl-C or SIGTERM before training started (nothing is written, the new
+            run folder is removed). During training they stop it and everything is written.
+    """
+    out = output_folder(cfg.out or default_run_dir(cfg.dataset, cfg.backend), overwrite)
+    cfg.out = str(out)
+    with stop_signals() as signals:
+        try:
+            return _train(cfg, out, progress, log, signals)
+        except BaseException:
+            remove_if_empty(out)                     # a failed start leaves no empty run folder
+            raise
+
+
+def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals) -> dict:
     from tqdm.auto import tqdm
 
-    out = Path(cfg.out) if cfg.out else default_run_dir(cfg.dataset, cfg.backend)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.out = str(out)
     train_set, val_set, test_set = prepare_data(cfg)
     layer_sizes = [train_set.num_features, *cfg.hidden, train_set.num_classes]
     model = NeuralNetwork(layer_sizes, activation=cfg.activation, init=cfg.init, backend=cfg.backend,
                           dtype=np.dtype(cfg.dtype), seed=cfg.seed, dropout=cfg.dropout)
     model.class_names = list(train_set.class_names)
+    model.dataset = cfg.dataset
     optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.momentum)
     shuffle_rng = np.random.default_rng([cfg.seed, 1])
     trainer = make_trainer(model, optimizer, train_set, fused=cfg.fused, seed=cfg.seed, log=log)
@@ -182,7 +196,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
                     bar.close()
                 epoch_time = time.perf_counter() - t0
                 train_loss, train_acc = evaluate(model, train_set)
-                val_loss, val_acc = evaluate(model, val_set) if len(val_set) else (train_loss, train_acc)
+                val_loss, val_acc = evaluate(model, val_set)
                 dead = [dead_unit_fraction(h) for h in model.hidden_outputs(monitor_X)]
                 epoch_times.append(epoch_time)
                 history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
@@ -198,11 +212,15 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
                     + "/".join(f"{100 * d:.0f}%" for d in dead) + ("  *" if improved else ""))
                 write_csv_rows(history, out / "history.csv")
         except KeyboardInterrupt:
+            signals.hold()                           # a second Ctrl-C / SIGTERM must not cut the writes short
             status = "interrupted"
-            log(f"\ninterrupted: keeping the best model so far (epoch {best_epoch}) in {best_model_path}")
+            log(f"\ninterrupted: keeping the best model so far (epoch {best_epoch}) in {best_model_path}"
+                if best_epoch else "\ninterrupted before the first epoch ended: no model to keep")
         except NonFiniteLoss as exc:
+            signals.hold()
             status = "non-finite loss"
             log(f"stopped: {exc}")
+    signals.hold()
     total_time = time.perf_counter() - t_start
     del trainer                                   # its copy of the data (the fused path's CSR) is done
 
@@ -228,11 +246,16 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
 
         plot_learning_curves(history, out / "learning_curves.png",
                              f"{cfg.dataset}, {'-'.join(map(str, layer_sizes))}, backend {cfg.backend}")
-    log(f"wrote {out}/{{best_model.npz, history.csv, learning_curves.png, metrics.json}}")
+    written = ["best_model.npz", "history.csv", "learning_curves.png", "metrics.json"] if history else ["metrics.json"]
+    log(f"wrote {out}/{{{', '.join(written)}}}")
     if epoch_times:
         log(f"epoch time: median {float(np.median(epoch_times)):.3f} s over {len(epoch_times)} epochs "
             f"({1e6 * float(np.median(epoch_times)) / len(train_set):.1f} us per training sample)")
-    log(f"test accuracy {100 * test_acc:.2f}% (best model, epoch {best_epoch}, val accuracy {100 * best_val:.2f}%)")
+    if best_epoch:
+        log(f"test accuracy {100 * test_acc:.2f}% (best model, epoch {best_epoch}, val accuracy "
+            f"{100 * best_val:.2f}%)")
+    else:
+        log("no epoch completed: no model and no test accuracy")
     return metrics
 
 
@@ -242,33 +265,45 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m fastnn.train",
         description="Train the fastnn MLP (default 784-128-64-10, ReLU, softmax cross-entropy) on MNIST or "
                     "Fashion-MNIST. Writes best_model.npz, history.csv, learning_curves.png and metrics.json "
-                    "into --out. Ctrl-C stops early and keeps the best model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--backend", default=d.backend, choices=backend_names(), help="kernel implementation")
+                    "into --out. Ctrl-C (or SIGTERM) stops early, keeps the best model and writes every file.",
+        formatter_class=HelpFormatter)
+    p.add_argument("--backend", default="auto", choices=["auto", *backend_names()],
+                   help="kernel implementation; auto: the fastest here (cython, else numba, else numpy)")
     p.add_argument("--dataset", default=d.dataset, choices=list(DATASETS), help="downloaded on first use")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training split")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="samples per SGD step")
-    p.add_argument("--lr", type=float, default=d.lr, help="learning rate")
+    p.add_argument("--epochs", type=int_at_least(1), default=d.epochs, help="passes over the training split")
+    p.add_argument("--batch-size", type=int_at_least(1), default=d.batch_size, help="samples per SGD step")
+    p.add_argument("--lr", type=finite_float(0, low_open=True), default=d.lr, help="learning rate (> 0)")
     p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS,
                    help="sgd, momentum (SGD with --momentum) or adam (use --lr 0.001)")
     p.add_argument("--lr-schedule", default=d.lr_schedule, choices=LR_SCHEDULES,
                    help="learning rate per epoch: constant, cosine decay to 0, or step (/10 at 50%% and 75%%)")
-    p.add_argument("--momentum", type=float, default=d.momentum, help="momentum for --optimizer momentum")
-    p.add_argument("--hidden", type=int, nargs="+", default=d.hidden, metavar="H", help="hidden layer sizes")
-    p.add_argument("--activation", default=d.activation, choices=list(ACTIVATIONS))
+    p.add_argument("--momentum", type=finite_float(0, 1, high_open=True), default=None,
+                   help=f"momentum in [0, 1) for --optimizer momentum (default {d.momentum})")
+    p.add_argument("--hidden", type=int_at_least(1), nargs="+", default=d.hidden, metavar="H",
+                   help="hidden layer sizes")
+    p.add_argument("--activation", default=d.activation, choices=list(ACTIVATIONS),
+                   help="the hidden layers' activation")
     p.add_argument("--init", default=d.init, choices=list(INITIALIZERS), help="weight initialization")
-    p.add_argument("--dropout", type=float, default=d.dropout, help="dropout probability on hidden layers")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 regularization strength")
-    p.add_argument("--seed", type=int, default=d.seed, help="seeds init, split, shuffling and dropout")
-    p.add_argument("--val-split", type=float, default=d.val_split, help="validation fraction (stratified)")
-    p.add_argument("--data-dir", default=None, help="data folder (default: $FASTNN_DATA_DIR, else the user cache)")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N training samples")
-    p.add_argument("--test-limit", type=int, default=None, metavar="N", help="evaluate on the first N test samples")
+    p.add_argument("--dropout", type=finite_float(0, 1, high_open=True), default=d.dropout,
+                   help="dropout probability on hidden layers, in [0, 1)")
+    p.add_argument("--weight-decay", type=finite_float(0), default=d.weight_decay,
+                   help="L2 regularization strength (>= 0)")
+    p.add_argument("--seed", type=int_at_least(0), default=d.seed, help="seeds init, split, shuffling and dropout")
+    p.add_argument("--val-split", type=finite_float(0, 1, low_open=True, high_open=True), default=d.val_split,
+                   help="validation fraction (stratified), in (0, 1): the best model is chosen on it")
+    p.add_argument("--data-dir", default=None,
+                   help="data folder (default: $FASTNN_DATA_DIR, else the user cache)")
+    p.add_argument("--limit", type=int_at_least(10), default=None, metavar="N",
+                   help="use only the first N training samples (default: all)")
+    p.add_argument("--test-limit", type=int_at_least(1), default=None, metavar="N",
+                   help="evaluate on the first N test samples (default: all)")
     p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"],
                    help="float64 for gradient checks; float32 is faster")
-    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: a new folder under runs/)")
-    p.add_argument("--target-accuracy", type=float, default=None, metavar="PCT",
-                   help="exit with status 1 if the test accuracy (in %%) ends below this")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder, new or empty (default: a new folder under runs/)")
+    p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing its files")
+    p.add_argument("--target-accuracy", type=finite_float(0, 100), default=None, metavar="PCT",
+                   help="exit with status 1 if the test accuracy (in %%, 0-100) ends below this")
     p.add_argument("--no-fused", dest="fused", action="store_false",
                    help="train kernel by kernel even where the backend has a fused path (numba, cython)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -276,40 +311,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
-    problems = []
-    if cfg.epochs < 1:
-        problems.append(f"--epochs must be >= 1, got {cfg.epochs}")
-    if cfg.batch_size < 1:
-        problems.append(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    if not cfg.lr > 0:
-        problems.append(f"--lr must be > 0, got {cfg.lr}")
-    if not 0 <= cfg.val_split < 1:
-        problems.append(f"--val-split must be in [0, 1), got {cfg.val_split}")
-    if not 0 <= cfg.dropout < 1:
-        problems.append(f"--dropout must be in [0, 1), got {cfg.dropout}")
-    if cfg.limit is not None and cfg.limit < 10:
-        problems.append(f"--limit must be >= 10, got {cfg.limit}")
-    if min(cfg.hidden) < 1:
-        problems.append(f"--hidden sizes must be >= 1, got {cfg.hidden}")
-    if problems:
-        raise ValueError("; ".join(problems))
+    """The TrainConfig of parsed options (each already range-checked by its argparse type).
+
+    Raises:
+        UserError: options that contradict each other, or a backend that cannot run here.
+    """
+    from .inference import inference_backend
+
+    values = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+    if args.momentum is not None and args.optimizer != "momentum":
+        raise UserError(f"--momentum applies to --optimizer momentum only, not {args.optimizer}; drop it "
+                        f"or use --optimizer momentum")
+    if args.momentum is None:
+        values.pop("momentum")
+    values["backend"] = inference_backend(args.backend)
+    if not args.fused and values["backend"] == "torch":
+        raise UserError("--no-fused has no effect with --backend torch (it trains through torch.optim); drop it")
+    cfg = TrainConfig(**values)
+    get_backend(cfg.backend)                         # BackendUnavailable: one line saying how to get it
     return cfg
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-        get_backend(cfg.backend)
-    except (ValueError, BackendUnavailable) as exc:
-        parser.error(str(exc))
-    try:
-        metrics = train(cfg, progress=not args.quiet)
-    except (DownloadError, DataError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_main(_main, argv)
+
+
+def _main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    metrics = train(cfg, progress=not args.quiet, overwrite=args.overwrite)
     if metrics["status"] == "interrupted":
         return 130
     if metrics["status"] != "completed":

@@ -15,10 +15,10 @@ from fastnn import train as train_mod
 pytestmark = pytest.mark.slow
 
 
-def run_cli(tmp_path, mnist_dir, *extra):
-    out = tmp_path / "run"
-    argv = ["--data-dir", str(mnist_dir), "--limit", "3000", "--test-limit", "2000", "--epochs", "1",
-            "--out", str(out), "--quiet", *extra]
+def run_cli(tmp_path, mnist_dir, *extra, name="run"):
+    out = tmp_path / name
+    argv = ["--backend", "numpy", "--data-dir", str(mnist_dir), "--limit", "3000", "--test-limit", "2000",
+            "--epochs", "1", "--out", str(out), "--quiet", *extra]
     return train_mod.main(argv), out
 
 
@@ -80,7 +80,7 @@ def test_bad_arguments_are_reported(capsys):
     with pytest.raises(SystemExit) as exc:
         train_mod.main(["--epochs", "0"])
     assert exc.value.code == 2
-    assert "--epochs must be >= 1" in capsys.readouterr().err
+    assert "argument --epochs: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_help_explains_options():
@@ -126,5 +126,5 @@ def test_same_seed_backends_agree_on_real_mnist(tmp_path, mnist_dir, capsys):
 def test_fused_path_is_announced_and_can_be_turned_off(tmp_path, mnist_dir, capsys):
     code, _ = run_cli(tmp_path, mnist_dir, "--backend", "numba")
     assert code == 0 and "fused path" in capsys.readouterr().out
-    code, _ = run_cli(tmp_path, mnist_dir, "--backend", "numba", "--no-fused")
+    code, _ = run_cli(tmp_path, mnist_dir, "--backend", "numba", "--no-fused", name="run2")
     assert code == 0 and "kernel by kernel" in capsys.readouterr().out

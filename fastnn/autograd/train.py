@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from .._cli import HelpFormatter, finite_float, int_at_least, output_folder, remove_if_empty, run_main
 from .._io import write_csv_rows, write_json
-from ..data import DATASETS, DataError, DownloadError, load_dataset, train_val_split
+from ..data import DATASETS, load_dataset, train_val_split
 from ..train import default_run_dir
 from .nn import MLP, softmax_cross_entropy
 
@@ -49,36 +50,46 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m fastnn.autograd.train",
         description="Train an MLP made of scalar autograd Values on downsampled real MNIST.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", default="mnist", choices=list(DATASETS))
+        formatter_class=HelpFormatter)
+    p.add_argument("--dataset", default="mnist", choices=list(DATASETS), help="the data")
     p.add_argument("--size", type=int, default=14, choices=[7, 14], help="images are pooled to SIZE x SIZE")
-    p.add_argument("--hidden", type=int, nargs="+", default=[32], metavar="H", help="hidden layer sizes")
-    p.add_argument("--limit", type=int, default=5000, help="first N training samples (10%% of them validate)")
-    p.add_argument("--test-limit", type=int, default=2000, help="first N test samples")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (momentum 0.9)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hidden", type=int_at_least(1), nargs="+", default=[32], metavar="H", help="hidden layer sizes")
+    p.add_argument("--limit", type=int_at_least(20), default=5000,
+                   help="first N training samples (10%% of them validate)")
+    p.add_argument("--test-limit", type=int_at_least(1), default=2000, help="first N test samples")
+    p.add_argument("--epochs", type=int_at_least(1), default=4, help="passes over the training split")
+    p.add_argument("--batch-size", type=int_at_least(1), default=16, help="samples per SGD step")
+    p.add_argument("--lr", type=finite_float(0, low_open=True), default=0.05, help="SGD learning rate (momentum 0.9)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="seeds the weights, split and order")
     p.add_argument("--data-dir", default=None, help="data folder (default: $FASTNN_DATA_DIR, else the user cache)")
-    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: a new folder under runs/)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder, new or empty (default: a new folder "
+                                                             "under runs/)")
+    p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing its files")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
 def main(argv=None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    out = output_folder(args.out or default_run_dir(args.dataset, "value"), args.overwrite)
+    try:
+        return _train(args, out)
+    except BaseException:
+        remove_if_empty(out)
+        raise
+
+
+def _train(args, out: Path) -> int:
     from tqdm.auto import tqdm
 
     from ..plotting import plot_learning_curves
 
-    args = build_parser().parse_args(argv)
-    out = Path(args.out) if args.out else default_run_dir(args.dataset, "value")
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        full = load_dataset(args.dataset, "train", args.data_dir)
-        test = load_dataset(args.dataset, "test", args.data_dir)
-    except (DownloadError, DataError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    full = load_dataset(args.dataset, "train", args.data_dir)
+    test = load_dataset(args.dataset, "test", args.data_dir)
     full = full.subset(slice(0, args.limit))
     train_idx, val_idx = train_val_split(full.labels, 0.1, args.seed)
     X_train, y_train = downsample(full.images[train_idx], args.size), full.labels[train_idx]
@@ -124,6 +135,9 @@ def main(argv=None) -> int:
             write_csv_rows(history, out / "history.csv")
     except KeyboardInterrupt:
         print("\ninterrupted: evaluating the best model so far")
+    if history and not math.isfinite(history[-1]["train_loss"]):
+        print(f"stopped: the loss is {history[-1]['train_loss']}: --lr {args.lr:g} is too high", file=sys.stderr)
+        return 1
     if best[1] is None:
         return 130
     for p, v in zip(params, best[1]):

@@ -1,0 +1,187 @@
+"""Bad input through the real command lines, in subprocesses: each case must end with the expected
+exit status, one message on stderr naming the problem, no Python traceback, and nothing half
+written. The cases are the classes of failure a hostile-user probe found (issue 13): options
+out of range, contradicting options, output places that are files, full or not writable,
+non-empty run folders, model files that lie about their size or are not model files at all,
+images that are pipes, bombs or zero-length requests. Cases that need the real data skip
+without it (``FASTNN_DATA_DIR``)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastnn import NeuralNetwork
+
+from conftest import real_data_dir
+
+DATA = real_data_dir()
+
+
+def run(module: str, *args, cwd=None, timeout: float = 60):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if DATA:
+        env["FASTNN_DATA_DIR"] = str(DATA)
+    return subprocess.run([sys.executable, "-m", f"fastnn.{module}", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd, env=env)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A small valid model, a non-empty folder, a file, a fake model file, a FIFO."""
+    root = tmp_path_factory.mktemp("bad")
+    model = NeuralNetwork([784, 8, 10], seed=0)
+    model.save(root / "model.npz")
+    (root / "full").mkdir()
+    (root / "full" / "metrics.json").write_text("{}")
+    (root / "a_file").write_text("x")
+    (root / "random.npz").write_bytes(np.random.default_rng(0).bytes(4096))
+    np.savez(root / "huge_layers.npz", format_version=np.array(1), layer_sizes=np.array([784, 10 ** 9, 10]),
+             activation=np.array("relu"), init=np.array("he"), dtype=np.array("float32"),
+             W0=np.zeros((784, 2), np.float32), b0=np.zeros(2, np.float32), W1=np.zeros((2, 10), np.float32),
+             b1=np.zeros(10, np.float32))
+    np.savez(root / "matrix_layers.npz", format_version=np.array(1), layer_sizes=np.array([[784, 8], [8, 10]]),
+             activation=np.array("relu"), init=np.array("he"), dtype=np.array("float32"))
+    np.savez(root / "text_version.npz", format_version=np.array("abc"), layer_sizes=np.array([784, 8, 10]),
+             activation=np.array("relu"), init=np.array("he"), dtype=np.array("float32"))
+    (root / "with_history").mkdir()
+    model.save(root / "with_history" / "model.npz")
+    (root / "with_history" / "history.csv").write_bytes(b"\x00\xff garbage \x01\n1,2,3\n")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(root / "pipe.png")
+    return root
+
+
+# (command, arguments, exit status, text the message must contain, needs the real data)
+CASES = [
+    ("train", ["--seed", "-1"], 2, "argument --seed: must be >= 0", False),
+    ("train", ["--momentum", "-5"], 2, "argument --momentum: must be >= 0", False),
+    ("train", ["--weight-decay", "-10"], 2, "argument --weight-decay", False),
+    ("train", ["--lr", "inf"], 2, "must be a finite number", False),
+    ("train", ["--lr", "nan"], 2, "must be a finite number", False),
+    ("train", ["--target-accuracy", "101"], 2, "must be <= 100", False),
+    ("train", ["--test-limit", "0"], 2, "argument --test-limit: must be >= 1", False),
+    ("train", ["--test-limit", "-1"], 2, "argument --test-limit: must be >= 1", False),
+    ("train", ["--val-split", "0"], 2, "argument --val-split: must be > 0", False),
+    ("train", ["--hidden", "0"], 2, "argument --hidden: must be >= 1", False),
+    ("train", ["--optimizer", "sgd", "--momentum", "0.5"], 2, "--momentum applies to --optimizer momentum", False),
+    ("train", ["--out", "{work}/a_file", "--epochs", "1"], 2, "is a file", False),
+    ("train", ["--out", "{work}/full", "--epochs", "1"], 2, "is not empty", False),
+    ("train", ["--out", "/proc/fastnn-run", "--epochs", "1"], 2, "cannot write into --out", False),
+    ("train", ["--limit", "10", "--val-split", "0.9", "--out", "{work}/split"], 2, "leaves", True),
+    ("predict", ["--model", "{work}/model.npz", "--top", "0", "x.png"], 2, "argument --top: must be >= 1", False),
+    ("predict", ["--model", "{work}/random.npz", "x.png"], 2, "not a fastnn model file", False),
+    ("predict", ["--model", "{work}/missing.npz", "x.png"], 2, "no such model file", False),
+    ("predict", ["--model", "{work}/huge_layers.npz", "x.png"], 2, "layer_sizes must be", False),
+    ("predict", ["--model", "{work}/matrix_layers.npz", "x.png"], 2, "layer_sizes must be", False),
+    ("predict", ["--model", "{work}/text_version.npz", "x.png"], 2, "model format version", False),
+    ("predict", ["--model", "{work}/model.npz", "{work}/pipe.png"], 1, "not a regular file", False),
+    ("predict", ["--model", "{work}/model.npz", "{work}/full"], 2, "holds no image files", False),
+    ("evaluate", ["--model", "{work}/random.npz"], 2, "not a fastnn model file", False),
+    ("evaluate", ["--model", "{work}/model.npz", "--out", "/proc/fastnn-eval"], 2, "cannot write into --out", False),
+    ("evaluate", ["--model", "{work}/model.npz", "--out", "{work}/full"], 2, "is not empty", False),
+    ("autograd.train", ["--batch-size", "0"], 2, "argument --batch-size: must be >= 1", False),
+    ("autograd.train", ["--limit", "0"], 2, "argument --limit: must be >= 20", False),
+    ("autograd.train", ["--hidden", "0"], 2, "argument --hidden: must be >= 1", False),
+    ("autograd.train", ["--lr", "nan"], 2, "must be a finite number", False),
+    ("autograd.train", ["--out", "{work}/a_file"], 2, "is a file", False),
+    ("profile", ["--backend", "numpy", "--epochs", "0"], 2, "argument --epochs: must be >= 1", False),
+]
+
+
+@pytest.mark.parametrize("module, args, status, message, needs_data", CASES,
+                         ids=[f"{c[0]} {' '.join(c[1])}" for c in CASES])
+def test_bad_input_is_one_clear_line(work, module, args, status, message, needs_data):
+    if needs_data and not DATA:
+        pytest.skip("needs the real MNIST files (FASTNN_DATA_DIR)")
+    if "pipe.png" in " ".join(args) and not (work / "pipe.png").exists():
+        pytest.skip("no FIFOs on this system")
+    args = [a.replace("{work}", str(work)) for a in args]
+    res = run(module, *args, cwd=work)
+    assert res.returncode == status, res.stderr[-800:]
+    assert "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert message in res.stderr, res.stderr[-800:]
+
+
+def test_no_partial_output_after_a_refused_start(work):
+    """A refused run leaves no empty run folder behind (runs/ under the working directory)."""
+    res = run("train", "--limit", "10", "--val-split", "0.9", cwd=work) if DATA else None
+    if res is not None:
+        assert res.returncode == 2
+        runs = work / "runs"
+        assert not runs.exists() or not any(p.is_dir() and not any(p.iterdir()) for p in runs.iterdir())
+
+
+def test_unreadable_history_is_a_note_not_a_failure(work):
+    if not DATA:
+        pytest.skip("needs the real MNIST files (FASTNN_DATA_DIR)")
+    res = run("evaluate", "--model", work / "with_history" / "model.npz", "--out", work / "eval_out", cwd=work)
+    assert res.returncode == 0, res.stderr[-800:]
+    assert "Traceback" not in res.stderr and "not a readable history.csv" in res.stderr
+
+
+def test_predict_reads_images_as_shown(tmp_path):
+    """EXIF orientation applied, transparency composited on white, 16-bit scaled by its range: each
+    variant of one drawn digit is prepared like the plain 8-bit original."""
+    from PIL import Image
+
+    from fastnn.predict import load_image
+
+    canvas = np.zeros((56, 56), np.uint8)
+    canvas[10:46, 26:31] = 255                                   # a "1": a vertical bar, ink bright on black
+    Image.fromarray(255 - canvas).save(tmp_path / "plain.png")    # dark ink on white
+    reference = load_image(tmp_path / "plain.png")
+    rgba = np.zeros((56, 56, 4), np.uint8)
+    rgba[..., 3] = canvas                                         # black ink on a transparent background
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    Image.fromarray((255 - canvas).astype(np.uint16) * 257).save(tmp_path / "sixteen.png")   # 16-bit gray
+    rotated = Image.fromarray(255 - canvas.T)                     # stored lying down, EXIF says rotate back
+    exif = rotated.getexif()
+    exif[0x0112] = 6                                              # orientation: rotate 90 CW to display
+    rotated.save(tmp_path / "exif.jpg", exif=exif, quality=100)
+    for name in ("alpha.png", "sixteen.png", "exif.jpg"):
+        x = load_image(tmp_path / name)
+        assert np.abs(x - reference).max() < 0.2, name
+    assert np.corrcoef(load_image(tmp_path / "exif.jpg"), reference)[0, 1] > 0.95
+
+
+def test_class_names_cannot_fake_output(tmp_path, work):
+    """Control characters in a model file's class names are shown escaped, not obeyed."""
+    from PIL import Image
+
+    model = NeuralNetwork([784, 8, 2], seed=0)
+    model.class_names = ["ok\nFAKE LINE", "\x1b[31mred"]
+    model.save(tmp_path / "m.npz")
+    img = np.full((28, 28), 255, np.uint8)
+    img[5:20, 12:15] = 0
+    Image.fromarray(img).save(tmp_path / "d.png")
+    res = run("predict", "--model", tmp_path / "m.npz", tmp_path / "d.png")
+    assert res.returncode == 0, res.stderr
+    assert "\x1b" not in res.stdout and "\nFAKE LINE" not in res.stdout
+
+
+def test_sigterm_keeps_the_best_model_and_every_output(tmp_path):
+    """SIGTERM during training is handled as Ctrl-C: status 130, the best model and every file written."""
+    import signal
+    import time
+
+    if not DATA:
+        pytest.skip("needs the real MNIST files (FASTNN_DATA_DIR)")
+    out = tmp_path / "run"
+    env = {**os.environ, "FASTNN_DATA_DIR": str(DATA)}
+    proc = subprocess.Popen([sys.executable, "-m", "fastnn.train", "--backend", "numpy", "--limit", "3000",
+                             "--test-limit", "500", "--epochs", "200", "--quiet", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 60
+    while not (out / "history.csv").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-800:]
+    assert "Traceback" not in stderr and "interrupted" in stdout
+    for name in ("best_model.npz", "history.csv", "learning_curves.png", "metrics.json"):
+        assert (out / name).exists(), name
