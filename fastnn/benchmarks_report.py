@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._cli import HelpFormatter
+
 BACKEND_ORDER = ["reference", "numpy", "numba-kernels", "numba", "numba-timers", "cython", "cython-timers", "torch",
                  "jax-step", "jax-scan", "onnxruntime"]
 COLORS = {"reference": "tab:gray", "numpy": "tab:blue", "numba-kernels": "tab:cyan", "numba": "tab:orange",
@@ -363,7 +365,7 @@ def main(argv=None) -> int:
                     "benchmark_kernels.png, benchmark_epoch.png and roofline.png (--plots-dir); measures this "
                     "machine's FMA limit, the best sgemm of the BLAS libraries at hand and the memory bandwidth "
                     "for the roofline.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("results", help="the JSON file pytest-benchmark wrote")
     p.add_argument("--plots-dir", default=None,
                    help="where the three figures go (default: a folder <results>-plots beside the JSON file; "

@@ -268,8 +268,10 @@ def fetch_file(info: DatasetInfo, kind: str, data_dir: Path) -> Path:
             raise DownloadError(f"cannot write {target}: {exc}") from exc
         return target
     missing = [data_dir / info.name / fn for fn, _ in info.files.values() if not (data_dir / info.name / fn).exists()]
+    nowhere = "" if data_dir.is_dir() else (
+        f"the data folder {data_dir} does not exist (from --data-dir or FASTNN_DATA_DIR: check the path), and ")
     raise DownloadError(
-        f"could not download {filename} for {info.name}:\n  " + "\n  ".join(errors) +
+        f"{nowhere}could not download {filename} for {info.name}:\n  " + "\n  ".join(errors) +
         "\nWithout network access, put the canonical IDX files here:\n  " +
         "\n  ".join(str(p) for p in missing) +
         "\nor point fastnn at a folder holding <dataset>/<file> with --data-dir or FASTNN_DATA_DIR."
@@ -365,7 +367,8 @@ def load_image_folder(root, split: str = "train", size=(28, 28), class_names=Non
 
     Raises:
         FileNotFoundError: no ``<root>/<split>`` folder.
-        DataError: no class folders or no images, or a file Pillow cannot read (named).
+        DataError: no class folders, a class folder with no images, more than 65,535 classes,
+            a file Pillow cannot read or a decompression bomb (each named).
     """
     from PIL import Image, UnidentifiedImageError
     base = Path(root) / split
@@ -375,23 +378,29 @@ def load_image_folder(root, split: str = "train", size=(28, 28), class_names=Non
     classes = list(class_names) if class_names is not None else found
     if not classes:
         raise DataError(f"{base}: no class sub-folders")
+    if len(classes) > np.iinfo(np.uint16).max:
+        raise DataError(f"{base}: {len(classes)} class folders; at most {np.iinfo(np.uint16).max} are supported")
     images, labels = [], []
     for label, cls in enumerate(classes):
-        for p in sorted((base / cls).iterdir()) if (base / cls).is_dir() else []:
-            if p.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
+        files = [p for p in sorted((base / cls).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()] \
+            if (base / cls).is_dir() else []
+        if not files:
+            raise DataError(f"{base / cls}: class {cls!r} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                            f"add some or remove the folder")
+        for p in files:
             try:
                 with Image.open(p) as im:
                     im = im.convert("L")
                     if im.size != (size[1], size[0]):
                         im = im.resize((size[1], size[0]), Image.BILINEAR)
                     images.append(np.asarray(im, dtype=np.uint8))
-            except (UnidentifiedImageError, OSError) as exc:
+            except Image.DecompressionBombError as exc:
+                raise DataError(f"{p}: refused: {exc}") from exc
+            except (UnidentifiedImageError, OSError, ValueError) as exc:
                 raise DataError(f"{p}: not a readable image ({exc})") from exc
             labels.append(label)
-    if not images:
-        raise DataError(f"{base}: no images found in {len(classes)} class folders")
-    return Dataset(np.stack(images), np.array(labels, dtype=np.uint8), tuple(classes), f"{Path(root).name}/{split}")
+    label_type = np.uint8 if len(classes) <= 256 else np.uint16
+    return Dataset(np.stack(images), np.array(labels, dtype=label_type), tuple(classes), f"{Path(root).name}/{split}")
 
 
 # ---------------------------------------------------------------------- splits and batches

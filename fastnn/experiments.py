@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._cli import HelpFormatter, int_at_least
 from .backends import backend_names
 
 from ._io import write_csv_rows
@@ -59,7 +61,8 @@ EXPERIMENTS: dict[str, list[tuple[str, dict]]] = {
                + [("reference (subset)", {"backend": "reference", "limit": 1000, "test_limit": 1000, "epochs": 1})],
 }
 
-FIELDS = ["experiment", "dataset", "config", "seed", "backend", "epochs", "status", "train_accuracy", "train_loss",
+FIELDS = ["experiment", "dataset", "config", "seed", "backend", "epochs", "limit", "status", "train_accuracy",
+          "train_loss",
           "val_accuracy", "val_loss", "test_accuracy", "test_loss", "best_epoch", "epoch_time_s", "wall_time_s",
           "git_commit", "run_dir", "error"]
 
@@ -84,9 +87,14 @@ def run_one(spec: dict) -> dict:
         cfg = TrainConfig(**{**spec["defaults"], **spec["overrides"], "dataset": spec["dataset"], "seed": spec["seed"],
                              "out": spec["run_dir"], "data_dir": spec["data_dir"]})
         metrics = train(cfg, progress=False, log=lambda *a, **k: None, overwrite=True)   # its own run folder
-        last = read_rows(Path(spec["run_dir"]) / "history.csv")[-1]
+        row.update({"backend": cfg.backend, "epochs": cfg.epochs, "limit": cfg.limit or "",
+                    "status": metrics["status"]})
+        if not metrics["epochs_completed"]:                 # interrupted or diverged before one epoch ended
+            row["error"] = metrics["status"]
+            return _finish_row(row, spec, t0)
+        with open(Path(spec["run_dir"]) / "history.csv", newline="") as f:
+            last = list(csv.DictReader(f))[-1]
         row.update({
-            "backend": cfg.backend, "epochs": cfg.epochs, "status": metrics["status"],
             "train_accuracy": float(last["train_accuracy"]), "train_loss": float(last["train_loss"]),
             "val_accuracy": float(last["val_accuracy"]), "val_loss": float(last["val_loss"]),
             "test_accuracy": metrics["test_accuracy"], "test_loss": metrics["test_loss"],
@@ -97,24 +105,90 @@ def run_one(spec: dict) -> dict:
         row.update({"backend": spec["overrides"].get("backend", spec["defaults"].get("backend")),
                     "status": "failed", "error": f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500]})
         traceback.print_exc()
+    return _finish_row(row, spec, t0)
+
+
+def _finish_row(row: dict, spec: dict, t0: float) -> dict:
     row.update({"wall_time_s": time.perf_counter() - t0, "git_commit": spec["commit"], "run_dir": spec["run_dir"]})
     return {k: row.get(k, "") for k in FIELDS}
 
 
 def _key(row) -> tuple:
-    return row["experiment"], row["dataset"], row["config"], str(row["seed"]), str(row["epochs"])
+    """What makes two runs the same: experiment, dataset, configuration, seed, epochs and the
+    training-sample limit (a quick --limit run never stands in for a full one)."""
+    return (row["experiment"], row["dataset"], row["config"], str(row["seed"]), str(row["epochs"]),
+            str(row.get("limit") or ""))
 
 
-def read_rows(path: Path) -> list[dict]:
+NUMERIC = ("train_accuracy", "train_loss", "val_accuracy", "val_loss", "test_accuracy", "test_loss", "epoch_time_s",
+           "wall_time_s")
+
+
+def read_rows(path: Path, warn=print) -> list[dict]:
+    """The rows of an experiments CSV written by ``append_rows``; rows that are cut short (the last
+    line without its newline: a writer was stopped mid-line) or whose numbers do not parse are
+    left out with a warning through ``warn``.
+
+    Raises:
+        UserError: the file is a folder, not text, or not an experiments CSV (no header of ours).
+    """
+    from ._cli import UserError
+
+    path = Path(path)
     if not path.exists():
         return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not the experiments CSV; move it away or choose another --results")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text CSV file; move it away (runs are recorded there)") from None
+    if not text.strip():
+        return []
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [f for f in ("experiment", "dataset", "config", "seed", "epochs", "status") if f not in (reader.fieldnames or [])]
+    if missing:
+        raise UserError(f"{path} is not an experiments CSV (its header lacks {', '.join(missing)}); move it away")
+    rows, skipped = [], 0
+    complete_lines = text.endswith("\n")
+    all_rows = list(reader)
+    for i, row in enumerate(all_rows):
+        if None in row or None in row.values() or (i == len(all_rows) - 1 and not complete_lines):
+            skipped += 1                                    # too many or too few cells, or a cut last line
+            continue
+        if row["status"] == "completed":
+            try:
+                [float(row[k]) for k in NUMERIC if k in row]
+            except ValueError:
+                skipped += 1
+                continue
+        rows.append(row)
+    if skipped:
+        warn(f"warning: {path}: left out {skipped} damaged row(s) (cut short or not numeric)")
+    return rows
 
 
 def append_rows(rows: list[dict], path: Path) -> None:
-    """Append to the CSV (header written when the file is new); the whole file is rewritten atomically."""
-    write_csv_rows(read_rows(path) + rows, path)
+    """Append rows to the CSV, one line per row, under an exclusive lock (``fcntl.flock`` on
+    ``<path>.lock``), the header first when the file is new: two sweeps writing into one results
+    folder interleave their rows and lose none."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(path) + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            new = not path.exists() or path.stat().st_size == 0
+            with open(path, "a", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+                if new:
+                    writer.writeheader()
+                writer.writerows(rows)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def summarize(rows: list[dict], experiment: str) -> list[dict]:
@@ -235,7 +309,8 @@ def make_specs(names, datasets, seeds, epochs, backend, data_dir, results: Path,
                     spec = {"experiment": name, "dataset": dataset, "config": config, "seed": seed,
                             "defaults": defaults, "overrides": overrides, "data_dir": data_dir, "commit": commit,
                             "run_dir": str(results / "runs" / name / dataset / config.replace(" ", "_") / f"seed{seed}")}
-                    key = (name, dataset, config, str(seed), str(overrides.get("epochs", epochs)))
+                    key = (name, dataset, config, str(seed), str(overrides.get("epochs", epochs)),
+                           str(overrides.get("limit", limit) or ""))
                     if force or key not in done:
                         specs.append(spec)
     return specs
@@ -279,25 +354,31 @@ def run_specs(specs, jobs: int, threads: int, scheduler: str | None = None, on_r
 
 
 def main(argv=None) -> int:
+    from ._cli import run_main
+
+    return run_main(_main, argv)
+
+
+def _main(argv) -> int:
     p = argparse.ArgumentParser(
         prog="python -m fastnn.experiments",
         description="Run named experiments (grids of training runs, several seeds each) in parallel; append rows to "
                     "results/experiments.csv, write results/<experiment>.csv summaries and plots/experiments/.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("names", nargs="*", metavar="NAME", help=f"experiments to run (default all): {', '.join(EXPERIMENTS)}")
     p.add_argument("--dataset", nargs="+", default=["mnist"], choices=["mnist", "fashion-mnist"])
-    p.add_argument("--epochs", type=int, default=10, help="epochs per run (an experiment may fix its own)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per configuration")
+    p.add_argument("--epochs", type=int_at_least(1), default=10, help="epochs per run (an experiment may fix its own)")
+    p.add_argument("--seeds", type=int_at_least(1), default=3, help="seeds per configuration")
     p.add_argument("--backend", default="numba", choices=backend_names(),
                    help="backend for every experiment but 'backend'")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time")
+    p.add_argument("--jobs", type=int_at_least(1), default=os.cpu_count() or 1, help="runs at a time")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a Dask scheduler (tcp://host:port) to run on")
     p.add_argument("--data-dir", default=None, help="data folder (default: $FASTNN_DATA_DIR, else the user cache)")
     p.add_argument("--results", default="runs/experiments",
                    help="folder for the CSV files and run folders (reused: runs already recorded there are skipped; "
                         "the committed ones: --results results --plots-dir plots/experiments)")
     p.add_argument("--plots-dir", default=None, help="where the figures go (default: <results>/plots)")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
+    p.add_argument("--limit", type=int_at_least(10), default=None, metavar="N",
                    help="first N training images for every run (quick sweeps; an experiment may fix its own)")
     p.add_argument("--force", action="store_true", help="run configurations already in results/experiments.csv again")
     p.add_argument("--markdown", action="store_true",
@@ -335,7 +416,8 @@ def main(argv=None) -> int:
     print(f"{len(new_rows)} runs in {time.perf_counter() - t0:.0f} s; {len(failed)} failed")
     for r in failed:
         print(f"  failed: {r['experiment']} {r['dataset']} {r['config']} seed {r['seed']}: {r['error']}")
-    all_rows = read_rows(csv_path)
+    all_rows = read_rows(csv_path, warn=lambda *a: None)
+    wrote = []
     for name in names:
         summary = summarize(all_rows, name)
         if not summary:
@@ -348,7 +430,9 @@ def main(argv=None) -> int:
                   f"epoch {s['epoch_time_s_mean']:.3f} s  run {s['wall_time_s_mean']:.1f} s  (n={s['runs']})")
         for dataset in dict.fromkeys(s["dataset"] for s in summary):
             plot_experiment(summary, name, dataset, all_rows, Path(args.plots_dir) / f"{name}_{dataset}.png")
-    print(f"\nwrote {csv_path}, {results}/<experiment>.csv, {args.plots_dir}/")
+        wrote.append(name)
+    print(f"\nwrote {csv_path}" + (f", {results}/{{{', '.join(f'{n}.csv' for n in wrote)}}}, {args.plots_dir}/"
+                                   if wrote else " (no completed runs to summarise: no tables or figures)"))
     return 1 if failed else 0
 
 

@@ -8,6 +8,11 @@ threads for N >= 16 and run on the calling thread below (no thread-pool wake-up 
 ``mode`` is a ``FORWARD_MODES`` value: logits or probabilities into ``out_f`` (N, C), or
 labels (the first maximum of the logits, as ``np.argmax``) into ``out_i`` (N,) int64.
 
+Skipping zeros is exact arithmetic except where a weight is NaN or infinite: 0 * NaN is NaN in a
+dense product (numpy's matmul) but is never computed here, so such a weight in the row of a zero
+input leaves the output finite. A NaN or infinite *input* propagates. Training on the same
+kernels still stops on a non-finite loss on every backend (``tests/test_train.py``).
+
 ``ForwardPlan`` is what ``NeuralNetwork.logits``/``forward``/``predict`` hold between calls:
 the weight arrays (the model's own, not copies: in-place updates are seen), the activation
 code and the work buffers, reused so that a call allocates nothing but its result. The

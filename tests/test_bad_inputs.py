@@ -53,6 +53,10 @@ def work(tmp_path_factory):
     (root / "with_history" / "history.csv").write_bytes(b"\x00\xff garbage \x01\n1,2,3\n")
     if hasattr(os, "mkfifo"):
         os.mkfifo(root / "pipe.png")
+    for name, content in (("garbage", b"\x00\xff\xfe binary \x01\x02"), ("headerless", b"1,2,3\n4,5,6\n")):
+        (root / name).mkdir()
+        (root / name / "experiments.csv").write_bytes(content)
+    (root / "folder_csv" / "experiments.csv").mkdir(parents=True)
     return root
 
 
@@ -90,6 +94,10 @@ CASES = [
     ("autograd.train", ["--lr", "nan"], 2, "must be a finite number", False),
     ("autograd.train", ["--out", "{work}/a_file"], 2, "is a file", False),
     ("profile", ["--backend", "numpy", "--epochs", "0"], 2, "argument --epochs: must be >= 1", False),
+    ("experiments", ["depth", "--backend", "bogus"], 2, "argument --backend: invalid choice", False),
+    ("experiments", ["depth", "--results", "{work}/garbage"], 2, "is not a text CSV file", False),
+    ("experiments", ["depth", "--results", "{work}/headerless"], 2, "is not an experiments CSV", False),
+    ("experiments", ["depth", "--results", "{work}/folder_csv"], 2, "is a folder, not the experiments CSV", False),
 ]
 
 
@@ -185,3 +193,19 @@ def test_sigterm_keeps_the_best_model_and_every_output(tmp_path):
     assert "Traceback" not in stderr and "interrupted" in stdout
     for name in ("best_model.npz", "history.csv", "learning_curves.png", "metrics.json"):
         assert (out / name).exists(), name
+
+
+def test_experiments_csv_damage_and_keys(tmp_path):
+    """A row cut mid-number (no newline after it) is left out, not taken as complete; a --limit
+    run is a different run from a full one; rows are appended, never rewritten."""
+    from fastnn import experiments as ex
+
+    path = tmp_path / "experiments.csv"
+    full = {k: "" for k in ex.FIELDS} | {k: 0.5 for k in ex.NUMERIC} | {
+        "experiment": "depth", "dataset": "mnist", "config": "a", "seed": 0, "epochs": 10, "status": "completed"}
+    quick = full | {"limit": 1000, "test_accuracy": 0.9}
+    ex.append_rows([full, quick], path)
+    assert len(ex.read_rows(path)) == 2 and ex._key(ex.read_rows(path)[0]) != ex._key(ex.read_rows(path)[1])
+    path.write_text(path.read_text()[:-4])                           # the last row cut inside its number
+    warnings = []
+    assert len(ex.read_rows(path, warn=warnings.append)) == 1 and "damaged" in warnings[0]

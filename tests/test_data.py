@@ -191,3 +191,18 @@ def test_real_mnist_statistics(mnist_dir):
     np.testing.assert_allclose([X.mean(), X.std()], [0.1307, 0.3081], atol=1e-4)
     np.testing.assert_array_equal(np.bincount(ds.labels),
                                   [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
+
+
+def test_image_folder_refuses_empty_classes_and_takes_many(tmp_path):
+    """An empty class folder is refused by name (not a class with no images); 300 classes load
+    (labels wider than uint8)."""
+    from PIL import Image
+
+    for k in range(300):
+        (tmp_path / "train" / f"c{k:03d}").mkdir(parents=True)
+        Image.fromarray(np.full((28, 28), k % 256, np.uint8)).save(tmp_path / "train" / f"c{k:03d}" / "a.png")
+    ds = load_image_folder(tmp_path, "train")
+    assert ds.num_classes == 300 and ds.labels.max() == 299
+    (tmp_path / "train" / "c999").mkdir()
+    with pytest.raises(DataError, match="class 'c999' has no images"):
+        load_image_folder(tmp_path, "train")
