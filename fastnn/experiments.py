@@ -180,7 +180,16 @@ def append_rows(rows: list[dict], path: Path) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             new = not path.exists() or path.stat().st_size == 0
-            with open(path, "a", newline="", encoding="utf-8") as f:
+            if not new:                               # a file of an older format: its rows moved to ours once
+                with open(path, newline="", encoding="utf-8") as f:
+                    header = next(csv.reader(f), [])
+                if header != FIELDS:
+                    old = read_rows(path)
+                    if old:
+                        write_csv_rows([{k: r.get(k) or "" for k in FIELDS} for r in old], path)
+                    else:
+                        new = True
+            with open(path, "w" if new else "a", newline="", encoding="utf-8") as f:
                 writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
                 if new:
                     writer.writeheader()

@@ -57,6 +57,9 @@ def work(tmp_path_factory):
         (root / name).mkdir()
         (root / name / "experiments.csv").write_bytes(content)
     (root / "folder_csv" / "experiments.csv").mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("1", (9000, 9000)).save(root / "bomb.png")      # 81 M pixels in a few kB: refused before decoding
     return root
 
 
@@ -84,6 +87,7 @@ CASES = [
     ("predict", ["--model", "{work}/matrix_layers.npz", "x.png"], 2, "layer_sizes must be", False),
     ("predict", ["--model", "{work}/text_version.npz", "x.png"], 2, "model format version", False),
     ("predict", ["--model", "{work}/model.npz", "{work}/pipe.png"], 1, "not a regular file", False),
+    ("predict", ["--model", "{work}/model.npz", "{work}/bomb.png"], 1, "scale it down first", False),
     ("predict", ["--model", "{work}/model.npz", "{work}/full"], 2, "holds no image files", False),
     ("evaluate", ["--model", "{work}/random.npz"], 2, "not a fastnn model file", False),
     ("evaluate", ["--model", "{work}/model.npz", "--out", "/proc/fastnn-eval"], 2, "cannot write into --out", False),
@@ -209,3 +213,22 @@ def test_experiments_csv_damage_and_keys(tmp_path):
     path.write_text(path.read_text()[:-4])                           # the last row cut inside its number
     warnings = []
     assert len(ex.read_rows(path, warn=warnings.append)) == 1 and "damaged" in warnings[0]
+
+
+def test_experiments_csv_of_an_older_format_is_migrated(tmp_path):
+    """Rows appended to a CSV written before the ``limit`` column keep every old row readable."""
+    import csv
+
+    from fastnn import experiments as ex
+
+    path = tmp_path / "experiments.csv"
+    old_fields = [f for f in ex.FIELDS if f != "limit"]
+    row = {k: "" for k in old_fields} | {k: 0.5 for k in ex.NUMERIC} | {
+        "experiment": "depth", "dataset": "mnist", "config": "a", "seed": 0, "epochs": 10, "status": "completed"}
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=old_fields)
+        writer.writeheader()
+        writer.writerow(row)
+    ex.append_rows([row | {"limit": 100, "seed": 1}], path)
+    rows = ex.read_rows(path)
+    assert len(rows) == 2 and rows[0]["limit"] == "" and rows[1]["limit"] == "100"
