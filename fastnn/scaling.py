@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli import HelpFormatter, int_at_least, new_run_folder
+from ._cli import HelpFormatter, int_at_least, new_run_folder, run_main
 from .backends import backend_names
 
 BATCHES = [16, 32, 64, 128, 256, 512, 1024]
@@ -105,6 +105,10 @@ def plot(rows, kind: str, path, xlabel: str, title: str) -> None:
 
 
 def main(argv=None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv) -> int:
     p = argparse.ArgumentParser(
         prog="python -m fastnn.scaling",
         description="Epoch time against batch size (16..1024) and hidden width (64..1024) per backend, with 1 and 2 "
