@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._cli import HelpFormatter, UserError, regular_file, run_main
 from ._io import atomic_write
 
 __all__ = ["to_onnx_bytes", "export_onnx", "main"]
@@ -121,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "input 'pixels' (N, 784) in [0, 1], outputs 'logits' and 'probs' (N, classes) and 'labels' (N,). "
                     "Needs the "
                     "onnx package.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("model", help="the model file, e.g. runs/<run>/best_model.npz")
     p.add_argument("--onnx", required=True, metavar="OUT", default=argparse.SUPPRESS,
                    help="the ONNX file to write (e.g. model.onnx); written atomically")
@@ -129,25 +130,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .model import ModelFileError, NeuralNetwork
+    return run_main(_main, argv)
+
+
+def _main(argv) -> int:
+    from .model import NeuralNetwork
 
     args = build_parser().parse_args(argv)
     out = Path(args.onnx)
     if out.is_dir():
-        print(f"error: --onnx {out} is a folder; give a file name such as {out / 'model.onnx'}", file=sys.stderr)
-        return 2
+        raise UserError(f"--onnx {out} is a folder; give a file name such as {out / 'model.onnx'}")
     try:
-        model = NeuralNetwork.load(args.model)
+        model = NeuralNetwork.load(regular_file(args.model, "model file"))
+    except UserError as exc:
+        raise UserError(f"{exc}; train one with python -m fastnn.train") from None
+    try:
         path = export_onnx(model, out)
-    except FileNotFoundError:
-        print(f"error: no model file {args.model}; train one with python -m fastnn.train", file=sys.stderr)
-        return 2
-    except (ModelFileError, ValueError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+    except (ValueError, ImportError) as exc:            # an activation or dtype ONNX lacks; onnx missing
+        raise UserError(str(exc)) from None
     print(f"wrote {path} ({path.stat().st_size:,} bytes): {'-'.join(map(str, model.layer_sizes))} "
           f"{model.activation}, inputs 'pixels' (N, {model.layer_sizes[0]}) in [0, 1], outputs 'logits', 'probs', 'labels'")
     return 0

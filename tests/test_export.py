@@ -69,7 +69,7 @@ def test_trained_model_on_real_test_images(tmp_path, mnist_dir):
 
 def test_export_command_refuses_bad_input(tmp_path, capsys):
     assert export_mod.main([str(tmp_path / "missing.npz"), "--onnx", str(tmp_path / "m.onnx")]) == 2
-    assert "no model file" in capsys.readouterr().err
+    assert "no such model file" in capsys.readouterr().err
     (tmp_path / "junk.npz").write_bytes(b"not a zip file")
     assert export_mod.main([str(tmp_path / "junk.npz"), "--onnx", str(tmp_path / "m.onnx")]) == 2
     assert "junk.npz" in capsys.readouterr().err
