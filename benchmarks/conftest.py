@@ -106,6 +106,9 @@ def pytest_terminal_summary(terminalreporter):
                         base = rows[ref]
                         line += (f"  {r['median_s'] / base['median_s']:5.2f} x {ref} "
                                  f"(mins {r['min_s'] / base['min_s']:.2f})")
+            plain = name.removesuffix("-augment")
+            if group.startswith("epoch") and plain != name and plain in rows:
+                line += f"  {r['median_s'] / rows[plain]['median_s']:5.3f} x {plain} without augmentation"
             if "matmul" in group and "gflops" in r and name != "numpy" and "numpy" in rows:
                 line += f"  {100 * r['gflops'] / rows['numpy']['gflops']:5.1f}% of numpy's BLAS"
             tr.write_line(line)

@@ -6,7 +6,8 @@ epoch as a ratio to PyTorch's (``torch``: nn.Module + autograd + torch.optim) an
 (``jax-scan``: the epoch as one jit-compiled ``lax.scan`` over the batches).
 
 Entries: numba and cython take their fused path (``*-timers``: the same with the fused kernels'
-phase timers on, to show what they cost); ``numba-kernels`` is numba kernel by kernel
+phase timers on, to show what they cost; ``*-augment``: the same with the MNIST recipe's
+augmentation, each sample shifted as it is drawn, to show what that costs); ``numba-kernels`` is numba kernel by kernel
 (``--no-fused``); numpy runs kernel by kernel (its only path); ``jax-step`` calls a jitted step
 per batch; ``reference`` (Python loops) only in the step benchmark. JAX entries skip with the
 reason where jax is not installed (``pip install -e ".[bench]"``). Each epoch round trains on
@@ -25,15 +26,18 @@ import pytest
 
 from fastnn import NeuralNetwork
 from fastnn.backends import available_backends
+from fastnn.augment import Augmenter, parse_augment
 from fastnn.optim import make_optimizer
+from fastnn.train import RECIPES
 from fastnn.trainers import make_trainer
 
 from .conftest import record, record_result
 
 LAYERS = [784, 128, 64, 10]
 BATCH = 64
-BACKENDS = ["torch", "jax-scan", "jax-step", "numpy", "numba-kernels", "numba", "numba-timers", "cython",
-            "cython-timers"]
+BACKENDS = ["torch", "jax-scan", "jax-step", "numpy", "numba-kernels", "numba", "numba-augment", "numba-timers",
+            "cython", "cython-augment", "cython-timers"]
+AUGMENT = RECIPES["mnist"]["augment"]          # the MNIST recipe's augmentation, for the *-augment entries
 
 
 def step_flop(batch: int = BATCH, layers=LAYERS) -> int:
@@ -51,7 +55,9 @@ def _trainer(name, dataset):
         return jax_baseline.JaxTrainer(model, optimizer, dataset, mode=variant)
     if backend not in available_backends():
         pytest.skip(f"backend {backend} unavailable here")
-    trainer = make_trainer(model, optimizer, dataset, fused=variant != "kernels", log=lambda *a: None)
+    augmenter = Augmenter(parse_augment(AUGMENT), dataset.images.shape[1:]) if variant == "augment" else None
+    trainer = make_trainer(model, optimizer, dataset, fused=variant != "kernels", log=lambda *a: None,
+                           augmenter=augmenter)
     if variant == "timers":
         trainer.profile = True
     return trainer

@@ -1,7 +1,8 @@
 """``python -m fastnn.experiments [NAME ...]``: named grids of training runs, in parallel.
 
 Each experiment varies one thing and holds everything else at the trainer's defaults
-(``fastnn.train.TrainConfig``), over several seeds per configuration:
+(``fastnn.train.TrainConfig``) without augmentation or dropout (the plain recipe), over
+several seeds per configuration:
 
 ==================  ==========================================================================
 learning-rate       plain SGD, constant learning rate 0.001 / 0.01 / 0.1
@@ -12,6 +13,9 @@ optimizer           SGD (lr 0.1), SGD with momentum 0.9 (lr 0.05), Adam (lr 0.00
 regularization      none, L2 (1e-3), dropout (0.3), both; on a setting that overfits: the
                     first 2,000 training images and a 784-512-256-10 network, 40 epochs
 batch-size          16, 32, 64, 128, 256, 512 (accuracy and wall time)
+augmentation        none, random shifts by up to 1 / 2 / 3 pixels, horizontal flips, shifts of 1
+                    and flips; 40 epochs (the recipes' length). The recipes in
+                    ``fastnn.train.RECIPES`` are chosen on its validation accuracy
 backend             numpy, numba, cython, torch, and reference on the first 1,000 images for
                     1 epoch (labelled "reference (subset)")
 ==================  ==========================================================================
@@ -44,6 +48,8 @@ from .backends import backend_names
 
 from ._io import write_csv_rows
 
+AUGMENTATION_EPOCHS = 40   # the recipes' epochs (fastnn.train.RECIPES)
+
 EXPERIMENTS: dict[str, list[tuple[str, dict]]] = {
     "learning-rate": [(f"sgd lr={lr}", {"optimizer": "sgd", "lr": lr, "lr_schedule": "constant"})
                       for lr in (0.001, 0.01, 0.1)],
@@ -57,6 +63,9 @@ EXPERIMENTS: dict[str, list[tuple[str, dict]]] = {
                        for name, wd, p in (("none", 0.0, 0.0), ("L2 1e-3", 1e-3, 0.0), ("dropout 0.3", 0.0, 0.3),
                                            ("L2 + dropout", 1e-3, 0.3))],
     "batch-size": [(f"batch {b}", {"batch_size": b}) for b in (16, 32, 64, 128, 256, 512)],
+    "augmentation": [(name, {"augment": spec, "epochs": AUGMENTATION_EPOCHS})
+                     for name, spec in (("none", "none"), ("shift 1", "shift=1"), ("shift 2", "shift=2"),
+                                        ("shift 3", "shift=3"), ("flip", "flip"), ("shift 1 + flip", "shift=1,flip"))],
     "backend": [(b, {"backend": b}) for b in ("numpy", "numba", "cython", "torch")]
                + [("reference (subset)", {"backend": "reference", "limit": 1000, "test_limit": 1000, "epochs": 1})],
 }
@@ -234,10 +243,12 @@ def plot_experiment(summary: list[dict], experiment: str, dataset: str, rows: li
     extra = experiment in ("batch-size", "backend", "optimizer")
     fig, axes = plt.subplots(1, 2 if extra else 1, figsize=(11 if extra else 6.5, 4), squeeze=False)
     ax = axes[0, 0]
-    if experiment == "regularization":
+    if experiment in ("regularization", "augmentation"):
         width = 0.38
-        ax.bar(x - width / 2, [100 * r["train_accuracy_mean"] for r in s], width, label="train (last epoch)",
-               color="tab:gray")
+        left, label = (("train_accuracy", "train (last epoch)") if experiment == "regularization" else
+                       ("val_accuracy", "validation (last epoch): chooses"))
+        ax.bar(x - width / 2, [100 * r[f"{left}_mean"] for r in s], width, label=label, color="tab:gray",
+               yerr=[100 * r[f"{left}_std"] for r in s], capsize=3)
         ax.bar(x + width / 2, [100 * r["test_accuracy_mean"] for r in s], width,
                yerr=[100 * r["test_accuracy_std"] for r in s], capsize=3, label="test (best val model)")
         ax.legend(fontsize=8)
@@ -248,7 +259,11 @@ def plot_experiment(summary: list[dict], experiment: str, dataset: str, rows: li
         ax.text(xi, 100 * r["test_accuracy_mean"], f"{100 * r['test_accuracy_mean']:.2f}", ha="center",
                 va="bottom", fontsize=7)
     low = min(100 * r["test_accuracy_mean"] for r in s)
-    ax.set_ylim(max(0, low - (5 if low > 50 else low)), 100.5)
+    if experiment == "augmentation":                  # tenths of a percent apart: zoom in
+        values = [100 * r[k] for r in s for k in ("test_accuracy_mean", "val_accuracy_mean")]
+        ax.set_ylim(min(values) - 1, max(values) + 0.6)
+    else:
+        ax.set_ylim(max(0, low - (5 if low > 50 else low)), 100.5)
     ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")
     ax.set_title(f"{experiment} on {dataset}", fontsize=10)
@@ -310,7 +325,9 @@ def make_specs(names, datasets, seeds, epochs, backend, data_dir, results: Path,
                limit: int | None = None) -> list[dict]:
     commit = git_commit()
     specs = []
-    defaults = {"backend": backend, "epochs": epochs, **({"limit": limit} if limit else {})}
+    # the plain recipe (no augmentation, no dropout) unless an experiment varies them
+    defaults = {"backend": backend, "epochs": epochs, "augment": "none", "dropout": 0.0,
+                **({"limit": limit} if limit else {})}
     for name in names:
         for dataset in datasets:
             for config, overrides in EXPERIMENTS[name]:

@@ -194,6 +194,8 @@ class FusedTrainer(TrainerBase):
         model: a ``NeuralNetwork`` whose backend has a fused path (see ``fused_unsupported_reason``).
         optimizer: an ``SGD`` (plain or momentum) or ``Adam`` from ``fastnn.optim`` over ``model``.
         dataset: the training ``Dataset`` (uint8 images, int labels).
+        augmenter: a ``fastnn.augment.Augmenter`` or None: each call's rows are moved by the
+            backend's ``augment_csr`` into a batch-ordered CSR that the kernel then reads.
     Raises:
         ValueError: the model/optimizer combination is unsupported, or the dataset does not fit the model.
 
@@ -204,7 +206,7 @@ class FusedTrainer(TrainerBase):
     # wake-ups between calls; REPORT.md), and a progress bar or Ctrl-C still gets a turn often.
     steps_per_call = 128
 
-    def __init__(self, model, optimizer, dataset):
+    def __init__(self, model, optimizer, dataset, augmenter=None):
         reason = fused_unsupported_reason(model, optimizer)
         if reason:
             raise ValueError(f"no fused path: {reason}")
@@ -214,8 +216,15 @@ class FusedTrainer(TrainerBase):
         self.model, self.optimizer, self.dataset = model, optimizer, dataset
         backend = model.backend
         self._kernel = backend.fused_steps
+        self.augmenter = augmenter
+        if augmenter is not None and not hasattr(backend, "augment_csr"):
+            raise ValueError(f"backend {backend.NAME!r} has no augment_csr kernel for the fused path")
         self._act = backend.ACT_CODES[model.activation]
-        self.description = f"fused path ({backend.NAME}, {_num_threads(backend)} threads)"
+        self.description = f"fused path ({backend.NAME}, {_num_threads(backend)} threads)" + (
+            f", augmentation {augmenter}" if augmenter is not None else "")
+        self._aug_indptr = np.zeros(1, dtype=np.int64)             # the call's moved rows, batch-ordered CSR
+        self._aug_indices = np.zeros(0, dtype=np.uint16)
+        self._aug_pixels = np.zeros(0, dtype=np.uint8)
         self.indptr, self.indices, self.pixels = images_to_csr(dataset.images)
         self.labels = np.ascontiguousarray(dataset.labels, dtype=np.int64)
         if self.labels.size and not (0 <= self.labels.min() and self.labels.max() < model.layer_sizes[-1]):
@@ -337,9 +346,13 @@ class FusedTrainer(TrainerBase):
             self.prof = np.zeros((self.n_threads + 1, 2 + 3 * n_layers), dtype=np.int64)
         prof = self.prof if self.profile else np.zeros((0, 0), dtype=np.int64)
         order = np.ascontiguousarray(order, dtype=np.int64)
+        indptr, indices, pixels, labels, first = self.indptr, self.indices, self.pixels, self.labels, first_step
+        if self.augmenter is not None:
+            indptr, indices, pixels, labels, order = self._moved_rows(order, first_step, n_steps, batch_size)
+            first = 0
         losses = np.empty(n_steps)
         with self._blas.limit(limits=1, user_api="blas"):   # one BLAS thread inside each kernel thread
-            self._kernel(self.indptr, self.indices, self.pixels, self.labels, order, first_step, n_steps,
+            self._kernel(indptr, indices, pixels, labels, order, first, n_steps,
                          batch_size, self.sizes, self.w_off, self.b_off, self.act_off, self.mask_off,
                          self.row_bounds, self.col_bounds, self.theta, self.state1, self.state2, self.z0_parts,
                          self.acts, self.outs, self.grads_act, self.csc_ptr, self.csc_sample, self.csc_value,
@@ -347,6 +360,26 @@ class FusedTrainer(TrainerBase):
                          self._act, drop_mask, self._opt, self._hyper(), self.optimizer.t, losses, prof)
         self.optimizer.t += n_steps
         return losses
+
+    def _moved_rows(self, order, first_step: int, n_steps: int, batch_size: int):
+        """The call's rows, moved by this call's augmentation draws, as a batch-ordered CSR:
+        (indptr (k+1,), indices, pixels, labels (k,), order = arange(k)) for the kernel."""
+        moves = self.augmenter.moves(len(order), first_step, n_steps, batch_size)        # (k, 3)
+        lo, k = first_step * batch_size, len(moves)
+        rows = order[lo:lo + k]                                                          # (k,)
+        nnz = int((self.indptr[rows + 1] - self.indptr[rows]).sum())                     # an upper bound
+        if self._aug_indices.size < nnz:
+            self._aug_indices = np.empty(nnz, dtype=np.uint16)
+            self._aug_pixels = np.empty(nnz, dtype=np.uint8)
+        if self._aug_indptr.size < k + 1:
+            self._aug_indptr = np.empty(k + 1, dtype=np.int64)
+            self._aug_order = np.arange(k, dtype=np.int64)
+        a = self.augmenter
+        self.model.backend.augment_csr(self.indptr, self.indices, self.pixels, order, lo, moves, a.col_of,
+                                       a.height, a.width, self.n_threads, self._aug_indptr, self._aug_indices,
+                                       self._aug_pixels)
+        return (self._aug_indptr[:k + 1], self._aug_indices, self._aug_pixels, self.labels[rows],
+                self._aug_order[:k])
 
     def phase_seconds(self) -> dict[str, float]:
         """Seconds per phase from the kernels' timers (``profile = True``), averaged over threads,

@@ -20,8 +20,9 @@ try:
 except ImportError as exc:  # reported by get_backend("torch") with an install hint
     raise ImportError(f"torch is not installed ({exc})") from exc
 
+from .data import to_float
 from .timing import phase
-from .trainers import TrainerBase
+from .trainers import TrainerBase, batch_images
 
 _ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
@@ -51,16 +52,19 @@ class TorchTrainer(TrainerBase):
             (``SGD`` with or without momentum, ``Adam``).
         dataset: the training ``Dataset``.
         seed: seeds torch's generator (dropout).
+        augmenter: a ``fastnn.augment.Augmenter`` moving each batch, or None.
     """
 
-    def __init__(self, model, optimizer, dataset, seed: int = 0):
+    def __init__(self, model, optimizer, dataset, seed: int = 0, augmenter=None):
         from .optim import SGD, Adam
 
         torch.manual_seed(seed)
         self.model, self.optimizer = model, optimizer
         self.module = build_module(model)
         dtype = getattr(torch, model.dtype.name)
-        self.X = torch.from_numpy(dataset.features(dtype=model.dtype)).to(dtype)     # (n, D)
+        self.dataset, self.augmenter = dataset, augmenter
+        # without augmentation the whole float set once; with it each batch is moved, then converted
+        self.X = None if augmenter else torch.from_numpy(dataset.features(dtype=model.dtype)).to(dtype)  # (n, D)
         self.y = torch.from_numpy(np.asarray(dataset.labels, dtype=np.int64))        # (n,)
         params = self.module.parameters()
         if isinstance(optimizer, Adam):
@@ -87,7 +91,12 @@ class TorchTrainer(TrainerBase):
         for step in range(first_step, min(first_step + n_steps, -(-n // batch_size))):
             with phase(timer, "data"):
                 idx = order_t[step * batch_size:(step + 1) * batch_size]
-                xb, yb = self.X[idx], self.y[idx]
+                if self.augmenter is None:
+                    xb = self.X[idx]                                                  # (B, D)
+                else:
+                    images = batch_images(self.dataset, order, step, batch_size, self.augmenter)
+                    xb = torch.from_numpy(to_float(images, self.model.dtype))         # (B, D)
+                yb = self.y[idx]
             with phase(timer, "forward"):
                 logits = self.module(xb)
             with phase(timer, "loss"):

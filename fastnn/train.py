@@ -23,6 +23,7 @@ from . import __version__
 from ._cli import HelpFormatter, UserError, finite_float, int_at_least, new_run_folder, output_folder, \
     remove_if_empty, run_main, stop_signals
 from ._io import write_csv_rows, write_json
+from .augment import AUGMENT_HELP, Augmenter, parse_augment
 from .backends import backend_names, get_backend
 from .data import DATASETS, iterate_minibatches, load_dataset, train_val_split
 from .initializers import INITIALIZERS
@@ -32,12 +33,21 @@ from .optim import OPTIMIZERS, make_optimizer
 from .trainers import make_trainer
 
 
+# The recipe per dataset: the settings whose defaults depend on the dataset, chosen on
+# validation accuracy (never test) with `python -m fastnn.experiments augmentation` (REPORT.md).
+RECIPES = {
+    "mnist": {"epochs": 40, "augment": "shift=2", "dropout": 0.0},
+    "fashion-mnist": {"epochs": 40, "augment": "shift=1,flip", "dropout": 0.0},
+}
+
+
 @dataclass
 class TrainConfig:
-    """Every setting of a training run (the defaults are the tuned ones)."""
+    """Every setting of a training run (the defaults are the tuned ones). ``epochs``, ``augment``
+    and ``dropout`` left at None take the dataset's recipe (``RECIPES``)."""
     backend: str = "numpy"
     dataset: str = "mnist"
-    epochs: int = 20
+    epochs: int | None = None
     batch_size: int = 64
     lr: float = 0.05
     optimizer: str = "momentum"
@@ -46,7 +56,7 @@ class TrainConfig:
     hidden: list = field(default_factory=lambda: [128, 64])
     activation: str = "relu"
     init: str = "he"
-    dropout: float = 0.0
+    dropout: float | None = None
     weight_decay: float = 1e-4
     seed: int = 0
     val_split: float = 0.2
@@ -57,6 +67,12 @@ class TrainConfig:
     out: str | None = None
     target_accuracy: float | None = None
     fused: bool = True
+    augment: str | None = None
+
+    def __post_init__(self):
+        for key, value in RECIPES.get(self.dataset, RECIPES["mnist"]).items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -152,7 +168,9 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals) -> dict:
     model.dataset = cfg.dataset
     optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.momentum)
     shuffle_rng = np.random.default_rng([cfg.seed, 1])
-    trainer = make_trainer(model, optimizer, train_set, fused=cfg.fused, seed=cfg.seed, log=log)
+    augmentation = parse_augment(cfg.augment)
+    augmenter = Augmenter(augmentation, train_set.images.shape[1:], cfg.seed) if augmentation.enabled else None
+    trainer = make_trainer(model, optimizer, train_set, fused=cfg.fused, seed=cfg.seed, log=log, augmenter=augmenter)
     log(f"{model}\n{optimizer}  {cfg.lr_schedule} lr schedule, batch {cfg.batch_size}, {cfg.epochs} epochs, "
         f"{trainer.description}\n"
         f"data: {cfg.dataset} train {len(train_set)}, val {len(val_set)}, test {len(test_set)}; output {out}")
@@ -259,6 +277,11 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals) -> dict:
     return metrics
 
 
+def per_dataset(key: str) -> str:
+    """'mnist X, fashion-mnist Y': a recipe setting's default per dataset, for --help."""
+    return ", ".join(f"{name} {recipe[key]}" for name, recipe in RECIPES.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(
@@ -270,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=["auto", *backend_names()],
                    help="kernel implementation; auto: the fastest here (cython, else numba, else numpy)")
     p.add_argument("--dataset", default=d.dataset, choices=list(DATASETS), help="downloaded on first use")
-    p.add_argument("--epochs", type=int_at_least(1), default=d.epochs, help="passes over the training split")
+    p.add_argument("--epochs", type=int_at_least(1), default=None,
+                   help="passes over the training split (default: " + per_dataset("epochs") + ")")
     p.add_argument("--batch-size", type=int_at_least(1), default=d.batch_size, help="samples per SGD step")
     p.add_argument("--lr", type=finite_float(0, low_open=True), default=d.lr, help="learning rate (> 0)")
     p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS,
@@ -284,10 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation", default=d.activation, choices=list(ACTIVATIONS),
                    help="the hidden layers' activation")
     p.add_argument("--init", default=d.init, choices=list(INITIALIZERS), help="weight initialization")
-    p.add_argument("--dropout", type=finite_float(0, 1, high_open=True), default=d.dropout,
-                   help="dropout probability on hidden layers, in [0, 1)")
+    p.add_argument("--dropout", type=finite_float(0, 1, high_open=True), default=None,
+                   help="dropout probability on hidden layers, in [0, 1) (default: " + per_dataset("dropout") + ")")
     p.add_argument("--weight-decay", type=finite_float(0), default=d.weight_decay,
                    help="L2 regularization strength (>= 0)")
+    p.add_argument("--augment", default=None, metavar="SPEC",
+                   help=AUGMENT_HELP + " (default: " + per_dataset("augment") + ")")
     p.add_argument("--seed", type=int_at_least(0), default=d.seed, help="seeds init, split, shuffling and dropout")
     p.add_argument("--val-split", type=finite_float(0, 1, low_open=True, high_open=True), default=d.val_split,
                    help="validation fraction (stratified), in (0, 1): the best model is chosen on it")
@@ -324,6 +350,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                         f"or use --optimizer momentum")
     if args.momentum is None:
         values.pop("momentum")
+    for key in RECIPES["mnist"]:
+        if values.get(key) is None:
+            values.pop(key, None)                    # the dataset's recipe
+    try:
+        parse_augment(args.augment or "none")
+    except ValueError as exc:
+        raise UserError(f"--augment: {exc}") from None
     values["backend"] = inference_backend(args.backend)
     if not args.fused and values["backend"] == "torch":
         raise UserError("--no-fused has no effect with --backend torch (it trains through torch.optim); drop it")

@@ -29,7 +29,7 @@ import numpy as np
 from .data import to_float
 from .timing import phase
 
-__all__ = ["Trainer", "TrainerBase", "KernelTrainer", "make_trainer", "STEPS_PER_CALL"]
+__all__ = ["Trainer", "TrainerBase", "KernelTrainer", "make_trainer", "batch_images", "STEPS_PER_CALL"]
 
 STEPS_PER_CALL = 32   # steps per call by default: a progress bar and Ctrl-C get a turn between calls
 
@@ -78,10 +78,12 @@ class KernelTrainer(TrainerBase):
     """The kernel-by-kernel path: per step, ``model.backward`` (one backend call per kernel) and
     ``optimizer.step()``. Stops a call early at a non-finite loss (without that step's update)."""
 
-    def __init__(self, model, optimizer, dataset):
+    def __init__(self, model, optimizer, dataset, augmenter=None):
         self.model, self.optimizer, self.dataset = model, optimizer, dataset
+        self.augmenter = augmenter  # a fastnn.augment.Augmenter moves each batch, or None
         self.timer = None          # a fastnn.timing.PhaseTimer times the data and optimizer phases
-        self.description = f"kernel by kernel ({model.backend_name})"
+        self.description = f"kernel by kernel ({model.backend_name})" + (
+            f", augmentation {augmenter}" if augmenter is not None else "")
 
     def run_steps(self, order, first_step: int, n_steps: int, batch_size: int) -> np.ndarray:
         """Train on batches ``first_step`` .. of ``order``; return their losses (stops at a non-finite one)."""
@@ -91,7 +93,8 @@ class KernelTrainer(TrainerBase):
             if len(idx) == 0:
                 break
             with phase(self.timer, "data"):
-                X = to_float(self.dataset.images[idx], self.model.dtype)       # (B, D)
+                images = batch_images(self.dataset, order, step, batch_size, self.augmenter)  # (B, ...) uint8
+                X = to_float(images, self.model.dtype)                                        # (B, D)
                 y = self.dataset.labels[idx].astype(np.int64)                  # (B,)
             loss = self.model.backward(X, y)
             losses.append(loss)
@@ -102,25 +105,37 @@ class KernelTrainer(TrainerBase):
         return np.array(losses)
 
 
-def make_trainer(model, optimizer, dataset, *, fused: bool = True, seed: int = 0, log=print) -> Trainer:
+def batch_images(dataset, order, step: int, batch_size: int, augmenter=None) -> np.ndarray:
+    """uint8 images (B, ...) of step ``step`` of the epoch ordered by ``order`` (n,), moved by
+    the augmenter's moves for that step when there is one."""
+    images = dataset.images[order[step * batch_size:(step + 1) * batch_size]]
+    if augmenter is None:
+        return images
+    from .augment import move_images
+    return move_images(images, augmenter.moves(len(order), step, 1, batch_size))
+
+
+def make_trainer(model, optimizer, dataset, *, fused: bool = True, seed: int = 0, log=print,
+                 augmenter=None) -> Trainer:
     """The fastest path that trains ``model`` with ``optimizer`` on ``dataset``.
 
     PyTorch's own (``TorchTrainer``) for the torch backend; the fused path where the backend
     has one and it supports the model and optimizer (else it says why once, through ``log``,
     and trains kernel by kernel); kernel by kernel when ``fused`` is False or the backend has
-    no fused path. ``seed`` seeds torch's generator (its dropout masks).
+    no fused path. ``seed`` seeds torch's generator (its dropout masks). ``augmenter`` (a
+    ``fastnn.augment.Augmenter``) moves every training sample as it is drawn, on every path.
     """
     from .fused import FusedTrainer, fused_unsupported_reason, has_fused_path
 
     if model.backend_name == "torch":
         from .torch_baseline import TorchTrainer
-        return TorchTrainer(model, optimizer, dataset, seed=seed)
+        return TorchTrainer(model, optimizer, dataset, seed=seed, augmenter=augmenter)
     if fused and has_fused_path(model.backend):
         reason = fused_unsupported_reason(model, optimizer)
         if reason is None:
             cached = getattr(model.backend, "fused_path_cached", lambda: True)
             if not cached():
                 log("note: compiling the Numba kernels for the fused path (first run only, about 15 s)")
-            return FusedTrainer(model, optimizer, dataset)
+            return FusedTrainer(model, optimizer, dataset, augmenter)
         log(f"note: {reason}; training kernel by kernel instead of on the fused path")
-    return KernelTrainer(model, optimizer, dataset)
+    return KernelTrainer(model, optimizer, dataset, augmenter)

@@ -745,6 +745,111 @@ def fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const ui
             losses[s] = total / nb
 
 
+
+cdef enum:
+    AUGMENT_PREFETCH_ROWS = 2      # rows ahead whose non-zeros are prefetched (random rows come from DRAM)
+
+
+cdef Py_ssize_t _augment_rows(const int64_t* indptr, const uint16_t* indices, const uint8_t* pixels,
+                              const int64_t* order, const int32_t* moves, const uint16_t* col_of, Py_ssize_t height,
+                              Py_ssize_t width, Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t k, int64_t* out_indptr,
+                              uint16_t* out_indices, uint8_t* out_pixels) noexcept nogil:
+    """Rows j0..j1-1 of ``augment_csr`` (order and moves start at the call's first row), their
+    non-zeros written from position k on; sets out_indptr[j + 1] for those rows (in these
+    positions) and returns the end position.
+
+    No branch per non-zero: each one is stored and the write position advances only if it is
+    kept (k never passes the entries read, so the stores stay inside the rows' share)."""
+    cdef Py_ssize_t size = height * width, j, q, e, u, a, b, c, p, shift, row_start, new_row
+    cdef int64_t i
+    cdef int32_t dx, dy, flip
+    for j in range(j0, min(j0 + <Py_ssize_t>AUGMENT_PREFETCH_ROWS, j1)):
+        _prefetch_row(indptr, indices, pixels, order[j])
+    for j in range(j0, j1):
+        if j + AUGMENT_PREFETCH_ROWS < j1:
+            _prefetch_row(indptr, indices, pixels, order[j + AUGMENT_PREFETCH_ROWS])
+        i = order[j]
+        dx = moves[3 * j]
+        dy = moves[3 * j + 1]
+        flip = moves[3 * j + 2]
+        a = indptr[i]
+        b = indptr[i + 1]
+        if flip == 0:
+            shift = dy * width + dx
+            for q in range(a, b):
+                c = col_of[indices[q]] + dx                         # the new column
+                p = indices[q] + shift                              # the new index
+                out_indices[k] = <uint16_t>p
+                out_pixels[k] = pixels[q]
+                k += (<size_t>c < <size_t>width) & (<size_t>p < <size_t>size)
+        else:
+            q = a
+            while q < b:                                    # one image row [q, e) at a time
+                row_start = indices[q] - col_of[indices[q]]
+                e = q + 1
+                while e < b and indices[e] < row_start + width:
+                    e += 1
+                new_row = row_start + dy * width            # where the image row lands
+                if new_row >= 0 and new_row < size:
+                    for u in range(e - 1, q - 1, -1):
+                        c = width - 1 - col_of[indices[u]] + dx
+                        out_indices[k] = <uint16_t>(new_row + c)
+                        out_pixels[k] = pixels[u]
+                        k += <size_t>c < <size_t>width
+                q = e
+        out_indptr[j + 1] = k
+    return k
+
+
+def augment_csr(const int64_t[::1] indptr, const uint16_t[::1] indices, const uint8_t[::1] pixels,
+                const int64_t[::1] order, Py_ssize_t lo, const int32_t[:, ::1] moves, const uint16_t[::1] col_of,
+                Py_ssize_t height, Py_ssize_t width, int n_threads, int64_t[::1] out_indptr,
+                uint16_t[::1] out_indices, uint8_t[::1] out_pixels):
+    """Rows order[lo + j] of a CSR image set, each moved by moves[j] = (dx, dy, flip), into a
+    batch-ordered CSR (row j); returns the non-zeros written. Arguments: ``fastnn.augment``.
+
+    Pixel p (row r, column c) goes to (r + dy) * W + c' + dx, c' = c or W - 1 - c (flipped),
+    dropped where the column or the row leaves the canvas. Indices stay ascending within a row:
+    a flipped image row is walked backwards. Integer index arithmetic only, no division.
+    Thread t moves rows j0 = k t / T .. j1 into the out arrays from where its rows would start
+    if nothing were dropped; then the shares are moved down to follow each other."""
+    cdef Py_ssize_t n_rows = moves.shape[0], k, gap, j, q, total
+    cdef int t
+    if (moves.shape[1] != 3 or out_indptr.shape[0] < n_rows + 1 or col_of.shape[0] < height * width
+            or order.shape[0] < lo + n_rows or n_threads < 1):
+        raise ValueError("augment_csr: moves must be (k, 3), out_indptr (k + 1,), col_of (H * W,), n_threads >= 1")
+    cdef int64_t[::1] starts = np.zeros(n_threads + 1, dtype=np.int64)   # (T+1,) where share t is written
+    cdef int64_t[::1] ends = np.zeros(n_threads, dtype=np.int64)         # (T,) where it ends
+    cdef int64_t[::1] rows = np.zeros(n_threads + 1, dtype=np.int64)     # (T+1,) share t = rows rows[t]:rows[t+1]
+    for t in range(n_threads + 1):
+        rows[t] = (n_rows * t) // n_threads
+    for t in range(n_threads):
+        total = 0
+        for j in range(rows[t], rows[t + 1]):
+            total += indptr[order[lo + j] + 1] - indptr[order[lo + j]]
+        starts[t + 1] = starts[t] + total
+    if starts[n_threads] > out_indices.shape[0] or starts[n_threads] > out_pixels.shape[0]:
+        raise ValueError("augment_csr: out_indices/out_pixels have no room for the rows' non-zeros")
+    if n_rows == 0:
+        out_indptr[0] = 0
+        return 0
+    with nogil:
+        out_indptr[0] = 0
+        for t in prange(n_threads, num_threads=n_threads, schedule="static"):
+            ends[t] = _augment_rows(&indptr[0], &indices[0], &pixels[0], &order[lo], &moves[0, 0], &col_of[0],
+                                    height, width, rows[t], rows[t + 1], starts[t], &out_indptr[0],
+                                    &out_indices[0], &out_pixels[0])
+        k = ends[0]
+        for t in range(1, n_threads):                      # close the gaps left by dropped pixels
+            gap = starts[t] - k
+            for q in range(starts[t], ends[t]):
+                out_indices[q - gap] = out_indices[q]
+                out_pixels[q - gap] = out_pixels[q]
+            for j in range(rows[t], rows[t + 1]):
+                out_indptr[j + 1] -= gap
+            k = ends[t] - gap
+    return k
+
 # ---------------------------------------------------------------- the fused forward pass
 # The same arguments and results as fastnn/backends/numba_forward.py (documented in
 # fastnn.inference): every layer of X in one call. Each layer's input row is gathered into its

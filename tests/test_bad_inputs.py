@@ -75,6 +75,8 @@ CASES = [
     ("train", ["--test-limit", "-1"], 2, "argument --test-limit: must be >= 1", False),
     ("train", ["--val-split", "0"], 2, "argument --val-split: must be > 0", False),
     ("train", ["--hidden", "0"], 2, "argument --hidden: must be >= 1", False),
+    ("train", ["--augment", "rotate=5"], 2, "--augment: cannot read 'rotate=5'", False),
+    ("train", ["--augment", "shift=40"], 2, "--augment: shift=40 is more than 8 pixels", False),
     ("train", ["--optimizer", "sgd", "--momentum", "0.5"], 2, "--momentum applies to --optimizer momentum", False),
     ("train", ["--out", "{work}/a_file", "--epochs", "1"], 2, "is a file", False),
     ("train", ["--out", "{work}/full", "--epochs", "1"], 2, "is not empty", False),

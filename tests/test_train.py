@@ -19,6 +19,8 @@ def run_cli(tmp_path, mnist_dir, *extra, name="run"):
     out = tmp_path / name
     argv = ["--backend", "numpy", "--data-dir", str(mnist_dir), "--limit", "3000", "--test-limit", "2000",
             "--epochs", "1", "--out", str(out), "--quiet", *extra]
+    if "--augment" not in extra:                  # the pipeline, not the recipe: 2 epochs of 2,400 images
+        argv += ["--augment", "none"]
     return train_mod.main(argv), out
 
 
@@ -91,12 +93,24 @@ def test_bad_arguments_are_reported(capsys):
     assert "argument --epochs: must be >= 1, got 0" in capsys.readouterr().err
 
 
+def test_recipe_defaults_per_dataset_and_explicit_options_win():
+    from fastnn.train import RECIPES, TrainConfig, build_parser, config_from_args
+
+    for dataset, recipe in RECIPES.items():
+        cfg = config_from_args(build_parser().parse_args(["--backend", "numpy", "--dataset", dataset]))
+        assert {k: getattr(cfg, k) for k in recipe} == recipe
+    cfg = config_from_args(build_parser().parse_args(["--backend", "numpy", "--augment", "none", "--epochs", "3",
+                                                      "--dropout", "0"]))
+    assert (cfg.augment, cfg.epochs, cfg.dropout) == ("none", 3, 0.0)
+    assert TrainConfig(dataset="fashion-mnist").augment == RECIPES["fashion-mnist"]["augment"]
+
+
 def test_help_explains_options():
     res = subprocess.run([sys.executable, "-m", "fastnn.train", "--help"], capture_output=True, text=True)
     assert res.returncode == 0
     for opt in ("--backend", "--dataset", "--epochs", "--batch-size", "--lr", "--optimizer", "--hidden",
                 "--activation", "--init", "--dropout", "--weight-decay", "--seed", "--val-split", "--data-dir",
-                "--limit", "--out"):
+                "--limit", "--out", "--augment"):
         assert opt in res.stdout
 
 

@@ -111,6 +111,9 @@ def fused_steps(*args):
     return _ck.fused_steps(*args)
 
 
+# A call's rows moved by the augmentation (``fastnn.augment``) into a batch-ordered CSR.
+augment_csr = _ck.augment_csr
+
 # The whole evaluation-mode forward pass in one compiled call (``fastnn.inference``); the
 # compiled function itself, no wrapper: a batch-1 predict pays one call.
 fused_forward = _ck.fused_forward

@@ -444,3 +444,88 @@ def fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, bat
         for t in range(n_threads):
             loss += thread_loss[t]
         losses[s] = loss / nb
+
+
+AUGMENT_PREFETCH_ROWS = 2   # rows ahead whose non-zeros are prefetched (random rows come from DRAM)
+
+
+@njit(cache=True)
+def _augment_rows(indptr, indices, pixels, order, lo, moves, col_of, height, width, j0, j1, k, out_indptr,
+                  out_indices, out_pixels):
+    """Rows j0..j1-1 of ``augment_csr``, their non-zeros written from position k on; sets
+    out_indptr[j + 1] for those rows (in these positions) and returns the end position.
+
+    No branch per non-zero: each one is stored and the write position advances only if it is
+    kept (k never passes the entries read, so the stores stay inside the rows' share)."""
+    size = height * width
+    for j in range(j0, min(j0 + AUGMENT_PREFETCH_ROWS, j1)):
+        _prefetch_row(indptr, indices, pixels, order[lo + j])
+    for j in range(j0, j1):
+        if j + AUGMENT_PREFETCH_ROWS < j1:
+            _prefetch_row(indptr, indices, pixels, order[lo + j + AUGMENT_PREFETCH_ROWS])
+        i = order[lo + j]
+        dx, dy, flip = np.int64(moves[j, 0]), np.int64(moves[j, 1]), moves[j, 2]
+        a, b = indptr[i], indptr[i + 1]
+        if flip == 0:
+            shift = dy * width + dx
+            for q in range(a, b):
+                c = np.int64(col_of[indices[q]]) + dx                 # the new column
+                p = np.int64(indices[q]) + shift                      # the new index
+                out_indices[k] = np.uint16(p & 0xFFFF)
+                out_pixels[k] = pixels[q]
+                k += (np.uint64(c) < np.uint64(width)) & (np.uint64(p) < np.uint64(size))
+        else:
+            q = a
+            while q < b:                                 # one image row [q, e) at a time
+                row_start = np.int64(indices[q]) - np.int64(col_of[indices[q]])
+                e = q + 1
+                while e < b and np.int64(indices[e]) < row_start + width:
+                    e += 1
+                new_row = row_start + dy * width            # where the image row lands
+                if new_row >= 0 and new_row < size:
+                    for u in range(e - 1, q - 1, -1):
+                        c = width - 1 - np.int64(col_of[indices[u]]) + dx
+                        out_indices[k] = np.uint16((new_row + c) & 0xFFFF)
+                        out_pixels[k] = pixels[u]
+                        k += np.uint64(c) < np.uint64(width)
+                q = e
+        out_indptr[j + 1] = k
+    return k
+
+
+@njit(cache=True, parallel=True)
+def augment_csr(indptr, indices, pixels, order, lo, moves, col_of, height, width, n_threads, out_indptr,
+                out_indices, out_pixels):
+    """Rows order[lo + j] of a CSR image set, each moved by moves[j] = (dx, dy, flip), into a
+    batch-ordered CSR (row j); returns the non-zeros written. Arguments: ``fastnn.augment``.
+
+    Pixel p (row r, column c) goes to (r + dy) * W + c' + dx, c' = c or W - 1 - c (flipped),
+    dropped where the column or the row leaves the canvas. Indices stay ascending within a row:
+    a flipped image row is walked backwards. Integer index arithmetic only, no division.
+    Thread t moves rows j0 = k t / T .. j1 into the out arrays from where its rows would start
+    if nothing were dropped; then the shares are moved down to follow each other."""
+    n_rows = moves.shape[0]
+    starts = np.zeros(n_threads + 1, dtype=np.int64)      # (T+1,) where share t is written
+    ends = np.zeros(n_threads, dtype=np.int64)            # (T,) where it ends
+    rows = np.zeros(n_threads + 1, dtype=np.int64)        # (T+1,) share t = rows rows[t]:rows[t+1]
+    for t in range(n_threads + 1):
+        rows[t] = (n_rows * t) // n_threads
+    for t in range(n_threads):
+        total = 0
+        for j in range(rows[t], rows[t + 1]):
+            total += indptr[order[lo + j] + 1] - indptr[order[lo + j]]
+        starts[t + 1] = starts[t] + total
+    out_indptr[0] = 0
+    for t in prange(n_threads):
+        ends[t] = _augment_rows(indptr, indices, pixels, order, lo, moves, col_of, height, width, rows[t],
+                                rows[t + 1], starts[t], out_indptr, out_indices, out_pixels)
+    k = ends[0]
+    for t in range(1, n_threads):                          # close the gaps left by dropped pixels
+        gap = starts[t] - k
+        for q in range(starts[t], ends[t]):
+            out_indices[q - gap] = out_indices[q]
+            out_pixels[q - gap] = out_pixels[q]
+        for j in range(rows[t], rows[t + 1]):
+            out_indptr[j + 1] -= gap
+        k = ends[t] - gap
+    return k
