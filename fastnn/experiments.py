@@ -16,6 +16,8 @@ batch-size          16, 32, 64, 128, 256, 512 (accuracy and wall time)
 augmentation        none, random shifts by up to 1 / 2 / 3 pixels, horizontal flips, shifts of 1
                     and flips; 40 epochs (the recipes' length). The recipes in
                     ``fastnn.train.RECIPES`` are chosen on its validation accuracy
+recipe              40 epochs plain, label smoothing 0.1 (with weight decay 5e-4, or 60
+                    epochs), shifts of 2 pixels with and without label smoothing 0.1
 backend             numpy, numba, cython, torch, and reference on the first 1,000 images for
                     1 epoch (labelled "reference (subset)")
 ==================  ==========================================================================
@@ -66,6 +68,11 @@ EXPERIMENTS: dict[str, list[tuple[str, dict]]] = {
     "augmentation": [(name, {"augment": spec, "epochs": AUGMENTATION_EPOCHS})
                      for name, spec in (("none", "none"), ("shift 1", "shift=1"), ("shift 2", "shift=2"),
                                         ("shift 3", "shift=3"), ("flip", "flip"), ("shift 1 + flip", "shift=1,flip"))],
+    "recipe": [(name, {"epochs": AUGMENTATION_EPOCHS, **overrides}) for name, overrides in (
+        ("plain", {}), ("label smoothing 0.1", {"label_smoothing": 0.1}),
+        ("LS 0.1 + wd 5e-4", {"label_smoothing": 0.1, "weight_decay": 5e-4}),
+        ("LS 0.1, 60 epochs", {"label_smoothing": 0.1, "epochs": 60}),
+        ("shift 2", {"augment": "shift=2"}), ("shift 2 + LS 0.1", {"augment": "shift=2", "label_smoothing": 0.1}))],
     "backend": [(b, {"backend": b}) for b in ("numpy", "numba", "cython", "torch")]
                + [("reference (subset)", {"backend": "reference", "limit": 1000, "test_limit": 1000, "epochs": 1})],
 }
@@ -243,7 +250,7 @@ def plot_experiment(summary: list[dict], experiment: str, dataset: str, rows: li
     extra = experiment in ("batch-size", "backend", "optimizer")
     fig, axes = plt.subplots(1, 2 if extra else 1, figsize=(11 if extra else 6.5, 4), squeeze=False)
     ax = axes[0, 0]
-    if experiment in ("regularization", "augmentation"):
+    if experiment in ("regularization", "augmentation", "recipe"):
         width = 0.38
         left, label = (("train_accuracy", "train (last epoch)") if experiment == "regularization" else
                        ("val_accuracy", "validation (last epoch): chooses"))
@@ -259,7 +266,7 @@ def plot_experiment(summary: list[dict], experiment: str, dataset: str, rows: li
         ax.text(xi, 100 * r["test_accuracy_mean"], f"{100 * r['test_accuracy_mean']:.2f}", ha="center",
                 va="bottom", fontsize=7)
     low = min(100 * r["test_accuracy_mean"] for r in s)
-    if experiment == "augmentation":                  # tenths of a percent apart: zoom in
+    if experiment in ("augmentation", "recipe"):      # tenths of a percent apart: zoom in
         values = [100 * r[k] for r in s for k in ("test_accuracy_mean", "val_accuracy_mean")]
         ax.set_ylim(min(values) - 1, max(values) + 0.6)
     else:
@@ -326,7 +333,7 @@ def make_specs(names, datasets, seeds, epochs, backend, data_dir, results: Path,
     commit = git_commit()
     specs = []
     # the plain recipe (no augmentation, no dropout) unless an experiment varies them
-    defaults = {"backend": backend, "epochs": epochs, "augment": "none", "dropout": 0.0,
+    defaults = {"backend": backend, "epochs": epochs, "augment": "none", "dropout": 0.0, "label_smoothing": 0.0,
                 **({"limit": limit} if limit else {})}
     for name in names:
         for dataset in datasets:

@@ -54,9 +54,9 @@ losses, prof)``:
 - ``drop_mask`` (n_steps, B * sum(hidden)): the inverted-dropout masks (0 or 1 / keep), exactly
   the kernel path's; for step s, hidden layer l's (nb, H_l) block starts at
   ``nb * mask_off[l]``. Unused (1, 1) when there is no dropout.
-- ``hyper`` (7,) in theta's dtype: lr, momentum, weight_decay (weights only), beta1, beta2, eps,
-  keep (1 - dropout).
-- ``losses`` (n_steps,) float64 out: each step's mean cross-entropy.
+- ``hyper`` (8,) in theta's dtype: lr, momentum, weight_decay (weights only), beta1, beta2, eps,
+  keep (1 - dropout), label smoothing eps (target (1 - eps) one_hot + eps / C; 0: plain).
+- ``losses`` (n_steps,) float64 out: each step's mean cross-entropy (against the smoothed target).
 - ``prof`` (T+1, 2 + 3L) int64 clock ticks added to (columns: ``profile_phases``; row T: the
   two regions' wall time), or (0, 0): no timers.
 
@@ -196,6 +196,7 @@ class FusedTrainer(TrainerBase):
         dataset: the training ``Dataset`` (uint8 images, int labels).
         augmenter: a ``fastnn.augment.Augmenter`` or None: each call's rows are moved by the
             backend's ``augment_csr`` into a batch-ordered CSR that the kernel then reads.
+        label_smoothing: eps in [0, 1) (``NeuralNetwork.backward``).
     Raises:
         ValueError: the model/optimizer combination is unsupported, or the dataset does not fit the model.
 
@@ -206,7 +207,7 @@ class FusedTrainer(TrainerBase):
     # wake-ups between calls; REPORT.md), and a progress bar or Ctrl-C still gets a turn often.
     steps_per_call = 128
 
-    def __init__(self, model, optimizer, dataset, augmenter=None):
+    def __init__(self, model, optimizer, dataset, augmenter=None, label_smoothing: float = 0.0):
         reason = fused_unsupported_reason(model, optimizer)
         if reason:
             raise ValueError(f"no fused path: {reason}")
@@ -217,6 +218,7 @@ class FusedTrainer(TrainerBase):
         backend = model.backend
         self._kernel = backend.fused_steps
         self.augmenter = augmenter
+        self.label_smoothing = float(label_smoothing)
         if augmenter is not None and not hasattr(backend, "augment_csr"):
             raise ValueError(f"backend {backend.NAME!r} has no augment_csr kernel for the fused path")
         self._act = backend.ACT_CODES[model.activation]
@@ -284,7 +286,7 @@ class FusedTrainer(TrainerBase):
         momentum = getattr(opt, "momentum", 0.0)
         beta1, beta2, eps = (opt.beta1, opt.beta2, opt.eps) if self._opt == 2 else (0.0, 0.0, 0.0)
         keep = 1.0 - self.model.dropout
-        return np.array([opt.lr, momentum, opt.weight_decay, beta1, beta2, eps, keep], dtype=dt)
+        return np.array([opt.lr, momentum, opt.weight_decay, beta1, beta2, eps, keep, self.label_smoothing], dtype=dt)
 
     def scratch_width(self, batch_size: int) -> int:
         """Floats of per-thread scratch: a packed (B, w) block of dL/dz plus an (n_in, w) weight

@@ -197,16 +197,21 @@ class NeuralNetwork:
         return self.backend.softmax_cross_entropy(self.logits(X), y)
 
     # ------------------------------------------------------------------ backward
-    def backward(self, X, y) -> float:
+    def backward(self, X, y, label_smoothing: float = 0.0) -> float:
         """Forward in training mode, then backpropagate the mean cross-entropy.
 
         Args:
             X: (N, D) float. y: (N,) integer labels in [0, C).
+            label_smoothing: eps in [0, 1): the target is (1 - eps) one_hot(y) + eps / C instead of
+                one_hot(y) (C. Szegedy et al., "Rethinking the Inception Architecture for Computer
+                Vision", CVPR 2016, section 7); the loss is then -sum_j t_j log p_j.
         Returns:
             The mean loss (float). Sets ``grad_weights`` and ``grad_biases``.
         Raises:
-            ValueError: shapes of X and y disagree, or a label is out of range.
+            ValueError: shapes of X and y disagree, a label is out of range, or eps not in [0, 1).
         """
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         k = self.backend
         X = self._check_input(X)
         y = np.asarray(y)
@@ -216,7 +221,9 @@ class NeuralNetwork:
             logits, cache = self._forward(X, training=True)             # (N, C)
         with phase(self.timer, "loss"):
             loss, probs = k.softmax_cross_entropy(logits, y)
-            grad = k.softmax_cross_entropy_backward(probs, y)           # (N, C)
+            grad = k.softmax_cross_entropy_backward(probs, y)           # (N, C) (probs - one_hot) / N
+            if label_smoothing:
+                loss, grad = _smooth_labels(logits, y, loss, grad, label_smoothing)
         with phase(self.timer, "backward"):
             self.grad_weights, self.grad_biases, _ = self._backprop(cache, grad)
         return loss
@@ -428,3 +435,18 @@ def _read_model_arrays(path) -> dict:
             raise ModelFileError(f"{path}: corrupt model file ({type(exc).__name__}: {exc})") from exc
     data["layer_sizes"] = sizes
     return data
+
+
+def _smooth_labels(logits, y, loss: float, grad, eps: float):
+    """The cross-entropy's (loss, dL/dlogits) turned into label smoothing's with weight eps.
+
+    -sum_j t_j log p_j = (1 - eps) CE + eps mean_j(-log p_j), and its gradient
+    (p - t) / N = (p - one_hot) / N + eps (one_hot - 1/C) / N."""
+    N, C = logits.shape
+    z = logits.astype(np.float64)                                       # (N, C)
+    mx = z.max(axis=1, keepdims=True)                                   # (N, 1)
+    lse = np.log(np.exp(z - mx).sum(axis=1)) + mx[:, 0]                 # (N,) log-sum-exp
+    uniform = float(np.mean(lse - z.mean(axis=1)))                      # mean_i mean_j -log p_ij
+    shift = np.full((N, C), -eps / C / N)                               # (N, C) eps (one_hot - 1/C) / N
+    shift[np.arange(N), y] += eps / N
+    return (1 - eps) * loss + eps * uniform, grad + shift.astype(grad.dtype)

@@ -53,9 +53,10 @@ class TorchTrainer(TrainerBase):
         dataset: the training ``Dataset``.
         seed: seeds torch's generator (dropout).
         augmenter: a ``fastnn.augment.Augmenter`` moving each batch, or None.
+        label_smoothing: eps in [0, 1) (``torch.nn.CrossEntropyLoss``'s, the same target).
     """
 
-    def __init__(self, model, optimizer, dataset, seed: int = 0, augmenter=None):
+    def __init__(self, model, optimizer, dataset, seed: int = 0, augmenter=None, label_smoothing: float = 0.0):
         from .optim import SGD, Adam
 
         torch.manual_seed(seed)
@@ -75,7 +76,7 @@ class TorchTrainer(TrainerBase):
                                                    weight_decay=optimizer.weight_decay)
         else:
             raise ValueError(f"no torch equivalent for optimizer {type(optimizer).__name__}")
-        self.loss_fn = nn.CrossEntropyLoss()
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.description = f"torch.nn + autograd + torch.optim (torch {torch.__version__}, {torch.get_num_threads()} threads)"
         self.timer = None          # a fastnn.timing.PhaseTimer times each phase of a step
 

@@ -36,15 +36,15 @@ from .trainers import make_trainer
 # The recipe per dataset: the settings whose defaults depend on the dataset, chosen on
 # validation accuracy (never test) with `python -m fastnn.experiments augmentation` (REPORT.md).
 RECIPES = {
-    "mnist": {"epochs": 40, "augment": "shift=2", "dropout": 0.0},
-    "fashion-mnist": {"epochs": 40, "augment": "shift=1,flip", "dropout": 0.0},
+    "mnist": {"epochs": 40, "augment": "shift=2", "dropout": 0.0, "label_smoothing": 0.0},
+    "fashion-mnist": {"epochs": 40, "augment": "none", "dropout": 0.0, "label_smoothing": 0.1},
 }
 
 
 @dataclass
 class TrainConfig:
-    """Every setting of a training run (the defaults are the tuned ones). ``epochs``, ``augment``
-    and ``dropout`` left at None take the dataset's recipe (``RECIPES``)."""
+    """Every setting of a training run (the defaults are the tuned ones). ``epochs``, ``augment``,
+    ``dropout`` and ``label_smoothing`` left at None take the dataset's recipe (``RECIPES``)."""
     backend: str = "numpy"
     dataset: str = "mnist"
     epochs: int | None = None
@@ -68,6 +68,7 @@ class TrainConfig:
     target_accuracy: float | None = None
     fused: bool = True
     augment: str | None = None
+    label_smoothing: float | None = None
 
     def __post_init__(self):
         for key, value in RECIPES.get(self.dataset, RECIPES["mnist"]).items():
@@ -170,9 +171,11 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals) -> dict:
     shuffle_rng = np.random.default_rng([cfg.seed, 1])
     augmentation = parse_augment(cfg.augment)
     augmenter = Augmenter(augmentation, train_set.images.shape[1:], cfg.seed) if augmentation.enabled else None
-    trainer = make_trainer(model, optimizer, train_set, fused=cfg.fused, seed=cfg.seed, log=log, augmenter=augmenter)
+    trainer = make_trainer(model, optimizer, train_set, fused=cfg.fused, seed=cfg.seed, log=log, augmenter=augmenter,
+                           label_smoothing=cfg.label_smoothing)
     log(f"{model}\n{optimizer}  {cfg.lr_schedule} lr schedule, batch {cfg.batch_size}, {cfg.epochs} epochs, "
-        f"{trainer.description}\n"
+        + (f"label smoothing {cfg.label_smoothing:g}, " if cfg.label_smoothing else "")
+        + f"{trainer.description}\n"
         f"data: {cfg.dataset} train {len(train_set)}, val {len(val_set)}, test {len(test_set)}; output {out}")
     n_test = len(test_set)
     del test_set                                  # loaded again after training: not held through it
@@ -310,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=d.init, choices=list(INITIALIZERS), help="weight initialization")
     p.add_argument("--dropout", type=finite_float(0, 1, high_open=True), default=None,
                    help="dropout probability on hidden layers, in [0, 1) (default: " + per_dataset("dropout") + ")")
+    p.add_argument("--label-smoothing", type=finite_float(0, 1, high_open=True), default=None, metavar="EPS",
+                   help="train against (1 - EPS) one-hot + EPS / classes, in [0, 1) (default: "
+                        + per_dataset("label_smoothing") + ")")
     p.add_argument("--weight-decay", type=finite_float(0), default=d.weight_decay,
                    help="L2 regularization strength (>= 0)")
     p.add_argument("--augment", default=None, metavar="SPEC",

@@ -78,9 +78,10 @@ class KernelTrainer(TrainerBase):
     """The kernel-by-kernel path: per step, ``model.backward`` (one backend call per kernel) and
     ``optimizer.step()``. Stops a call early at a non-finite loss (without that step's update)."""
 
-    def __init__(self, model, optimizer, dataset, augmenter=None):
+    def __init__(self, model, optimizer, dataset, augmenter=None, label_smoothing: float = 0.0):
         self.model, self.optimizer, self.dataset = model, optimizer, dataset
         self.augmenter = augmenter  # a fastnn.augment.Augmenter moves each batch, or None
+        self.label_smoothing = float(label_smoothing)
         self.timer = None          # a fastnn.timing.PhaseTimer times the data and optimizer phases
         self.description = f"kernel by kernel ({model.backend_name})" + (
             f", augmentation {augmenter}" if augmenter is not None else "")
@@ -96,7 +97,7 @@ class KernelTrainer(TrainerBase):
                 images = batch_images(self.dataset, order, step, batch_size, self.augmenter)  # (B, ...) uint8
                 X = to_float(images, self.model.dtype)                                        # (B, D)
                 y = self.dataset.labels[idx].astype(np.int64)                  # (B,)
-            loss = self.model.backward(X, y)
+            loss = self.model.backward(X, y, self.label_smoothing)
             losses.append(loss)
             if not math.isfinite(loss):
                 break
@@ -116,26 +117,30 @@ def batch_images(dataset, order, step: int, batch_size: int, augmenter=None) -> 
 
 
 def make_trainer(model, optimizer, dataset, *, fused: bool = True, seed: int = 0, log=print,
-                 augmenter=None) -> Trainer:
+                 augmenter=None, label_smoothing: float = 0.0) -> Trainer:
     """The fastest path that trains ``model`` with ``optimizer`` on ``dataset``.
 
     PyTorch's own (``TorchTrainer``) for the torch backend; the fused path where the backend
     has one and it supports the model and optimizer (else it says why once, through ``log``,
     and trains kernel by kernel); kernel by kernel when ``fused`` is False or the backend has
     no fused path. ``seed`` seeds torch's generator (its dropout masks). ``augmenter`` (a
-    ``fastnn.augment.Augmenter``) moves every training sample as it is drawn, on every path.
+    ``fastnn.augment.Augmenter``) moves every training sample as it is drawn, on every path;
+    ``label_smoothing`` (eps in [0, 1)) smooths the targets (``NeuralNetwork.backward``).
     """
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     from .fused import FusedTrainer, fused_unsupported_reason, has_fused_path
 
     if model.backend_name == "torch":
         from .torch_baseline import TorchTrainer
-        return TorchTrainer(model, optimizer, dataset, seed=seed, augmenter=augmenter)
+        return TorchTrainer(model, optimizer, dataset, seed=seed, augmenter=augmenter,
+                            label_smoothing=label_smoothing)
     if fused and has_fused_path(model.backend):
         reason = fused_unsupported_reason(model, optimizer)
         if reason is None:
             cached = getattr(model.backend, "fused_path_cached", lambda: True)
             if not cached():
                 log("note: compiling the Numba kernels for the fused path (first run only, about 15 s)")
-            return FusedTrainer(model, optimizer, dataset, augmenter)
+            return FusedTrainer(model, optimizer, dataset, augmenter, label_smoothing)
         log(f"note: {reason}; training kernel by kernel instead of on the fused path")
-    return KernelTrainer(model, optimizer, dataset, augmenter)
+    return KernelTrainer(model, optimizer, dataset, augmenter, label_smoothing)

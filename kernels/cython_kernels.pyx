@@ -513,14 +513,17 @@ cdef void _bias_grad_update(const floating* G, floating* b, floating* s1, floati
 
 
 cdef double _softmax_xent_rows(const floating* logits, Py_ssize_t m, Py_ssize_t c, const int64_t* labels,
-                               const int64_t* batch, floating* G, floating inv_nb) noexcept nogil:
-    """G[i] = (softmax(logits[i]) - one_hot(y_i)) / nb for m rows of c; returns sum_i -log p_i[y_i]."""
+                               const int64_t* batch, floating* G, floating inv_nb, floating smooth) noexcept nogil:
+    """G[i] = (softmax(logits[i]) - t_i) / nb for m rows of c, with the smoothed target t_i = (1 - smooth)
+    one_hot(y_i) + smooth / c; returns sum_i -sum_j t_ij log p_ij (the cross-entropy at smooth 0)."""
     cdef Py_ssize_t i, j
     cdef int64_t y
     cdef floating mx, tot, p
+    cdef floating off = smooth / c                      # t_ij for j != y_i
+    cdef floating on = (1 - smooth) + off               # t_ij for j == y_i
     cdef const floating* z
     cdef floating* g
-    cdef double total = 0
+    cdef double total = 0, shifted_sum
     for i in range(m):
         z = logits + i * c
         g = G + i * c
@@ -529,14 +532,19 @@ cdef double _softmax_xent_rows(const floating* logits, Py_ssize_t m, Py_ssize_t 
             if z[j] > mx:
                 mx = z[j]
         tot = 0
+        shifted_sum = 0
         for j in range(c):
             g[j] = <floating>exp(z[j] - mx)
             tot += g[j]
+            shifted_sum += <double>(z[j] - mx)
         y = labels[batch[i]]
-        total += log(<double>tot) - <double>(z[y] - mx)
+        # -sum_j t_j log p_j = log(tot) - (1 - smooth) (z_y - mx) - smooth / c sum_j (z_j - mx)
+        total += log(<double>tot) - (1.0 - <double>smooth) * <double>(z[y] - mx)
+        if smooth != 0:
+            total -= <double>smooth / c * shifted_sum
         for j in range(c):
             p = g[j] / tot
-            g[j] = (p - 1) * inv_nb if j == y else p * inv_nb
+            g[j] = (p - on) * inv_nb if j == y else (p - off) * inv_nb
     return total
 
 
@@ -594,7 +602,7 @@ cdef double _thread_step(Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t nb, const int6
                          const int64_t[::1] b_off, const int64_t[::1] act_off, const int64_t[::1] mask_off,
                          const floating* th, const floating* z0_parts, Py_ssize_t z0_stride, int n_threads,
                          floating* ac, floating* ou, floating* ga, int act, const floating* mask_s, bint dropout,
-                         long long* prof_t) noexcept nogil:
+                         floating smooth, long long* prof_t) noexcept nogil:
     """Region 2: batch rows i0:i1 (sample ids batch[i]): z0 = b0 + the threads' shares of x W0,
     the dense layers forward (BLAS), softmax cross-entropy, backward down to dL/dz of layer 0
     (BLAS). Returns the rows' summed cross-entropy."""
@@ -641,7 +649,7 @@ cdef double _thread_step(Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t nb, const int6
             tick = now
     c = sizes[n_layers]
     loss = _softmax_xent_rows(ac + act_off[n_layers - 1] + i0 * c, m, c, labels, batch + i0,
-                              ga + act_off[n_layers - 1] + i0 * c, inv_nb)
+                              ga + act_off[n_layers - 1] + i0 * c, inv_nb, smooth)
     if prof_t != NULL:
         now = _now()
         prof_t[0] += now - tick
@@ -683,7 +691,9 @@ def fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const ui
     cdef Py_ssize_t n = order.shape[0], n_layers = sizes.shape[0] - 1
     cdef int n_threads = <int>(col_bounds.shape[1] - 1)
     cdef Py_ssize_t D = sizes[0], H0 = sizes[1], s, t, lo, nb, nb_prev, i0, i1
-    cdef floating lr = hyper[0], beta1 = hyper[3], beta2 = hyper[4], keep = hyper[6]
+    if hyper.shape[0] < 8:
+        raise ValueError("fused_steps: hyper must hold 8 values (fastnn.fused)")
+    cdef floating lr = hyper[0], beta1 = hyper[3], beta2 = hyper[4], keep = hyper[6], smooth = hyper[7]
     cdef floating step_size = hyper[0], v_corr = 1
     cdef bint dropout = keep < 1, timing = prof.shape[0] > 0
     cdef double[::1] thread_loss = np.zeros(n_threads)
@@ -735,7 +745,7 @@ def fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const ui
                     thread_loss[t] = _thread_step(i0, i1, nb, &labels[0], &order[lo], sizes, w_off, b_off, act_off,
                                                   mask_off, th, &z0_parts[0, 0], z0_parts.shape[1], n_threads, ac,
                                                   ou, &grads_act[0], act,
-                                                  &drop_mask[s if dropout else 0, 0], dropout,
+                                                  &drop_mask[s if dropout else 0, 0], dropout, smooth,
                                                   &prof[t, 0] if timing else NULL)
             if timing:
                 prof[n_threads, 1] += _now() - t_region

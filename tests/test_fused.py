@@ -64,6 +64,16 @@ def test_fused_trajectory_matches_kernel_path(backend, optimizer, weight_decay, 
 
 
 @pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("optimizer,dropout", [("momentum", 0.0), ("adam", 0.2)])
+def test_fused_trajectory_with_label_smoothing_matches_kernel_path(backend, optimizer, dropout):
+    ref, _, _ = trajectory(KernelTrainer, "numpy", optimizer, 1e-3, dropout, "relu", label_smoothing=0.1)
+    got, _, _ = trajectory(FusedTrainer, backend, optimizer, 1e-3, dropout, "relu", label_smoothing=0.1)
+    plain, _, _ = trajectory(KernelTrainer, "numpy", optimizer, 1e-3, dropout, "relu")
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    assert not np.allclose(ref, plain, rtol=1e-3)                 # the smoothing changed the losses
+
+
+@pytest.mark.parametrize("backend", FUSED)
 def test_fused_float32_trains_close_to_kernel_path(backend):
     ref, _, _ = trajectory(KernelTrainer, "numpy", "momentum", 0.0, 0.0, "relu", np.float32, n_steps=60)
     got, model, _ = trajectory(FusedTrainer, backend, "momentum", 0.0, 0.0, "relu", np.float32, n_steps=60)
@@ -154,6 +164,9 @@ def test_torch_trainer_follows_the_same_trajectory(torch, optimizer):
     ref, _, _ = trajectory(KernelTrainer, "numpy", optimizer, 0.0, 0.0, "relu", n_steps=100)
     got, model, _ = trajectory(TorchTrainer, "numpy", optimizer, 0.0, 0.0, "relu", n_steps=100)
     np.testing.assert_allclose(got, ref, rtol=1e-5)
+    ref, _, _ = trajectory(KernelTrainer, "numpy", optimizer, 0.0, 0.0, "relu", n_steps=50, label_smoothing=0.1)
+    got, _, _ = trajectory(TorchTrainer, "numpy", optimizer, 0.0, 0.0, "relu", n_steps=50, label_smoothing=0.1)
+    np.testing.assert_allclose(got, ref, rtol=1e-5)               # torch's CrossEntropyLoss(label_smoothing)
 
 
 @pytest.mark.parametrize("mode", ["scan", "step"])

@@ -48,10 +48,11 @@ def test_backward_matches_central_differences(activation, backend):
 
 @pytest.mark.parametrize("activation", ACTS)
 @pytest.mark.parametrize("n", [1, 5])
-def test_backward_matches_torch_autograd(activation, n, torch):
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.9])
+def test_backward_matches_torch_autograd(activation, n, smoothing, torch):
     net = small_net(activation)
     X, y = batch(n=n)
-    loss = net.backward(X, y)
+    loss = net.backward(X, y, label_smoothing=smoothing)
     Ws = [torch.tensor(W, requires_grad=True) for W in net.weights]
     bs = [torch.tensor(b, requires_grad=True) for b in net.biases]
     act = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}[activation]
@@ -60,7 +61,7 @@ def test_backward_matches_torch_autograd(activation, n, torch):
         a = a @ W + b
         if i < len(Ws) - 1:
             a = act(a)
-    t_loss = torch.nn.functional.cross_entropy(a, torch.tensor(y))
+    t_loss = torch.nn.functional.cross_entropy(a, torch.tensor(y), label_smoothing=smoothing)
     t_loss.backward()
     np.testing.assert_allclose(loss, t_loss.item(), rtol=1e-12)
     for g, t in zip(net.grad_weights + net.grad_biases, Ws + bs):
@@ -89,3 +90,10 @@ def test_dropout_gradient_uses_the_same_mask():
         down = masked_loss()
         p[idx] = old
         np.testing.assert_allclose(g[idx], (up - down) / (2 * eps), rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("smoothing", [-0.1, 1.0, float("nan")])
+def test_label_smoothing_out_of_range_is_refused(smoothing):
+    X, y = batch()
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        small_net("relu").backward(X, y, label_smoothing=smoothing)

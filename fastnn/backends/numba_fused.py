@@ -233,9 +233,12 @@ def _bias_grad_update(G, b, s1, s2, c0, c1, nb, acc, opt, lr, mu, beta1, beta2, 
 
 
 @njit(cache=True, fastmath={"contract"})
-def _softmax_xent_rows(logits, labels, order, lo, i0, G, inv_nb):
-    """G[i] = (softmax(logits[i]) - one_hot(y_i)) / nb; returns sum_i -log softmax(logits[i])[y_i]."""
-    one = G.dtype.type(1)
+def _softmax_xent_rows(logits, labels, order, lo, i0, G, inv_nb, smooth):
+    """G[i] = (softmax(logits[i]) - t_i) / nb with the smoothed target t_i = (1 - smooth) one_hot(y_i)
+    + smooth / C; returns sum_i -sum_j t_ij log softmax(logits[i])_j (the cross-entropy at smooth 0)."""
+    c = logits.shape[1]
+    off = G.dtype.type(smooth / c)                    # t_ij for j != y_i
+    on = G.dtype.type(1 - smooth) + off               # t_ij for j == y_i
     total = 0.0
     for i in range(logits.shape[0]):
         z = logits[i]
@@ -245,15 +248,20 @@ def _softmax_xent_rows(logits, labels, order, lo, i0, G, inv_nb):
             if z[j] > mx:
                 mx = z[j]
         tot = G.dtype.type(0)
+        shifted_sum = 0.0
         for j in range(z.size):
             e = np.exp(z[j] - mx)
             g[j] = e
             tot += e
+            shifted_sum += np.float64(z[j] - mx)
         y = labels[order[lo + i0 + i]]
-        total += np.log(np.float64(tot)) - np.float64(z[y] - mx)
+        # -sum_j t_j log p_j = log(tot) - (1 - smooth) (z_y - mx) - smooth / C sum_j (z_j - mx)
+        total += np.log(np.float64(tot)) - (1.0 - np.float64(smooth)) * np.float64(z[y] - mx)
+        if smooth != 0:
+            total -= np.float64(smooth) / c * shifted_sum
         for j in range(z.size):
             p = g[j] / tot
-            g[j] = (p - one) * inv_nb if j == y else p * inv_nb
+            g[j] = (p - on) * inv_nb if j == y else (p - off) * inv_nb
     return total
 
 
@@ -306,7 +314,7 @@ def _finish_step(t, nb, sizes, w_off, b_off, act_off, row_bounds, col_bounds, th
 
 @njit(cache=True, fastmath={"contract", "reassoc"})
 def _thread_step(t, i0, i1, nb, s, lo, labels, order, sizes, w_off, b_off, act_off, mask_off, theta, z0_parts,
-                 acts, outs, grads_act, act, drop_mask, dropout, prof):
+                 acts, outs, grads_act, act, drop_mask, dropout, smooth, prof):
     """Region 2: batch rows i0:i1 of step s: z0 = b0 + the threads' shares of x W0, the dense
     layers forward (BLAS), softmax cross-entropy, backward down to dL/dz of layer 0 (BLAS).
     Returns the rows' summed cross-entropy."""
@@ -355,7 +363,7 @@ def _thread_step(t, i0, i1, nb, s, lo, labels, order, sizes, w_off, b_off, act_o
     c = sizes[n_layers]
     logits = _rows(acts, act_off[n_layers - 1], c, i0, i1)                                  # (m, C)
     G = _rows(grads_act, act_off[n_layers - 1], c, i0, i1)                                  # (m, C)
-    loss = _softmax_xent_rows(logits, labels, order, lo, i0, G, inv_nb)
+    loss = _softmax_xent_rows(logits, labels, order, lo, i0, G, inv_nb, smooth)
     if timing:
         now = cycles()
         prof[t, 0] += now - tick
@@ -394,7 +402,7 @@ def fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, bat
     n = order.shape[0]
     n_threads = col_bounds.shape[1] - 1
     timing = prof.shape[0] > 0
-    lr, beta1, beta2, keep = hyper[0], hyper[3], hyper[4], hyper[6]
+    lr, beta1, beta2, keep, smooth = hyper[0], hyper[3], hyper[4], hyper[6], hyper[7]
     dropout = keep < 1
     D, H0 = sizes[0], sizes[1]
     thread_loss = np.zeros(n_threads)
@@ -437,7 +445,7 @@ def fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, bat
             if i1 > i0:
                 thread_loss[t] = _thread_step(t, i0, i1, nb, s, lo, labels, order, sizes, w_off, b_off, act_off,
                                               mask_off, theta, z0_parts, acts, outs, grads_act, act, drop_mask,
-                                              dropout, prof)
+                                              dropout, smooth, prof)
         if timing:
             prof[n_threads, 1] += cycles() - t_region
         loss = 0.0
