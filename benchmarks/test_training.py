@@ -109,7 +109,7 @@ def test_epoch(benchmark, mnist_train):
     benchmark.extra_info.update({"flop": flop, "interleaved": per_trainer})
     if rounds > 1:                                     # timing on: into the summary's ratio tables
         for name, r in per_trainer.items():
-            record_result(EPOCH_GROUP, name, r["median_s"], r["min_s"], gflops=r["gflops"])
+            record_result(EPOCH_GROUP, name, r["median_s"], r["min_s"], gflops=r["gflops"], times_s=r["times_s"])
 
 
 @pytest.mark.parametrize("name", ["reference", "torch", "jax-step", "numpy", "numba-kernels", "numba", "cython"])

@@ -20,10 +20,12 @@ an epoch's moves at once, (n, 3), in the epoch's sample order), so they follow o
   index arithmetic and a copy of 3 bytes per non-zero, in the order the fused kernels need
   (ascending pixel index within a row: a flipped image row is walked backwards).
 
-``augment_csr(indptr, indices, pixels, order, lo, moves, col_of, height, width, n_threads,
+``augment_csr(indptr, indices, pixels, boxes, order, lo, moves, col_of, height, width, n_threads,
 out_indptr, out_indices, out_pixels)``: rows ``order[lo + j]`` for j < len(moves) of the CSR images
 (``fastnn.fused.images_to_csr``), moved by ``moves[j]`` = (dx, dy, flip) (int32), into the
-out CSR (row j); ``col_of`` (D,) uint16: column of each pixel index (a table instead of a
+out CSR (row j); ``boxes`` (n, 4) int16 their bounding boxes (``bounding_boxes``): an unflipped
+image whose box stays on the canvas is moved by one addition per index, a loop the compiler
+vectorizes, and only the others go through the loop that drops pixels; ``col_of`` (D,) uint16: column of each pixel index (a table instead of a
 division per non-zero); ``n_threads`` threads share the rows. out_indptr (k+1,) int64,
 out_indices/out_pixels with room for the rows' non-zeros (a move only drops pixels). Returns
 the number of non-zeros written.
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Augmentation", "Augmenter", "parse_augment", "move_images", "AUGMENT_HELP"]
+__all__ = ["Augmentation", "Augmenter", "parse_augment", "move_images", "bounding_boxes", "AUGMENT_HELP"]
 
 AUGMENT_HELP = ("on-the-fly augmentation: 'none', or comma-separated 'shift=K' (random translations by up to "
                 "K pixels in x and y, per sample) and 'flip' (random horizontal mirror, for clothes not digits)")
@@ -84,15 +86,39 @@ def move_images(images: np.ndarray, moves: np.ndarray) -> np.ndarray:
     """Apply ``moves`` (B, 3) int (dx, dy, flip) to uint8 ``images`` (B, H, W) -> new (B, H, W).
 
     out[i, r, c] = src[i, r - dy, c - dx] (0 off the canvas), src = the image mirrored
-    left-right where flip is 1. dx > 0 moves the content right, dy > 0 down."""
+    left-right where flip is 1. dx > 0 moves the content right, dy > 0 down. Done as a window
+    of the zero-padded batch per image: one copy of the batch, no per-pixel index arrays."""
     B, H, W = images.shape
-    dx, dy, flip = (moves[:, k, None, None] for k in range(3))         # (B, 1, 1) each
-    rows = np.arange(H)[None, :, None] - dy                            # (B, H, 1) source row
-    cols = np.arange(W)[None, None, :] - dx                            # (B, 1, W) source column
-    inside = (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)       # (B, H, W)
-    cols = np.where(flip != 0, W - 1 - cols, cols)                     # (B, 1, W) mirrored source
-    src = images[np.arange(B)[:, None, None], np.clip(rows, 0, H - 1), np.clip(cols, 0, W - 1)]  # (B, H, W)
-    return np.where(inside, src, np.uint8(0))
+    flip = moves[:, 2] != 0                                            # (B,)
+    src = images.copy() if flip.any() else images
+    src[flip] = src[flip][:, :, ::-1]                                  # (B, H, W) mirrored where asked
+    dx = np.clip(moves[:, 0], -W, W)                                   # (B,) beyond the size: empty anyway
+    dy = np.clip(moves[:, 1], -H, H)                                   # (B,)
+    k = int(max(np.abs(dx).max(initial=0), np.abs(dy).max(initial=0)))
+    padded = np.zeros((B, H + 2 * k, W + 2 * k), dtype=images.dtype)  # (B, H + 2k, W + 2k)
+    padded[:, k:k + H, k:k + W] = src
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (H, W), axis=(1, 2))  # (B, 2k+1, 2k+1, H, W)
+    return windows[np.arange(B), k - dy, k - dx]                       # (B, H, W): padded[k - dy + r, k - dx + c]
+
+
+def bounding_boxes(indptr: np.ndarray, indices: np.ndarray, width: int) -> np.ndarray:
+    """(n, 4) int16: each CSR image's non-zero rows and columns, (first row, last row, first
+    column, last column); zeros for an empty image. ``augment_csr`` moves an image whose box
+    stays on the canvas by adding one number to every index (nothing to drop)."""
+    n = len(indptr) - 1
+    boxes = np.zeros((n, 4), dtype=np.int16)
+    counts = np.diff(indptr)                                            # (n,)
+    full = np.flatnonzero(counts)                                       # images with non-zeros
+    if full.size == 0:
+        return boxes
+    starts = indptr[full]                                               # (m,) first non-zero of each
+    rows = indices // np.uint16(width)                                  # (nnz,) ascending within an image
+    cols = indices - rows * np.uint16(width)                            # (nnz,)
+    boxes[full, 0] = rows[starts]
+    boxes[full, 1] = rows[indptr[full + 1] - 1]
+    boxes[full, 2] = np.minimum.reduceat(cols, starts)
+    boxes[full, 3] = np.maximum.reduceat(cols, starts)
+    return boxes
 
 
 class Augmenter:

@@ -258,13 +258,16 @@ def plot_experiment(summary: list[dict], experiment: str, dataset: str, rows: li
                yerr=[100 * r[f"{left}_std"] for r in s], capsize=3)
         ax.bar(x + width / 2, [100 * r["test_accuracy_mean"] for r in s], width,
                yerr=[100 * r["test_accuracy_std"] for r in s], capsize=3, label="test (best val model)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower left")
     else:
         ax.bar(x, [100 * r["test_accuracy_mean"] for r in s], yerr=[100 * r["test_accuracy_std"] for r in s],
                capsize=3, color="tab:blue")
+    paired = experiment in ("regularization", "augmentation", "recipe")     # two bars per configuration
     for xi, r in zip(x, s):
-        ax.text(xi, 100 * r["test_accuracy_mean"], f"{100 * r['test_accuracy_mean']:.2f}", ha="center",
-                va="bottom", fontsize=7)
+        for key, dx in ((("val_accuracy", -0.19), ("test_accuracy", 0.19)) if experiment != "regularization"
+                        else (("test_accuracy", 0.19),)) if paired else (("test_accuracy", 0.0),):
+            ax.text(xi + dx, 100 * (r[f"{key}_mean"] + r[f"{key}_std"]), f"{100 * r[f'{key}_mean']:.2f}",
+                    ha="center", va="bottom", fontsize=7)
     low = min(100 * r["test_accuracy_mean"] for r in s)
     if experiment in ("augmentation", "recipe"):      # tenths of a percent apart: zoom in
         values = [100 * r[k] for r in s for k in ("test_accuracy_mean", "val_accuracy_mean")]
@@ -272,7 +275,7 @@ def plot_experiment(summary: list[dict], experiment: str, dataset: str, rows: li
     else:
         ax.set_ylim(max(0, low - (5 if low > 50 else low)), 100.5)
     ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("test accuracy (%), mean ± std over seeds")
+    ax.set_ylabel(("accuracy" if paired else "test accuracy") + " (%), mean ± std over seeds")
     ax.set_title(f"{experiment} on {dataset}", fontsize=10)
     if experiment in ("batch-size", "backend"):
         ax2 = axes[0, 1]

@@ -229,6 +229,9 @@ class FusedTrainer(TrainerBase):
         self._aug_pixels = np.zeros(0, dtype=np.uint8)
         self.indptr, self.indices, self.pixels = images_to_csr(dataset.images)
         self.labels = np.ascontiguousarray(dataset.labels, dtype=np.int64)
+        if augmenter is not None:                      # (n, 4) int16: which images a move leaves whole
+            from .augment import bounding_boxes
+            self._boxes = bounding_boxes(self.indptr, self.indices, augmenter.width)
         if self.labels.size and not (0 <= self.labels.min() and self.labels.max() < model.layer_sizes[-1]):
             raise ValueError(f"labels must be in [0, {model.layer_sizes[-1]}), got {self.labels.min()}"
                              f"..{self.labels.max()}")
@@ -377,7 +380,7 @@ class FusedTrainer(TrainerBase):
             self._aug_indptr = np.empty(k + 1, dtype=np.int64)
             self._aug_order = np.arange(k, dtype=np.int64)
         a = self.augmenter
-        self.model.backend.augment_csr(self.indptr, self.indices, self.pixels, order, lo, moves, a.col_of,
+        self.model.backend.augment_csr(self.indptr, self.indices, self.pixels, self._boxes, order, lo, moves, a.col_of,
                                        a.height, a.width, self.n_threads, self._aug_indptr, self._aug_indices,
                                        self._aug_pixels)
         return (self._aug_indptr[:k + 1], self._aug_indices, self._aug_pixels, self.labels[rows],

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastnn import NeuralNetwork
-from fastnn.augment import Augmentation, Augmenter, move_images, parse_augment
+from fastnn.augment import Augmentation, Augmenter, bounding_boxes, move_images, parse_augment
 from fastnn.backends import available_backends, get_backend
 from fastnn.data import Dataset
 from fastnn.fused import FusedTrainer, images_to_csr
@@ -81,8 +81,9 @@ def run_augment_csr(backend, images, order, lo, moves, n_threads):
     out_indptr = np.full(len(moves) + 1, -1, dtype=np.int64)
     out_indices = np.zeros(max(1, indptr[-1]), dtype=np.uint16)
     out_pixels = np.zeros(max(1, indptr[-1]), dtype=np.uint8)
-    k = get_backend(backend).augment_csr(indptr, indices, pixels, order, lo, moves, aug.col_of, h, w, n_threads,
-                                         out_indptr, out_indices, out_pixels)
+    boxes = bounding_boxes(indptr, indices, w)
+    k = get_backend(backend).augment_csr(indptr, indices, pixels, boxes, order, lo, moves, aug.col_of, h, w,
+                                         n_threads, out_indptr, out_indices, out_pixels)
     assert k == out_indptr[-1] and out_indptr[0] == 0
     return csr_to_dense(out_indptr, out_indices, out_pixels, (h, w))
 
@@ -109,6 +110,14 @@ def test_augment_csr_matches_move_images_on_random_shapes(backend, n, h, w, dens
     moves = random_moves(n, max_shift, seed + 1)
     got = run_augment_csr(backend, images, order, 1, moves, n_threads)
     np.testing.assert_array_equal(got, move_images(images[order[1:1 + n]], moves))
+
+
+def test_bounding_boxes():
+    images = np.zeros((3, 5, 6), dtype=np.uint8)
+    images[0, 1, 2] = images[0, 3, 4] = images[0, 2, 1] = 9          # rows 1-3, columns 1-4
+    images[2, 4, 5] = 1
+    boxes = bounding_boxes(*images_to_csr(images)[:2], 6)
+    np.testing.assert_array_equal(boxes, [[1, 3, 1, 4], [0, 0, 0, 0], [4, 4, 5, 5]])
 
 
 @pytest.mark.parametrize("spec,expected", [("none", Augmentation()), ("", Augmentation()),
