@@ -311,18 +311,22 @@ def print_markdown(rows: list[dict], names) -> None:
         if not summary:
             continue
         datasets = list(dict.fromkeys(s["dataset"] for s in summary))
-        head = " | ".join(f"{d} test accuracy | {d} train - val gap" for d in datasets)
+        chooses = name in ("augmentation", "recipe")     # chosen on validation: show it first
+        head = " | ".join((f"{d} val accuracy | " if chooses else "") + f"{d} test accuracy | {d} train - val gap"
+                          for d in datasets)
         backend = "per row" if name == "backend" else summary[0]["backend"]
         print(f"\n{name} ({summary[0]['runs']} seeds, {summary[0]['epochs']} epochs, backend {backend}):\n")
         print(f"| configuration | {head} | epoch time | run time |")
-        print("|---" * (3 + 2 * len(datasets)) + "|")
+        print("|---" * (3 + (3 if chooses else 2) * len(datasets)) + "|")
         for config in dict.fromkeys(s["config"] for s in summary):
             cells, times = [], []
             for d in datasets:
                 s = next((x for x in summary if x["dataset"] == d and x["config"] == config), None)
                 if s is None:
-                    cells += ["", ""]
+                    cells += ["", "", ""] if chooses else ["", ""]
                     continue
+                if chooses:
+                    cells.append(f"{100 * s['val_accuracy_mean']:.2f} ± {100 * s['val_accuracy_std']:.2f}%")
                 cells += [f"{100 * s['test_accuracy_mean']:.2f} ± {100 * s['test_accuracy_std']:.2f}%",
                           f"{100 * s['train_val_gap_mean']:+.2f} pp"]
                 times.append(s)
