@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
-from ._cli import HelpFormatter, UserError, output_folder, printable, regular_file, run_main
+from ._cli import HelpFormatter, UserError, new_run_folder, output_folder, printable, regular_file, run_main
 from ._io import write_json
 from .backends import backend_names
 from .data import DATASETS, load_dataset
@@ -256,10 +256,10 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run(model_path, dataset: str | None = None, out=None, data_dir=None, backend: str = "auto", log=print,
+def run(model_path=None, dataset: str | None = None, out=None, data_dir=None, backend: str = "auto", log=print,
         overwrite: bool = False) -> dict:
-    """Evaluate the model file on ``dataset``'s test split (None: the dataset the model file records,
-    else MNIST); write the JSON and figures into ``out`` (None: ``evaluation-<dataset>`` beside the
+    """Evaluate the model file (None: the pretrained model of ``dataset``, else MNIST's) on
+    ``dataset``'s test split (None: the dataset the model file records, else MNIST); write the JSON and figures into ``out`` (None: ``evaluation-<dataset>`` beside the
     model; a new or empty folder unless ``overwrite``). ``backend`` "auto": the fastest with a
     fused forward here (``fastnn.inference.inference_backend``).
 
@@ -268,6 +268,13 @@ def run(model_path, dataset: str | None = None, out=None, data_dir=None, backend
     """
     from .inference import inference_backend
 
+    shipped = model_path is None
+    if shipped:                                     # the pretrained model of the dataset (default mnist)
+        from .pretrained import model_path as pretrained_path
+
+        dataset = dataset or "mnist"
+        model_path = pretrained_path(dataset)
+        log(f"model: the pretrained {dataset} model that ships with fastnn ({model_path.name}; --model for your own)")
     model = NeuralNetwork.load(regular_file(model_path, "model file"), backend=inference_backend(backend))
     if dataset is None:
         dataset = model.dataset if model.dataset in DATASETS else "mnist"
@@ -281,6 +288,8 @@ def run(model_path, dataset: str | None = None, out=None, data_dir=None, backend
                          f"not fit {dataset} ({test.num_features} / {test.num_classes})")
     if model.class_names is not None and list(model.class_names) != list(test.class_names):
         log(f"warning: the model was trained on classes {printable(model.class_names[:3])}..., not {dataset}'s")
+    if out is None and shipped:                     # never into the installed package
+        out = new_run_folder(f"evaluation-{dataset}-pretrained")
     out = output_folder(out or Path(model_path).parent / f"evaluation-{dataset}", overwrite)
     result, arrays = evaluate_model(model, test)
     result["model"] = str(model_path)
@@ -307,7 +316,7 @@ def run(model_path, dataset: str | None = None, out=None, data_dir=None, backend
     written = ["evaluation.json", "confusion_matrix.png", "misclassified.png", "most_confused.png",
                "first_layer_weights.png", "hidden_activations.png", "saliency.png", "calibration.png"]
     history = Path(model_path).parent / "history.csv"
-    if history.exists():
+    if history.exists() and not shipped:
         written += plot_history_figures(history, out, f"{dataset}, {arch}")
     log(format_table(result))
     log(f"wrote {out}/{{{', '.join(written)}}}")
@@ -324,11 +333,14 @@ def _main(argv) -> int:
         description="Evaluate a trained model on the test set: accuracy, per-class precision/recall/F1, confusion "
                     "matrix, calibration, dead units; writes evaluation.json and figures into --out.",
         formatter_class=HelpFormatter)
-    p.add_argument("--model", required=True, help="a best_model.npz written by python -m fastnn.train")
+    p.add_argument("--model", default=None,
+                   help="a best_model.npz written by python -m fastnn.train (default: the pretrained model of "
+                        "--dataset that ships with fastnn)")
     p.add_argument("--dataset", default=None, choices=list(DATASETS),
                    help="the test set (default: the one the model file records, else mnist)")
     p.add_argument("--out", default=None,
-                   help="output folder, new or empty (default: evaluation-<dataset> beside the model)")
+                   help="output folder, new or empty (default: evaluation-<dataset> beside the model; for the "
+                        "pretrained model a new folder under runs/)")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing its files")
     p.add_argument("--data-dir", default=None, help="data folder (default: $FASTNN_DATA_DIR, else the user cache)")
     p.add_argument("--backend", default="auto", choices=["auto", *backend_names()],

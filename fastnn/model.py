@@ -317,6 +317,23 @@ class NeuralNetwork:
         return export_onnx(self, path)
 
     @classmethod
+    def pretrained(cls, dataset: str = "mnist", backend: str = "auto") -> "NeuralNetwork":
+        """The model that ships with fastnn for ``dataset`` ("mnist" or "fashion-mnist"), trained
+        by ``python -m fastnn.train`` with that dataset's recipe (``fastnn.pretrained.info(dataset)``
+        gives the command, the commit and its test accuracy).
+
+        Args:
+            backend: kernels for the model; "auto": the fastest with a fused forward here.
+        Raises:
+            ValueError: no pretrained model for ``dataset``.
+            FileNotFoundError: the installation lost the file.
+        """
+        from .inference import inference_backend
+        from .pretrained import model_path
+
+        return cls.load(model_path(dataset), backend=inference_backend(backend))
+
+    @classmethod
     def load(cls, path, backend="numpy", layer_sizes=None) -> "NeuralNetwork":
         """Read a model written by ``save``. Never unpickles anything.
 

@@ -140,10 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "preprocessed like MNIST: grayscale, inverted if the background is light, cropped to the ink, "
                     "fitted into 20x20 and centred by centre of mass in 28x28.",
         formatter_class=HelpFormatter)
-    p.add_argument("--model", required=True, help="a best_model.npz written by python -m fastnn.train")
+    p.add_argument("--model", default=None,
+                   help="a best_model.npz written by python -m fastnn.train (default: the pretrained model of "
+                        "--dataset that ships with fastnn)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of them")
     p.add_argument("--dataset", default=None, choices=list(DATASETS),
-                   help="class names to print when the model file has none (default: the model's own, else 0..C-1)")
+                   help="without --model: whose pretrained model (default mnist); with it: class names to print "
+                        "when the model file has none (default: the model's own, else 0..C-1)")
     p.add_argument("--top", type=int_at_least(1), default=3, help="how many classes to list per image (>= 1)")
     return p
 
@@ -154,7 +157,11 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     args = build_parser().parse_args(argv)
-    model = NeuralNetwork.load(regular_file(args.model, "model file"), backend=inference_backend())
+    if args.model is None:
+        model = NeuralNetwork.pretrained(args.dataset or "mnist")
+        args.model = f"the pretrained {model.dataset} model"
+    else:
+        model = NeuralNetwork.load(regular_file(args.model, "model file"), backend=inference_backend())
     if model.layer_sizes[0] != 784:
         raise UserError(f"{args.model}: the model takes {model.layer_sizes[0]} inputs, not 28x28 images")
     n_classes = model.layer_sizes[-1]

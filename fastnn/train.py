@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import platform
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,7 @@ from ._io import write_csv_rows, write_json
 from .augment import AUGMENT_HELP, Augmenter, parse_augment
 from .backends import backend_names, get_backend
 from .data import DATASETS, iterate_minibatches, load_dataset, train_val_split
+from .experiments import git_commit
 from .initializers import INITIALIZERS
 from .metrics import dead_unit_fraction
 from .model import ACTIVATIONS, NeuralNetwork
@@ -139,7 +141,8 @@ def prepare_data(cfg: TrainConfig):
     return full.subset(train_idx), full.subset(val_idx), test
 
 
-def train(cfg: TrainConfig, progress: bool = True, log=print, overwrite: bool = False) -> dict:
+def train(cfg: TrainConfig, progress: bool = True, log=print, overwrite: bool = False,
+          command: str | None = None) -> dict:
     """Run one training job as configured; return the metrics dict (also written to disk).
 
     Raises:
@@ -152,13 +155,13 @@ def train(cfg: TrainConfig, progress: bool = True, log=print, overwrite: bool = 
     cfg.out = str(out)
     with stop_signals() as signals:
         try:
-            return _train(cfg, out, progress, log, signals)
+            return _train(cfg, out, progress, log, signals, command)
         except BaseException:
             remove_if_empty(out)                     # a failed start leaves no empty run folder
             raise
 
 
-def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals) -> dict:
+def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals, command: str | None = None) -> dict:
     from tqdm.auto import tqdm
 
     train_set, val_set, test_set = prepare_data(cfg)
@@ -258,7 +261,9 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals) -> dict:
         "seed": cfg.seed, "layer_sizes": layer_sizes, "num_parameters": model.num_parameters(),
         "train_samples": len(train_set), "val_samples": len(val_set), "test_samples": n_test,
         "hyperparameters": {k: v for k, v in asdict(cfg).items() if k not in ("backend", "dataset", "seed", "out")},
-        "environment": {"fastnn": __version__, "python": platform.python_version(), "numpy": np.__version__,
+        "command": command,
+        "environment": {"fastnn": __version__, "git_commit": git_commit(), "python": platform.python_version(),
+                        "numpy": np.__version__,
                         "machine": platform.machine(), "processor": platform.processor() or None},
     }
     write_json(metrics, out / "metrics.json")
@@ -378,7 +383,9 @@ def main(argv=None) -> int:
 def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
-    metrics = train(cfg, progress=not args.quiet, overwrite=args.overwrite)
+    metrics = train(cfg, progress=not args.quiet, overwrite=args.overwrite,
+                    command=" ".join(["python -m fastnn.train", *map(shlex.quote, argv if argv is not None
+                                                                      else sys.argv[1:])]))
     if metrics["status"] == "interrupted":
         return 130
     if metrics["status"] != "completed":

@@ -1,0 +1,36 @@
+"""The models that ship with fastnn: one per dataset, trained by the project's default command.
+
+``fastnn/pretrained/<dataset>.npz`` is a model file as ``python -m fastnn.train`` writes it
+(``best_model.npz``; read by ``NeuralNetwork.load``, never unpickled) and
+``<dataset>.json`` beside it says where it came from: the command, the commit, the machine,
+and the test accuracy the run printed. ``NeuralNetwork.pretrained(dataset)`` loads one;
+``python -m fastnn.predict`` and ``python -m fastnn.evaluate`` use it when no ``--model`` is
+given. ``python -m fastnn.pretrained`` lists them, and ``python -m fastnn.pretrained --from
+RUN_DIR --out fastnn/pretrained`` packages a finished training run (how these were made).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["DATASETS", "model_path", "info"]
+
+DATASETS = ("mnist", "fashion-mnist")
+FOLDER = Path(__file__).resolve().parent
+
+
+def model_path(dataset: str = "mnist") -> Path:
+    """The shipped model file of ``dataset``. Raises ValueError naming the datasets that have one,
+    FileNotFoundError if the installation lost it."""
+    if dataset not in DATASETS:
+        raise ValueError(f"no pretrained model for {dataset!r}; there is one for {', '.join(DATASETS)}")
+    path = FOLDER / f"{dataset}.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"the pretrained {dataset} model is missing from this installation ({path}); "
+                                f"reinstall fastnn, or train one: python -m fastnn.train --dataset {dataset}")
+    return path
+
+
+def info(dataset: str = "mnist") -> dict:
+    """What ``<dataset>.json`` records: command, commit, test_accuracy, val_accuracy, ..."""
+    return json.loads(model_path(dataset).with_suffix(".json").read_text(encoding="utf-8"))

@@ -1,0 +1,85 @@
+"""``python -m fastnn.pretrained``: list the shipped models, or package a training run as one."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from .._cli import HelpFormatter, UserError, regular_file, run_main
+from .._io import write_json
+from . import DATASETS, info
+
+
+def package(run_dir, out) -> Path:
+    """Copy RUN_DIR/best_model.npz to OUT/<dataset>.npz and write OUT/<dataset>.json from the run's
+    metrics.json (command, commit, test and validation accuracy, epochs, machine). Returns the
+    model's new path. Raises UserError for a run that did not complete or is not a training run."""
+    from ..model import NeuralNetwork
+
+    run_dir, out = Path(run_dir), Path(out)
+    model_file = regular_file(run_dir / "best_model.npz", "model file")
+    metrics = json.loads(regular_file(run_dir / "metrics.json", "metrics file").read_text(encoding="utf-8"))
+    if metrics.get("status") != "completed":
+        raise UserError(f"{run_dir}: the run's status is {metrics.get('status')!r}; package a completed run")
+    dataset = metrics.get("dataset")
+    if dataset not in DATASETS:
+        raise UserError(f"{run_dir}: trained on {dataset!r}; fastnn ships models for {', '.join(DATASETS)}")
+    model = NeuralNetwork.load(model_file)                  # checked before anything is copied
+    if model.dataset != dataset:
+        raise UserError(f"{model_file} records dataset {model.dataset!r}, its metrics.json {dataset!r}")
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{dataset}.npz"
+    tmp = target.with_suffix(".npz.tmp")
+    shutil.copyfile(model_file, tmp)
+    tmp.replace(target)                                     # atomic: a reader sees the old or the new file
+    record = {
+        "dataset": dataset, "file": target.name, "layer_sizes": metrics.get("layer_sizes"),
+        "command": metrics.get("command"), "git_commit": metrics.get("environment", {}).get("git_commit"),
+        "test_accuracy": metrics.get("test_accuracy"), "best_val_accuracy": metrics.get("best_val_accuracy"),
+        "best_epoch": metrics.get("best_epoch"), "epochs": metrics.get("epochs_completed"),
+        "seed": metrics.get("seed"), "backend": metrics.get("backend"),
+        "hyperparameters": metrics.get("hyperparameters"), "environment": metrics.get("environment"),
+    }
+    write_json(record, target.with_suffix(".json"))
+    return target
+
+
+def main(argv=None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m fastnn.pretrained",
+        description="List the pretrained models that ship with fastnn (NeuralNetwork.pretrained), or, with --from, "
+                    "package a finished training run as one.",
+        formatter_class=HelpFormatter)
+    p.add_argument("--from", dest="run_dir", default=None, metavar="RUN_DIR",
+                   help="a folder written by python -m fastnn.train (best_model.npz, metrics.json)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="where to write <dataset>.npz and <dataset>.json (required with --from; the shipped ones: "
+                        "fastnn/pretrained)")
+    args = p.parse_args(argv)
+    if args.run_dir is None:
+        if args.out:
+            raise UserError("--out needs --from RUN_DIR (the training run to package)")
+        for dataset in DATASETS:
+            try:
+                meta = info(dataset)
+            except FileNotFoundError as exc:
+                print(f"{dataset}: {exc}")
+                continue
+            print(f"{dataset}: test accuracy {100 * meta['test_accuracy']:.2f}%, {meta['epochs']} epochs, "
+                  f"commit {meta['git_commit']}; made by: {meta['command']}")
+        return 0
+    if not args.out:
+        raise UserError("--from needs --out DIR (to update the shipped models: --out fastnn/pretrained)")
+    target = package(args.run_dir, args.out)
+    print(f"wrote {target} and {target.with_suffix('.json').name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
