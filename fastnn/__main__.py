@@ -10,6 +10,7 @@ COMMANDS = {
     "evaluate": "test-set metrics and figures of a trained model (default: the pretrained one)",
     "predict": "classify your own images (files or folders; default model: the pretrained one)",
     "pretrained": "list the models that ship with fastnn, or package a training run as one",
+    "demo": "draw a digit with the mouse and watch the network read it (a window, or --web: a page)",
     "export": "write a trained model as an ONNX file",
     "experiments": "grids of training runs over several seeds, with tables and figures",
     "profile": "where one training epoch spends its time, per backend",

@@ -1,0 +1,220 @@
+"""``python -m fastnn.demo --web``: the draw-a-digit demo as a web page, classified by fastnn on
+a small local server.
+
+The server (``make_server``; Python's ``http.server``, one thread per request) serves one
+self-contained page (``demo_web.html``: HTML, CSS and JavaScript inline, nothing from a CDN,
+so it works offline) and two endpoints:
+
+- ``POST /classify?dataset=D``: the body is an image (the page sends its canvas as PNG); the
+  answer is JSON: ``probs`` (C,), ``classes``, ``prediction``, ``input`` (784 values in [0, 1],
+  the 28x28 input after ``fastnn.predict.preprocess``, the same code as ``predict``), or
+  ``{"blank": true}`` for an empty drawing;
+- ``GET /random?dataset=D``: a random test image with its ``label``, and the same fields.
+
+A bad request gets a 4xx status with a JSON ``{"error": ...}`` message and the server keeps
+serving: an unknown path (404), a wrong method (405), a body that is not an image or a missing
+or bad dataset (400), no Content-Length (411), a body over ``MAX_BODY`` bytes or an image over
+``MAX_PIXELS`` pixels (413). The test data missing for ``/random`` is a 503 that says where to
+put it. The models are the pretrained ones of each dataset, or ``--model`` for every request.
+"""
+from __future__ import annotations
+
+import io
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+
+from .data import DATASETS
+
+__all__ = ["make_server", "serve", "MAX_BODY", "MAX_PIXELS"]
+
+MAX_BODY = 2 * 1024 * 1024        # bytes of an uploaded image
+MAX_PIXELS = 4_000_000            # pixels of an uploaded image (a canvas is 280 x 280)
+PAGE = Path(__file__).with_name("demo_web.html")
+
+
+class RequestError(Exception):
+    """A bad request: HTTP ``status`` and a message for the client."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class DemoState:
+    """What the handlers share: the models (one per dataset, loaded on first use), the test sets
+    and a lock (a model's forward reuses its buffers, so one request at a time runs it)."""
+
+    def __init__(self, model_path=None, data_dir=None, seed: int = 0):
+        self.model_path, self.data_dir = model_path, data_dir
+        self.rng = np.random.default_rng(seed)
+        self.models, self.tests = {}, {}
+        self.lock = threading.Lock()
+
+    def model(self, dataset: str):
+        from .model import NeuralNetwork
+
+        key = "custom" if self.model_path else dataset
+        if key not in self.models:
+            self.models[key] = (NeuralNetwork.load(self.model_path, backend="numpy") if self.model_path
+                                else NeuralNetwork.pretrained(dataset))
+        return self.models[key]
+
+    def test_set(self, dataset: str):
+        from .data import load_dataset
+
+        if dataset not in self.tests:
+            self.tests[dataset] = load_dataset(dataset, "test", self.data_dir)
+        return self.tests[dataset]
+
+    def answer(self, dataset: str, x: np.ndarray) -> dict:
+        """The JSON answer for input ``x`` (784,) float32 in [0, 1]."""
+        with self.lock:
+            model = self.model(dataset)
+            probs = model.forward(x.reshape(1, -1).astype(model.dtype))[0]                 # (C,)
+        classes = [str(c) for c in (model.class_names or DATASETS[dataset].classes)]
+        return {"dataset": dataset, "classes": classes, "probs": [round(float(p), 5) for p in probs],
+                "prediction": classes[int(np.argmax(probs))],
+                "input": [round(float(v), 3) for v in x]}
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Routes: GET / (the page), POST /classify, GET /random; everything else a 4xx."""
+
+    server_version = "fastnn-demo"
+    state: DemoState = None                       # set by make_server on a subclass
+
+    # --- helpers
+    def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, obj: dict, extra: dict | None = None) -> None:
+        self._send(status, json.dumps(obj).encode(), "application/json", extra)
+
+    def _dataset(self, query: dict) -> str:
+        dataset = query.get("dataset", ["mnist"])[0]
+        if dataset not in DATASETS:
+            raise RequestError(400, f"unknown dataset {dataset!r}; use one of {', '.join(DATASETS)}")
+        return dataset
+
+    def _route(self, method: str) -> None:
+        url = urlparse(self.path)
+        routes = {"/": ("GET", self._page), "/index.html": ("GET", self._page),
+                  "/classify": ("POST", self._classify), "/random": ("GET", self._random)}
+        try:
+            if url.path not in routes:
+                raise RequestError(404, f"no such page {url.path!r}: the demo is at /")
+            allowed, action = routes[url.path]
+            if method != allowed and not (method == "HEAD" and allowed == "GET"):
+                self._json(405, {"error": f"{method} is not allowed on {url.path}; use {allowed}"}, {"Allow": allowed})
+                return
+            action(parse_qs(url.query))
+        except RequestError as exc:
+            self._json(exc.status, {"error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - a request must never take the server down
+            self._json(500, {"error": f"{type(exc).__name__}: {exc}"})
+
+    def do_GET(self):  # noqa: N802 - http.server's names
+        self._route("GET")
+
+    def do_HEAD(self):  # noqa: N802
+        self._route("HEAD")
+
+    def do_POST(self):  # noqa: N802
+        self._route("POST")
+
+    def do_PUT(self):  # noqa: N802
+        self._route("PUT")
+
+    def do_DELETE(self):  # noqa: N802
+        self._route("DELETE")
+
+    def log_message(self, format, *args):  # noqa: A002 - errors only: a line per drawn stroke is noise
+        if args and str(args[1] if len(args) > 1 else "").startswith(("4", "5")):
+            sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+    # --- the routes
+    def _page(self, query) -> None:
+        self._send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
+
+    def _classify(self, query) -> None:
+        from PIL import Image, UnidentifiedImageError
+
+        from .predict import ImageError, preprocess
+
+        dataset = self._dataset(query)
+        length = self.headers.get("Content-Length")
+        if length is None:
+            raise RequestError(411, "send the image with a Content-Length header")
+        try:
+            length = int(length)
+        except ValueError:
+            raise RequestError(400, f"Content-Length {length!r} is not a number") from None
+        if length > MAX_BODY or length < 0:
+            self.close_connection = True                   # the body is not read: the connection is done
+            raise RequestError(413, f"the image is {length} bytes; the demo takes at most {MAX_BODY}")
+        body = self.rfile.read(length)
+        try:
+            image = Image.open(io.BytesIO(body))
+            if image.width * image.height > MAX_PIXELS:
+                raise RequestError(413, f"the image is {image.width}x{image.height}; at most {MAX_PIXELS} pixels")
+            image.load()
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise RequestError(400, f"the body is not an image ({type(exc).__name__}); send a PNG or JPEG") from None
+        try:
+            x = preprocess(image)                                                  # (784,) float32
+        except ImageError:
+            self._json(200, {"blank": True, "dataset": dataset})
+            return
+        self._json(200, self.state.answer(dataset, x))
+
+    def _random(self, query) -> None:
+        from .data import DataError, DownloadError
+
+        dataset = self._dataset(query)
+        try:
+            test = self.state.test_set(dataset)
+        except (DataError, DownloadError, OSError) as exc:
+            raise RequestError(503, f"no {dataset} test images here ({exc})") from None
+        i = int(self.state.rng.integers(len(test)))
+        x = test.images[i].reshape(-1).astype(np.float32) / 255                    # (784,)
+        answer = self.state.answer(dataset, x)
+        answer.update({"index": i, "label": answer["classes"][int(test.labels[i])]})
+        self._json(200, answer)
+
+
+def make_server(host: str = "127.0.0.1", port: int = 8000, model_path=None, data_dir=None,
+                seed: int = 0) -> ThreadingHTTPServer:
+    """A server bound to (host, port) (port 0: any free port; ``server.server_address`` says
+    which), not yet serving: call ``serve_forever()`` (a thread in tests)."""
+    state = DemoState(model_path, data_dir, seed)
+    if model_path:
+        state.model("mnist")                               # a bad model file fails now, not per request
+    handler = type("DemoHandler", (Handler,), {"state": state})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+def serve(host: str, port: int, model_path=None, data_dir=None, seed: int = 0) -> None:
+    """Serve until Ctrl-C (or SIGTERM)."""
+    server = make_server(host, port, model_path, data_dir, seed)
+    address, bound = server.server_address[:2]
+    print(f"fastnn demo on http://{address}:{bound}/ (Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
