@@ -274,6 +274,8 @@ def _main(argv) -> int:
     if args.web:
         from .demo_web import serve
 
+        if args.port > 65535:
+            raise UserError(f"--port {args.port} is not a port number (0-65535)")
         if args.screenshot:
             raise UserError("--screenshot is for the matplotlib demo; the web page's is taken by tests/test_demo_web.py")
         model = str(regular_file(args.model, "model file")) if args.model else None
@@ -281,7 +283,7 @@ def _main(argv) -> int:
             serve(args.host, args.port, model, args.data_dir, args.seed)
         except OSError as exc:
             raise UserError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); choose another "
-                            f"--port") from None
+                            f"--host or --port") from None
         return 0
     import matplotlib
 

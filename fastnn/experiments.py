@@ -29,7 +29,7 @@ commit, status); ``results/<experiment>.csv`` holds mean and std per configurati
 its error and the others go on; configurations already in the CSV are skipped unless
 ``--force``. Runs go through joblib, one process per run with its BLAS / Numba / OpenMP
 threads set so that ``--jobs`` x threads = the cores; ``--scheduler ADDRESS`` sends them to a
-Dask cluster instead (``pip install 'fastnn[dask]'``).
+Dask cluster instead (``pip install -e ".[dask]"`` in the project folder).
 """
 from __future__ import annotations
 

@@ -104,6 +104,12 @@ CASES = [
     ("experiments", ["depth", "--results", "{work}/garbage"], 2, "is not a text CSV file", False),
     ("experiments", ["depth", "--results", "{work}/headerless"], 2, "is not an experiments CSV", False),
     ("experiments", ["depth", "--results", "{work}/folder_csv"], 2, "is a folder, not the experiments CSV", False),
+    ("demo", ["--web", "--port", "70000"], 2, "is not a port number", False),
+    ("demo", ["--web", "--host", "no.such.host.invalid"], 2, "cannot listen on no.such.host.invalid", False),
+    ("demo", ["--web", "--model", "{work}/garbage"], 2, "is a folder", False),
+    ("demo", [], 2, "which has no window", False),
+    ("predict", ["--dataset", "cifar", "x.png"], 2, "argument --dataset: invalid choice", False),
+    ("pretrained", ["--from", "{work}"], 2, "--from needs --out", False),
 ]
 
 

@@ -81,3 +81,19 @@ def test_no_display_is_one_line_and_status_2():
     res = subprocess.run([sys.executable, "-m", "fastnn.demo"], capture_output=True, text=True, timeout=300,
                          env={**__import__("os").environ, "MPLBACKEND": "Agg"})
     assert res.returncode == 2 and res.stderr.startswith("error: matplotlib's backend is 'Agg'")
+
+
+def test_demo_runs_in_jupyter_with_ipympl():
+    """``%matplotlib widget`` then ``Demo()`` in a kernel (nbclient): the figure is ipympl's
+    widget canvas and strokes drawn through it are read."""
+    nbformat = pytest.importorskip("nbformat", reason="pip install -e '.[test]'")
+    nbclient = pytest.importorskip("nbclient", reason="pip install -e '.[test]'")
+    pytest.importorskip("ipympl", reason="ipympl not installed (pip install ipympl): %matplotlib widget needs it")
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell("%matplotlib widget"),
+                      nbformat.v4.new_code_cell("from fastnn.demo import Demo, SAMPLE_SEVEN\nd = Demo()\n"
+                                                "d.draw_strokes(SAMPLE_SEVEN)\n"
+                                                "print(type(d.fig.canvas).__module__, d.prediction)")]
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
+    printed = "".join(o.get("text", "") for o in notebook.cells[1].outputs)
+    assert printed.startswith("ipympl") and printed.strip().endswith(" 7")

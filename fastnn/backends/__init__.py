@@ -35,7 +35,8 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "numba": ("fastnn.backends.numba_backend", "Install it with: pip install numba"),
     "cython": ("fastnn.backends.cython_backend", ""),
     "torch": ("fastnn.backends.torch_backend",
-              "Install it with: pip install 'fastnn[torch]' (here: pip install torch==2.13.0, a local CPU build)"),
+              "Install it with: pip install torch==2.13.0 (a local CPU build on this project's machines), "
+              "then pip install -e '.[torch]' in the project folder"),
 }
 
 _cache: dict[str, ModuleType] = {}

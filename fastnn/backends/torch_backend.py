@@ -2,7 +2,7 @@
 
 Used for parity tests and as a reference point. Inputs and outputs are NumPy arrays
 (shared memory where the layout allows); shape and label checks are the same as ``numpy``'s.
-torch is optional: ``pip install fastnn[torch]`` (on this project's machines,
+torch is optional: ``pip install -e ".[torch]"`` in the project folder (on this project's machines,
 ``pip install torch==2.13.0`` first).
 """
 from __future__ import annotations
