@@ -122,7 +122,7 @@ def bounding_boxes(indptr: np.ndarray, indices: np.ndarray, width: int) -> np.nd
 
 
 class Augmenter:
-    """Draws each step's moves from its own seeded generator and applies them.
+    """Draws each epoch's moves from its own seeded generator (``moves``; applied by the trainers).
 
     Args:
         augmentation: an ``Augmentation`` (what to draw).

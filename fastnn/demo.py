@@ -101,13 +101,15 @@ class Demo:
     # ------------------------------------------------------------------ model and data
     def set_dataset(self, dataset: str, redraw: bool = True) -> None:
         """Switch to ``dataset``: its pretrained model (unless a --model was given) and test images."""
+        from .inference import inference_backend
         from .model import NeuralNetwork
 
         self.dataset = dataset
         if self.model_path is None:
             self.model = NeuralNetwork.pretrained(dataset)
         elif not hasattr(self, "model"):
-            self.model = NeuralNetwork.load(regular_file(self.model_path, "model file"))
+            self.model = NeuralNetwork.load(regular_file(self.model_path, "model file"),
+                                            backend=inference_backend())        # as the pretrained ones
         names = self.model.class_names or list(DATASETS[dataset].classes)
         self.class_names = [str(n) for n in names]
         self.ax_probs.clear()

@@ -57,11 +57,12 @@ class DemoState:
         self.lock = threading.Lock()
 
     def model(self, dataset: str):
+        from .inference import inference_backend
         from .model import NeuralNetwork
 
         key = "custom" if self.model_path else dataset
-        if key not in self.models:
-            self.models[key] = (NeuralNetwork.load(self.model_path, backend="numpy") if self.model_path
+        if key not in self.models:           # the fastest backend with a fused forward, as the pretrained ones
+            self.models[key] = (NeuralNetwork.load(self.model_path, backend=inference_backend()) if self.model_path
                                 else NeuralNetwork.pretrained(dataset))
         return self.models[key]
 
