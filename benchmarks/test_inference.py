@@ -60,8 +60,8 @@ def ort_threads() -> int:
 
 def onnxruntime_predict(model):
     """ONNX Runtime's ``predict`` for ``model``: X (N, D) float32 -> labels (N,) int64."""
-    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install -e '.[bench]')")
-    pytest.importorskip("onnx", reason="onnx not installed (pip install -e '.[bench]')")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install -e '.[bench]'")
+    pytest.importorskip("onnx", reason="onnx not installed: pip install -e '.[bench]'")
     from fastnn.export import to_onnx_bytes
 
     options = ort.SessionOptions()

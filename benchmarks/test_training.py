@@ -51,7 +51,7 @@ def _trainer(name, dataset):
     model = NeuralNetwork(LAYERS, backend="numpy" if backend == "jax" else backend, seed=0)
     optimizer = make_optimizer("momentum", model, 0.05)
     if backend == "jax":
-        jax_baseline = pytest.importorskip("fastnn.jax_baseline", reason="jax not installed (pip install -e '.[bench]')")
+        jax_baseline = pytest.importorskip("fastnn.jax_baseline", reason="jax not installed: pip install -e '.[bench]'")
         return jax_baseline.JaxTrainer(model, optimizer, dataset, mode=variant)
     if backend not in available_backends():
         pytest.skip(f"backend {backend} unavailable here")

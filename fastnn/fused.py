@@ -227,6 +227,7 @@ class FusedTrainer(TrainerBase):
         self._aug_indptr = np.zeros(1, dtype=np.int64)             # the call's moved rows, batch-ordered CSR
         self._aug_indices = np.zeros(0, dtype=np.uint16)
         self._aug_pixels = np.zeros(0, dtype=np.uint8)
+        self._aug_order = np.zeros(0, dtype=np.int64)
         self.indptr, self.indices, self.pixels = images_to_csr(dataset.images)
         self.labels = np.ascontiguousarray(dataset.labels, dtype=np.int64)
         if augmenter is not None:                      # (n, 4) int16: which images a move leaves whole
@@ -365,6 +366,26 @@ class FusedTrainer(TrainerBase):
                          self._act, drop_mask, self._opt, self._hyper(), self.optimizer.t, losses, prof)
         self.optimizer.t += n_steps
         return losses
+
+    def warm_up(self, batch_size: int) -> None:
+        """Call every kernel this trainer will call, on no rows: Numba compiles them now (or loads
+        them from its cache), so that the first epoch times training alone. Changes nothing."""
+        self._allocate(batch_size)
+        m = self.model
+        if self.augmenter is not None:
+            a = self.augmenter
+            m.backend.augment_csr(self.indptr, self.indices, self.pixels, self._boxes, self._aug_order[:0], 0,
+                                  np.zeros((0, 3), dtype=np.int32), a.col_of, a.height, a.width, self.n_threads,
+                                  self._aug_indptr, self._aug_indices, self._aug_pixels)
+        prof = np.zeros((0, 0), dtype=np.int64)
+        drop_mask = np.ones((1, 1), dtype=m.dtype)
+        with self._blas.limit(limits=1, user_api="blas"):
+            self._kernel(self.indptr, self.indices, self.pixels, self.labels, self._aug_order[:0], 0, 0,
+                         batch_size, self.sizes, self.w_off, self.b_off, self.act_off, self.mask_off,
+                         self.row_bounds, self.col_bounds, self.theta, self.state1, self.state2, self.z0_parts,
+                         self.acts, self.outs, self.grads_act, self.csc_ptr, self.csc_sample, self.csc_value,
+                         self.scratch, self._act, drop_mask, self._opt, self._hyper(), self.optimizer.t,
+                         np.empty(0), prof)
 
     def _moved_rows(self, order, first_step: int, n_steps: int, batch_size: int):
         """The call's rows, moved by this call's augmentation draws, as a batch-ordered CSR:

@@ -11,7 +11,7 @@ weights, with the same batch order and the same SGD-with-momentum / L2 formulas 
 
 Used by ``benchmarks/test_training.py`` (``jax-step``, ``jax-scan``). Only SGD/momentum with
 ReLU and no dropout: the benchmark's configuration. JAX is an optional extra
-(``pip install -e ".[bench]"``); importing this module without it raises ImportError.
+(``pip install -e ".[bench]"``); importing this module without it raises ModuleNotFoundError.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ try:
     import jax
     import jax.numpy as jnp
 except ImportError as exc:  # the benchmarks skip with this reason
-    raise ImportError(f"jax is not installed ({exc}); pip install -e \".[bench]\"") from exc
+    # ModuleNotFoundError, not ImportError: pytest.importorskip (pytest 9) skips only that one
+    raise ModuleNotFoundError(f"jax is not installed ({exc}): pip install -e '.[bench]'", name="jax") from exc
 
 from .trainers import TrainerBase
 

@@ -32,7 +32,7 @@ from .initializers import INITIALIZERS
 from .metrics import dead_unit_fraction
 from .model import ACTIVATIONS, NeuralNetwork
 from .optim import OPTIMIZERS, make_optimizer
-from .trainers import make_trainer
+from .trainers import make_trainer, warm_up
 
 
 # The recipe per dataset: the settings whose defaults depend on the dataset, chosen on
@@ -182,6 +182,7 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals, command: s
         f"data: {cfg.dataset} train {len(train_set)}, val {len(val_set)}, test {len(test_set)}; output {out}")
     n_test = len(test_set)
     del test_set                                  # loaded again after training: not held through it
+    compile_time = compile_kernels(model, trainer, cfg.batch_size, log)
 
     # dead-ReLU monitor: units that output 0 for every one of the first 1,024 training samples
     monitor_X = train_set.features(np.arange(min(1024, len(train_set))), dtype=model.dtype)
@@ -257,7 +258,8 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals, command: s
         "backend": cfg.backend, "dataset": cfg.dataset, "status": status,
         "test_accuracy": test_acc, "test_loss": test_loss,
         "best_val_accuracy": best_val if best_epoch else float("nan"), "best_epoch": best_epoch,
-        "epochs_completed": len(history), "epoch_times_s": epoch_times, "total_time_s": total_time,
+        "epochs_completed": len(history), "epoch_times_s": epoch_times, "compile_time_s": compile_time,
+        "total_time_s": total_time,
         "seed": cfg.seed, "layer_sizes": layer_sizes, "num_parameters": model.num_parameters(),
         "train_samples": len(train_set), "val_samples": len(val_set), "test_samples": n_test,
         "hyperparameters": {k: v for k, v in asdict(cfg).items() if k not in ("backend", "dataset", "seed", "out")},
@@ -283,6 +285,24 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals, command: s
     else:
         log("no epoch completed: no model and no test accuracy")
     return metrics
+
+
+def compile_kernels(model: NeuralNetwork, trainer, batch_size: int, log=print) -> float:
+    """Compile the run's kernels before the first epoch (``fastnn.trainers.warm_up``) and say so:
+    a first run on a machine compiles Numba's kernels, later runs load them from its cache. Its
+    time never counts in an epoch's. Returns the seconds it took."""
+    cached = getattr(model.backend, "fused_path_cached", None)
+    first = cached is not None and not cached()
+    if first:
+        log(f"compiling the {model.backend_name} kernels (first run on this machine; later runs load them "
+            f"from Numba's cache) ...")
+    seconds, compiled = warm_up(model, trainer, batch_size)
+    if compiled:
+        log(f"compiling the {model.backend_name} kernels{' (first run on this machine)' if not first else ''}: "
+            f"{seconds:.1f} s ({compiled} kernels)")
+    elif seconds >= 0.05:
+        log(f"loading the compiled {model.backend_name} kernels from Numba's cache: {seconds:.1f} s")
+    return seconds
 
 
 def per_dataset(key: str) -> str:

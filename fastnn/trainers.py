@@ -29,7 +29,7 @@ import numpy as np
 from .data import to_float
 from .timing import phase
 
-__all__ = ["Trainer", "TrainerBase", "KernelTrainer", "make_trainer", "batch_images", "STEPS_PER_CALL"]
+__all__ = ["Trainer", "TrainerBase", "KernelTrainer", "make_trainer", "warm_up", "batch_images", "STEPS_PER_CALL"]
 
 STEPS_PER_CALL = 32   # steps per call by default: a progress bar and Ctrl-C get a turn between calls
 
@@ -73,6 +73,10 @@ class TrainerBase:
     def sync_to_model(self) -> None:
         """Nothing to do: the model's arrays are the ones trained."""
 
+    def warm_up(self, batch_size: int) -> None:
+        """Compile (or load from a cache) what ``run_steps`` will run, on no data; changes nothing.
+        Nothing to do for paths that compile nothing."""
+
 
 class KernelTrainer(TrainerBase):
     """The kernel-by-kernel path: per step, ``model.backward`` (one backend call per kernel) and
@@ -104,6 +108,26 @@ class KernelTrainer(TrainerBase):
             with phase(self.timer, "optimizer"):
                 self.optimizer.step()
         return np.array(losses)
+
+
+def warm_up(model, trainer: Trainer, batch_size: int) -> tuple[float, int]:
+    """Compile, before the first epoch, every kernel a training run calls: the trainer's steps
+    (``Trainer.warm_up``) and the evaluation-mode forward pass, loss and hidden outputs (on 32
+    rows of zeros: enough to take the threaded forward). Changes neither weights nor generators.
+
+    Returns:
+        (seconds taken, kernel specializations compiled in this process): 0 compiled means every
+        kernel came from the backend's on-disk cache (Numba) or needed no compiling.
+    """
+    import time
+
+    compiled = getattr(model.backend, "compiled_here", lambda: 0)
+    before, t0 = compiled(), time.perf_counter()
+    trainer.warm_up(batch_size)
+    X = np.zeros((32, model.layer_sizes[0]), dtype=model.dtype)                   # (32, D)
+    model.loss(X, np.zeros(32, dtype=np.int64))
+    model.hidden_outputs(X)
+    return time.perf_counter() - t0, compiled() - before
 
 
 def batch_images(dataset, order, step: int, batch_size: int, augmenter=None) -> np.ndarray:
@@ -138,9 +162,6 @@ def make_trainer(model, optimizer, dataset, *, fused: bool = True, seed: int = 0
     if fused and has_fused_path(model.backend):
         reason = fused_unsupported_reason(model, optimizer)
         if reason is None:
-            cached = getattr(model.backend, "fused_path_cached", lambda: True)
-            if not cached():
-                log("note: compiling the Numba kernels for the fused path (first run only, about 15 s)")
             return FusedTrainer(model, optimizer, dataset, augmenter, label_smoothing)
         log(f"note: {reason}; training kernel by kernel instead of on the fused path")
     return KernelTrainer(model, optimizer, dataset, augmenter, label_smoothing)

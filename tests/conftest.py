@@ -8,6 +8,11 @@ import pytest
 from fastnn.data import DATASETS, default_data_dir
 
 
+# Skip reasons of the optional extras: one line, naming what installs the package (.ci/run's full
+# stage fails on any skip whose reason says "pip install" or "apt-get install").
+TORCH_MISSING = "torch not installed: pip install torch==2.13.0, then pip install -e '.[torch]'"
+
+
 def real_data_dir() -> Path | None:
     """The folder holding the real MNIST files, or None."""
     root = default_data_dir()
@@ -26,7 +31,7 @@ def mnist_dir():
 
 @pytest.fixture(scope="session")
 def torch():
-    return pytest.importorskip("torch", reason="torch not installed (pip install torch==2.13.0)")
+    return pytest.importorskip("torch", reason=TORCH_MISSING)
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,8 @@ from fastnn.augment import Augmentation, Augmenter, bounding_boxes, move_images,
 from fastnn.backends import available_backends, get_backend
 from fastnn.data import Dataset
 from fastnn.fused import FusedTrainer, images_to_csr
+
+from conftest import TORCH_MISSING
 from fastnn.optim import make_optimizer
 from fastnn.trainers import KernelTrainer, make_trainer
 
@@ -182,7 +184,7 @@ def test_fused_trajectory_with_augmentation_matches_kernel_path(backend, augment
 
 
 def test_torch_trainer_applies_the_same_moves():
-    pytest.importorskip("torch")
+    pytest.importorskip("torch", reason=TORCH_MISSING)
     ds = image_dataset(n=64)
     seen = []
     for backend in ("numpy", "torch"):

@@ -91,7 +91,7 @@ def test_demo_runs_in_jupyter_with_ipympl():
     import importlib.util
 
     if importlib.util.find_spec("ipympl") is None:        # looked up, not imported: it would patch this process
-        pytest.skip("ipympl not installed (pip install ipympl): %matplotlib widget needs it")
+        pytest.skip("ipympl not installed (%matplotlib widget needs it): pip install -e '.[test]'")
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell("%matplotlib widget"),
                       nbformat.v4.new_code_cell("from fastnn.demo import Demo, SAMPLE_SEVEN\nd = Demo()\n"

@@ -93,13 +93,13 @@ def chromium_path() -> str | None:
 
 
 def test_drawing_in_a_real_browser(server, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed: pip install -e '.[test]'")
     executable = chromium_path()
     with sync_api.sync_playwright() as p:
         try:
             browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         except Exception as exc:  # noqa: BLE001 - no browser here: skip with the reason
-            pytest.skip(f"no Chromium to drive (apt-get install chromium): {str(exc).splitlines()[0]}")
+            pytest.skip("no Chromium for Playwright to drive: apt-get install chromium")
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 620})
             page.goto(server + "/")

@@ -53,7 +53,7 @@ def test_a_failed_run_is_recorded_and_the_others_go_on(tmp_path, mnist_dir, monk
 
 
 def test_sweep_through_a_local_dask_cluster(tmp_path, mnist_dir):
-    distributed = pytest.importorskip("dask.distributed", reason="dask not installed (pip install -e '.[dask]' in the project folder)")
+    distributed = pytest.importorskip("dask.distributed", reason="dask not installed: pip install -e '.[dask]'")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None) as cluster:
         code = experiments.main(["depth", "--seeds", "1", "--epochs", "1", "--limit", "600",

@@ -9,8 +9,8 @@ from fastnn import NeuralNetwork
 from fastnn import export as export_mod
 from fastnn.data import load_dataset, to_float
 
-onnx = pytest.importorskip("onnx", reason="onnx not installed (pip install -e '.[bench]')")
-ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install -e '.[bench]')")
+onnx = pytest.importorskip("onnx", reason="onnx not installed: pip install -e '.[onnx]'")
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install -e '.[onnx]'")
 
 
 def run_onnx(path, X):

@@ -174,7 +174,7 @@ def test_torch_trainer_follows_the_same_trajectory(torch, optimizer):
 def test_jax_comparator_follows_the_same_trajectory(mode, weight_decay):
     """The benchmark's JAX comparator trains the same network: same losses as the kernel path
     (float32, JAX's own summation order), in scan mode through the jitted lax.scan."""
-    jax_baseline = pytest.importorskip("fastnn.jax_baseline", reason="jax not installed (pip install -e '.[bench]')")
+    jax_baseline = pytest.importorskip("fastnn.jax_baseline", reason="jax not installed: pip install -e '.[bench]'")
 
     ref, ref_model, _ = trajectory(KernelTrainer, "numpy", "momentum", weight_decay, 0.0, "relu", np.float32,
                                    n_steps=60)
@@ -185,7 +185,7 @@ def test_jax_comparator_follows_the_same_trajectory(mode, weight_decay):
 
 
 def test_jax_comparator_run_epoch_brings_the_weights_back():
-    jax_baseline = pytest.importorskip("fastnn.jax_baseline", reason="jax not installed (pip install -e '.[bench]')")
+    jax_baseline = pytest.importorskip("fastnn.jax_baseline", reason="jax not installed: pip install -e '.[bench]'")
     ds = toy_dataset()
     models = [NeuralNetwork([50, 16, 5], backend="numpy", seed=1) for _ in range(2)]
     kernel = KernelTrainer(models[0], make_optimizer("momentum", models[0], 0.05), ds)
@@ -223,15 +223,21 @@ def test_cython_prange_is_parallel():
 
 
 @pytest.mark.skipif("numba" not in available_backends(), reason="numba unavailable")
-def test_first_numba_run_says_it_compiles(monkeypatch):
+def test_compiling_is_its_own_step(monkeypatch):
+    """train's compile step says whether it compiles (first run) and how long it took; a warm-up
+    changes neither the weights nor the optimizer's step count."""
     import fastnn.backends.numba_backend as nb
+    from fastnn.train import compile_kernels
 
     model = NeuralNetwork([50, 8, 5], backend="numba")
+    trainer = make_trainer(model, make_optimizer("momentum", model, 0.1), toy_dataset())
+    before = [w.copy() for w in model.weights]
     said = []
     monkeypatch.setattr(nb, "fused_path_cached", lambda: False)
-    make_trainer(model, make_optimizer("sgd", model, 0.1), toy_dataset(), log=said.append)
-    assert any("compiling the Numba kernels" in s for s in said)
+    seconds = compile_kernels(model, trainer, 16, log=said.append)
+    assert seconds >= 0 and said and said[0].startswith("compiling the numba kernels (first run on this machine")
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.weights)) and trainer.optimizer.t == 0
     said.clear()
     monkeypatch.setattr(nb, "fused_path_cached", lambda: True)
-    make_trainer(model, make_optimizer("sgd", model, 0.1), toy_dataset(), log=said.append)
-    assert said == []
+    compile_kernels(model, trainer, 16, log=said.append)     # everything is compiled in this process now
+    assert not any("compiling" in s for s in said)

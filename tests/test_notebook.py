@@ -2,6 +2,7 @@
 error, on real data, through nbclient (as Jupyter would run it). About a minute on 2 cores."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -22,4 +23,5 @@ def test_analysis_notebook_executes(mnist_dir, tmp_path, monkeypatch):
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
     text = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
-    assert "torch agrees" in text and "evaluated here: accuracy 98.81%" in text
+    assert "evaluated here: accuracy 98.81%" in text
+    assert ("torch agrees" in text) == (importlib.util.find_spec("torch") is not None)   # its check ran where it can

@@ -287,8 +287,24 @@ def cycles_per_second() -> float:
     return _CYCLE_RATE[0]
 
 
+def compiled_here() -> int:
+    """How many kernel specializations this process has compiled itself (Numba's cache misses;
+    0 when every kernel called so far came from the on-disk cache)."""
+    import sys
+
+    from numba.core.registry import CPUDispatcher
+
+    total = 0
+    for name in ("numba_backend", "numba_fused", "numba_forward", "numba_simd"):
+        module = sys.modules.get(f"{__package__}.{name}")
+        for obj in vars(module).values() if module else ():
+            if isinstance(obj, CPUDispatcher):
+                total += sum(obj.stats.cache_misses.values())
+    return total
+
+
 def fused_path_cached() -> bool:
-    """Whether Numba's on-disk cache already holds the fused kernel (else the first call compiles, ~15 s)."""
+    """Whether Numba's on-disk cache already holds the fused kernel (else the first call compiles it)."""
     import os
     from pathlib import Path
 

@@ -75,7 +75,7 @@ def read_cycles():
 
 
 # ---------------------------------------------------------------- named regions of the buffers
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _rows(buf, off, n, i0, i1):
     """Rows i0:i1 of the (rows, n) block that starts at ``off`` in the flat ``buf``: (i1 - i0, n)."""
     return buf[off + i0 * n:off + i1 * n].reshape(i1 - i0, n)
@@ -212,7 +212,8 @@ def _dense_grad_update(A_in, G, W, S1, S2, c0, c1, nb, scratch, wd, opt, lr, mu,
     G_cols = scratch[:nb * w].reshape(nb, w)                    # (nb, w) packed
     gW = scratch[nb * w:nb * w + n_in * w].reshape(n_in, w)     # (n_in, w)
     for i in range(nb):
-        G_cols[i] = G[i, c0:c1]
+        for j in range(w):                                      # a loop: slice assignment compiles numba's
+            G_cols[i, j] = G[i, c0 + j]                         # broadcasting error messages (1.2 s)
     np.dot(A_in.T, G_cols, gW)
     for r in range(n_in):
         _update(W[r, c0:c1], gW[r], S1[r, c0:c1], S2[r, c0:c1], wd, opt, lr, mu, beta1, beta2, eps,
@@ -414,7 +415,8 @@ def fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, bat
             step_size = theta.dtype.type(np.float64(lr) / (1.0 - np.float64(beta1) ** (t0 + s)))
             v_corr = theta.dtype.type(1.0 - np.float64(beta2) ** (t0 + s))
         t_region = cycles() if timing else 0
-        for t in prange(n_threads):
+        for tp in prange(n_threads):
+            t = np.int64(tp)                         # prange's index is unsigned: one signature, not two
             if s > 0:
                 nb_prev = min((first_step + s) * batch_size, n) - (first_step + s - 1) * batch_size
                 _finish_step(t, nb_prev, sizes, w_off, b_off, act_off, row_bounds, col_bounds, theta, state1,
@@ -438,7 +440,8 @@ def fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, bat
         lo = (first_step + s) * batch_size
         nb = min(lo + batch_size, n) - lo
         t_region = cycles() if timing else 0
-        for t in prange(n_threads):
+        for tp in prange(n_threads):
+            t = np.int64(tp)
             i0 = (nb * t) // n_threads
             i1 = (nb * (t + 1)) // n_threads
             thread_loss[t] = 0.0
