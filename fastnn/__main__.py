@@ -30,7 +30,12 @@ def usage() -> str:
 def main(argv=None) -> int:
     """Run ``argv[0]``'s ``main(argv[1:])``; print the list for no command or -h/--help. An unknown
     command is one line on stderr with status 2."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    from ._cli import run_main
+
+    return run_main(_main, sys.argv[1:] if argv is None else list(argv))
+
+
+def _main(argv) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0

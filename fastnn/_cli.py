@@ -64,7 +64,13 @@ def _message(exc: BaseException) -> str | None:
 def run_main(body, argv=None) -> int:
     """Run ``body(argv) -> int`` with the commands' one error path (see the module docstring)."""
     try:
-        return int(body(argv) or 0)
+        status = int(body(argv) or 0)
+        sys.stdout.flush()                              # a closed pipe shows here, not as a warning at exit
+        return status
+    except BrokenPipeError:                             # `... | head` stopped reading: not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)      # Python's recipe: no second error at exit
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

@@ -217,6 +217,16 @@ def resolve_data_dir(data_dir=None) -> Path:
     return Path(data_dir).expanduser() if data_dir else default_data_dir()
 
 
+def data_dir_source(data_dir=None) -> str:
+    """Where ``resolve_data_dir(data_dir)`` came from, for messages: the option, the
+    environment variable, or the default (the user cache folder, when neither is given)."""
+    if data_dir:
+        return "given with --data-dir"
+    if os.environ.get("FASTNN_DATA_DIR"):
+        return "from FASTNN_DATA_DIR"
+    return "the default: neither --data-dir nor FASTNN_DATA_DIR is set"
+
+
 def _md5(content: bytes) -> str:
     return hashlib.md5(content).hexdigest()
 
@@ -235,11 +245,12 @@ def _download(url: str, timeout: float = 30.0) -> bytes:
     return b"".join(chunks)
 
 
-def fetch_file(info: DatasetInfo, kind: str, data_dir: Path) -> Path:
+def fetch_file(info: DatasetInfo, kind: str, data_dir: Path, source: str | None = None) -> Path:
     """Make sure ``<data_dir>/<dataset>/<file>`` exists, downloading it if missing.
 
     The download is verified (MD5 of the decompressed content) before it is
-    written atomically. Raises DownloadError when every mirror fails.
+    written atomically. ``source`` says where ``data_dir`` came from (``data_dir_source``), for
+    the error. Raises DownloadError when every mirror fails.
     """
     filename, md5 = info.files[kind]
     target = data_dir / info.name / filename
@@ -268,13 +279,13 @@ def fetch_file(info: DatasetInfo, kind: str, data_dir: Path) -> Path:
             raise DownloadError(f"cannot write {target}: {exc}") from exc
         return target
     missing = [data_dir / info.name / fn for fn, _ in info.files.values() if not (data_dir / info.name / fn).exists()]
-    nowhere = "" if data_dir.is_dir() else (
-        f"the data folder {data_dir} does not exist (from --data-dir or FASTNN_DATA_DIR: check the path), and ")
+    where = f"fastnn looked in {data_dir} ({source or 'the data folder'})" + (
+        "" if data_dir.is_dir() else ", which does not exist")
     raise DownloadError(
-        f"{nowhere}could not download {filename} for {info.name}:\n  " + "\n  ".join(errors) +
+        f"{info.name} is not in the data folder and could not be downloaded: {where}.\n  " + "\n  ".join(errors) +
         "\nWithout network access, put the canonical IDX files here:\n  " +
         "\n  ".join(str(p) for p in missing) +
-        "\nor point fastnn at a folder holding <dataset>/<file> with --data-dir or FASTNN_DATA_DIR."
+        "\nor point fastnn at a folder holding <dataset>/<file>: FASTNN_DATA_DIR=/path/to/folder or --data-dir."
     )
 
 
@@ -343,7 +354,7 @@ def load_dataset(name: str = "mnist", split: str = "train", data_dir=None, verif
     arrays = {}
     for part in ("images", "labels"):
         kind = f"{SPLITS[split]}-{part}"
-        path = fetch_file(info, kind, root)
+        path = fetch_file(info, kind, root, data_dir_source(data_dir))
         digest = hashlib.md5() if verify else None
         arrays[part] = _read_idx_file(path, IMAGES_MAGIC if part == "images" else LABELS_MAGIC, digest)
         if verify:
@@ -359,8 +370,9 @@ def load_dataset(name: str = "mnist", split: str = "train", data_dir=None, verif
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 
 
-def load_image_folder(root, split: str = "train", size=(28, 28), class_names=None) -> Dataset:
-    """Load ``<root>/<split>/<class>/*.png`` (or jpg, bmp, ...) as grayscale uint8 images.
+def load_image_folder(root, split: str | None = "train", size=(28, 28), class_names=None) -> Dataset:
+    """Load ``<root>/<split>/<class>/*.png`` (or jpg, bmp, ...) as grayscale uint8 images;
+    ``split`` None: ``<root>/<class>/*.png``.
 
     Classes are the sub-folder names, sorted (or ``class_names``, giving the label order).
     Images of another size are resized to ``size`` (rows, cols) with Pillow.
@@ -371,7 +383,7 @@ def load_image_folder(root, split: str = "train", size=(28, 28), class_names=Non
             a file Pillow cannot read or a decompression bomb (each named).
     """
     from PIL import Image, UnidentifiedImageError
-    base = Path(root) / split
+    base = Path(root) / split if split else Path(root)
     if not base.is_dir():
         raise FileNotFoundError(f"no folder {base} (expected layout <root>/<split>/<class>/*.png)")
     found = sorted(p.name for p in base.iterdir() if p.is_dir())
@@ -400,7 +412,47 @@ def load_image_folder(root, split: str = "train", size=(28, 28), class_names=Non
                 raise DataError(f"{p}: not a readable image ({exc})") from exc
             labels.append(label)
     label_type = np.uint8 if len(classes) <= 256 else np.uint16
-    return Dataset(np.stack(images), np.array(labels, dtype=label_type), tuple(classes), f"{Path(root).name}/{split}")
+    return Dataset(np.stack(images), np.array(labels, dtype=label_type), tuple(classes),
+                   f"{Path(root).resolve().name}/{split or 'all'}")
+
+
+FOLDER_TEST_FRACTION = 0.2   # the test split made of a folder without train/ and test/ folders
+FOLDER_SPLIT_SEED = 0        # fixed: train and evaluate must draw the same test images
+
+
+def folder_has_splits(root) -> bool:
+    """Whether an image folder holds ``train/`` and ``test/`` split folders (else class folders)."""
+    return (Path(root) / "train").is_dir() and (Path(root) / "test").is_dir()
+
+
+def load_folder_dataset(root, split: str, size=(28, 28)) -> Dataset:
+    """``split`` ("train" or "test") of an image folder of either layout, as many course
+    datasets come: ``<root>/{train,test}/<class>/*.png``, or ``<root>/<class>/*.png`` with no
+    split, from which a stratified test split of ``FOLDER_TEST_FRACTION`` of each class is made
+    (seed ``FOLDER_SPLIT_SEED``, the same on every call, so train and evaluate agree). Class
+    names are the folder names, sorted; images are grayscale uint8 resized to ``size``.
+
+    Raises:
+        ValueError: unknown split. FileNotFoundError: ``root`` is not a folder.
+        DataError: as ``load_image_folder``; a class with too few images to split.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"no folder {root} (expected class folders <root>/<class>/*.png, or "
+                                f"<root>/train/<class>/ and <root>/test/<class>/)")
+    if folder_has_splits(root):
+        train = load_image_folder(root, "train", size)
+        return train if split == "train" else load_image_folder(root, "test", size, class_names=train.class_names)
+    full = load_image_folder(root, None, size)
+    counts = np.bincount(full.labels, minlength=len(full.class_names))
+    if counts.min() < 2:
+        raise DataError(f"{root}: class {full.class_names[int(np.argmin(counts))]!r} has {counts.min()} image; "
+                        f"splitting off a test set needs at least 2 per class")
+    train_idx, test_idx = train_val_split(full.labels, FOLDER_TEST_FRACTION, FOLDER_SPLIT_SEED)
+    part = full.subset(train_idx if split == "train" else test_idx)
+    part.name = f"{Path(root).resolve().name}/{split}"
+    return part
 
 
 # ---------------------------------------------------------------------- splits and batches

@@ -5,8 +5,9 @@ The server (``make_server``; Python's ``http.server``, one thread per request) s
 self-contained page (``demo_web.html``: HTML, CSS and JavaScript inline, nothing from a CDN,
 so it works offline) and two endpoints:
 
-- ``POST /classify?dataset=D``: the body is an image (the page sends its canvas as PNG); the
-  answer is JSON: ``probs`` (C,), ``classes``, ``prediction``, ``input`` (784 values in [0, 1],
+- ``POST /classify?dataset=D``: the body is an image (the page sends its canvas as PNG), or a
+  ``multipart/form-data`` form whose file field (named ``file``, else the first with a file
+  name) is the image (``curl -F file=@digit.png``); the answer is JSON: ``probs`` (C,), ``classes``, ``prediction``, ``input`` (784 values in [0, 1],
   the 28x28 input after ``fastnn.predict.preprocess``, the same code as ``predict``), or
   ``{"blank": true}`` for an empty drawing;
 - ``GET /random?dataset=D``: a random test image with its ``label``, and the same fields.
@@ -168,6 +169,8 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True                   # the body is not read: the connection is done
             raise RequestError(413, f"the image is {length} bytes; the demo takes at most {MAX_BODY}")
         body = self.rfile.read(length)
+        if self.headers.get_content_type() == "multipart/form-data":
+            body = uploaded_file(self.headers.get("Content-Type", ""), body)
         try:
             image = Image.open(io.BytesIO(body))
             if image.width * image.height > MAX_PIXELS:
@@ -195,6 +198,24 @@ class Handler(BaseHTTPRequestHandler):
         answer = self.state.answer(dataset, x)
         answer.update({"index": i, "label": answer["classes"][int(test.labels[i])]})
         self._json(200, answer)
+
+
+def uploaded_file(content_type: str, body: bytes) -> bytes:
+    """The file of a ``multipart/form-data`` body (RFC 7578): the part named ``file``, else the
+    first part with a file name. Parsed by the standard library's ``email`` package.
+    Raises RequestError (400) when there is no such part."""
+    import email.parser
+    import email.policy
+
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    parts = [p for p in message.iter_parts()] if message.is_multipart() else []
+    files = [p for p in parts if p.get_filename() is not None]
+    named = [p for p in parts if p.get_param("name", header="content-disposition") == "file"]
+    chosen = (named or files or [None])[0]
+    if chosen is None:
+        raise RequestError(400, "the form has no file field: send the image as -F file=@digit.png")
+    return chosen.get_payload(decode=True) or b""
 
 
 def make_server(host: str = "127.0.0.1", port: int = 8000, model_path=None, data_dir=None,

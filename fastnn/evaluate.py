@@ -30,7 +30,8 @@ from . import metrics
 from ._cli import HelpFormatter, UserError, new_run_folder, output_folder, printable, regular_file, run_main
 from ._io import write_json
 from .backends import backend_names
-from .data import DATASETS, load_dataset
+from .data import DATASETS, FOLDER_SPLIT_SEED, FOLDER_TEST_FRACTION, folder_has_splits, load_dataset, \
+    load_folder_dataset
 from .model import NeuralNetwork
 
 
@@ -257,9 +258,11 @@ def format_table(result: dict) -> str:
 
 
 def run(model_path=None, dataset: str | None = None, out=None, data_dir=None, backend: str = "auto", log=print,
-        overwrite: bool = False) -> dict:
+        overwrite: bool = False, data=None) -> dict:
     """Evaluate the model file (None: the pretrained model of ``dataset``, else MNIST's) on
-    ``dataset``'s test split (None: the dataset the model file records, else MNIST); write the JSON and figures into ``out`` (None: ``evaluation-<dataset>`` beside the
+    ``dataset``'s test split (None: the dataset the model file records, else MNIST), or on the
+    test split of the image folder ``data`` (``fastnn.data.load_folder_dataset``: the same
+    split ``train --data`` made); write the JSON and figures into ``out`` (None: ``evaluation-<dataset>`` beside the
     model; a new or empty folder unless ``overwrite``). ``backend`` "auto": the fastest with a
     fused forward here (``fastnn.inference.inference_backend``).
 
@@ -272,22 +275,39 @@ def run(model_path=None, dataset: str | None = None, out=None, data_dir=None, ba
     if shipped:                                     # the pretrained model of the dataset (default mnist)
         from .pretrained import model_path as pretrained_path
 
-        dataset = dataset or "mnist"
-        model_path = pretrained_path(dataset)
-        log(f"model: the pretrained {dataset} model that ships with fastnn ({model_path.name}; --model for your own)")
+        model_path = pretrained_path(dataset or "mnist")
+        log(f"model: the pretrained {dataset or 'mnist'} model that ships with fastnn ({model_path.name}; --model "
+            f"for your own)")
+        dataset = None if data is not None else dataset or "mnist"
     model = NeuralNetwork.load(regular_file(model_path, "model file"), backend=inference_backend(backend))
-    if dataset is None:
+    if data is not None:
+        if dataset is not None:
+            raise UserError("--data evaluates on an image folder; drop --dataset")
+        if not Path(data).is_dir():
+            raise UserError(f"--data {data} is not a folder of class folders")
+        test = load_folder_dataset(data, "test")
+        dataset = printable(Path(data).resolve().name) or "images"
+        log(f"data: the test split of {data} ({len(test)} images"
+            + ("" if folder_has_splits(data) else
+               f": a stratified {FOLDER_TEST_FRACTION:.0%} of each class, seed {FOLDER_SPLIT_SEED}, as train --data made")
+            + ")")
+    elif dataset is None and model.dataset and model.dataset not in DATASETS:
+        raise UserError(f"{model_path} was trained on the image folder {printable(model.dataset)!r}: evaluate it "
+                        f"with --data FOLDER")
+    elif dataset is None:
         dataset = model.dataset if model.dataset in DATASETS else "mnist"
         log(f"dataset: {dataset} ({'recorded in the model file' if model.dataset else 'the default'}; "
             f"--dataset to choose)")
     elif model.dataset and model.dataset != dataset:
         log(f"warning: the model was trained on {printable(model.dataset)}, evaluated here on {dataset}")
-    test = load_dataset(dataset, "test", data_dir)
+    if data is None:
+        test = load_dataset(dataset, "test", data_dir)
     if test.num_features != model.layer_sizes[0] or test.num_classes != model.layer_sizes[-1]:
         raise UserError(f"{model_path}: model {model.layer_sizes[0]} inputs / {model.layer_sizes[-1]} classes does "
                          f"not fit {dataset} ({test.num_features} / {test.num_classes})")
     if model.class_names is not None and list(model.class_names) != list(test.class_names):
-        log(f"warning: the model was trained on classes {printable(model.class_names[:3])}..., not {dataset}'s")
+        log(f"warning: the model was trained on classes {', '.join(printable(c) for c in model.class_names[:3])}..., "
+            f"not {dataset}'s")
     if out is None and shipped:                     # never into the installed package
         out = new_run_folder(f"evaluation-{dataset}-pretrained")
     out = output_folder(out or Path(model_path).parent / f"evaluation-{dataset}", overwrite)
@@ -338,6 +358,9 @@ def _main(argv) -> int:
                         "--dataset that ships with fastnn)")
     p.add_argument("--dataset", default=None, choices=list(DATASETS),
                    help="the test set (default: the one the model file records, else mnist)")
+    p.add_argument("--data", default=None, metavar="FOLDER",
+                   help="evaluate on the test split of an image folder instead (FOLDER/test/<class>/, or the "
+                        "stratified split train --data made of FOLDER/<class>/)")
     p.add_argument("--out", default=None,
                    help="output folder, new or empty (default: evaluation-<dataset> beside the model; for the "
                         "pretrained model a new folder under runs/)")
@@ -347,7 +370,7 @@ def _main(argv) -> int:
                    help="kernels for inference; auto: cython, else numba (one compiled call per forward pass), "
                         "else numpy")
     args = p.parse_args(argv)
-    run(args.model, args.dataset, args.out, args.data_dir, args.backend, overwrite=args.overwrite)
+    run(args.model, args.dataset, args.out, args.data_dir, args.backend, overwrite=args.overwrite, data=args.data)
     return 0
 
 

@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from ._cli import HelpFormatter, UserError, finite_float, int_at_least, new_run_folder, output_folder, \
+from ._cli import HelpFormatter, UserError, finite_float, int_at_least, new_run_folder, output_folder, printable, \
     remove_if_empty, run_main, stop_signals
 from ._io import write_csv_rows, write_json
 from .augment import AUGMENT_HELP, Augmenter, parse_augment
 from .backends import backend_names, get_backend
-from .data import DATASETS, iterate_minibatches, load_dataset, train_val_split
+from .data import DATASETS, FOLDER_SPLIT_SEED, FOLDER_TEST_FRACTION, folder_has_splits, iterate_minibatches, \
+    load_dataset, load_folder_dataset, train_val_split
 from .experiments import git_commit
 from .initializers import INITIALIZERS
 from .metrics import dead_unit_fraction
@@ -40,13 +41,17 @@ from .trainers import make_trainer, warm_up
 RECIPES = {
     "mnist": {"epochs": 40, "augment": "shift=2", "dropout": 0.0, "label_smoothing": 0.0},
     "fashion-mnist": {"epochs": 40, "augment": "none", "dropout": 0.0, "label_smoothing": 0.1},
+    # an image folder (--data): nothing known about its images, so no augmentation
+    "folder": {"epochs": 20, "augment": "none", "dropout": 0.0, "label_smoothing": 0.0},
 }
 
 
 @dataclass
 class TrainConfig:
     """Every setting of a training run (the defaults are the tuned ones). ``epochs``, ``augment``,
-    ``dropout`` and ``label_smoothing`` left at None take the dataset's recipe (``RECIPES``)."""
+    ``dropout`` and ``label_smoothing`` left at None take the dataset's recipe (``RECIPES``).
+    ``data``: an image folder (``fastnn.data.load_folder_dataset``) instead of a named dataset;
+    ``dataset`` is then its name, for the outputs."""
     backend: str = "numpy"
     dataset: str = "mnist"
     epochs: int | None = None
@@ -71,9 +76,11 @@ class TrainConfig:
     fused: bool = True
     augment: str | None = None
     label_smoothing: float | None = None
+    data: str | None = None
 
     def __post_init__(self):
-        for key, value in RECIPES.get(self.dataset, RECIPES["mnist"]).items():
+        recipe = RECIPES["folder"] if self.data else RECIPES.get(self.dataset, RECIPES["mnist"])
+        for key, value in recipe.items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
 
@@ -121,7 +128,7 @@ def default_run_dir(dataset: str, backend: str) -> Path:
 
 def load_test_set(cfg: TrainConfig):
     """The test Dataset for the config (``--test-limit`` applied)."""
-    test = load_dataset(cfg.dataset, "test", cfg.data_dir)
+    test = load_folder_dataset(cfg.data, "test") if cfg.data else load_dataset(cfg.dataset, "test", cfg.data_dir)
     return test.subset(slice(0, cfg.test_limit)) if cfg.test_limit else test
 
 
@@ -130,7 +137,7 @@ def prepare_data(cfg: TrainConfig):
 
     The split copies the rows out and lets the full set go: at this point, before any
     trainer exists, the two copies cost less than a full-size buffer kept through training."""
-    full = load_dataset(cfg.dataset, "train", cfg.data_dir)
+    full = load_folder_dataset(cfg.data, "train") if cfg.data else load_dataset(cfg.dataset, "train", cfg.data_dir)
     test = load_test_set(cfg)
     if cfg.limit:
         full = full.subset(slice(0, cfg.limit))
@@ -179,7 +186,11 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals, command: s
     log(f"{model}\n{optimizer}  {cfg.lr_schedule} lr schedule, batch {cfg.batch_size}, {cfg.epochs} epochs, "
         + (f"label smoothing {cfg.label_smoothing:g}, " if cfg.label_smoothing else "")
         + f"{trainer.description}\n"
-        f"data: {cfg.dataset} train {len(train_set)}, val {len(val_set)}, test {len(test_set)}; output {out}")
+        f"data: {cfg.dataset} train {len(train_set)}, val {len(val_set)}, test {len(test_set)}; output {out}"
+        + (f"\nclasses (the folder names): {', '.join(printable(c) for c in train_set.class_names)}" if cfg.data else "")
+        + (f"\n{cfg.data} has no train/ and test/ folders: the test set is a stratified "
+           f"{FOLDER_TEST_FRACTION:.0%} of each class (seed {FOLDER_SPLIT_SEED}, the same for evaluate --data)"
+           if cfg.data and not folder_has_splits(cfg.data) else ""))
     n_test = len(test_set)
     del test_set                                  # loaded again after training: not held through it
     compile_time = compile_kernels(model, trainer, cfg.batch_size, log)
@@ -320,7 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter)
     p.add_argument("--backend", default="auto", choices=["auto", *backend_names()],
                    help="kernel implementation; auto: the fastest here (cython, else numba, else numpy)")
-    p.add_argument("--dataset", default=d.dataset, choices=list(DATASETS), help="downloaded on first use")
+    p.add_argument("--dataset", default=None, choices=list(DATASETS),
+                   help="downloaded on first use (default: mnist)")
+    p.add_argument("--data", default=None, metavar="FOLDER",
+                   help="train on a folder of images instead: FOLDER/<class>/*.png (a stratified 20%% test split is "
+                        "made), or FOLDER/train/<class>/ and FOLDER/test/<class>/; class names are the folder names")
     p.add_argument("--epochs", type=int_at_least(1), default=None,
                    help="passes over the training split (default: " + per_dataset("epochs") + ")")
     p.add_argument("--batch-size", type=int_at_least(1), default=d.batch_size, help="samples per SGD step")
@@ -376,6 +391,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     from .inference import inference_backend
 
     values = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+    if args.data is not None:
+        if args.dataset is not None or args.data_dir is not None:
+            raise UserError("--data trains on an image folder; drop --dataset and --data-dir (they name the "
+                            "MNIST / Fashion-MNIST files)")
+        if not Path(args.data).is_dir():
+            raise UserError(f"--data {args.data} is not a folder; give a folder of class folders "
+                            f"(FOLDER/<class>/*.png, or FOLDER/train/<class>/ and FOLDER/test/<class>/)")
+        values["dataset"] = printable(Path(args.data).resolve().name) or "images"
+    elif args.dataset is None:
+        values["dataset"] = TrainConfig.dataset
     if args.momentum is not None and args.optimizer != "momentum":
         raise UserError(f"--momentum applies to --optimizer momentum only, not {args.optimizer}; drop it "
                         f"or use --optimizer momentum")

@@ -25,7 +25,7 @@ def mnist_dir():
     root = real_data_dir()
     if root is None:
         pytest.skip(f"real MNIST not found under {default_data_dir()} "
-                    "(set FASTNN_DATA_DIR=../shared/data or let fastnn download it)")
+                    "(set FASTNN_DATA_DIR=/path/to/folder, or let fastnn download it)")
     return root
 
 

@@ -229,6 +229,9 @@ def test_trains_on_real_mnist(mnist_dir, tmp_path, capsys):
     assert code == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["backend"] == "value" and metrics["test_samples"] == 100
+    assert metrics["train_samples"] == 300 and metrics["val_samples"] == 1000     # validation: apart from --limit
+    out = capsys.readouterr().out
+    assert "(first 300)" in out                                                   # what the train accuracy is of
     assert metrics["test_accuracy"] > 0.3 and metrics["train_time_per_sample_us"] > 0
     assert (tmp_path / "history.csv").exists() and (tmp_path / "learning_curves.png").exists()
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("test accuracy")
+    assert out.strip().splitlines()[-1].startswith("test accuracy")

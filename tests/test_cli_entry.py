@@ -23,6 +23,14 @@ def test_unknown_command_is_one_line_and_status_2(capsys):
     assert len(err) == 1 and "unknown command 'trian'" in err[0]
 
 
+def test_a_closed_pipe_is_not_a_traceback():
+    """`python -m fastnn | head`: the reader has gone; no BrokenPipeError traceback or warning."""
+    proc = subprocess.Popen([sys.executable, "-m", "fastnn"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()                                  # gone before the command writes
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1 and "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_each_command_answers_help(name, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -116,6 +116,25 @@ def test_download_checksum_mismatch_and_offline_message(tmp_path, monkeypatch):
         fetch_file(info, "train-labels", tmp_path / "data2")
 
 
+def test_offline_error_names_where_it_looked_and_why(tmp_path, monkeypatch):
+    """Nothing given: the message names the default cache folder as the default, not an option."""
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(fdata.urllib.request, "urlopen", offline)
+    monkeypatch.delenv("FASTNN_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))         # platformdirs' user cache on Linux
+    with pytest.raises(DownloadError) as err:
+        fdata.load_dataset("mnist", "test")
+    first = str(err.value).splitlines()[0]
+    assert f"looked in {fdata.default_data_dir()} (the default: neither --data-dir nor FASTNN_DATA_DIR is set)" in first
+    assert "FASTNN_DATA_DIR=/path/to/folder" in str(err.value)
+    monkeypatch.setenv("FASTNN_DATA_DIR", str(tmp_path / "elsewhere"))
+    with pytest.raises(DownloadError, match=r"from FASTNN_DATA_DIR\), which does not exist"):
+        fdata.load_dataset("mnist", "test")
+    with pytest.raises(DownloadError, match=r"given with --data-dir\), which does not exist"):
+        fdata.load_dataset("mnist", "test", tmp_path / "given")
+
+
 def test_load_dataset_rejects_damaged_copy(tmp_path):
     """A file with the right name but other content fails its checksum, naming the file."""
     folder = tmp_path / "mnist"

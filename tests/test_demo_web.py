@@ -73,6 +73,28 @@ def test_classify_answers_with_probabilities_and_the_input(server):
     assert status == 200 and json.loads(body)["blank"] is True
 
 
+def multipart(fields: dict) -> tuple[bytes, str]:
+    """A multipart/form-data body and its Content-Type, as curl -F makes them."""
+    boundary = "----fastnn-test-boundary"
+    body = b""
+    for name, value in fields.items():
+        filename = f'; filename="{name}.png"' if isinstance(value, bytes) else ""
+        data = value if isinstance(value, bytes) else value.encode()
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{filename}\r\n"
+                 + ("Content-Type: image/png\r\n" if filename else "") + "\r\n").encode() + data + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_classify_takes_a_form_upload(server):
+    """curl -F file=@digit.png: the file field of a multipart/form-data body."""
+    body, content_type = multipart({"note": "a one", "file": png_of_a_one()})
+    status, answer = call(server + "/classify", data=body, method="POST", headers={"Content-Type": content_type})
+    assert status == 200 and json.loads(answer)["prediction"] == "1"
+    body, content_type = multipart({"note": "no file"})
+    status, answer = call(server + "/classify", data=body, method="POST", headers={"Content-Type": content_type})
+    assert status == 400 and "no file field" in json.loads(answer)["error"]
+
+
 @pytest.mark.parametrize("path,kwargs,status,message", [
     ("/nope", {}, 404, "no such page"),
     ("/", {"method": "PUT", "data": b"x"}, 405, "PUT is not allowed"),

@@ -5,6 +5,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,7 +98,8 @@ def test_recipe_defaults_per_dataset_and_explicit_options_win():
     from fastnn.train import RECIPES, TrainConfig, build_parser, config_from_args
 
     for dataset, recipe in RECIPES.items():
-        cfg = config_from_args(build_parser().parse_args(["--backend", "numpy", "--dataset", dataset]))
+        chosen = ["--data", str(Path(__file__).parent)] if dataset == "folder" else ["--dataset", dataset]
+        cfg = config_from_args(build_parser().parse_args(["--backend", "numpy", *chosen]))
         assert {k: getattr(cfg, k) for k in recipe} == recipe
     cfg = config_from_args(build_parser().parse_args(["--backend", "numpy", "--augment", "none", "--epochs", "3",
                                                       "--dropout", "0"]))

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from .._cli import HelpFormatter, finite_float, int_at_least, output_folder, remove_if_empty, run_main
+from .._cli import HelpFormatter, UserError, finite_float, int_at_least, output_folder, remove_if_empty, run_main
 from .._io import write_csv_rows, write_json
-from ..data import DATASETS, load_dataset, train_val_split
+from ..data import DATASETS, load_dataset
 from ..train import default_run_dir
 from .nn import MLP, softmax_cross_entropy
 
@@ -54,8 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="mnist", choices=list(DATASETS), help="the data")
     p.add_argument("--size", type=int, default=14, choices=[7, 14], help="images are pooled to SIZE x SIZE")
     p.add_argument("--hidden", type=int_at_least(1), nargs="+", default=[32], metavar="H", help="hidden layer sizes")
-    p.add_argument("--limit", type=int_at_least(20), default=5000,
-                   help="first N training samples (10%% of them validate)")
+    p.add_argument("--limit", type=int_at_least(1), default=5000, help="train on the first N training samples")
+    p.add_argument("--val-limit", type=int_at_least(1), default=1000, metavar="N",
+                   help="validate on N training samples drawn (seeded) from those after the first --limit: "
+                        "the best model is chosen on them")
     p.add_argument("--test-limit", type=int_at_least(1), default=2000, help="first N test samples")
     p.add_argument("--epochs", type=int_at_least(1), default=4, help="passes over the training split")
     p.add_argument("--batch-size", type=int_at_least(1), default=16, help="samples per SGD step")
@@ -90,9 +92,12 @@ def _train(args, out: Path) -> int:
 
     full = load_dataset(args.dataset, "train", args.data_dir)
     test = load_dataset(args.dataset, "test", args.data_dir)
-    full = full.subset(slice(0, args.limit))
-    train_idx, val_idx = train_val_split(full.labels, 0.1, args.seed)
-    X_train, y_train = downsample(full.images[train_idx], args.size), full.labels[train_idx]
+    if args.limit + args.val_limit > len(full):
+        raise UserError(f"--limit {args.limit} plus --val-limit {args.val_limit} is more than the {len(full)} "
+                        f"training samples; lower one of them")
+    X_train, y_train = downsample(full.images[:args.limit], args.size), full.labels[:args.limit]
+    val_idx = args.limit + np.sort(np.random.default_rng([args.seed, 3]).choice(len(full) - args.limit,
+                                                                                  args.val_limit, replace=False))
     X_val, y_val = downsample(full.images[val_idx], args.size), full.labels[val_idx]
     X_test, y_test = downsample(test.images[:args.test_limit], args.size), test.labels[:args.test_limit]
 
@@ -123,14 +128,14 @@ def _train(args, out: Path) -> int:
                     p.data -= lr * velocity[k]
                 bar.set_postfix(loss=f"{loss.data:.3f}", refresh=False)
             epoch_time = time.perf_counter() - t0
-            train_loss, train_acc = evaluate(model, X_train[:1000], y_train[:1000])
+            train_loss, train_acc = evaluate(model, X_train[:1000], y_train[:1000])   # a sample of the split
             val_loss, val_acc = evaluate(model, X_val, y_val)
             epoch_times.append(epoch_time)
             history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                             "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr, "epoch_time_s": epoch_time})
             if val_acc > best[0]:
                 best = (val_acc, [p.data for p in params], epoch)
-            print(f"epoch {epoch}/{args.epochs}  train loss {train_loss:.4f} acc {100 * train_acc:.2f}% (first 1000)  "
+            print(f"epoch {epoch}/{args.epochs}  train loss {train_loss:.4f} acc {100 * train_acc:.2f}% (first {min(1000, len(y_train))})  "
                   f"val loss {val_loss:.4f} acc {100 * val_acc:.2f}%  {epoch_time:.1f}s")
             write_csv_rows(history, out / "history.csv")
     except KeyboardInterrupt:
