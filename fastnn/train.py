@@ -299,19 +299,33 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals, command: s
 
 
 def compile_kernels(model: NeuralNetwork, trainer, batch_size: int, log=print) -> float:
-    """Compile the run's kernels before the first epoch (``fastnn.trainers.warm_up``) and say so:
-    a first run on a machine compiles Numba's kernels, later runs load them from its cache. Its
-    time never counts in an epoch's. Returns the seconds it took."""
+    """Compile the run's kernels before the first epoch and say so: a first run on a machine
+    compiles Numba's kernels (the fused path's in two worker processes at once,
+    ``fastnn.precompile``), later runs load them from its cache (``fastnn.trainers.warm_up``).
+    Its time never counts in an epoch's. Returns the seconds it took."""
+    import time
+
+    from .fused import FusedTrainer
+
     cached = getattr(model.backend, "fused_path_cached", None)
     first = cached is not None and not cached()
+    t0 = time.perf_counter()
     if first:
         log(f"compiling the {model.backend_name} kernels (first run on this machine; later runs load them "
             f"from Numba's cache) ...")
-    seconds, compiled = warm_up(model, trainer, batch_size)
-    if compiled:
-        log(f"compiling the {model.backend_name} kernels{' (first run on this machine)' if not first else ''}: "
-            f"{seconds:.1f} s ({compiled} kernels)")
-    elif seconds >= 0.05:
+        if isinstance(trainer, FusedTrainer):
+            from .precompile import KernelSpec, compile_in_workers
+
+            compile_in_workers(KernelSpec(tuple(model.layer_sizes), model.dtype.name,
+                                          tuple(trainer.dataset.images.shape[1:]), trainer.augmenter is not None))
+    _, compiled = warm_up(model, trainer, batch_size)
+    seconds = time.perf_counter() - t0
+    if first:
+        log(f"compiling the {model.backend_name} kernels (first run on this machine): {seconds:.1f} s"
+            + (f" ({compiled} compiled in this process)" if compiled else ""))
+    elif compiled:
+        log(f"compiling the {model.backend_name} kernels: {seconds:.1f} s ({compiled} kernels)")
+    elif cached is not None:
         log(f"loading the compiled {model.backend_name} kernels from Numba's cache: {seconds:.1f} s")
     return seconds
 

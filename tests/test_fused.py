@@ -241,3 +241,28 @@ def test_compiling_is_its_own_step(monkeypatch):
     monkeypatch.setattr(nb, "fused_path_cached", lambda: True)
     compile_kernels(model, trainer, 16, log=said.append)     # everything is compiled in this process now
     assert not any("compiling" in s for s in said)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("numba" not in available_backends(), reason="numba unavailable")
+def test_first_run_compiles_in_workers_and_the_run_finds_every_kernel(mnist_dir, tmp_path):
+    """A first run (an empty Numba cache) compiles in a step of its own, in two worker processes
+    (fastnn.precompile), and the training process then finds every kernel in the cache: it
+    compiles none itself (the workers' signatures are the run's). A second run loads them."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"), "FASTNN_DATA_DIR": str(mnist_dir)}
+    command = [sys.executable, "-m", "fastnn.train", "--backend", "numba", "--limit", "2000", "--test-limit", "500",
+               "--epochs", "1", "--quiet"]
+    first = subprocess.run([*command, "--out", str(tmp_path / "first")], capture_output=True, text=True, env=env,
+                           timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert "compiling the numba kernels (first run on this machine): " in first.stdout
+    assert "compiled in this process" not in first.stdout, first.stdout
+    second = subprocess.run([*command, "--out", str(tmp_path / "second")], capture_output=True, text=True, env=env,
+                            timeout=600)
+    assert second.returncode == 0 and "loading the compiled numba kernels from Numba's cache" in second.stdout
+    import json
+    metrics = json.loads((tmp_path / "first" / "metrics.json").read_text())
+    assert metrics["compile_time_s"] > 0 and len(metrics["epoch_times_s"]) == 1
