@@ -71,3 +71,30 @@ def write_csv_rows(rows: list[dict], path) -> None:
     writer.writerows(rows)
     with atomic_write(path, "w") as f:
         f.write(buf.getvalue())
+
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss")
+
+
+def read_history(path) -> list[dict]:
+    """The rows of a run's ``history.csv`` (``python -m fastnn.train``), each value a float and
+    ``epoch`` an int; [] for a file with a header and no rows.
+
+    Raises:
+        ValueError: the file is not a history.csv (not UTF-8 text, not CSV, no
+            epoch / train_loss / val_loss columns, a value that is not a finite number).
+        OSError: it cannot be read.
+    """
+    with open(path, newline="", encoding="utf-8") as f:
+        try:
+            rows = [{k: float(v) for k, v in r.items() if k is not None and v not in ("", None)}
+                    for r in csv.DictReader(f)]
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise ValueError(f"{path}: not a CSV text file ({exc})") from None
+    for r in rows:
+        if not set(HISTORY_COLUMNS) <= set(r):
+            raise ValueError(f"{path}: no {' / '.join(HISTORY_COLUMNS)} columns")
+        if not all(math.isfinite(v) for v in r.values()) or r["epoch"] != int(r["epoch"]):
+            raise ValueError(f"{path}: epoch {r['epoch']}: a value that is not a finite number")
+        r["epoch"] = int(r["epoch"])
+    return rows

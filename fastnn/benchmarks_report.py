@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli import HelpFormatter
+from ._cli import HelpFormatter, UserError, run_main
 
 BACKEND_ORDER = ["reference", "numpy", "numba-kernels", "numba", "numba-timers", "cython", "cython-timers", "torch",
                  "jax-step", "jax-scan", "onnxruntime"]
@@ -359,6 +359,10 @@ def plot_roofline(rows, ceilings: dict[str, float], bandwidth: float, path) -> l
 
 
 def main(argv=None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv) -> int:
     p = argparse.ArgumentParser(
         prog="python -m fastnn.benchmarks_report",
         description="Turn a pytest-benchmark JSON (pytest benchmarks --benchmark-only --benchmark-json=FILE) into "
@@ -377,8 +381,7 @@ def main(argv=None) -> int:
     try:
         rows = load_results(args.results)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UserError(str(exc)) from None
     out = Path(args.plots_dir) if args.plots_dir else Path(args.results).with_name(Path(args.results).stem + "-plots")
     from .machine import blas_kernel_mismatch, summary_lines
 
@@ -407,12 +410,14 @@ def main(argv=None) -> int:
         ceilings[f"FMA limit (fastnn's loop, {threads} threads)"] = fma
     ceilings[f"best sgemm ({best_lib})"] = best
     plot_kernels(rows, out / "benchmark_kernels.png")
+    written = [out / "benchmark_kernels.png"]
     try:
         table = plot_epoch(rows, out / "benchmark_epoch.png")
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print("\none MNIST epoch (median):")
+        written.append(out / "benchmark_epoch.png")
+        print("\none MNIST epoch (median):")
+    except ValueError as exc:                           # only some benchmarks ran: plot what is there
+        table = []
+        print(f"\nnote: {exc}: no epoch figure")
     for name, median, ratio, to_jax in table:
         print(f"  {name:>14s}  {median:8.3f} s  {ratio:5.2f} x torch" + (f"  {to_jax:5.2f} x jax-scan" if to_jax else ""))
     inference = inference_table(rows)
@@ -429,7 +434,8 @@ def main(argv=None) -> int:
     for what, backend, ai, gflops in sorted(points, key=lambda p: (p[0], p[1])):
         print(f"  {what:<42s} {backend:>14s}  AI {ai:7.2f}  {gflops:8.2f} GFLOP/s  {100 * gflops / best:5.1f}%"
               + (f"  {100 * gflops / fma:5.1f}%" if fma else ""))
-    print(f"\nwrote {out / 'benchmark_kernels.png'}, {out / 'benchmark_epoch.png'}, {out / 'roofline.png'}")
+    written.append(out / "roofline.png")
+    print(f"\nwrote {', '.join(map(str, written))}")
     return 0
 
 

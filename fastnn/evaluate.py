@@ -20,7 +20,6 @@ fraction of dead hidden units per layer. Writes ``evaluation.json`` and these fi
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import numpy as np
 
 from . import metrics
 from ._cli import HelpFormatter, UserError, new_run_folder, output_folder, printable, regular_file, run_main
-from ._io import write_json
+from ._io import read_history, write_json
 from .backends import backend_names
 from .data import DATASETS, FOLDER_SPLIT_SEED, FOLDER_TEST_FRACTION, folder_has_splits, load_dataset, \
     load_folder_dataset
@@ -207,19 +206,13 @@ def plot_history_figures(history_csv: Path, out: Path, title: str) -> list[str]:
     from .plotting import plot_learning_curves, plt, save_figure
 
     try:
-        with open(history_csv, newline="", encoding="utf-8") as f:
-            rows = [{k: float(v) for k, v in r.items() if k is not None and v not in ("", None)}
-                    for r in csv.DictReader(f)]
-        if rows and not all("epoch" in r and {"train_loss", "val_loss"} <= set(r) for r in rows):
-            raise ValueError("no epoch / train_loss / val_loss columns")
-    except (ValueError, UnicodeDecodeError, csv.Error, OSError) as exc:
+        rows = read_history(history_csv)
+    except (ValueError, OSError) as exc:
         print(f"note: skipped the learning curves: {history_csv} is not a readable history.csv "
               f"({' '.join(str(exc).split())[:100]})", file=sys.stderr)
         return []
     if not rows:
         return []
-    for r in rows:
-        r["epoch"] = int(r["epoch"])
     plot_learning_curves(rows, out / "learning_curves.png", title)
     written = ["learning_curves.png"]
     layers = sorted(k for k in rows[0] if k.startswith("dead_units_layer"))

@@ -48,7 +48,7 @@ import numpy as np
 from ._cli import HelpFormatter, int_at_least
 from .backends import backend_names
 
-from ._io import write_csv_rows
+from ._io import read_history, write_csv_rows
 
 AUGMENTATION_EPOCHS = 40   # the recipes' epochs (fastnn.train.RECIPES)
 
@@ -114,8 +114,7 @@ def run_one(spec: dict) -> dict:
         if not metrics["epochs_completed"]:                 # interrupted or diverged before one epoch ended
             row["error"] = metrics["status"]
             return _finish_row(row, spec, t0)
-        with open(Path(spec["run_dir"]) / "history.csv", newline="") as f:
-            last = list(csv.DictReader(f))[-1]
+        last = read_history(Path(spec["run_dir"]) / "history.csv")[-1]
         row.update({
             "train_accuracy": float(last["train_accuracy"]), "train_loss": float(last["train_loss"]),
             "val_accuracy": float(last["val_accuracy"]), "val_loss": float(last["val_loss"]),
@@ -144,6 +143,14 @@ def _key(row) -> tuple:
 
 NUMERIC = ("train_accuracy", "train_loss", "val_accuracy", "val_loss", "test_accuracy", "test_loss", "epoch_time_s",
            "wall_time_s")
+
+
+def _learning_curve(history_csv: Path) -> list[dict]:
+    """A finished run's history.csv rows, or [] where it is gone or damaged (the plot goes on)."""
+    try:
+        return read_history(history_csv)
+    except (ValueError, OSError):
+        return []
 
 
 def read_rows(path: Path, warn=print) -> list[dict]:
@@ -294,7 +301,7 @@ def plot_experiment(summary: list[dict], experiment: str, dataset: str, rows: li
     if experiment == "optimizer":
         ax2 = axes[0, 1]
         for r in s:
-            curves = [read_rows(Path(run["run_dir"]) / "history.csv") for run in rows
+            curves = [_learning_curve(Path(run["run_dir"]) / "history.csv") for run in rows
                       if run["experiment"] == experiment and run["dataset"] == dataset and run["config"] == r["config"]
                       and run["status"] == "completed"]
             curves = [c for c in curves if c]

@@ -120,7 +120,7 @@ def test_drawing_in_a_real_browser(server, tmp_path):
     with sync_api.sync_playwright() as p:
         try:
             browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        except Exception as exc:  # noqa: BLE001 - no browser here: skip with the reason
+        except Exception:  # noqa: BLE001 - no browser here: skip with the reason
             pytest.skip("no Chromium for Playwright to drive: apt-get install chromium")
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 620})
