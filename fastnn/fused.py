@@ -73,7 +73,7 @@ from threadpoolctl import ThreadpoolController
 
 from .backends.fused_codes import OPT_CODES
 from .optim import SGD, Adam
-from .trainers import TrainerBase
+from .trainers import TrainerBase, checked_order
 
 __all__ = ["FusedTrainer", "fused_unsupported_reason", "images_to_csr", "has_fused_path"]
 
@@ -325,12 +325,16 @@ class FusedTrainer(TrainerBase):
         """Run steps ``first_step`` .. ``first_step + n_steps - 1`` of the epoch ordered by ``order``.
 
         Args:
-            order: (n,) permutation of the training samples for this epoch.
+            order: (n,) integer indices of the training samples in this epoch's order (a permutation).
         Returns:
             (n_steps,) float64: each step's mean cross-entropy (before that step's update).
+        Raises:
+            ValueError: ``order`` is not (n,) integers, or ``batch_size`` < 1, ``first_step`` < 0.
+            IndexError: an index this call would use is outside [0, n).
         """
         m = self.model
         n = len(self.labels)
+        order = np.ascontiguousarray(checked_order(order, n, first_step, n_steps, batch_size), dtype=np.int64)
         n_steps = min(n_steps, self.num_steps(batch_size) - first_step)
         if n_steps <= 0:
             return np.empty(0)
@@ -351,7 +355,6 @@ class FusedTrainer(TrainerBase):
         if self.profile and self.prof.shape != (self.n_threads + 1, 2 + 3 * n_layers):
             self.prof = np.zeros((self.n_threads + 1, 2 + 3 * n_layers), dtype=np.int64)
         prof = self.prof if self.profile else np.zeros((0, 0), dtype=np.int64)
-        order = np.ascontiguousarray(order, dtype=np.int64)
         indptr, indices, pixels, labels, first = self.indptr, self.indices, self.pixels, self.labels, first_step
         if self.augmenter is not None:
             indptr, indices, pixels, labels, order = self._moved_rows(order, first_step, n_steps, batch_size)

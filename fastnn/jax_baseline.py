@@ -24,7 +24,7 @@ except ImportError as exc:  # the benchmarks skip with this reason
     # ModuleNotFoundError, not ImportError: pytest.importorskip (pytest 9) skips only that one
     raise ModuleNotFoundError(f"jax is not installed ({exc}): pip install -e '.[bench]'", name="jax") from exc
 
-from .trainers import TrainerBase
+from .trainers import TrainerBase, checked_order
 
 __all__ = ["JaxTrainer"]
 
@@ -107,7 +107,9 @@ class JaxTrainer(TrainerBase):
         return jnp.asarray([opt.lr, opt.momentum, opt.weight_decay], dtype=jnp.float32)
 
     def run_steps(self, order, first_step: int, n_steps: int, batch_size: int) -> np.ndarray:
-        """Steps ``first_step`` .. of the epoch ordered by ``order``; returns their losses (float64)."""
+        """Steps ``first_step`` .. of the epoch ordered by ``order``; returns their losses (float64).
+        Raises as ``fastnn.trainers.checked_order`` (JAX would clamp an index out of range)."""
+        order = checked_order(order, self.y.shape[0], first_step, n_steps, batch_size)
         n = len(order)
         last = min(first_step + n_steps, -(-n // batch_size))
         if last <= first_step:

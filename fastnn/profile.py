@@ -39,7 +39,7 @@ from .optim import make_optimizer
 from .timing import PhaseTimer, TimedBackend
 from .train import TrainConfig
 from .fused import FusedTrainer
-from .trainers import KernelTrainer, make_trainer
+from .trainers import KernelTrainer, make_trainer, warm_up
 
 PHASES = ("data", "forward", "loss", "backward", "optimizer")
 REFERENCE_DEFAULT_LIMIT = 1000   # a full epoch of Python loops would take about 15 minutes
@@ -164,7 +164,7 @@ def profile(backend: str, dataset: str = "mnist", epochs: int = 1, limit: int | 
     path_name = trainer.description
     fused = isinstance(trainer, FusedTrainer)
     if fused:                                        # compile / load the kernels outside the timing
-        run_epochs(_fresh(cfg, layer_sizes, train_set.subset(slice(0, 256)))[1], 256, 1, batch_size, seed)
+        warm_up(model, trainer, batch_size)
         trainer.profile = True
     log(f"profiling {backend} ({path_name}) on {n} {dataset} samples, {epochs} epoch(s)")
     timer = PhaseTimer()

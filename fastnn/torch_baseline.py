@@ -22,7 +22,7 @@ except ImportError as exc:  # reported by get_backend("torch") with an install h
 
 from .data import to_float
 from .timing import phase
-from .trainers import TrainerBase, batch_images
+from .trainers import TrainerBase, batch_images, checked_order
 
 _ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
@@ -81,7 +81,9 @@ class TorchTrainer(TrainerBase):
         self.timer = None          # a fastnn.timing.PhaseTimer times each phase of a step
 
     def run_steps(self, order: np.ndarray, first_step: int, n_steps: int, batch_size: int) -> np.ndarray:
-        """Train on batches ``first_step`` .. ``first_step + n_steps - 1`` of ``order``; return their losses."""
+        """Train on batches ``first_step`` .. ``first_step + n_steps - 1`` of ``order``; return their losses.
+        Raises as ``fastnn.trainers.checked_order``."""
+        order = checked_order(order, len(self.dataset), first_step, n_steps, batch_size)
         for group in self.torch_optimizer.param_groups:
             group["lr"] = self.optimizer.lr
         self.module.train()

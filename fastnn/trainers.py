@@ -29,7 +29,7 @@ import numpy as np
 from .data import to_float
 from .timing import phase
 
-__all__ = ["Trainer", "TrainerBase", "KernelTrainer", "make_trainer", "warm_up", "batch_images", "STEPS_PER_CALL"]
+__all__ = ["Trainer", "TrainerBase", "KernelTrainer", "make_trainer", "warm_up", "checked_order", "batch_images", "STEPS_PER_CALL"]
 
 STEPS_PER_CALL = 32   # steps per call by default: a progress bar and Ctrl-C get a turn between calls
 
@@ -91,7 +91,9 @@ class KernelTrainer(TrainerBase):
             f", augmentation {augmenter}" if augmenter is not None else "")
 
     def run_steps(self, order, first_step: int, n_steps: int, batch_size: int) -> np.ndarray:
-        """Train on batches ``first_step`` .. of ``order``; return their losses (stops at a non-finite one)."""
+        """Train on batches ``first_step`` .. of ``order``; return their losses (stops at a non-finite one).
+        Raises as ``checked_order``."""
+        order = checked_order(order, len(self.dataset), first_step, n_steps, batch_size)
         losses = []
         for step in range(first_step, first_step + n_steps):
             idx = order[step * batch_size:(step + 1) * batch_size]
@@ -108,6 +110,29 @@ class KernelTrainer(TrainerBase):
             with phase(self.timer, "optimizer"):
                 self.optimizer.step()
         return np.array(losses)
+
+
+def checked_order(order, n: int, first_step: int, n_steps: int, batch_size: int) -> np.ndarray:
+    """``order`` as an array, after checking every index that steps ``first_step`` ..
+    ``first_step + n_steps - 1`` will use: the fused kernels index the training set with them
+    and check nothing themselves, and NumPy would wrap a negative one. Once per call.
+
+    Raises:
+        ValueError: ``order`` is not (n,) integers; ``batch_size`` < 1; ``first_step`` or ``n_steps`` < 0.
+        IndexError: an index the call would use is outside [0, n).
+    """
+    order = np.asarray(order)
+    if order.ndim != 1 or len(order) != n or not (np.issubdtype(order.dtype, np.integer) or order.size == 0):
+        raise ValueError(f"order must be ({n},) integer indices of the training samples, got "
+                         f"{order.shape} {order.dtype}")
+    if batch_size < 1 or first_step < 0 or n_steps < 0:
+        raise ValueError(f"batch_size must be >= 1 and first_step, n_steps >= 0; got {batch_size}, "
+                         f"{first_step}, {n_steps}")
+    used = order[first_step * batch_size:(first_step + n_steps) * batch_size]
+    if used.size and (used.min() < 0 or used.max() >= n):
+        bad = used[(used < 0) | (used >= n)][0]
+        raise IndexError(f"order holds index {bad}, outside the {n} training samples")
+    return order
 
 
 def warm_up(model, trainer: Trainer, batch_size: int) -> tuple[float, int]:

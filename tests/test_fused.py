@@ -266,3 +266,32 @@ def test_first_run_compiles_in_workers_and_the_run_finds_every_kernel(mnist_dir,
     import json
     metrics = json.loads((tmp_path / "first" / "metrics.json").read_text())
     assert metrics["compile_time_s"] > 0 and len(metrics["epoch_times_s"]) == 1
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("augment", [False, True], ids=["plain", "augmented"])
+def test_an_order_out_of_range_is_refused_before_the_kernel_runs(backend, augment):
+    """The compiled kernels index the training set with ``order`` and check nothing: the trainer
+    checks every index a call will use, once per call, and refuses as the kernel path does."""
+    from fastnn.augment import Augmenter, parse_augment
+
+    ds = toy_dataset(n=100, d=49)
+    model = NeuralNetwork([49, 8, 5], backend=backend, seed=0)
+    augmenter = Augmenter(parse_augment("shift=1"), (7, 7), 0) if augment else None
+    trainer = FusedTrainer(model, make_optimizer("sgd", model, 0.1), ds, augmenter)
+    before = [w.copy() for w in model.weights]
+    order = np.arange(100)
+    for bad in (100, -1, 10**12):
+        wrong = order.copy()
+        wrong[37] = bad
+        with pytest.raises(IndexError, match=f"index {bad}, outside the 100 training samples"):
+            trainer.run_epoch(wrong, 16)
+        with pytest.raises(IndexError):                      # the kernel path refuses the same call
+            KernelTrainer(model, make_optimizer("sgd", model, 0.1), ds).run_steps(wrong, 0, 7, 16)
+    for wrong in (order[:50], order.astype(np.float64), order.reshape(10, 10)):
+        with pytest.raises(ValueError, match=r"order must be \(100,\) integer indices"):
+            trainer.run_steps(wrong, 0, 7, 16)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        trainer.run_steps(order, 0, 7, 0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.weights))   # nothing ran
+    trainer.run_epoch(order, 16)                                              # a good order still trains

@@ -37,6 +37,14 @@ def test_profile_writes_report_stats_and_plot(tmp_path, mnist_dir, backend):
     assert (tmp_path / "plots" / f"profile_{backend}.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("backend", [b for b in ("numba", "cython") if b in available_backends()])
+def test_profile_of_fewer_samples_than_a_warm_up_batch(tmp_path, mnist_dir, backend):
+    """--limit below 256 once made the warm-up read past the training set in compiled code."""
+    code = profile_mod.main(["--backend", backend, "--limit", "100", "--data-dir", str(mnist_dir),
+                             "--out-dir", str(tmp_path / "profiles"), "--plots-dir", str(tmp_path / "plots")])
+    assert code == 0 and (tmp_path / "profiles" / f"{backend}.txt").exists()
+
+
 def test_phase_timer_and_timed_backend():
     import numpy as np
 
