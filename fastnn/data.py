@@ -367,22 +367,24 @@ def load_dataset(name: str = "mnist", split: str = "train", data_dir=None, verif
     return Dataset(arrays["images"], arrays["labels"], info.classes, f"{name}/{split}")
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
-
-
 def load_image_folder(root, split: str | None = "train", size=(28, 28), class_names=None) -> Dataset:
     """Load ``<root>/<split>/<class>/*.png`` (or jpg, bmp, ...) as grayscale uint8 images;
     ``split`` None: ``<root>/<class>/*.png``.
 
     Classes are the sub-folder names, sorted (or ``class_names``, giving the label order).
-    Images of another size are resized to ``size`` (rows, cols) with Pillow.
+    Each file is read as ``predict`` reads one, as it would be shown (``fastnn.images``: EXIF
+    orientation, transparency on white, only the formats fastnn decodes, at most 50 Mpixels),
+    then resized to ``size`` (rows, cols) with Pillow.
 
     Raises:
         FileNotFoundError: no ``<root>/<split>`` folder.
         DataError: no class folders, a class folder with no images, more than 65,535 classes,
-            a file Pillow cannot read or a decompression bomb (each named).
+            a file that is not a regular file or not an image fastnn reads, an oversized image
+            (each named).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from .images import IMAGE_SUFFIXES, ImageError, as_gray, read_image
     base = Path(root) / split if split else Path(root)
     if not base.is_dir():
         raise FileNotFoundError(f"no folder {base} (expected layout <root>/<split>/<class>/*.png)")
@@ -397,19 +399,19 @@ def load_image_folder(root, split: str | None = "train", size=(28, 28), class_na
         files = [p for p in sorted((base / cls).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()] \
             if (base / cls).is_dir() else []
         if not files:
-            raise DataError(f"{base / cls}: class {cls!r} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+            raise DataError(f"{base / cls}: class {cls!r} has no images ({', '.join(IMAGE_SUFFIXES)}); "
                             f"add some or remove the folder")
         for p in files:
             try:
-                with Image.open(p) as im:
-                    im = im.convert("L")
-                    if im.size != (size[1], size[0]):
-                        im = im.resize((size[1], size[0]), Image.BILINEAR)
-                    images.append(np.asarray(im, dtype=np.uint8))
-            except Image.DecompressionBombError as exc:
-                raise DataError(f"{p}: refused: {exc}") from exc
-            except (UnidentifiedImageError, OSError, ValueError) as exc:
-                raise DataError(f"{p}: not a readable image ({exc})") from exc
+                with read_image(p) as im:
+                    gray = Image.fromarray(np.round(as_gray(im) * 255).astype(np.uint8))
+                if gray.size != (size[1], size[0]):
+                    gray = gray.resize((size[1], size[0]), Image.BILINEAR)
+                images.append(np.asarray(gray, dtype=np.uint8))
+            except ImageError as exc:
+                raise DataError(f"{p}: {exc}") from exc
+            except OSError as exc:
+                raise DataError(f"{p}: cannot read it ({exc.strerror or exc})") from exc
             labels.append(label)
     label_type = np.uint8 if len(classes) <= 256 else np.uint16
     return Dataset(np.stack(images), np.array(labels, dtype=label_type), tuple(classes),

@@ -262,7 +262,7 @@ def _main(argv) -> int:
     p.add_argument("--data-dir", default=None,
                    help="where the test images are, for the Random test image button (default: $FASTNN_DATA_DIR, "
                         "else the user cache)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the Random test image button")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="seeds the Random test image button")
     p.add_argument("--web", action="store_true",
                    help="the same in a web page instead of a window: a local server (fastnn.demo_web) serving one "
                         "self-contained page; open the address it prints")

@@ -17,10 +17,18 @@ serving: an unknown path (404), a wrong method (405), a body that is not an imag
 or bad dataset (400), no Content-Length (411), a body over ``MAX_BODY`` bytes or an image over
 ``MAX_PIXELS`` pixels (413). The test data missing for ``/random`` is a 503 that says where to
 put it. The models are the pretrained ones of each dataset, or ``--model`` for every request.
+
+The server is Python's ``http.server`` (a thread per connection), set for a demo that may face
+a network: a listen backlog of ``BACKLOG`` connections, ``TIMEOUT_S`` seconds per socket read or
+write (a client that sends less body than it declares, or nothing at all, loses its connection
+then), Pillow limited to ``fastnn.images.IMAGE_FORMATS``, and no internal detail in a 500.
+``docs/threat-model.md`` says what it is exposed to; ``tests/test_demo_web.py`` loads it with 200
+requests from 50 clients at once.
 """
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import sys
 import threading
@@ -31,11 +39,14 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 
 from .data import DATASETS
+from .model import ModelFileError
 
 __all__ = ["make_server", "serve", "MAX_BODY", "MAX_PIXELS"]
 
 MAX_BODY = 2 * 1024 * 1024        # bytes of an uploaded image
 MAX_PIXELS = 4_000_000            # pixels of an uploaded image (a canvas is 280 x 280)
+BACKLOG = 128                     # connections waiting to be accepted (socketserver's default: 5)
+TIMEOUT_S = 10.0                  # seconds a connection may stay silent mid-request
 PAGE = Path(__file__).with_name("demo_web.html")
 
 
@@ -89,6 +100,7 @@ class Handler(BaseHTTPRequestHandler):
     """Routes: GET / (the page), POST /classify, GET /random; everything else a 4xx."""
 
     server_version = "fastnn-demo"
+    timeout = TIMEOUT_S                           # socket timeout (StreamRequestHandler sets it per connection)
     state: DemoState = None                       # set by make_server on a subclass
 
     # --- helpers
@@ -127,7 +139,9 @@ class Handler(BaseHTTPRequestHandler):
         except RequestError as exc:
             self._json(exc.status, {"error": str(exc)})
         except Exception as exc:  # noqa: BLE001 - a request must never take the server down
-            self._json(500, {"error": f"{type(exc).__name__}: {exc}"})
+            # the details go to the server's log, never to the client (they may name files or commands)
+            sys.stderr.write(f"{self.address_string()} {self.command} {url.path}: {type(exc).__name__}: {exc}\n")
+            self._json(500, {"error": "the server failed on this request (its log says why)"})
 
     def do_GET(self):  # noqa: N802 - http.server's names
         self._route("GET")
@@ -153,9 +167,8 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
 
     def _classify(self, query) -> None:
-        from PIL import Image, UnidentifiedImageError
-
-        from .predict import ImageError, preprocess
+        from .images import BlankImage, ImageError, ImageTooLarge, read_image
+        from .predict import preprocess
 
         dataset = self._dataset(query)
         length = self.headers.get("Content-Length")
@@ -168,27 +181,37 @@ class Handler(BaseHTTPRequestHandler):
         if length > MAX_BODY or length < 0:
             self.close_connection = True                   # the body is not read: the connection is done
             raise RequestError(413, f"the image is {length} bytes; the demo takes at most {MAX_BODY}")
-        body = self.rfile.read(length)
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:
+            self.close_connection = True
+            raise RequestError(408, f"the body stopped arriving: less than the {length} bytes declared, "
+                                    f"nothing for {self.timeout:g} s") from None
         if self.headers.get_content_type() == "multipart/form-data":
             body = uploaded_file(self.headers.get("Content-Type", ""), body)
         try:
-            image = Image.open(io.BytesIO(body))
-            if image.width * image.height > MAX_PIXELS:
-                raise RequestError(413, f"the image is {image.width}x{image.height}; at most {MAX_PIXELS} pixels")
-            image.load()
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise RequestError(400, f"the body is not an image ({type(exc).__name__}); send a PNG or JPEG") from None
+            image = read_image(io.BytesIO(body), MAX_PIXELS)
+        except ImageError as exc:
+            raise RequestError(413 if isinstance(exc, ImageTooLarge) else 400,
+                               f"the body is not an image the demo reads: {exc}") from None
         try:
             x = preprocess(image)                                                  # (784,) float32
-        except ImageError:
+        except BlankImage:
             self._json(200, {"blank": True, "dataset": dataset})
             return
+        except ImageError as exc:
+            raise RequestError(400, f"the image cannot be classified: {exc}") from None
         self._json(200, self.state.answer(dataset, x))
 
     def _random(self, query) -> None:
         from .data import DataError, DownloadError
 
         dataset = self._dataset(query)
+        custom = self.state.model_path and self.state.model(dataset)
+        if custom and custom.dataset != dataset:
+            raise RequestError(400, f"this server's model was trained on {custom.dataset!r}, not {dataset}: "
+                               + (f"ask /random?dataset={custom.dataset}" if custom.dataset in DATASETS
+                                  else "it has no test set to draw from"))
         try:
             test = self.state.test_set(dataset)
         except (DataError, DownloadError, OSError) as exc:
@@ -224,17 +247,28 @@ def make_server(host: str = "127.0.0.1", port: int = 8000, model_path=None, data
     which), not yet serving: call ``serve_forever()`` (a thread in tests)."""
     state = DemoState(model_path, data_dir, seed)
     if model_path:
-        state.model("mnist")                               # a bad model file fails now, not per request
+        model = state.model("mnist")                       # a bad model file fails now, not per request
+        if model.layer_sizes[0] != 28 * 28:
+            raise ModelFileError(f"{model_path}: the model takes {model.layer_sizes[0]} inputs; the demo sends "
+                                 f"28 x 28 = 784 pixels")
+        if model.class_names is not None and len(model.class_names) != model.layer_sizes[-1]:
+            raise ModelFileError(f"{model_path}: {len(model.class_names)} class names for {model.layer_sizes[-1]} "
+                                 f"outputs")
+        if model.class_names is None and model.layer_sizes[-1] != 10:
+            raise ModelFileError(f"{model_path}: {model.layer_sizes[-1]} outputs and no class names to show")
     handler = type("DemoHandler", (Handler,), {"state": state})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    server_class = type("DemoServer", (ThreadingHTTPServer,), {"request_queue_size": BACKLOG,
+                                                                "daemon_threads": True})
+    return server_class((host, port), handler)
 
 
 def serve(host: str, port: int, model_path=None, data_dir=None, seed: int = 0) -> None:
     """Serve until Ctrl-C (or SIGTERM)."""
     server = make_server(host, port, model_path, data_dir, seed)
     address, bound = server.server_address[:2]
+    if not ipaddress.ip_address(address).is_loopback:
+        print(f"warning: listening on {address}: anyone who can reach this machine on port {bound} can use the "
+              f"demo (it has no login); --host 127.0.0.1 keeps it to this machine", file=sys.stderr, flush=True)
     print(f"fastnn demo on http://{address}:{bound}/ (Ctrl-C stops it)", flush=True)
     try:
         server.serve_forever()

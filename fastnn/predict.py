@@ -24,19 +24,14 @@ from .data import DATASETS
 from .inference import inference_backend
 from .model import NeuralNetwork
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
-MAX_PIXELS = 50_000_000      # larger images are refused (Pillow's decompression-bomb limit is 89 M)
-
-
-class ImageError(ValueError):
-    """A file that cannot be read as an image, or holds nothing to classify."""
+from .images import IMAGE_SUFFIXES, MAX_PIXELS, BlankImage, ImageError, as_gray, read_image  # noqa: F401 - predict's API
 
 
 def preprocess(image) -> np.ndarray:
     """A PIL image -> float32 (784,) in [0, 1], MNIST-style (see the module docstring).
 
     Raises:
-        ImageError: the image is blank (no ink to centre).
+        BlankImage: the image is blank (no ink to centre). ImageError: a colour mode with no gray.
     """
     from PIL import Image
 
@@ -50,7 +45,7 @@ def preprocess(image) -> np.ndarray:
     gray = np.clip(gray - background(gray), 0.0, None)                          # background to 0
     peak = gray.max()
     if peak <= 0.05:
-        raise ImageError("the image is blank: no ink to classify")
+        raise BlankImage("the image is blank: no ink to classify")
     gray = gray / peak                                                          # ink in [0, 1]
     rows = np.flatnonzero(gray.max(axis=1) > 0.1)
     cols = np.flatnonzero(gray.max(axis=0) > 0.1)
@@ -72,50 +67,18 @@ def preprocess(image) -> np.ndarray:
     return np.clip(canvas, 0.0, 1.0).reshape(-1)
 
 
-def as_gray(image) -> np.ndarray:
-    """A PIL image as it would be displayed -> float32 (H, W) gray in [0, 1], 1 = white: the EXIF
-    orientation applied; transparency composited on white (a digit drawn on a transparent
-    canvas); 16-bit, 32-bit integer and float modes scaled by their range, not clipped at 255."""
-    from PIL import Image, ImageOps
-
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba)
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        if values.ndim != 2:
-            values = values.reshape(values.shape[0], -1)
-        lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            raise ImageError("the image holds NaN or infinite values")
-        if hi <= lo:
-            raise ImageError("the image is blank: no ink to classify")
-        return ((values - lo) / (hi - lo)).astype(np.float32)
-    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-
-
 def load_image(path) -> np.ndarray:
     """Read ``path`` and preprocess it; ImageError names the file and the problem."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         regular_file(path, "image")
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageError(f"{img.width} x {img.height} pixels is larger than {MAX_PIXELS:,}; "
-                                 f"scale it down first")
-            img.load()
+        with read_image(path) as img:
             return preprocess(img)
     except UserError as exc:
         raise ImageError(str(exc)) from exc
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{path}: refused: {exc}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, ImageError):
-            raise ImageError(f"{path}: {exc}") from exc
-        raise ImageError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from exc
+    except ImageError as exc:
+        raise ImageError(f"{path}: {exc}") from exc
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
 
 
 def image_paths(args) -> list[Path]:
@@ -126,7 +89,7 @@ def image_paths(args) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             if not found:
-                raise UserError(f"{path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise UserError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
             paths += found
         else:
             paths.append(path)

@@ -145,3 +145,117 @@ def test_drawing_in_a_real_browser(server, tmp_path):
             assert page.locator("#prediction").get_attribute("data-label") == ""
         finally:
             browser.close()
+
+
+# ---------------------------------------------------------------- hostile input and load
+def test_only_the_listed_formats_are_decoded(server):
+    """An EPS upload would make Pillow run Ghostscript on it: the demo decodes only
+    fastnn.images.IMAGE_FORMATS, so it is a 400 that names no program."""
+    eps = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\nnewpath 0 0 moveto 28 28 lineto stroke\n"
+           b"showpage\n%%EOF\n")
+    status, body = call(server + "/classify", data=eps, method="POST")
+    error = json.loads(body)["error"]
+    assert status == 400 and "not an image the demo reads" in error and "gs" not in error.split()
+
+
+def test_a_colour_mode_without_gray_is_a_400(server):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("LAB", (28, 28), (50, 10, 10)).save(buf, format="TIFF")
+    status, body = call(server + "/classify", data=buf.getvalue(), method="POST")
+    assert status == 400 and "cannot read the LAB colour mode" in json.loads(body)["error"]
+    assert call(server + "/")[0] == 200
+
+
+def test_a_model_the_demo_cannot_feed_is_refused_at_start(tmp_path):
+    from fastnn import NeuralNetwork
+    from fastnn.model import ModelFileError
+
+    NeuralNetwork([100, 8, 10]).save(tmp_path / "small.npz")
+    with pytest.raises(ModelFileError, match="takes 100 inputs; the demo sends 28 x 28 = 784"):
+        make_server("127.0.0.1", 0, model_path=tmp_path / "small.npz")
+
+
+def test_random_refuses_a_dataset_the_custom_model_was_not_trained_on(tmp_path):
+    from fastnn import NeuralNetwork
+
+    model = NeuralNetwork([784, 8, 10])
+    model.dataset = "fashion-mnist"
+    model.save(tmp_path / "fashion.npz")
+    srv = make_server("127.0.0.1", 0, model_path=tmp_path / "fashion.npz")
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        status, body = call(url + "/random?dataset=mnist")
+        assert status == 400 and "trained on 'fashion-mnist'" in json.loads(body)["error"]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_listening_beyond_this_machine_is_said(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "fastnn.demo", "--web", "--host", "0.0.0.0", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert line.startswith("warning: listening on 0.0.0.0: anyone who can reach this machine")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_client_that_stalls_loses_its_connection_and_others_are_served(monkeypatch):
+    """More body declared than sent, or nothing sent at all: the connection is closed after the
+    socket timeout (here 0.5 s instead of 10) and the server goes on."""
+    import socket
+    import time
+
+    from fastnn import demo_web
+
+    monkeypatch.setattr(demo_web.Handler, "timeout", 0.5)
+    srv = make_server("127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    try:
+        stalled = socket.create_connection(("127.0.0.1", port))
+        stalled.sendall(b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+        silent = socket.create_connection(("127.0.0.1", port))      # says nothing at all
+        t0 = time.monotonic()
+        stalled.settimeout(10)
+        silent.settimeout(10)
+        answer = b""
+        while chunk := stalled.recv(4096):                                    # until the server closes it
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.0 408") and b"the body stopped arriving" in answer
+        assert silent.recv(1024) == b""                                       # closed by the server
+        assert time.monotonic() - t0 < 5
+        assert call(f"http://127.0.0.1:{port}/")[0] == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_load_200_requests_from_50_clients_at_once(server):
+    """Every request answered (socketserver's default backlog of 5 reset most of them); the
+    latencies are printed (pytest -s shows them)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    image = png_of_a_one()
+
+    def one(_):
+        t0 = time.perf_counter()
+        status, body = call(server + "/classify", data=image, method="POST")
+        return status, json.loads(body).get("prediction"), time.perf_counter() - t0
+
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(one, range(200)))
+    assert [s for s, _, _ in results] == [200] * 200 and {p for _, p, _ in results} == {"1"}
+    times = sorted(t for _, _, t in results)
+    print(f"200 requests from 50 clients: p50 {1e3 * times[99]:.1f} ms, p99 {1e3 * times[197]:.1f} ms")
