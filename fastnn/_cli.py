@@ -22,7 +22,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["UserError", "run_main", "int_at_least", "finite_float", "output_folder", "remove_if_empty",
+__all__ = ["UserError", "run_main", "int_at_least", "finite_float", "output_folder", "release_folder", "remove_if_empty",
            "regular_file", "printable", "stop_signals", "HelpFormatter", "new_run_folder"]
 
 
@@ -38,6 +38,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 class UserError(Exception):
     """A mistake the user can fix; the message names it and what to do."""
+
+
+class FolderBusy(UserError):
+    """Another process holds the run folder (``output_folder``)."""
 
 
 def _message(exc: BaseException) -> str | None:
@@ -147,27 +151,78 @@ def finite_float(low: float | None = None, high: float | None = None, low_open: 
     return parse
 
 
+RUN_LOCK = ".fastnn-run.lock"          # held, inside the folder, by the run that writes into it
+# What ``--overwrite`` may delete: the files and folders fastnn's commands write into a run folder.
+RUN_OUTPUT_SUFFIXES = (".npz", ".csv", ".png", ".json", ".txt", ".prof", ".onnx")
+_claimed: dict = {}                    # resolved folder -> its FileLock, held by this process
+
+
 def output_folder(path, overwrite: bool = False, option: str = "--out") -> Path:
-    """Create (or, with ``overwrite``, reuse) the run folder ``path``; return it.
+    """Claim the run folder ``path`` for this process and return it: created if missing, locked
+    (``filelock``, held until ``release_folder``; the operating system drops it if the process
+    dies), and empty: a folder never mixes two runs, and two runs never share one. A folder this
+    process already holds is claimed again (a sweep's run inside its own claim).
+
+    ``overwrite`` empties a folder holding a previous run first, but only of what fastnn writes
+    (files ending in ``RUN_OUTPUT_SUFFIXES``, ``evaluation-*`` folders): anything else is refused.
 
     Raises:
-        UserError: ``path`` is a file, or a non-empty folder without ``overwrite`` (a run folder
-            never mixes two runs), or cannot be created or written.
+        UserError: ``path`` is a file; another process holds it; it is not empty (without
+            ``overwrite``) or holds files fastnn did not write; it cannot be created or written.
     """
+    import shutil
+
+    from filelock import FileLock, Timeout
+
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{option} {path} is a file; give a folder name (it is created)")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise UserError(f"{option} {path} is not empty (it holds another run's files); choose a new folder "
-                        f"or pass --overwrite to replace them")
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot write into {option} {path}: {exc.strerror or exc}; choose another folder") from None
+    key = path.resolve()
+    lock = _claimed.get(key) or FileLock(path / RUN_LOCK, is_singleton=True)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        raise FolderBusy(f"another fastnn run is writing into {option} {path} right now; wait for it to end or "
+                         f"choose another folder") from None
+    except OSError as exc:
+        raise UserError(f"cannot write into {option} {path}: {exc.strerror or exc}; choose another folder") from None
+    _claimed[key] = lock
+    try:
+        entries = [e for e in path.iterdir() if e.name != RUN_LOCK]
+        if entries and not overwrite:
+            raise UserError(f"{option} {path} is not empty (it holds another run's files); choose a new folder "
+                            f"or pass --overwrite to replace them")
+        foreign = [e for e in entries if not (e.is_file() and not e.is_symlink() and e.suffix in RUN_OUTPUT_SUFFIXES
+                                              or e.is_dir() and not e.is_symlink() and e.name.startswith("evaluation-"))]
+        if foreign:
+            raise UserError(f"{option} {path} holds {foreign[0].name!r}, which no fastnn run writes; --overwrite "
+                            f"empties only run folders: choose another folder")
+        for e in entries:                                   # the previous run's files: none may survive
+            shutil.rmtree(e) if e.is_dir() else e.unlink()
         probe = path / ".fastnn-write-test"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
+        release_folder(path)
         raise UserError(f"cannot write into {option} {path}: {exc.strerror or exc}; choose another folder") from None
+    except BaseException:
+        release_folder(path)
+        raise
     return path
+
+
+def release_folder(path) -> None:
+    """Give up this process's claim on a run folder (``output_folder``); nothing if it holds none."""
+    lock = _claimed.get(Path(path).resolve())
+    if lock is None:
+        return
+    lock.release()
+    if not lock.is_locked:
+        _claimed.pop(Path(path).resolve(), None)
 
 
 def new_run_folder(name: str) -> Path:
@@ -184,11 +239,20 @@ def new_run_folder(name: str) -> Path:
 
 
 def remove_if_empty(path) -> None:
-    """Remove the folder ``path`` if the run left nothing in it (a failed start)."""
+    """Release the folder ``path`` and remove it if the run left nothing in it (a failed start)."""
+    release_folder(path)
     try:
+        (Path(path) / RUN_LOCK).unlink(missing_ok=True) if not _other_files(path) else None
         Path(path).rmdir()
     except OSError:
         pass
+
+
+def _other_files(path) -> bool:
+    try:
+        return any(e.name != RUN_LOCK for e in Path(path).iterdir())
+    except OSError:
+        return True
 
 
 def regular_file(path, what: str = "file") -> Path:

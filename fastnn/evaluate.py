@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
-from ._cli import HelpFormatter, UserError, new_run_folder, output_folder, printable, regular_file, run_main
+from ._cli import HelpFormatter, UserError, new_run_folder, output_folder, printable, regular_file, release_folder, \
+    run_main
 from ._io import read_history, write_json
 from .backends import backend_names
 from .data import DATASETS, FOLDER_SPLIT_SEED, FOLDER_TEST_FRACTION, folder_has_splits, load_dataset, \
@@ -304,6 +305,14 @@ def run(model_path=None, dataset: str | None = None, out=None, data_dir=None, ba
     if out is None and shipped:                     # never into the installed package
         out = new_run_folder(f"evaluation-{dataset}-pretrained")
     out = output_folder(out or Path(model_path).parent / f"evaluation-{dataset}", overwrite)
+    try:
+        return _write_evaluation(model, test, out, model_path, dataset, shipped, log)
+    finally:
+        release_folder(out)
+
+
+def _write_evaluation(model, test, out: Path, model_path, dataset: str, shipped: bool, log) -> dict:
+    """evaluation.json and the figures of ``model`` on ``test`` into the claimed folder ``out``."""
     result, arrays = evaluate_model(model, test)
     result["model"] = str(model_path)
     write_json(result, out / "evaluation.json")

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli import HelpFormatter, int_at_least
+from ._cli import FolderBusy, HelpFormatter, UserError, int_at_least, output_folder, release_folder
 from .backends import backend_names
 
 from ._io import read_history, write_csv_rows
@@ -99,8 +99,33 @@ def git_commit() -> str:
         return "unknown"
 
 
-def run_one(spec: dict) -> dict:
-    """Train one configuration (in whatever process joblib gives it); never raises: failures become rows."""
+def run_one(spec: dict) -> dict | None:
+    """Train one configuration (in whatever process joblib gives it) and append its row to the
+    sweep's CSV; return the row, or None where another sweep holds the run's folder or finished
+    the run meanwhile (two sweeps into one results folder never train one run twice). Never
+    raises: failures become rows."""
+    try:
+        output_folder(spec["run_dir"], overwrite=True, option="run folder")   # held until the row is written
+    except FolderBusy:
+        return None
+    except UserError as exc:
+        row = {**{k: spec[k] for k in ("experiment", "dataset", "config", "seed")}, "status": "failed",
+               "error": str(exc)}
+        append_rows([_finish_row(row, spec, time.perf_counter())], Path(spec["csv"]))
+        return _finish_row(row, spec, time.perf_counter())
+    try:
+        if not spec["force"] and spec["key"] in {_key(r) for r in read_rows(Path(spec["csv"]), warn=lambda *a: None)
+                                                 if r["status"] == "completed"}:
+            return None                                  # another sweep finished it after this one started
+        row = _train_row(spec)
+        append_rows([row], Path(spec["csv"]))
+        return row
+    finally:
+        release_folder(spec["run_dir"])
+
+
+def _train_row(spec: dict) -> dict:
+    """The CSV row of one training run (its folder claimed by the caller)."""
     from .train import TrainConfig, train
 
     row = {k: spec[k] for k in ("experiment", "dataset", "config", "seed")}
@@ -359,11 +384,12 @@ def make_specs(names, datasets, seeds, epochs, backend, data_dir, results: Path,
         for dataset in datasets:
             for config, overrides in EXPERIMENTS[name]:
                 for seed in range(seeds):
+                    key = _key({"experiment": name, "dataset": dataset, "config": config, "seed": seed,
+                                "epochs": overrides.get("epochs", epochs), "limit": overrides.get("limit", limit)})
                     spec = {"experiment": name, "dataset": dataset, "config": config, "seed": seed,
                             "defaults": defaults, "overrides": overrides, "data_dir": data_dir, "commit": commit,
-                            "run_dir": str(results / "runs" / name / dataset / config.replace(" ", "_") / f"seed{seed}")}
-                    key = (name, dataset, config, str(seed), str(overrides.get("epochs", epochs)),
-                           str(overrides.get("limit", limit) or ""))
+                            "run_dir": str(results / "runs" / name / dataset / config.replace(" ", "_") / f"seed{seed}"),
+                            "csv": str(results / "experiments.csv"), "key": key, "force": force}
                     if force or key not in done:
                         specs.append(spec)
     return specs
@@ -372,7 +398,7 @@ def make_specs(names, datasets, seeds, epochs, backend, data_dir, results: Path,
 def run_specs(specs, jobs: int, threads: int, scheduler: str | None = None, on_result=None) -> list[dict]:
     """Run the specs through joblib: local processes (loky), or a Dask cluster at ``scheduler``.
 
-    ``on_result(row)`` is called as each run finishes (so a long sweep saves as it goes)."""
+    ``on_result(row)`` is called as each run finishes (its worker has appended it to the CSV)."""
     import joblib
 
     if not specs:
@@ -381,6 +407,8 @@ def run_specs(specs, jobs: int, threads: int, scheduler: str | None = None, on_r
     def collect(parallel):
         out = []
         for row in parallel(joblib.delayed(run_one)(s) for s in specs):
+            if row is None:                              # another sweep has it
+                continue
             out.append(row)
             if on_result:
                 on_result(row)
@@ -457,8 +485,7 @@ def _main(argv) -> int:
           f"{threads} thread(s) each" + (f", on the Dask cluster at {args.scheduler}" if args.scheduler else ""))
     t0 = time.perf_counter()
 
-    def save(row):                                   # each run's row as soon as it finishes
-        append_rows([row], csv_path)
+    def save(row):                                   # each run's row (appended by its worker) as it finishes
         print(f"  [{time.perf_counter() - t0:6.0f} s] {row['experiment']} {row['dataset']} {row['config']} "
               f"seed {row['seed']}: {row['status']}"
               + (f", test {100 * float(row['test_accuracy']):.2f}%" if row["status"] == "completed" else ""),

@@ -42,7 +42,7 @@ def read_image(source, max_pixels: int = MAX_PIXELS):
     try:
         image = Image.open(source, formats=IMAGE_FORMATS)
     except UnidentifiedImageError:
-        raise ImageError(f"not an image fastnn reads ({', '.join(IMAGE_FORMATS)})") from None
+        raise ImageError(f"not a readable image (fastnn reads {', '.join(IMAGE_FORMATS)})") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"refused: {exc}") from None
     try:

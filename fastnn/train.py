@@ -22,7 +22,7 @@ import numpy as np
 
 from . import __version__
 from ._cli import HelpFormatter, UserError, finite_float, int_at_least, new_run_folder, output_folder, printable, \
-    remove_if_empty, run_main, stop_signals
+    release_folder, remove_if_empty, run_main, stop_signals
 from ._io import write_csv_rows, write_json
 from .augment import AUGMENT_HELP, Augmenter, parse_augment
 from .backends import backend_names, get_backend
@@ -166,6 +166,8 @@ def train(cfg: TrainConfig, progress: bool = True, log=print, overwrite: bool = 
         except BaseException:
             remove_if_empty(out)                     # a failed start leaves no empty run folder
             raise
+        finally:
+            release_folder(out)                      # another run may use it now
 
 
 def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals, command: str | None = None) -> dict:

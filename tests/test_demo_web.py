@@ -155,7 +155,7 @@ def test_only_the_listed_formats_are_decoded(server):
            b"showpage\n%%EOF\n")
     status, body = call(server + "/classify", data=eps, method="POST")
     error = json.loads(body)["error"]
-    assert status == 400 and "not an image the demo reads" in error and "gs" not in error.split()
+    assert status == 400 and "not a readable image" in error and "gs" not in error.split()
 
 
 def test_a_colour_mode_without_gray_is_a_400(server):

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from .._cli import HelpFormatter, UserError, finite_float, int_at_least, output_folder, remove_if_empty, run_main
+from .._cli import HelpFormatter, UserError, finite_float, int_at_least, output_folder, release_folder, \
+    remove_if_empty, run_main, stop_signals
 from .._io import write_csv_rows, write_json
 from ..data import DATASETS, load_dataset
 from ..train import default_run_dir
@@ -78,11 +79,14 @@ def main(argv=None) -> int:
 def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     out = output_folder(args.out or default_run_dir(args.dataset, "value"), args.overwrite)
-    try:
-        return _train(args, out)
-    except BaseException:
-        remove_if_empty(out)
-        raise
+    with stop_signals():                             # SIGTERM stops training as Ctrl-C does: outputs kept
+        try:
+            return _train(args, out)
+        except BaseException:
+            remove_if_empty(out)
+            raise
+        finally:
+            release_folder(out)
 
 
 def _train(args, out: Path) -> int:
@@ -109,6 +113,7 @@ def _train(args, out: Path) -> int:
           f"val {len(y_val)}, test {len(y_test)}; output {out}")
 
     history, epoch_times, best = [], [], (-1.0, None, 0)
+    interrupted = False
     try:
         for epoch in range(1, args.epochs + 1):
             lr = args.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / args.epochs))   # cosine decay
@@ -139,6 +144,7 @@ def _train(args, out: Path) -> int:
                   f"val loss {val_loss:.4f} acc {100 * val_acc:.2f}%  {epoch_time:.1f}s")
             write_csv_rows(history, out / "history.csv")
     except KeyboardInterrupt:
+        interrupted = True
         print("\ninterrupted: evaluating the best model so far")
     if history and not math.isfinite(history[-1]["train_loss"]):
         print(f"stopped: the loss is {history[-1]['train_loss']}: --lr {args.lr:g} is too high", file=sys.stderr)
@@ -165,7 +171,7 @@ def _train(args, out: Path) -> int:
                          f"{args.dataset} {args.size}x{args.size}, scalar Value MLP {metrics['layer_sizes']}")
     print(f"training {train_us:.0f} us per sample, inference {infer_us:.0f} us per sample")
     print(f"test accuracy {100 * test_acc:.2f}% on the first {len(y_test)} test images (best model, epoch {best[2]})")
-    return 0
+    return 130 if interrupted else 0
 
 
 if __name__ == "__main__":
