@@ -55,6 +55,10 @@ def _message(exc: BaseException) -> str | None:
     if isinstance(exc, MemoryError):
         return ("not enough memory for these settings (a layer, batch or file too large for this machine); "
                 "try smaller --hidden or --batch-size")
+    from ._io import NotARegularFile
+
+    if isinstance(exc, NotARegularFile):
+        return f"{exc.filename} {exc.strerror}"
     if isinstance(exc, OSError):
         where = f" {exc.filename}" if exc.filename else ""
         if exc.errno == errno.ENOSPC:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import math
@@ -20,14 +21,74 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+class NotARegularFile(OSError):
+    """A write aimed at something that is not a regular file (a device, a FIFO, a folder...)."""
+
+
+def _kind(mode: int) -> str:
+    import stat
+
+    return ("a folder" if stat.S_ISDIR(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a pipe (FIFO)" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+
+
+def open_regular(path, mode: str = "rb", **kwargs):
+    """``open(path, mode)`` for reading, only if ``path`` is a regular file (after links): a FIFO
+    would block the reader forever, a device would stream without end. Opened without blocking,
+    then checked on the open file itself (no gap between check and open).
+
+    Raises:
+        NotARegularFile: a folder, FIFO, device or socket. FileNotFoundError, PermissionError: as open().
+    """
+    import stat
+
+    if "r" not in mode or "+" in mode:
+        raise ValueError(f"open_regular reads; mode {mode!r}")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotARegularFile(errno.EINVAL, f"is {_kind(st.st_mode)}, not a regular file; fastnn reads only "
+                                                f"regular files", str(path))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, mode, **kwargs)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def writable_target(path) -> Path:
+    """Where a write to ``path`` goes: ``path``, or the file a symbolic link names (the link
+    stays a link and its file gets the new content). Raises NotARegularFile when that is
+    something other than a regular file or nothing: fastnn replaces only regular files."""
+    import stat
+
+    path = Path(path)
+    target = path.resolve() if path.is_symlink() else path
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        return target
+    except OSError:
+        return target                                    # let the write itself report it
+    if not stat.S_ISREG(mode):
+        raise NotARegularFile(errno.EEXIST, f"is {_kind(mode)}, not a regular file; fastnn replaces only regular "
+                                            f"files: choose another path", str(path))
+    return target
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb"):
     """Open a temporary file beside ``path``; on success rename it over ``path``.
 
     A crash or Ctrl-C mid-write leaves the old file (or none), never half a file. The file
-    gets the usual permissions (0666 less the umask), not mkstemp's private 0600.
+    gets the usual permissions (0666 less the umask), not mkstemp's private 0600. Through a
+    symbolic link the linked file is replaced; anything but a regular file is refused
+    (``writable_target``).
     """
-    path = Path(path)
+    path = writable_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -85,7 +146,7 @@ def read_history(path) -> list[dict]:
             epoch / train_loss / val_loss columns, a value that is not a finite number).
         OSError: it cannot be read.
     """
-    with open(path, newline="", encoding="utf-8") as f:
+    with open_regular(path, "r", newline="", encoding="utf-8") as f:
         try:
             rows = [{k: float(v) for k, v in r.items() if k is not None and v not in ("", None)}
                     for r in csv.DictReader(f)]

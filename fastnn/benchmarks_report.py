@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ._cli import HelpFormatter, UserError, run_main
+from ._io import open_regular
 
 BACKEND_ORDER = ["reference", "numpy", "numba-kernels", "numba", "numba-timers", "cython", "cython-timers", "torch",
                  "jax-step", "jax-scan", "onnxruntime"]
@@ -178,8 +179,9 @@ def load_results(path) -> list[dict]:
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        with open_regular(path, "r", encoding="utf-8") as f:
+            data = json.loads(f.read())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: cannot read a JSON file ({exc})") from exc
     if not isinstance(data, dict) or "benchmarks" not in data:
         raise ValueError(f"{path}: no 'benchmarks' list; make it with pytest --benchmark-only --benchmark-json={path}")

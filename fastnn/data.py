@@ -89,10 +89,14 @@ class DownloadError(RuntimeError):
 # ---------------------------------------------------------------------- IDX
 def _open_content(path: Path):
     """(file object over the decompressed content, is_gzip): gzip is told by its magic bytes."""
+    from ._io import NotARegularFile, open_regular
+
     try:
-        raw = open(path, "rb")
+        raw = open_regular(path, "rb")
     except FileNotFoundError:
         raise
+    except NotARegularFile as exc:
+        raise DataError(f"{path} {exc.strerror}") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc})") from exc
     if raw.read(2) == b"\x1f\x8b":

@@ -48,7 +48,7 @@ import numpy as np
 from ._cli import FolderBusy, HelpFormatter, UserError, int_at_least, output_folder, release_folder
 from .backends import backend_names
 
-from ._io import read_history, write_csv_rows
+from ._io import NotARegularFile, open_regular, read_history, write_csv_rows
 
 AUGMENTATION_EPOCHS = 40   # the recipes' epochs (fastnn.train.RECIPES)
 
@@ -194,7 +194,10 @@ def read_rows(path: Path, warn=print) -> list[dict]:
     if path.is_dir():
         raise UserError(f"{path} is a folder, not the experiments CSV; move it away or choose another --results")
     try:
-        text = path.read_text(encoding="utf-8")
+        with open_regular(path, "r", encoding="utf-8") as f:
+            text = f.read()
+    except NotARegularFile as exc:
+        raise UserError(f"{path} {exc.strerror}: the experiments CSV must be one") from None
     except UnicodeDecodeError:
         raise UserError(f"{path} is not a text CSV file; move it away (runs are recorded there)") from None
     if not text.strip():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._io import atomic_write
+from ._io import atomic_write, open_regular
 from .backends import get_backend
 from .inference import ForwardPlan, has_fused_forward
 from .initializers import INITIALIZERS, init_weights
@@ -391,7 +391,7 @@ def _read_model_arrays(path) -> dict:
     import zipfile
 
     path = str(path)
-    with open(path, "rb") as fh:                          # FileNotFoundError passes through
+    with open_regular(path, "rb") as fh:                  # FileNotFoundError passes through
         magic = fh.read(4)
     if magic != b"PK\x03\x04":
         raise ModelFileError(f"{path}: not a fastnn model file (an .npz written by python -m fastnn.train)")

@@ -240,3 +240,33 @@ def test_experiments_csv_of_an_older_format_is_migrated(tmp_path):
     ex.append_rows([row | {"limit": 100, "seed": 1}], path)
     rows = ex.read_rows(path)
     assert len(rows) == 2 and rows[0]["limit"] == "" and rows[1]["limit"] == "100"
+
+
+# ---------------------------------------------------------------- nothing hangs on a pipe
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_where_a_file_is_read_never_blocks(work, tmp_path):
+    """Every file fastnn reads is opened only if it is a regular file (fastnn._io.open_regular):
+    a FIFO named like a history.csv, an IDX file or an experiments CSV is reported, not waited on."""
+    import shutil
+
+    if not DATA:
+        pytest.skip("needs the real MNIST files (FASTNN_DATA_DIR)")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(work / "model.npz", run_dir / "model.npz")
+    os.mkfifo(run_dir / "history.csv")
+    res = run("evaluate", "--model", run_dir / "model.npz", "--out", tmp_path / "eval", cwd=tmp_path)
+    assert res.returncode == 0 and "is a pipe (FIFO), not a regular file" in res.stderr, res.stderr[-800:]
+
+    data = tmp_path / "data" / "mnist"
+    data.mkdir(parents=True)
+    for name in ("train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(DATA / "mnist" / name, data / name)
+    os.mkfifo(data / "train-images-idx3-ubyte.gz")
+    res = run("train", "--data-dir", tmp_path / "data", "--epochs", "1", cwd=tmp_path)
+    assert res.returncode == 2 and "train-images-idx3-ubyte.gz is a pipe (FIFO)" in res.stderr, res.stderr[-800:]
+
+    (tmp_path / "results").mkdir()
+    os.mkfifo(tmp_path / "results" / "experiments.csv")
+    res = run("experiments", "--markdown", "--results", tmp_path / "results", cwd=tmp_path)
+    assert res.returncode == 2 and "is a pipe (FIFO)" in res.stderr, res.stderr[-800:]

@@ -102,3 +102,37 @@ def test_sigterm_keeps_the_scalar_engine_run(mnist_dir, tmp_path):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
     assert {"history.csv", "metrics.json", "learning_curves.png"} <= {p.name for p in (tmp_path / "run").iterdir()}
+
+
+# ---------------------------------------------------------------- atomic writes
+def test_a_write_never_replaces_what_is_not_a_regular_file(tmp_path):
+    import os
+
+    from fastnn import NeuralNetwork
+    from fastnn._io import NotARegularFile
+
+    model = NeuralNetwork([4, 3, 2])
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    (tmp_path / "folder.npz").mkdir()
+    for target in (fifo, tmp_path / "folder.npz"):
+        with pytest.raises(NotARegularFile, match="not a regular file"):
+            model.save(target)
+    assert fifo.is_fifo() and (tmp_path / "folder.npz").is_dir()
+    with pytest.raises(NotARegularFile, match="is a character device"):
+        model.save("/dev/null")
+    model.save(tmp_path / "m.npz")
+    done = subprocess.run([sys.executable, "-m", "fastnn.export", str(tmp_path / "m.npz"), "--onnx", "/dev/null"],
+                          capture_output=True, text=True, timeout=120)
+    if "not installed" not in done.stderr:
+        assert done.returncode == 2 and done.stderr.startswith("error: /dev/null is a character device")
+
+
+def test_a_write_through_a_symbolic_link_replaces_the_linked_file(tmp_path):
+    from fastnn import NeuralNetwork
+
+    (tmp_path / "real.npz").write_bytes(b"old")
+    (tmp_path / "link.npz").symlink_to(tmp_path / "real.npz")
+    NeuralNetwork([4, 3, 2]).save(tmp_path / "link.npz")
+    assert (tmp_path / "link.npz").is_symlink()                        # the link stays a link
+    assert NeuralNetwork.load(tmp_path / "real.npz").layer_sizes == [4, 3, 2]   # its file got the model

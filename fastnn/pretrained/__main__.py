@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .._cli import HelpFormatter, UserError, regular_file, run_main
-from .._io import write_json
+from .._io import atomic_write, open_regular, write_json
 from . import DATASETS, info
 
 
@@ -20,7 +20,14 @@ def package(run_dir, out) -> Path:
 
     run_dir, out = Path(run_dir), Path(out)
     model_file = regular_file(run_dir / "best_model.npz", "model file")
-    metrics = json.loads(regular_file(run_dir / "metrics.json", "metrics file").read_text(encoding="utf-8"))
+    metrics_file = regular_file(run_dir / "metrics.json", "metrics file")
+    try:
+        with open_regular(metrics_file, "r", encoding="utf-8") as f:
+            metrics = json.load(f)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{metrics_file} is not a metrics.json of python -m fastnn.train ({exc})") from None
+    if not isinstance(metrics, dict):
+        raise UserError(f"{metrics_file} is not a metrics.json of python -m fastnn.train (no object at its top)")
     if metrics.get("status") != "completed":
         raise UserError(f"{run_dir}: the run's status is {metrics.get('status')!r}; package a completed run")
     dataset = metrics.get("dataset")
@@ -31,9 +38,8 @@ def package(run_dir, out) -> Path:
         raise UserError(f"{model_file} records dataset {model.dataset!r}, its metrics.json {dataset!r}")
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"{dataset}.npz"
-    tmp = target.with_suffix(".npz.tmp")
-    shutil.copyfile(model_file, tmp)
-    tmp.replace(target)                                     # atomic: a reader sees the old or the new file
+    with open_regular(model_file, "rb") as src, atomic_write(target) as dst:   # a reader sees old or new
+        shutil.copyfileobj(src, dst)
     record = {
         "dataset": dataset, "file": target.name, "layer_sizes": metrics.get("layer_sizes"),
         "command": metrics.get("command"), "git_commit": metrics.get("environment", {}).get("git_commit"),
