@@ -14,7 +14,7 @@ The graph is the network's forward pass in inference mode, written with the ``on
 
 Weights are stored as initializers in the model's dtype (float32 or float64); dropout is
 absent (inference). Class names, the architecture and the activation go into the model's
-metadata. IR version 8 and opset 17: ONNX Runtime 1.10 and later read them. ONNX's Sigmoid and
+metadata (the class names as a JSON list of strings). IR version 8 and opset 17: ONNX Runtime 1.10 and later read them. ONNX's Sigmoid and
 Tanh are the standard functions, as fastnn's; its Softmax subtracts the row maximum, as
 fastnn's does, so the outputs agree to float rounding (tests/test_export.py runs the file in
 ONNX Runtime on real test images).
@@ -22,6 +22,7 @@ ONNX Runtime on real test images).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import numpy as np
 
 from ._cli import HelpFormatter, UserError, regular_file, run_main
 from ._io import atomic_write
+from .model import class_name
 
 __all__ = ["to_onnx_bytes", "export_onnx", "main"]
 
@@ -99,8 +101,8 @@ def to_onnx_bytes(model, outputs=OUTPUTS) -> bytes:
     onnx_model.ir_version = IR_VERSION
     meta = {"layer_sizes": "-".join(map(str, model.layer_sizes)), "activation": model.activation,
             "input": "pixels in [0, 1] (uint8 / 255), flattened row-major"}
-    if model.class_names:
-        meta["class_names"] = "\n".join(model.class_names)
+    if model.class_names:     # a JSON list: a name holding a newline or a comma stays one name
+        meta["class_names"] = json.dumps([class_name(n) for n in model.class_names], ensure_ascii=False)
     helper.set_model_props(onnx_model, meta)
     onnx.checker.check_model(onnx_model)
     return onnx_model.SerializeToString()

@@ -11,7 +11,7 @@ import numpy as np
 
 from ._io import atomic_write, open_regular
 from .backends import get_backend
-from .inference import ForwardPlan, has_fused_forward
+from .inference import ForwardPlan, has_fused_forward, input_range_error
 from .initializers import INITIALIZERS, init_weights
 from .timing import phase
 
@@ -47,6 +47,10 @@ class NeuralNetwork:
         weights, biases: lists of arrays, (n_in, n_out) and (n_out,).
         grad_weights, grad_biases: same shapes, set by ``backward`` (None before).
         class_names: names of the C output classes (saved and loaded with the model), or None.
+        pixel_inputs: True for a model of images, whose inputs are pixels in [0, 1] (every model
+            ``fastnn.train`` makes): ``predict``/``forward``/``logits`` then refuse inputs outside
+            [0, 1]; False (the default for a model built here): they refuse only NaN and inf.
+            Saved with the model. The policy is ``fastnn.inference``'s (garbage in is an error).
         timer: a ``fastnn.timing.PhaseTimer`` to time ``backward``'s forward / loss / backward
             phases (``python -m fastnn.profile``); None (the default) times nothing.
     """
@@ -81,6 +85,7 @@ class NeuralNetwork:
         self.timer = None
         self.class_names: list[str] | None = None     # saved with the model when set (the trainer sets it)
         self.dataset: str | None = None               # the dataset it was trained on (saved; evaluate/predict use it)
+        self.pixel_inputs = False                      # inputs are pixels in [0, 1] (saved; fastnn.train sets it)
         self._plan: ForwardPlan | None = None          # the fused forward, where the backend has one
 
     # ------------------------------------------------------------------ basics
@@ -110,8 +115,14 @@ class NeuralNetwork:
                 f"backend={self.backend_name!r}, dtype={self.dtype.name}{drop}, "
                 f"parameters={self.num_parameters():,})")
 
-    def _check_input(self, X) -> np.ndarray:
-        """Return X as a (N, D) array of the model's dtype; images (N, 28, 28) are flattened."""
+    def _check_input(self, X, check_range: bool = True) -> np.ndarray:
+        """Return X as a (N, D) array of the model's dtype; images (N, 28, 28) are flattened.
+        ``check_range``: refuse inputs outside [0, 1] (the fused forward checks them itself).
+
+        Raises:
+            TypeError: X is not floating point. ValueError: its shape does not fit the input
+            layer. InputRangeError (a ValueError): a value outside [0, 1], NaN or infinite.
+        """
         X = np.asarray(X)
         if X.dtype.kind not in "f":
             raise TypeError(f"X must be floating point (e.g. uint8 images / 255), got dtype {X.dtype}")
@@ -119,7 +130,12 @@ class NeuralNetwork:
             raise ValueError(f"X must be a batch (N, {self.layer_sizes[0]}), got shape {X.shape}; "
                              f"use X[None, :] for a single sample")
         if X.ndim > 2:
-            X = X.reshape(X.shape[0], -1)
+            X = X.reshape(X.shape[0], int(np.prod(X.shape[1:])))       # (N, D), N = 0 included
+        if check_range and X.size:
+            ok = (X.min() >= 0 and X.max() <= 1) if self.pixel_inputs else bool(np.isfinite(X).all())  # NaN fails
+            if not ok:
+                good = ((X >= 0) & (X <= 1)) if self.pixel_inputs else np.isfinite(X)
+                raise input_range_error(X, int(np.flatnonzero(~good.all(axis=1))[0]), self.pixel_inputs)
         if X.shape[1] != self.layer_sizes[0]:
             raise ValueError(f"X shape {X.shape} does not match the input layer: expected (N, {self.layer_sizes[0]})")
         return X.astype(self.dtype, copy=False)
@@ -160,19 +176,19 @@ class NeuralNetwork:
 
     def logits(self, X) -> np.ndarray:
         """Logits (N, C) for X (N, D) float, evaluation mode (no dropout). Raises as ``predict``."""
-        X = self._check_input(X)
         plan = self._fused_plan()
+        X = self._check_input(X, check_range=plan is None)
         if plan is not None:
-            return plan.run(X, "logits")
+            return plan.run(X, "logits", self.pixel_inputs)
         return self._forward(X, training=False)[0]
 
     def forward(self, X) -> np.ndarray:
         """Class probabilities (N, C) for X (N, D) float, evaluation mode (no dropout). Raises as
         ``predict``."""
-        X = self._check_input(X)
         plan = self._fused_plan()
+        X = self._check_input(X, check_range=plan is None)
         if plan is not None:
-            return plan.run(X, "probs")
+            return plan.run(X, "probs", self.pixel_inputs)
         return self.backend.softmax(self._forward(X, training=False)[0])
 
     def predict(self, X, batch_size: int = 4096) -> np.ndarray:
@@ -182,12 +198,16 @@ class NeuralNetwork:
         One compiled call for the whole batch where the backend has a fused forward (numba,
         cython: ``fastnn.inference``); else kernel by kernel, ``batch_size`` rows at a time.
         Raises:
-            TypeError: X is not floating point. ValueError: X's shape does not fit the input layer.
+            TypeError: X is not floating point. ValueError: X's shape does not fit the input layer,
+            or ``batch_size`` < 1. InputRangeError (a ValueError): an input outside [0, 1] (NaN,
+            infinite, or pixels not scaled from 0-255): garbage in gets an error, not a label.
         """
-        X = self._check_input(X)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         plan = self._fused_plan()
+        X = self._check_input(X, check_range=plan is None)
         if plan is not None:
-            return plan.run(X, "labels")
+            return plan.run(X, "labels", self.pixel_inputs)
         out = [np.argmax(self._forward(X[i:i + batch_size], False)[0], axis=1)
                for i in range(0, X.shape[0], batch_size)]
         return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
@@ -296,7 +316,8 @@ class NeuralNetwork:
             "dropout": np.array(self.dropout),
         }
         if self.class_names is not None:
-            arrays["class_names"] = np.array([str(n) for n in self.class_names])    # fixed-width unicode
+            arrays["class_names"] = np.array([class_name(n) for n in self.class_names])    # fixed-width unicode
+        arrays["pixel_inputs"] = np.array(bool(self.pixel_inputs))
         if self.dataset is not None:
             arrays["dataset"] = np.array(str(self.dataset))
         for i, (W, b) in enumerate(zip(self.weights, self.biases)):
@@ -362,21 +383,35 @@ class NeuralNetwork:
         model.init = str(data["init"])
         for i in range(model.num_layers):
             for name, target in ((f"W{i}", model.weights), (f"b{i}", model.biases)):
-                arr = data[name]
+                arr = data[name].astype(model.dtype)          # checked after the cast: 1e300 is inf in float32
                 if not np.all(np.isfinite(arr)):
-                    raise ModelFileError(f"{path}: array {name} holds NaN or inf")
-                target[i] = arr.astype(model.dtype)
+                    raise ModelFileError(f"{path}: array {name} holds NaN or inf (as {model.dtype})")
+                target[i] = arr
         if "class_names" in data:
-            names = [str(n) for n in data["class_names"]]
+            names = [str(n) for n in data["class_names"]]           # 1-D unicode: checked on reading
             if len(names) != sizes[-1]:
                 raise ModelFileError(f"{path}: {len(names)} class names for {sizes[-1]} output classes")
             model.class_names = names
         if "dataset" in data:
             model.dataset = str(data["dataset"])
+        # files written before pixel_inputs was saved: a model of MNIST or Fashion-MNIST takes pixels
+        model.pixel_inputs = (bool(data["pixel_inputs"]) if "pixel_inputs" in data
+                              else model.dataset in ("mnist", "fashion-mnist"))
         return model
 
 
 MAX_UNITS = 1 << 24          # a layer wider than this is not a model file of ours
+MAX_META_BYTES = 1 << 20     # a setting or the class names: larger is not a model file of ours
+
+
+def class_name(name) -> str:
+    """A class name as text: bytes decoded (UTF-8, else Latin-1), anything else through str()."""
+    if isinstance(name, (bytes, np.bytes_)):
+        try:
+            return bytes(name).decode("utf-8")
+        except UnicodeDecodeError:
+            return bytes(name).decode("latin-1")
+    return str(name)
 
 
 def _read_model_arrays(path) -> dict:
@@ -415,6 +450,10 @@ def _read_model_arrays(path) -> dict:
             if dtype.hasobject:
                 raise ModelFileError(f"{path}: refused to load {key}: it holds Python objects "
                                      f"(fastnn model files never do)")
+            declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if not key.startswith(("W", "b")) and declared > MAX_META_BYTES:   # checked before it is read
+                raise ModelFileError(f"{path}: {key} declares {declared:,} bytes; a fastnn model's settings take "
+                                     f"at most {MAX_META_BYTES:,}")
             with archive.open(members[key]) as f:
                 return np.lib.format.read_array(f, allow_pickle=False)
 
@@ -423,7 +462,8 @@ def _read_model_arrays(path) -> dict:
             missing = [k for k in required if k not in members]
             if missing:
                 raise ModelFileError(f"{path}: not a fastnn model file (missing {', '.join(missing)})")
-            data = {k: read(k) for k in (*required, "dropout", "class_names", "dataset") if k in members}
+            data = {k: read(k) for k in (*required, "dropout", "class_names", "dataset", "pixel_inputs")
+                    if k in members}
             version = data["format_version"]
             if version.shape != () or version.dtype.kind not in "iu" or int(version) != MODEL_FORMAT_VERSION:
                 raise ModelFileError(f"{path}: model format version {version!r:.40}, this fastnn reads version "
@@ -437,6 +477,11 @@ def _read_model_arrays(path) -> dict:
             for key in ("activation", "init", "dtype", "dataset"):
                 if key in data and (data[key].shape != () or data[key].dtype.kind != "U"):
                     raise ModelFileError(f"{path}: {key} must be a string")
+            if "class_names" in data and (data["class_names"].ndim != 1 or data["class_names"].dtype.kind != "U"):
+                raise ModelFileError(f"{path}: class_names must be a list of strings, got a "
+                                     f"{data['class_names'].ndim}-d {data['class_names'].dtype} array")
+            if "pixel_inputs" in data and (data["pixel_inputs"].shape != () or data["pixel_inputs"].dtype != bool):
+                raise ModelFileError(f"{path}: pixel_inputs must be true or false")
             for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
                 for name, shape in ((f"W{i}", (n_in, n_out)), (f"b{i}", (n_out,))):
                     if name not in members:

@@ -179,6 +179,7 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals, command: s
                           dtype=np.dtype(cfg.dtype), seed=cfg.seed, dropout=cfg.dropout)
     model.class_names = list(train_set.class_names)
     model.dataset = cfg.dataset
+    model.pixel_inputs = True                     # images: predict refuses inputs outside [0, 1]
     optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.momentum)
     shuffle_rng = np.random.default_rng([cfg.seed, 1])
     augmentation = parse_augment(cfg.augment)

@@ -908,6 +908,7 @@ cnp.import_array()
 cdef enum:
     FORWARD_PARALLEL_ROWS = 16     # rows from which the threads share a batch
     FORWARD_MAX_LAYERS = 64
+    FORWARD_MAX_THREADS = 256      # threads whose first bad row fused_forward keeps
     FORWARD_BLOCK_ROWS = 32        # rows that go through W0 together (fastnn.inference.FORWARD_BLOCK_ROWS)
     FORWARD_BLOCK_BYTES = 16384    # W0's rows per pixel block: half of a 32 KB L1
 
@@ -963,32 +964,56 @@ cdef void _finish_row(Py_ssize_t i, Py_ssize_t first, Py_ssize_t n_layers, const
     _write_output(i, z, sizes[n_layers], mode, out_f, out_i)
 
 
-cdef void _forward_rows(Py_ssize_t n_layers, const Py_ssize_t* sizes, const void** W_ptr, const void** b_ptr,
-                        const floating* X, Py_ssize_t x_row, Py_ssize_t x_col, int act, int mode,
-                        floating* out_f, int64_t* out_i, floating* hidden, int32_t* nz_index, floating* nz_value,
-                        Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
-    """Rows i0:i1 of X (strides x_row, x_col elements), each through every layer."""
+cdef inline bint _inputs_ok(const floating* a, Py_ssize_t stride, Py_ssize_t n, bint unit_range) noexcept nogil:
+    """Whether every input of a row is in [0, 1] (``unit_range``: a model of pixels) or finite (any
+    other model): NaN fails every comparison, and v - v is 0 only for a finite v. The policy for
+    garbage in (``fastnn.inference``): an error, never a confident label."""
+    cdef Py_ssize_t k
+    cdef bint ok = True
+    if unit_range:
+        for k in range(n):
+            ok &= (a[k * stride] >= 0) & (a[k * stride] <= 1)
+    else:
+        for k in range(n):
+            ok &= a[k * stride] - a[k * stride] == 0
+    return ok
+
+
+cdef Py_ssize_t _forward_rows(Py_ssize_t n_layers, const Py_ssize_t* sizes, const void** W_ptr, const void** b_ptr,
+                              const floating* X, Py_ssize_t x_row, Py_ssize_t x_col, int act, int mode,
+                              bint unit_range, floating* out_f, int64_t* out_i, floating* hidden, int32_t* nz_index,
+                              floating* nz_value, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    """Rows i0:i1 of X (strides x_row, x_col elements), each through every layer. Returns -1, or
+    the first row with an input outside [0, 1] (it stops there)."""
     cdef Py_ssize_t i, m
     for i in range(i0, i1):
+        if not _inputs_ok(X + i * x_row, x_col, sizes[0], unit_range):
+            return i
         m = _gather(X + i * x_row, x_col, sizes[0], nz_index, nz_value)
         _finish_row(i, 0, n_layers, sizes, W_ptr, b_ptr, m, act, mode, out_f, out_i, hidden, nz_index, nz_value)
+    return -1
 
 
-cdef void _forward_block(Py_ssize_t n_layers, const Py_ssize_t* sizes, const void** W_ptr, const void** b_ptr,
-                         const floating* X, Py_ssize_t x_row, Py_ssize_t x_col, int act, int mode,
-                         floating* out_f, int64_t* out_i, floating* Z, int32_t* row_index, floating* row_value,
-                         Py_ssize_t n_hidden_total, Py_ssize_t d_max, Py_ssize_t i0, Py_ssize_t rows) noexcept nogil:
+cdef Py_ssize_t _forward_block(Py_ssize_t n_layers, const Py_ssize_t* sizes, const void** W_ptr,
+                               const void** b_ptr, const floating* X, Py_ssize_t x_row, Py_ssize_t x_col, int act,
+                               int mode, bint unit_range, floating* out_f, int64_t* out_i, floating* Z,
+                               int32_t* row_index,
+                               floating* row_value, Py_ssize_t n_hidden_total, Py_ssize_t d_max, Py_ssize_t i0,
+                               Py_ssize_t rows) noexcept nogil:
     """Rows i0:i0+rows (rows <= FORWARD_BLOCK_ROWS) layer by layer: each layer's inputs (every
     row's non-zeros, in unit order) go through W_l a block of FORWARD_BLOCK_BYTES of its rows at a
     time, which stays in L1 while every row adds its non-zeros of those units. Z (rows, S): the
     rows' layer outputs; row_index, row_value (rows, Dmax): each row's non-zeros of the current
-    layer's input."""
+    layer's input. Returns -1, or the first row with an input outside [0, 1] (nothing computed)."""
     cdef Py_ssize_t S = n_hidden_total, r, l, p0, p1, q0, q1, n_in, n_out, per_block, off = 0
     cdef Py_ssize_t count[FORWARD_BLOCK_ROWS]
     cdef Py_ssize_t done[FORWARD_BLOCK_ROWS]
     cdef const floating* W
     cdef floating* z
     cdef int32_t* idx
+    for r in range(rows):
+        if not _inputs_ok(X + (i0 + r) * x_row, x_col, sizes[0], unit_range):
+            return i0 + r
     for r in range(rows):                                                 # layer 0's inputs: the pixels
         count[r] = _gather(X + (i0 + r) * x_row, x_col, sizes[0], row_index + r * d_max, row_value + r * d_max)
     for l in range(n_layers):
@@ -1021,43 +1046,52 @@ cdef void _forward_block(Py_ssize_t n_layers, const Py_ssize_t* sizes, const voi
             off += n_out
     for r in range(rows):
         _write_output(i0 + r, Z + r * S + off, sizes[n_layers], mode, out_f, out_i)
+    return -1
 
 
-cdef void _forward_thread(Py_ssize_t n_layers, const Py_ssize_t* sizes, const void** W_ptr, const void** b_ptr,
-                          const floating* X, Py_ssize_t x_row, Py_ssize_t x_col, int act, int mode,
-                          floating* out_f, int64_t* out_i, floating* work_f, int32_t* work_i, Py_ssize_t wf_row,
-                          Py_ssize_t wi_row, Py_ssize_t n_hidden_total, Py_ssize_t d_max, Py_ssize_t i0,
-                          Py_ssize_t i1) noexcept nogil:
+cdef Py_ssize_t _forward_thread(Py_ssize_t n_layers, const Py_ssize_t* sizes, const void** W_ptr,
+                                const void** b_ptr, const floating* X, Py_ssize_t x_row, Py_ssize_t x_col, int act,
+                                int mode, bint unit_range, floating* out_f, int64_t* out_i, floating* work_f,
+                                int32_t* work_i,
+                                Py_ssize_t wf_row, Py_ssize_t wi_row, Py_ssize_t n_hidden_total, Py_ssize_t d_max,
+                                Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
     """One thread's rows i0:i1 with its work rows: work_f = [hidden (S,) | nz_value (Dmax,) | Z (R, S) |
     row_value (R, Dmax)], work_i = [nz_index (Dmax,) | row_index (R, Dmax)], R = FORWARD_BLOCK_ROWS;
-    blocks of R rows when the thread has 8 rows or more and the buffers hold a block, else row by row."""
-    cdef Py_ssize_t S = n_hidden_total, R = FORWARD_BLOCK_ROWS, i
+    blocks of R rows when the thread has 8 rows or more and the buffers hold a block, else row by row.
+    Returns -1, or the first row with an input outside [0, 1]."""
+    cdef Py_ssize_t S = n_hidden_total, R = FORWARD_BLOCK_ROWS, i, bad
     cdef floating* hidden = work_f
     cdef floating* nz_value = work_f + S                                  # (Dmax,)
     cdef int32_t* nz_index = work_i                                       # (Dmax,)
     cdef bint blocked = i1 - i0 >= 8 and wf_row >= (S + d_max) * (R + 1) and wi_row >= d_max * (R + 1)
     if not blocked:
-        _forward_rows(n_layers, sizes, W_ptr, b_ptr, X, x_row, x_col, act, mode, out_f, out_i, hidden, nz_index,
-                      nz_value, i0, i1)
-        return
+        return _forward_rows(n_layers, sizes, W_ptr, b_ptr, X, x_row, x_col, act, mode, unit_range, out_f, out_i, hidden,
+                             nz_index, nz_value, i0, i1)
     cdef floating* Z = nz_value + d_max                                   # (R, S)
     cdef floating* row_value = Z + R * S                                  # (R, Dmax)
     cdef int32_t* row_index = nz_index + d_max                            # (R, Dmax)
     i = i0
     while i < i1:
-        _forward_block(n_layers, sizes, W_ptr, b_ptr, X, x_row, x_col, act, mode, out_f, out_i, Z, row_index,
-                       row_value, S, d_max, i, min(R, i1 - i))
+        bad = _forward_block(n_layers, sizes, W_ptr, b_ptr, X, x_row, x_col, act, mode, unit_range, out_f, out_i, Z,
+                             row_index,
+                             row_value, S, d_max, i, min(R, i1 - i))
+        if bad >= 0:
+            return bad
         i += R
+    return -1
 
 
-def fused_forward(tuple weights, tuple biases, cnp.ndarray X, int act, int mode, cnp.ndarray out_f,
-                  cnp.ndarray out_i, cnp.ndarray work_f, cnp.ndarray work_i):
+def fused_forward(tuple weights, tuple biases, cnp.ndarray X, int act, int mode, bint unit_range,
+                  cnp.ndarray out_f, cnp.ndarray out_i, cnp.ndarray work_f, cnp.ndarray work_i):
     """Every layer of X (N, D) in one call: logits (mode 0) or probs (1) into out_f (N, C), labels
     (2) into out_i (N,) int64. weights/biases: tuples of C-contiguous arrays of X's dtype (float32
     or float64); work_f (T, (S + Dmax) (R + 1)), work_i (T, Dmax (R + 1)) int32 with R =
     FORWARD_BLOCK_ROWS (smaller buffers: row by row only; ``fastnn.inference.ForwardPlan`` sizes
-    them and checks everything else; only the layer count and X's strides are checked here)."""
-    cdef Py_ssize_t n_layers = len(weights), l, t, i0, i1
+    them and checks everything else; only the layer count and X's strides are checked here).
+    Returns -1, or the first row of X with an input outside [0, 1] (``unit_range``: a model of
+    pixels) or not finite (any model): the outputs are then incomplete and the caller raises."""
+    cdef Py_ssize_t n_layers = len(weights), l, t, i0, i1, bad = -1
+    cdef Py_ssize_t first_bad[FORWARD_MAX_THREADS]
     cdef const void* W_ptr[FORWARD_MAX_LAYERS]
     cdef const void* b_ptr[FORWARD_MAX_LAYERS]
     cdef Py_ssize_t sizes[FORWARD_MAX_LAYERS + 1]
@@ -1089,21 +1123,29 @@ def fused_forward(tuple weights, tuple biases, cnp.ndarray X, int act, int mode,
     if n < FORWARD_PARALLEL_ROWS or n_threads < 2:                     # the calling thread, no OpenMP region
         with nogil:
             if is_double:
-                _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const double*>xp, x_row, x_col, act, mode,
-                                <double*>ofp, oip, <double*>wfp, wip, wf_row, wi_row, n_hidden_total, d_max, 0, n)
+                bad = _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const double*>xp, x_row, x_col, act, mode,
+                                      unit_range, <double*>ofp, oip, <double*>wfp, wip, wf_row, wi_row, n_hidden_total, d_max,
+                                      0, n)
             else:
-                _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const float*>xp, x_row, x_col, act, mode,
-                                <float*>ofp, oip, <float*>wfp, wip, wf_row, wi_row, n_hidden_total, d_max, 0, n)
-        return
+                bad = _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const float*>xp, x_row, x_col, act, mode,
+                                      unit_range, <float*>ofp, oip, <float*>wfp, wip, wf_row, wi_row, n_hidden_total, d_max,
+                                      0, n)
+        return bad
+    if n_threads > FORWARD_MAX_THREADS:
+        n_threads = FORWARD_MAX_THREADS
     with nogil:
         for t in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
             i0 = n * t // n_threads
             i1 = n * (t + 1) // n_threads
             if is_double:
-                _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const double*>xp, x_row, x_col, act, mode,
-                                <double*>ofp, oip, <double*>wfp + t * wf_row, wip + t * wi_row, wf_row, wi_row,
-                                n_hidden_total, d_max, i0, i1)
+                first_bad[t] = _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const double*>xp, x_row, x_col, act,
+                                               mode, unit_range, <double*>ofp, oip, <double*>wfp + t * wf_row, wip + t * wi_row,
+                                               wf_row, wi_row, n_hidden_total, d_max, i0, i1)
             else:
-                _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const float*>xp, x_row, x_col, act, mode,
-                                <float*>ofp, oip, <float*>wfp + t * wf_row, wip + t * wi_row, wf_row, wi_row,
-                                n_hidden_total, d_max, i0, i1)
+                first_bad[t] = _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const float*>xp, x_row, x_col, act,
+                                               mode, unit_range, <float*>ofp, oip, <float*>wfp + t * wf_row, wip + t * wi_row,
+                                               wf_row, wi_row, n_hidden_total, d_max, i0, i1)
+    for t in range(n_threads):
+        if first_bad[t] >= 0:
+            return first_bad[t]
+    return -1

@@ -2,6 +2,8 @@
 ONNX Runtime, gives fastnn's logits and probabilities. Oracle: fastnn's own forward pass."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -35,7 +37,10 @@ def test_exported_model_matches_fastnn(tmp_path, activation, dtype):
     labels = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["labels"], {"pixels": X})[0]
     np.testing.assert_array_equal(labels, model.predict(X))
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-    assert meta["layer_sizes"] == "20-16-12-5" and meta["class_names"].split("\n") == list("abcde")
+    assert meta["layer_sizes"] == "20-16-12-5" and json.loads(meta["class_names"]) == list("abcde")
+    model.class_names = ["a\nb", "c,d", b"e", "f", "g"]              # a newline stays inside one name
+    meta = {p.key: p.value for p in onnx.load_from_string(export_mod.to_onnx_bytes(model)).metadata_props}
+    assert json.loads(meta["class_names"]) == ["a\nb", "c,d", "e", "f", "g"]
 
 
 def test_labels_only_graph():

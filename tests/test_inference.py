@@ -90,14 +90,46 @@ def test_real_mnist_labels_identical(backend, mnist_dir):
     np.testing.assert_allclose(model.logits(X), logits, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", FUSED)
-def test_nan_and_inf_propagate(backend):
-    """Nothing silently wrong: a NaN input gives NaN logits, as the kernel path."""
+@pytest.mark.parametrize("backend", available_backends())
+@pytest.mark.parametrize("batch", [1, 40], ids=["one row", "threaded"])
+def test_garbage_in_is_an_error_on_every_backend(backend, batch):
+    """The policy of fastnn.inference: NaN and inf are refused by every model; a model of pixels
+    also refuses inputs outside [0, 1] (3e38, pixels left in 0-255); the row is named. The fused
+    kernels check in compiled code, the kernel paths in Python: the same errors."""
+    from fastnn.inference import InputRangeError
+
     model = NeuralNetwork([60, 20, 5], activation="tanh", backend=backend, seed=0)
-    X = sparse_images(20)
-    X[3, 7] = np.nan
-    out = model.logits(X)
-    assert np.isnan(out[3]).all() and np.isfinite(np.delete(out, 3, axis=0)).all()
+    good = sparse_images(batch)
+    for value, message in ((np.nan, "holds NaN"), (np.inf, "holds an infinite value"), (-np.inf, "holds an infinite value")):
+        X = good.copy()
+        X[batch - 1, 7] = value
+        for call in (model.predict, model.forward, model.logits):
+            with pytest.raises(InputRangeError, match=f"X row {batch - 1} {message}"):
+                call(X)
+    wide = good * 255                                                # finite: fine for a model of anything
+    assert np.isfinite(model.logits(wide)).all()
+    model.pixel_inputs = True                                        # a model of pixels: [0, 1] only
+    with pytest.raises(InputRangeError, match=r"values up to 2\d\d\.?\d*: pixels in 0-255, not scaled"):
+        model.predict(wide)
+    huge = good.copy()
+    huge[0, 3] = 3e38
+    with pytest.raises(InputRangeError, match="X row 0 holds 3e"):
+        model.forward(huge)
+    assert model.predict(good).shape == (batch,)                     # the good rows still work
+
+
+def test_the_pretrained_models_refuse_unscaled_pixels(mnist_dir):
+    from fastnn.data import load_dataset
+    from fastnn.inference import InputRangeError
+
+    test = load_dataset("mnist", "test").subset(slice(0, 100))
+    model = NeuralNetwork.pretrained("mnist")
+    assert model.pixel_inputs
+    with pytest.raises(InputRangeError, match="not scaled"):
+        model.predict(test.images.astype(np.float32))               # 0-255 floats: an error, not 97%
+    assert (model.predict(test.features()) == test.labels).mean() > 0.9
+    with pytest.raises(InputRangeError, match="X row 0 holds NaN"):
+        model.predict(np.full((1, 784), np.nan, dtype=np.float32))   # not a confident 8
 
 
 @pytest.mark.parametrize("backend", FUSED)

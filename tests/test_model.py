@@ -130,6 +130,63 @@ def test_load_refuses_corrupt_and_foreign_files(tmp_path):
         NeuralNetwork.load(tmp_path / "missing.npz")
 
 
+def _model_file(path, **members):
+    """A model file of [4, 3] with the given members replaced or added."""
+    arrays = dict(format_version=np.array(1), layer_sizes=np.array([4, 3]), activation=np.array("relu"),
+                  init=np.array("he"), dtype=np.array("float32"), W0=np.zeros((4, 3), np.float32),
+                  b0=np.zeros(3, np.float32))
+    arrays.update(members)
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    return path
+
+
+def test_load_refuses_a_huge_setting_before_reading_it(tmp_path):
+    """A 0-d string member whose header declares 400 MB (and whose data is not even there):
+    refused from its header, before anything is allocated or read."""
+    import io
+    import time
+    import zipfile
+
+    path = _model_file(tmp_path / "bomb.npz")
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, {"descr": "<U100000000", "fortran_order": False, "shape": ()})
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("dataset.npy", member.getvalue())
+    t0 = time.perf_counter()
+    with pytest.raises(ModelFileError, match="dataset declares 400,000,000 bytes"):
+        NeuralNetwork.load(path)
+    assert time.perf_counter() - t0 < 1
+
+
+def test_load_checks_weights_after_the_cast(tmp_path):
+    """A float64 1e300 is finite but inf in a float32 model: refused, not loaded as inf."""
+    W0 = np.zeros((4, 3))
+    W0[1, 2] = 1e300
+    with pytest.raises(ModelFileError, match=r"W0 holds NaN or inf \(as float32\)"):
+        NeuralNetwork.load(_model_file(tmp_path / "big.npz", W0=W0))
+
+
+def test_class_names_must_be_a_list_of_strings(tmp_path):
+    with pytest.raises(ModelFileError, match="class_names must be a list of strings, got a 0-d"):
+        NeuralNetwork.load(_model_file(tmp_path / "zero_d.npz", class_names=np.array("abc")))
+    model = NeuralNetwork([4, 3])
+    model.class_names = [b"cat", b"d\xc3\xb6g", "bird"]                # bytes are decoded, not printed as b'...'
+    model.save(tmp_path / "bytes.npz")
+    assert NeuralNetwork.load(tmp_path / "bytes.npz").class_names == ["cat", "dög", "bird"]
+
+
+def test_pixel_inputs_round_trip_and_old_files(tmp_path):
+    model = NeuralNetwork([4, 3])
+    assert not model.pixel_inputs
+    model.pixel_inputs = True
+    model.save(tmp_path / "m.npz")
+    assert NeuralNetwork.load(tmp_path / "m.npz").pixel_inputs
+    old = _model_file(tmp_path / "old.npz", dataset=np.array("mnist"))          # written before the field
+    assert NeuralNetwork.load(old).pixel_inputs
+    assert not NeuralNetwork.load(_model_file(tmp_path / "other.npz")).pixel_inputs
+
+
 # ---------------------------------------------------------------- optimizers against torch.optim
 def _torch_step(torch, net, X, y, make_opt, steps, weight_decay):
     params = [torch.tensor(p.astype(np.float64), requires_grad=True) for p in net.parameters()]

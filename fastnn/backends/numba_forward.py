@@ -1,6 +1,6 @@
 """The numba backend's fused forward pass: every layer of a batch in one compiled call.
 
-``fused_forward(weights, biases, X, act, mode, out_f, out_i, work_f, work_i)`` runs the
+``fused_forward(weights, biases, X, act, mode, unit_range, out_f, out_i, work_f, work_i)`` runs the
 network in evaluation mode on X (N, D) and writes, by ``mode`` (``FORWARD_MODES``): the
 logits (0) or the probabilities (1) into ``out_f`` (N, C), or the predicted labels (2) into
 ``out_i`` (N,) int64. The algorithm, one sample (row) at a time through all the layers:
@@ -67,6 +67,21 @@ def _gather(a_in, nz_index, nz_value):
     return m
 
 
+@njit(cache=True, inline="always")
+def _inputs_ok(x, unit_range):
+    """Whether every input of a row is in [0, 1] (``unit_range``: a model of pixels) or finite (any
+    other model): NaN fails every comparison, and v - v is 0 only for a finite v. The policy for
+    garbage in (``fastnn.inference``): an error, never a confident label."""
+    ok = True
+    if unit_range:
+        for k in range(x.size):
+            ok &= (x[k] >= 0) & (x[k] <= 1)
+    else:
+        for k in range(x.size):
+            ok &= x[k] - x[k] == 0
+    return ok
+
+
 @njit(cache=True, fastmath={"contract"}, inline="always")
 def _activate_gather(z, act, nz_index, nz_value):
     """z = act(z) in place and its non-zeros gathered (ReLU in the same pass); returns the count."""
@@ -84,9 +99,10 @@ def _activate_gather(z, act, nz_index, nz_value):
 
 
 @njit(cache=True, fastmath={"contract"})
-def _forward_rows(weights, biases, X, act, mode, out_f, out_i, work_f, work_i, i0, i1):
+def _forward_rows(weights, biases, X, act, mode, unit_range, out_f, out_i, work_f, work_i, i0, i1):
     """Rows i0:i1 of X through every layer, with one thread's work rows ``work_f`` (>= S + Dmax,)
-    and ``work_i`` (>= Dmax,): the layers' outputs in work_f[:S], the gathered non-zeros after."""
+    and ``work_i`` (>= Dmax,): the layers' outputs in work_f[:S], the gathered non-zeros after.
+    Returns -1, or the first row with an input outside [0, 1] (it stops there)."""
     n_layers = len(weights)
     n_hidden_total = 0                                            # S = sum(sizes[1:])
     for l in range(n_layers):
@@ -94,6 +110,8 @@ def _forward_rows(weights, biases, X, act, mode, out_f, out_i, work_f, work_i, i
     nz_value = work_f[n_hidden_total:]                            # (>= Dmax,)
     one = work_f.dtype.type(1)
     for i in range(i0, i1):
+        if not _inputs_ok(X[i], unit_range):
+            return i
         m = _gather(X[i], work_i, nz_value)                       # layer 0's inputs: the pixels
         off = 0
         z = work_f[:0]
@@ -118,20 +136,30 @@ def _forward_rows(weights, biases, X, act, mode, out_f, out_i, work_f, work_i, i
         else:
             for j in range(c):
                 out_f[i, j] = logits[j]
+    return -1
 
 
 @njit(cache=True, parallel=True)
-def _forward_parallel(weights, biases, X, act, mode, out_f, out_i, work_f, work_i):
-    """Rows split evenly between the T = work_f.shape[0] threads."""
+def _forward_parallel(weights, biases, X, act, mode, unit_range, out_f, out_i, work_f, work_i):
+    """Rows split evenly between the T = work_f.shape[0] threads; returns -1 or a bad row."""
     n, n_threads = X.shape[0], work_f.shape[0]
-    for t in prange(n_threads):
-        _forward_rows(weights, biases, X, act, mode, out_f, out_i, work_f[t], work_i[t],
-                      n * t // n_threads, n * (t + 1) // n_threads)
+    first_bad = np.full(n_threads, -1, dtype=np.int64)           # (T,) each thread's first bad row
+    for tp in prange(n_threads):
+        t = np.int64(tp)
+        first_bad[t] = _forward_rows(weights, biases, X, act, mode, unit_range, out_f, out_i, work_f[t], work_i[t],
+                                     n * t // n_threads, n * (t + 1) // n_threads)
+    for t in range(n_threads):
+        if first_bad[t] >= 0:
+            return first_bad[t]
+    return -1
 
 
-def fused_forward(weights, biases, X, act, mode, out_f, out_i, work_f, work_i):
-    """Every layer of X (N, D) in one compiled call; see the module docstring. Returns None."""
+def fused_forward(weights, biases, X, act, mode, unit_range, out_f, out_i, work_f, work_i) -> int:
+    """Every layer of X (N, D) in one compiled call; see the module docstring. Returns -1, or the
+    first row of X with an input outside [0, 1] (``unit_range``) or not finite: the outputs are
+    then incomplete."""
+    unit_range = bool(unit_range)
     if X.shape[0] >= PARALLEL_ROWS and work_f.shape[0] > 1:
-        _forward_parallel(weights, biases, X, act, mode, out_f, out_i, work_f, work_i)
-    else:
-        _forward_rows(weights, biases, X, act, mode, out_f, out_i, work_f[0], work_i[0], 0, X.shape[0])
+        return _forward_parallel(weights, biases, X, act, mode, unit_range, out_f, out_i, work_f, work_i)
+    return _forward_rows(weights, biases, X, act, mode, unit_range, out_f, out_i, work_f[0], work_i[0], np.int64(0),
+                         np.int64(X.shape[0]))
