@@ -156,10 +156,8 @@ def _forward_parallel(weights, biases, X, act, mode, unit_range, out_f, out_i, w
 
 def fused_forward(weights, biases, X, act, mode, unit_range, out_f, out_i, work_f, work_i) -> int:
     """Every layer of X (N, D) in one compiled call; see the module docstring. Returns -1, or the
-    first row of X with an input outside [0, 1] (``unit_range``) or not finite: the outputs are
-    then incomplete."""
-    unit_range = bool(unit_range)
+    first row of X with an input outside [0, 1] (``unit_range``, a bool) or not finite: the
+    outputs are then incomplete."""
     if X.shape[0] >= PARALLEL_ROWS and work_f.shape[0] > 1:
         return _forward_parallel(weights, biases, X, act, mode, unit_range, out_f, out_i, work_f, work_i)
-    return _forward_rows(weights, biases, X, act, mode, unit_range, out_f, out_i, work_f[0], work_i[0], np.int64(0),
-                         np.int64(X.shape[0]))
+    return _forward_rows(weights, biases, X, act, mode, unit_range, out_f, out_i, work_f[0], work_i[0], 0, X.shape[0])
