@@ -71,6 +71,9 @@ def _message(exc: BaseException) -> str | None:
 
 def run_main(body, argv=None) -> int:
     """Run ``body(argv) -> int`` with the commands' one error path (see the module docstring)."""
+    for stream in (sys.stdout, sys.stderr):          # a cp1252 console or redirect: "?" for "→", never a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
     try:
         status = int(body(argv) or 0)
         sys.stdout.flush()                              # a closed pipe shows here, not as a warning at exit

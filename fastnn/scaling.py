@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli import HelpFormatter, int_at_least, new_run_folder, run_main
-from .backends import backend_names
+from ._cli import HelpFormatter, UserError, int_at_least, new_run_folder, run_main
+from .backends import backend_names, get_backend
 
 BATCHES = [16, 32, 64, 128, 256, 512, 1024]
 WIDTHS = [64, 128, 256, 512, 1024]
@@ -76,7 +76,8 @@ def run_all(backends, threads_list, samples, repeats, data_dir, log=print) -> li
             t0 = time.perf_counter()
             res = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if res.returncode != 0:
-                raise RuntimeError(f"the {backend} worker failed:\n{res.stderr[-2000:]}")
+                last = (res.stderr.strip().splitlines() or ["(no message)"])[-1]
+                raise UserError(f"measuring {backend} with {threads} thread(s) failed: {last}")
             rows += json.loads(res.stdout.strip().splitlines()[-1])
             log(f"  done in {time.perf_counter() - t0:.0f} s")
     return rows
@@ -126,6 +127,9 @@ def _main(argv) -> int:
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
+        if args.worker not in backend_names():
+            p.error(f"--worker {args.worker!r}: not a backend ({', '.join(backend_names())})")
+        get_backend(args.worker)                          # BackendUnavailable: one line saying how to get it
         print(json.dumps(_measure(args.worker, args.samples, args.repeats, args.data_dir)))
         return 0
     from .backends import available_backends

@@ -56,6 +56,11 @@ def work(tmp_path_factory):
         (root / name).mkdir()
         (root / name / "experiments.csv").write_bytes(content)
     (root / "folder_csv" / "experiments.csv").mkdir(parents=True)
+    (root / "damaged_run").mkdir()
+    mnist_model = NeuralNetwork([784, 8, 10], seed=0)
+    mnist_model.dataset = "mnist"
+    mnist_model.save(root / "damaged_run" / "best_model.npz")
+    (root / "damaged_run" / "metrics.json").write_text("{bad json")
     from PIL import Image
 
     Image.new("1", (9000, 9000)).save(root / "bomb.png")      # 81 M pixels in a few kB: refused before decoding
@@ -110,6 +115,11 @@ CASES = [
     ("demo", [], 2, "which has no window", False),
     ("predict", ["--dataset", "cifar", "x.png"], 2, "argument --dataset: invalid choice", False),
     ("pretrained", ["--from", "{work}"], 2, "--from needs --out", False),
+    ("pretrained", ["--from", "{work}/damaged_run", "--out", "{work}/packaged"], 2, "is not a metrics.json", False),
+    ("scaling", ["--backends", "numpy", "--data-dir", "{work}/nowhere"], 2, "nowhere (given with --data-dir)", False),
+    ("scaling", ["--worker", "bogus"], 2, "--worker 'bogus': not a backend", False),
+    ("demo", ["--seed", "-1"], 2, "argument --seed: must be >= 0", False),
+    ("benchmarks_report", ["{work}/a_file"], 2, "cannot read a JSON file", False),
 ]
 
 
@@ -270,3 +280,13 @@ def test_a_fifo_where_a_file_is_read_never_blocks(work, tmp_path):
     os.mkfifo(tmp_path / "results" / "experiments.csv")
     res = run("experiments", "--markdown", "--results", tmp_path / "results", cwd=tmp_path)
     assert res.returncode == 2 and "is a pipe (FIFO)" in res.stderr, res.stderr[-800:]
+
+
+def test_a_console_that_cannot_show_unicode_gets_replacements_not_a_traceback(work, tmp_path):
+    """evaluate prints arrows (7 → 2); under a cp1252 stdout (a Windows redirect) they become '?'."""
+    if not DATA:
+        pytest.skip("needs the real MNIST files (FASTNN_DATA_DIR)")
+    env = {**os.environ, "PYTHONIOENCODING": "cp1252", "FASTNN_DATA_DIR": str(DATA), "MPLBACKEND": "Agg"}
+    res = subprocess.run([sys.executable, "-m", "fastnn.evaluate", "--model", str(work / "model.npz"), "--out",
+                          str(tmp_path / "eval")], capture_output=True, env=env, timeout=120)
+    assert res.returncode == 0 and b"Traceback" not in res.stderr, res.stderr[-800:]
