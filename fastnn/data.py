@@ -118,13 +118,16 @@ def _read_into(f, buffer: memoryview, piece: int = 1 << 20) -> int:
     return done
 
 
-def _read_idx_stream(f, source: str, expected_magic: int | None = None, digest=None) -> np.ndarray:
+def _read_idx_stream(f, source: str, expected_magic: int | None = None, digest=None,
+                     expected_dims: tuple | None = None) -> np.ndarray:
     """Parse IDX content read from the binary file ``f`` straight into one uint8 array (no copy of
     the content is held): the header is checked first, then the data is read into place. Every
     check names ``source``. ``digest`` (a hashlib object) is updated with all the content.
 
     IDX format: 2 zero bytes, a type byte (0x08 = uint8), a rank byte, then rank big-endian
-    uint32 sizes, then the data. Only uint8 data is supported.
+    uint32 sizes, then the data. Only uint8 data is supported. ``expected_dims``: the shape a
+    canonical file has, checked from the header before anything is allocated (a small gzip
+    file declaring gigabytes is refused at once, not after decompressing them).
     """
     head = f.read(4)
     if len(head) < 4:
@@ -141,6 +144,9 @@ def _read_idx_stream(f, source: str, expected_magic: int | None = None, digest=N
     if len(sizes) < 4 * ndim:
         raise DataError(f"{source}: truncated header ({4 + len(sizes)} bytes, need {4 + 4 * ndim})")
     dims = struct.unpack(f">{ndim}I", sizes)
+    if expected_dims is not None and tuple(dims) != tuple(expected_dims):
+        raise DataError(f"{source}: header says {dims}, the canonical file is {tuple(expected_dims)}; "
+                        f"delete the file to download it again")
     expected = int(np.prod(dims, dtype=np.int64))
     if expected > MAX_IDX_BYTES:
         raise DataError(f"{source}: header says {dims} = {expected:,} bytes of data, more than fastnn reads "
@@ -166,12 +172,13 @@ def parse_idx(content: bytes, source: str = "<bytes>", expected_magic: int | Non
     return _read_idx_stream(io.BytesIO(content), source, expected_magic)
 
 
-def _read_idx_file(path: Path, expected_magic: int | None = None, digest=None) -> np.ndarray:
+def _read_idx_file(path: Path, expected_magic: int | None = None, digest=None,
+                   expected_dims: tuple | None = None) -> np.ndarray:
     """``_read_idx_stream`` over a file, gzip'd or raw; gzip errors become DataError naming the file."""
     f, is_gzip = _open_content(path)
     with f:
         try:
-            return _read_idx_stream(f, str(path), expected_magic, digest)
+            return _read_idx_stream(f, str(path), expected_magic, digest, expected_dims)
         except (OSError, EOFError, zlib.error) as exc:
             if is_gzip:
                 raise DataError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
@@ -360,7 +367,9 @@ def load_dataset(name: str = "mnist", split: str = "train", data_dir=None, verif
         kind = f"{SPLITS[split]}-{part}"
         path = fetch_file(info, kind, root, data_dir_source(data_dir))
         digest = hashlib.md5() if verify else None
-        arrays[part] = _read_idx_file(path, IMAGES_MAGIC if part == "images" else LABELS_MAGIC, digest)
+        n = info.sizes[split]
+        dims = ((n, 28, 28) if part == "images" else (n,)) if verify else None      # the canonical files' shapes
+        arrays[part] = _read_idx_file(path, IMAGES_MAGIC if part == "images" else LABELS_MAGIC, digest, dims)
         if verify:
             got, want = digest.hexdigest(), info.files[kind][1]
             if got != want:

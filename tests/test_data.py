@@ -142,8 +142,12 @@ def test_load_dataset_rejects_damaged_copy(tmp_path):
     for fn, _ in fdata.DATASETS["mnist"].files.values():
         shape = (3, 28, 28) if "images" in fn else (3,)
         (folder / fn).write_bytes(gzip.compress(idx_bytes(np.zeros(shape, np.uint8))))
-    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz: checksum mismatch"):
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: header says \(3, 28, 28\), the canonical"):
         fdata.load_dataset("mnist", "train", tmp_path)
+    for fn, shape in (("t10k-images-idx3-ubyte.gz", (10000, 28, 28)), ("t10k-labels-idx1-ubyte.gz", (10000,))):
+        (folder / fn).write_bytes(gzip.compress(idx_bytes(np.zeros(shape, np.uint8))))   # the right shape
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz: checksum mismatch"):
+        fdata.load_dataset("mnist", "test", tmp_path)
     ds = fdata.load_dataset("mnist", "train", tmp_path, verify=False)
     assert ds.images.shape == (3, 28, 28)
 
@@ -224,4 +228,32 @@ def test_image_folder_refuses_empty_classes_and_takes_many(tmp_path):
     assert ds.num_classes == 300 and ds.labels.max() == 299
     (tmp_path / "train" / "c999").mkdir()
     with pytest.raises(DataError, match="class 'c999' has no images"):
+        load_image_folder(tmp_path, "train")
+
+
+def test_a_header_declaring_gigabytes_is_refused_before_reading(tmp_path):
+    """A half-megabyte gzip whose header declares 512 x 1024 x 1024 images: refused from the header
+    (the canonical shape is known), without decompressing or allocating anything large."""
+    import resource
+    import struct
+    import time
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    header = struct.pack(">IIII", fdata.IMAGES_MAGIC, 512, 1024, 1024)
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + bytes(1 << 20)))
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(10000, np.uint8))))
+    before, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    with pytest.raises(DataError, match=r"header says \(512, 1024, 1024\), the canonical file is \(10000, 28, 28\)"):
+        fdata.load_dataset("mnist", "test", tmp_path)
+    assert time.perf_counter() - t0 < 1
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000                 # kB
+
+
+def test_an_oversized_image_in_a_folder_is_refused_before_decoding(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    Image.new("1", (9000, 9000)).save(tmp_path / "train" / "a" / "big.png")    # 81 M pixels in a few kB
+    with pytest.raises(DataError, match="big.png: 9000 x 9000 pixels is more than 50,000,000"):
         load_image_folder(tmp_path, "train")
