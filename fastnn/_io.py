@@ -143,7 +143,8 @@ def read_history(path) -> list[dict]:
 
     Raises:
         ValueError: the file is not a history.csv (not UTF-8 text, not CSV, no
-            epoch / train_loss / val_loss columns, a value that is not a finite number).
+            epoch / train_loss / val_loss columns, a value that is not a finite number); the
+            message says which, not where (the caller names the file).
         OSError: it cannot be read.
     """
     with open_regular(path, "r", newline="", encoding="utf-8") as f:
@@ -151,11 +152,11 @@ def read_history(path) -> list[dict]:
             rows = [{k: float(v) for k, v in r.items() if k is not None and v not in ("", None)}
                     for r in csv.DictReader(f)]
         except (UnicodeDecodeError, csv.Error) as exc:
-            raise ValueError(f"{path}: not a CSV text file ({exc})") from None
+            raise ValueError(f"not a CSV text file ({exc})") from None
     for r in rows:
         if not set(HISTORY_COLUMNS) <= set(r):
-            raise ValueError(f"{path}: no {' / '.join(HISTORY_COLUMNS)} columns")
+            raise ValueError(f"no {' / '.join(HISTORY_COLUMNS)} columns")
         if not all(math.isfinite(v) for v in r.values()) or r["epoch"] != int(r["epoch"]):
-            raise ValueError(f"{path}: epoch {r['epoch']}: a value that is not a finite number")
+            raise ValueError(f"epoch {r['epoch']}: a value that is not a finite number")
         r["epoch"] = int(r["epoch"])
     return rows

@@ -213,9 +213,10 @@ def read_rows(path: Path, warn=print) -> list[dict]:
         if None in row or None in row.values() or (i == len(all_rows) - 1 and not complete_lines):
             skipped += 1                                    # too many or too few cells, or a cut last line
             continue
+        row = {**dict.fromkeys(FIELDS, ""), **row}          # columns an older or hand-made file lacks: empty
         if row["status"] == "completed":
             try:
-                [float(row[k]) for k in NUMERIC if k in row]
+                [float(row[k]) for k in NUMERIC]
             except ValueError:
                 skipped += 1
                 continue

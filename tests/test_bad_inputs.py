@@ -290,3 +290,55 @@ def test_a_console_that_cannot_show_unicode_gets_replacements_not_a_traceback(wo
     res = subprocess.run([sys.executable, "-m", "fastnn.evaluate", "--model", str(work / "model.npz"), "--out",
                           str(tmp_path / "eval")], capture_output=True, env=env, timeout=120)
     assert res.returncode == 0 and b"Traceback" not in res.stderr, res.stderr[-800:]
+
+
+def test_markdown_of_a_csv_without_the_optional_columns(tmp_path):
+    """A hand-made or older experiments CSV with only the required and numeric columns."""
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "experiments.csv").write_text(
+        "experiment,dataset,config,seed,epochs,status,test_accuracy,train_accuracy,val_accuracy,test_loss,"
+        "train_loss,val_loss,epoch_time_s,wall_time_s\ndepth,mnist,784-128-10,0,1,completed,0.5,0.5,0.5,1,1,1,0.1,1\n")
+    res = run("experiments", "--markdown", "--results", tmp_path / "res", cwd=tmp_path)
+    assert res.returncode == 0 and "Traceback" not in res.stderr and "| 784-128-10 | 50.00" in res.stdout
+
+
+def test_a_history_with_a_nan_epoch_is_a_note(work, tmp_path):
+    import shutil
+
+    if not DATA:
+        pytest.skip("needs the real MNIST files (FASTNN_DATA_DIR)")
+    (tmp_path / "run").mkdir()
+    shutil.copy(work / "model.npz", tmp_path / "run" / "model.npz")
+    for bad in ("nan", "1e999"):
+        (tmp_path / "run" / "history.csv").write_text(f"epoch,train_loss,val_loss\n{bad},1,1\n")
+        res = run("evaluate", "--model", tmp_path / "run" / "model.npz", "--out", tmp_path / f"eval-{bad}",
+                  cwd=tmp_path)
+        assert res.returncode == 0 and "a value that is not a finite number" in res.stderr, res.stderr[-500:]
+
+
+def test_an_image_folder_is_read_as_predict_reads_it(tmp_path):
+    """Transparency on white and the EXIF orientation, as predict: a folder image of black ink on
+    a transparent background reads as black ink on white, not as a black square."""
+    from PIL import Image
+
+    from fastnn.data import load_image_folder
+
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    rgba = np.zeros((28, 28, 4), np.uint8)
+    rgba[5:20, 12:15, 3] = 255                                   # opaque black ink, the rest transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "train" / "a" / "ink.png")
+    image = load_image_folder(tmp_path, "train").images[0]
+    assert image[0, 0] == 255 and image[10, 13] == 0             # white background, black ink
+    gray = Image.fromarray(np.tile(np.arange(28, dtype=np.uint8)[None, :] * 9, (28, 1)))  # dark left, light right
+    exif = gray.getexif()
+    exif[0x0112] = 3                                             # orientation: rotated 180 degrees
+    gray.save(tmp_path / "train" / "a" / "rotated.jpg", exif=exif, quality=100)
+    rotated = load_image_folder(tmp_path, "train").images[1]
+    assert rotated[14, 0] > rotated[14, 27]                      # shown as displayed: light on the left now
+
+
+def test_predict_refuses_a_batch_size_below_one():
+    model = NeuralNetwork([784, 8, 10])
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        model.predict(np.zeros((3, 784), np.float32), batch_size=-1)
+    assert model.predict(np.zeros((0, 28, 28), np.float32)).shape == (0,)
