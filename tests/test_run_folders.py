@@ -122,9 +122,11 @@ def test_a_write_never_replaces_what_is_not_a_regular_file(tmp_path):
     with pytest.raises(NotARegularFile, match="is a character device"):
         model.save("/dev/null")
     model.save(tmp_path / "m.npz")
-    done = subprocess.run([sys.executable, "-m", "fastnn.export", str(tmp_path / "m.npz"), "--onnx", "/dev/null"],
-                          capture_output=True, text=True, timeout=120)
-    if "not installed" not in done.stderr:
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is not None:                  # the export command, where it runs
+        done = subprocess.run([sys.executable, "-m", "fastnn.export", str(tmp_path / "m.npz"), "--onnx",
+                               "/dev/null"], capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and done.stderr.startswith("error: /dev/null is a character device")
 
 
