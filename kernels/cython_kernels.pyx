@@ -969,14 +969,18 @@ cdef inline bint _inputs_ok(const floating* a, Py_ssize_t stride, Py_ssize_t n, 
     other model): NaN fails every comparison, and v - v is 0 only for a finite v. The policy for
     garbage in (``fastnn.inference``): an error, never a confident label."""
     cdef Py_ssize_t k
-    cdef bint ok = True
+    cdef int bad = 0                                       # an int, so that GCC vectorizes the contiguous loops
+    if stride != 1:
+        for k in range(n):
+            bad |= not ((a[k * stride] >= 0) & (a[k * stride] <= 1) if unit_range else a[k * stride] - a[k * stride] == 0)
+        return bad == 0
     if unit_range:
         for k in range(n):
-            ok &= (a[k * stride] >= 0) & (a[k * stride] <= 1)
+            bad |= (a[k] < 0) | (a[k] > 1) | (a[k] != a[k])
     else:
         for k in range(n):
-            ok &= a[k * stride] - a[k * stride] == 0
-    return ok
+            bad |= (a[k] - a[k]) != 0
+    return bad == 0
 
 
 cdef Py_ssize_t _forward_rows(Py_ssize_t n_layers, const Py_ssize_t* sizes, const void** W_ptr, const void** b_ptr,
