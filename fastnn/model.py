@@ -383,7 +383,8 @@ class NeuralNetwork:
         model.init = str(data["init"])
         for i in range(model.num_layers):
             for name, target in ((f"W{i}", model.weights), (f"b{i}", model.biases)):
-                arr = data[name].astype(model.dtype)          # checked after the cast: 1e300 is inf in float32
+                with np.errstate(over="ignore"):              # checked after the cast: 1e300 is inf in float32
+                    arr = data[name].astype(model.dtype)
                 if not np.all(np.isfinite(arr)):
                     raise ModelFileError(f"{path}: array {name} holds NaN or inf (as {model.dtype})")
                 target[i] = arr
