@@ -3,9 +3,10 @@
     OMP_NUM_THREADS=2 python -m pytest benchmarks --benchmark-only --benchmark-json=RESULTS.json
     OMP_NUM_THREADS=2 python -m fastnn.benchmarks_report RESULTS.json
 
-writes ``plots/benchmark_kernels.png`` (median time per kernel and size, per backend, log
-scale), ``plots/benchmark_epoch.png`` (one MNIST epoch per trainer, as a ratio to torch and to
-JAX) and ``plots/roofline.png``: achieved GFLOP/s of each backend's matmuls and training
+writes, into ``--plots-dir`` (default ``<results>-plots`` beside the JSON; the committed ones:
+``--plots-dir plots``), ``benchmark_kernels.png`` (median time per kernel and size, per backend,
+log scale), ``benchmark_epoch.png`` (one MNIST epoch per trainer, as a ratio to torch and to
+JAX) and ``roofline.png``: achieved GFLOP/s of each backend's matmuls and training
 steps against this machine's ceilings, which the command measures itself (run it on the
 machine that ran the benchmarks, with the same thread settings):
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
 import socket
 import struct
@@ -165,11 +164,6 @@ def _read_idx_stream(f, source: str, expected_magic: int | None = None, digest=N
         digest.update(sizes)
         digest.update(memoryview(data))
     return data.reshape(dims)
-
-
-def parse_idx(content: bytes, source: str = "<bytes>", expected_magic: int | None = None) -> np.ndarray:
-    """Parse IDX bytes into an array; every check names ``source`` in its error (see ``read_idx``)."""
-    return _read_idx_stream(io.BytesIO(content), source, expected_magic)
 
 
 def _read_idx_file(path: Path, expected_magic: int | None = None, digest=None,

@@ -127,7 +127,7 @@ class Demo:
             ax.clear()
             self.hidden_images.append(ax.imshow(np.zeros((1, width)), aspect="auto", cmap="magma", vmin=0, vmax=1))
             ax.set_yticks([])
-            ax.set_title(f"hidden layer ({width} ReLU units)", fontsize=8)
+            ax.set_title(f"hidden layer ({width} {self.model.activation} units)", fontsize=8)
         self.clear(redraw=redraw)
 
     def test_set(self):

@@ -22,10 +22,11 @@ backend             numpy, numba, cython, torch, and reference on the first 1,00
                     1 epoch (labelled "reference (subset)")
 ==================  ==========================================================================
 
-Every run appends a row to ``results/experiments.csv`` (experiment, dataset, configuration,
+Every run appends a row to ``<results>/experiments.csv`` (experiment, dataset, configuration,
 seed, backend, final train / validation / test accuracy and loss, epochs, wall time, git
-commit, status); ``results/<experiment>.csv`` holds mean and std per configuration and
-``plots/experiments/<experiment>_<dataset>.png`` the figure. A failed run is recorded with
+commit, status); ``<results>/<experiment>.csv`` holds mean and std per configuration and
+``<plots-dir>/<experiment>_<dataset>.png`` the figure (``--results`` defaults to
+``runs/experiments``; the committed ones: ``--results results --plots-dir plots/experiments``). A failed run is recorded with
 its error and the others go on; configurations already in the CSV are skipped unless
 ``--force``. Runs go through joblib, one process per run with its BLAS / Numba / OpenMP
 threads set so that ``--jobs`` x threads = the cores; ``--scheduler ADDRESS`` sends them to a
@@ -448,7 +449,7 @@ def _main(argv) -> int:
     p = argparse.ArgumentParser(
         prog="python -m fastnn.experiments",
         description="Run named experiments (grids of training runs, several seeds each) in parallel; append rows to "
-                    "results/experiments.csv, write results/<experiment>.csv summaries and plots/experiments/.",
+                    "<results>/experiments.csv, write <results>/<experiment>.csv summaries and the figures.",
         formatter_class=HelpFormatter)
     p.add_argument("names", nargs="*", metavar="NAME", help=f"experiments to run (default all): {', '.join(EXPERIMENTS)}")
     p.add_argument("--dataset", nargs="+", default=["mnist"], choices=["mnist", "fashion-mnist"])
@@ -465,9 +466,9 @@ def _main(argv) -> int:
     p.add_argument("--plots-dir", default=None, help="where the figures go (default: <results>/plots)")
     p.add_argument("--limit", type=int_at_least(10), default=None, metavar="N",
                    help="first N training images for every run (quick sweeps; an experiment may fix its own)")
-    p.add_argument("--force", action="store_true", help="run configurations already in results/experiments.csv again")
+    p.add_argument("--force", action="store_true", help="run configurations already in <results>/experiments.csv again")
     p.add_argument("--markdown", action="store_true",
-                   help="run nothing: print the summaries in results/ as Markdown tables (for REPORT.md)")
+                   help="run nothing: print the summaries in --results as Markdown tables (for REPORT.md)")
     args = p.parse_args(argv)
     unknown = [n for n in args.names if n not in EXPERIMENTS]
     if unknown:

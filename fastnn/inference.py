@@ -99,7 +99,7 @@ class ForwardPlan:
         dtype: the model's dtype.
     Raises:
         ValueError: the backend has no fused forward, the activation no code, or an array is
-            not C-contiguous of ``dtype`` (``usable`` says so without raising).
+            not C-contiguous of ``dtype`` (``unusable_reason`` says so without raising).
     """
 
     def __init__(self, backend, weights, biases, activation: str, dtype):

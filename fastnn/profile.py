@@ -1,8 +1,9 @@
 """``python -m fastnn.profile --backend NAME``: where one epoch of training spends its time.
 
-Writes ``profiles/<backend>.txt`` (a readable report), ``profiles/<backend>.prof`` (cProfile
-stats: ``python -m pstats`` or ``snakeviz`` open it) and ``plots/profile_<backend>.png`` (the
-phase breakdown). Three passes over the same data, each from the same initial weights:
+Writes ``<backend>.txt`` (a readable report) and ``<backend>.prof`` (cProfile stats:
+``python -m pstats`` or ``snakeviz`` open it) into ``--out-dir``, and ``profile_<backend>.png``
+(the phase breakdown) into ``--plots-dir``; both default to a new folder under ``runs/`` (the
+committed ones: ``--out-dir profiles --plots-dir plots``). Three passes over the same data, each from the same initial weights:
 
 1. timed: the trainer the main job uses (fused path for numba/cython, ``nn.Module`` for torch,
    kernel by kernel otherwise) with its phase timers on. The fused kernels time themselves

@@ -9,9 +9,10 @@ images with the trainer the main job uses:
 - hidden width H = 64 .. 1024 (layers 784-H-H/2-10) at batch 64.
 
 Each point is the best of ``--repeats`` passes after a warm-up pass, reported as the time of a
-60,000-sample epoch (seconds per sample x 60,000). Writes ``plots/scaling_batch.png``,
-``plots/scaling_width.png`` and ``profiles/scaling.csv``; runs one configuration at a time, so
-the measurements do not compete for the cores.
+60,000-sample epoch (seconds per sample x 60,000). Writes ``scaling_batch.png`` and
+``scaling_width.png`` into ``--plots-dir`` and ``scaling.csv`` (``--csv``), by default into a new
+folder under ``runs/`` (the committed ones: ``--plots-dir plots --csv profiles/scaling.csv``);
+runs one configuration at a time, so the measurements do not compete for the cores.
 """
 from __future__ import annotations
 

@@ -6,9 +6,10 @@ A trainer updates a ``NeuralNetwork`` in place from mini-batches of a training `
   whose sample order is ``order`` (n,); returns their losses, (k,) float64, each the batch's
   mean cross-entropy before that step's update (k < n_steps at the end of the epoch, or where
   the kernel path met a non-finite loss);
-- ``run_epoch(order, batch_size, on_steps=None)``: the whole epoch in calls of
-  ``steps_per_call`` steps (``STEPS_PER_CALL`` unless a trainer sets its own) (``on_steps(losses)`` after each call: a progress bar, a non-finite
-  check that raises to stop); returns every loss and leaves the model current;
+- ``run_epoch(order, batch_size, on_steps=None)``: the whole epoch in calls of the trainer's
+  ``steps_per_call`` steps (``STEPS_PER_CALL``, 32, unless a trainer sets its own: the fused
+  trainer runs 128); ``on_steps(losses)`` after each call (a progress bar, a non-finite check
+  that raises to stop); returns every loss and leaves the model current;
 - ``sync_to_model()``: make ``model.weights``/``biases`` current (a copy back for the torch and
   JAX comparators; nothing for the others);
 - ``description``: which path runs, for the first lines a command prints.
@@ -55,7 +56,7 @@ class TrainerBase:
 
     def run_epoch(self, order: np.ndarray, batch_size: int,
                   on_steps: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
-        """Every step of the epoch ordered by ``order`` (n,), ``STEPS_PER_CALL`` per call; returns
+        """Every step of the epoch ordered by ``order`` (n,), ``steps_per_call`` per call; returns
         the losses (n_steps,) float64 (fewer if the kernel path stopped at a non-finite loss)."""
         n_steps = -(-len(order) // batch_size)
         per_call = self.steps_per_call

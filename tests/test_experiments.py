@@ -68,3 +68,26 @@ def test_unknown_experiment_is_refused(capsys):
     with pytest.raises(SystemExit):
         experiments.main(["no-such-thing"])
     assert "unknown experiment" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("names", [[n for n in experiments.EXPERIMENTS if n != "backend"], ["backend"]],
+                         ids=["every experiment but backend", "backend"])
+def test_every_named_experiment_runs_end_to_end(tmp_path, mnist_dir, names):
+    """One seed, one epoch, 300 images: every configuration of every experiment completes and
+    gets its summary and figure (optimizer once ended in an error after all its runs)."""
+    import subprocess
+    import sys
+
+    if "backend" in names:
+        pytest.importorskip("torch", reason="torch not installed: pip install torch==2.13.0, then pip install -e "
+                                            "'.[torch]' (the backend experiment times it)")
+    done = subprocess.run([sys.executable, "-m", "fastnn.experiments", *names, "--limit", "300", "--epochs", "1",
+                           "--seeds", "1", "--backend", "numpy", "--jobs", "2", "--data-dir", str(mnist_dir),
+                           "--results", str(tmp_path / "results")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    got = rows(tmp_path / "results" / "experiments.csv")
+    expected = sum(len(experiments.EXPERIMENTS[n]) for n in names)
+    assert len(got) == expected and all(r["status"] == "completed" for r in got)
+    for name in names:
+        assert (tmp_path / "results" / f"{name}.csv").exists()
+        assert (tmp_path / "results" / "plots" / f"{name}_mnist.png").read_bytes()[:4] == b"\x89PNG"
