@@ -1,6 +1,7 @@
 """Training speed per backend, side by side with the frameworks a user would pick instead: one
 full MNIST epoch (60,000 samples; every trainer in turn in each round, A B C ... A B C ...,
-so that the shared machine's noise falls on all of them alike) and one step, batch 64, 784-128-64-10 ReLU, SGD with momentum
+so that the shared machine's noise falls on all of them alike) and one step, batch 64, 784-128-64-10 ReLU, SGD with
+momentum
 0.9, lr 0.05, the same initial weights and data order for every entry. The summary prints each
 epoch as a ratio to PyTorch's (``torch``: nn.Module + autograd + torch.optim) and to JAX's
 (``jax-scan``: the epoch as one jit-compiled ``lax.scan`` over the batches).
@@ -25,8 +26,8 @@ import numpy as np
 import pytest
 
 from fastnn import NeuralNetwork
-from fastnn.backends import available_backends
 from fastnn.augment import Augmenter, parse_augment
+from fastnn.backends import available_backends
 from fastnn.optim import make_optimizer
 from fastnn.train import RECIPES
 from fastnn.trainers import make_trainer

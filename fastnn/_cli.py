@@ -22,8 +22,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["UserError", "run_main", "int_at_least", "finite_float", "output_folder", "release_folder", "remove_if_empty",
-           "regular_file", "printable", "stop_signals", "HelpFormatter", "new_run_folder"]
+__all__ = ["UserError", "run_main", "int_at_least", "finite_float", "output_folder", "release_folder",
+           "remove_if_empty", "regular_file", "printable", "stop_signals", "HelpFormatter", "new_run_folder"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -203,8 +203,8 @@ def output_folder(path, overwrite: bool = False, option: str = "--out") -> Path:
         if entries and not overwrite:
             raise UserError(f"{option} {path} is not empty (it holds another run's files); choose a new folder "
                             f"or pass --overwrite to replace them")
-        foreign = [e for e in entries if not (e.is_file() and not e.is_symlink() and e.suffix in RUN_OUTPUT_SUFFIXES
-                                              or e.is_dir() and not e.is_symlink() and e.name.startswith("evaluation-"))]
+        foreign = [e for e in entries if e.is_symlink() or not (
+            e.is_file() and e.suffix in RUN_OUTPUT_SUFFIXES or e.is_dir() and e.name.startswith("evaluation-"))]
         if foreign:
             raise UserError(f"{option} {path} holds {foreign[0].name!r}, which no fastnn run writes; --overwrite "
                             f"empties only run folders: choose another folder")

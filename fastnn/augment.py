@@ -25,7 +25,8 @@ out_indptr, out_indices, out_pixels)``: rows ``order[lo + j]`` for j < len(moves
 (``fastnn.fused.images_to_csr``), moved by ``moves[j]`` = (dx, dy, flip) (int32), into the
 out CSR (row j); ``boxes`` (n, 4) int16 their bounding boxes (``bounding_boxes``): an unflipped
 image whose box stays on the canvas is moved by one addition per index, a loop the compiler
-vectorizes, and only the others go through the loop that drops pixels; ``col_of`` (D,) uint16: column of each pixel index (a table instead of a
+vectorizes, and only the others go through the loop that drops pixels; ``col_of`` (D,) uint16: column of each pixel
+index (a table instead of a
 division per non-zero); ``n_threads`` threads share the rows. out_indptr (k+1,) int64,
 out_indices/out_pixels with room for the rows' non-zeros (a move only drops pixels). Returns
 the number of non-zeros written.

@@ -317,7 +317,8 @@ def plot_roofline(rows, ceilings: dict[str, float], bandwidth: float, path) -> l
     for r in rows:
         if "gflops" not in r or r["backend"] is None:
             continue
-        if not (r.get("kernel") == "matmul" or r["group"].startswith(("training step", "epoch", "inference throughput"))):
+        if not (r.get("kernel") == "matmul"
+                or r["group"].startswith(("training step", "epoch", "inference throughput"))):
             continue
         ai = _intensity(r)
         if ai and r["group"].startswith("inference throughput"):
@@ -403,7 +404,8 @@ def _main(argv) -> int:
     if args.coretypes:
         print("\nnumpy's sgemm under each OPENBLAS_CORETYPE (fresh processes):")
         for coretype, arch, big, small in measure_coretypes():
-            print(f"  {coretype:<12s} kernels {arch:<12s} 2048^3 {big:7.1f} GFLOP/s   64x128 @ 128x64 {small:6.1f} GFLOP/s")
+            print(f"  {coretype:<12s} kernels {arch:<12s} 2048^3 {big:7.1f} GFLOP/s   "
+                  f"64x128 @ 128x64 {small:6.1f} GFLOP/s")
     mismatch = blas_kernel_mismatch()
     if mismatch:
         print(f"\nnote: {mismatch}")
@@ -422,7 +424,8 @@ def _main(argv) -> int:
         table = []
         print(f"\nnote: {exc}: no epoch figure")
     for name, median, ratio, to_jax in table:
-        print(f"  {name:>14s}  {median:8.3f} s  {ratio:5.2f} x torch" + (f"  {to_jax:5.2f} x jax-scan" if to_jax else ""))
+        print(f"  {name:>14s}  {median:8.3f} s  {ratio:5.2f} x torch"
+              + (f"  {to_jax:5.2f} x jax-scan" if to_jax else ""))
     inference = inference_table(rows)
     if inference:
         print("\ninference (batch-1 p50 of predict; throughput: best pass over the 10,000 test images):")

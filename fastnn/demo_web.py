@@ -7,7 +7,8 @@ so it works offline) and two endpoints:
 
 - ``POST /classify?dataset=D``: the body is an image (the page sends its canvas as PNG), or a
   ``multipart/form-data`` form whose file field (named ``file``, else the first with a file
-  name) is the image (``curl -F file=@digit.png``); the answer is JSON: ``probs`` (C,), ``classes``, ``prediction``, ``input`` (784 values in [0, 1],
+  name) is the image (``curl -F file=@digit.png``); the answer is JSON: ``probs`` (C,), ``classes``, ``prediction``,
+  ``input`` (784 values in [0, 1],
   the 28x28 input after ``fastnn.predict.preprocess``, the same code as ``predict``), or
   ``{"blank": true}`` for an empty drawing;
 - ``GET /random?dataset=D``: a random test image with its ``label``, and the same fields.

@@ -26,12 +26,26 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
-from ._cli import HelpFormatter, UserError, new_run_folder, output_folder, printable, regular_file, release_folder, \
-    run_main
+from ._cli import (
+    HelpFormatter,
+    UserError,
+    new_run_folder,
+    output_folder,
+    printable,
+    regular_file,
+    release_folder,
+    run_main,
+)
 from ._io import read_history, write_json
 from .backends import backend_names
-from .data import DATASETS, FOLDER_SPLIT_SEED, FOLDER_TEST_FRACTION, folder_has_splits, load_dataset, \
-    load_folder_dataset
+from .data import (
+    DATASETS,
+    FOLDER_SPLIT_SEED,
+    FOLDER_TEST_FRACTION,
+    folder_has_splits,
+    load_dataset,
+    load_folder_dataset,
+)
 from .model import NeuralNetwork
 
 
@@ -283,7 +297,8 @@ def run(model_path=None, dataset: str | None = None, out=None, data_dir=None, ba
         dataset = printable(Path(data).resolve().name) or "images"
         log(f"data: the test split of {data} ({len(test)} images"
             + ("" if folder_has_splits(data) else
-               f": a stratified {FOLDER_TEST_FRACTION:.0%} of each class, seed {FOLDER_SPLIT_SEED}, as train --data made")
+               f": a stratified {FOLDER_TEST_FRACTION:.0%} of each class, seed {FOLDER_SPLIT_SEED}, "
+               f"as train --data made")
             + ")")
     elif dataset is None and model.dataset and model.dataset not in DATASETS:
         raise UserError(f"{model_path} was trained on the image folder {printable(model.dataset)!r}: evaluate it "

@@ -26,7 +26,8 @@ Every run appends a row to ``<results>/experiments.csv`` (experiment, dataset, c
 seed, backend, final train / validation / test accuracy and loss, epochs, wall time, git
 commit, status); ``<results>/<experiment>.csv`` holds mean and std per configuration and
 ``<plots-dir>/<experiment>_<dataset>.png`` the figure (``--results`` defaults to
-``runs/experiments``; the committed ones: ``--results results --plots-dir plots/experiments``). A failed run is recorded with
+``runs/experiments``; the committed ones: ``--results results --plots-dir plots/experiments``). A failed run is
+recorded with
 its error and the others go on; configurations already in the CSV are skipped unless
 ``--force``. Runs go through joblib, one process per run with its BLAS / Numba / OpenMP
 threads set so that ``--jobs`` x threads = the cores; ``--scheduler ADDRESS`` sends them to a
@@ -47,9 +48,8 @@ from pathlib import Path
 import numpy as np
 
 from ._cli import FolderBusy, HelpFormatter, UserError, int_at_least, output_folder, release_folder
-from .backends import backend_names
-
 from ._io import NotARegularFile, open_regular, read_history, write_csv_rows
+from .backends import backend_names
 
 AUGMENTATION_EPOCHS = 40   # the recipes' epochs (fastnn.train.RECIPES)
 
@@ -204,7 +204,8 @@ def read_rows(path: Path, warn=print) -> list[dict]:
     if not text.strip():
         return []
     reader = csv.DictReader(io.StringIO(text))
-    missing = [f for f in ("experiment", "dataset", "config", "seed", "epochs", "status") if f not in (reader.fieldnames or [])]
+    missing = [f for f in ("experiment", "dataset", "config", "seed", "epochs", "status")
+               if f not in (reader.fieldnames or [])]
     if missing:
         raise UserError(f"{path} is not an experiments CSV (its header lacks {', '.join(missing)}); move it away")
     rows, skipped = [], 0
@@ -393,7 +394,8 @@ def make_specs(names, datasets, seeds, epochs, backend, data_dir, results: Path,
                                 "epochs": overrides.get("epochs", epochs), "limit": overrides.get("limit", limit)})
                     spec = {"experiment": name, "dataset": dataset, "config": config, "seed": seed,
                             "defaults": defaults, "overrides": overrides, "data_dir": data_dir, "commit": commit,
-                            "run_dir": str(results / "runs" / name / dataset / config.replace(" ", "_") / f"seed{seed}"),
+                            "run_dir": str(results / "runs" / name / dataset / config.replace(" ", "_")
+                                           / f"seed{seed}"),
                             "csv": str(results / "experiments.csv"), "key": key, "force": force}
                     if force or key not in done:
                         specs.append(spec)
@@ -451,7 +453,8 @@ def _main(argv) -> int:
         description="Run named experiments (grids of training runs, several seeds each) in parallel; append rows to "
                     "<results>/experiments.csv, write <results>/<experiment>.csv summaries and the figures.",
         formatter_class=HelpFormatter)
-    p.add_argument("names", nargs="*", metavar="NAME", help=f"experiments to run (default all): {', '.join(EXPERIMENTS)}")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help=f"experiments to run (default all): {', '.join(EXPERIMENTS)}")
     p.add_argument("--dataset", nargs="+", default=["mnist"], choices=["mnist", "fashion-mnist"])
     p.add_argument("--epochs", type=int_at_least(1), default=10, help="epochs per run (an experiment may fix its own)")
     p.add_argument("--seeds", type=int_at_least(1), default=3, help="seeds per configuration")

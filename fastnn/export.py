@@ -14,7 +14,8 @@ The graph is the network's forward pass in inference mode, written with the ``on
 
 Weights are stored as initializers in the model's dtype (float32 or float64); dropout is
 absent (inference). Class names, the architecture and the activation go into the model's
-metadata (the class names as a JSON list of strings). IR version 8 and opset 17: ONNX Runtime 1.10 and later read them. ONNX's Sigmoid and
+metadata (the class names as a JSON list of strings). IR version 8 and opset 17: ONNX Runtime 1.10 and later read them.
+ONNX's Sigmoid and
 Tanh are the standard functions, as fastnn's; its Softmax subtracts the row maximum, as
 fastnn's does, so the outputs agree to float rounding (tests/test_export.py runs the file in
 ONNX Runtime on real test images).
@@ -151,7 +152,8 @@ def _main(argv) -> int:
     except (ValueError, ImportError) as exc:            # an activation or dtype ONNX lacks; onnx missing
         raise UserError(str(exc)) from None
     print(f"wrote {path} ({path.stat().st_size:,} bytes): {'-'.join(map(str, model.layer_sizes))} "
-          f"{model.activation}, inputs 'pixels' (N, {model.layer_sizes[0]}) in [0, 1], outputs 'logits', 'probs', 'labels'")
+          f"{model.activation}, inputs 'pixels' (N, {model.layer_sizes[0]}) in [0, 1], "
+          f"outputs 'logits', 'probs', 'labels'")
     return 0
 
 

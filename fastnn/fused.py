@@ -161,7 +161,8 @@ def aligned_zeros(shape, dtype, align: int = 64) -> np.ndarray:
 # Phase names of the fused kernels' timers (``prof`` columns), for a network of L layers.
 def profile_phases(n_layers: int) -> list[str]:
     return (["softmax cross-entropy", "(unused)"]
-            + ["layer 0 forward (sparse input, CSC index) + activation"] + [f"layer {l} forward (BLAS)" for l in range(1, n_layers)]
+            + ["layer 0 forward (sparse input, CSC index) + activation"]
+            + [f"layer {l} forward (BLAS)" for l in range(1, n_layers)]
             + ["(unused)"] + [f"layer {l} backward to layer {l - 1} (BLAS)" for l in range(1, n_layers)]
             + ["layer 0 weight gradient (CSC gather) + update"]
             + [f"layer {l} weight gradient (BLAS) + update" for l in range(1, n_layers)])

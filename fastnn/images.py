@@ -47,7 +47,8 @@ def read_image(source, max_pixels: int = MAX_PIXELS):
         raise ImageError(f"refused: {exc}") from None
     try:
         if image.width * image.height > max_pixels:
-            raise ImageTooLarge(f"{image.width} x {image.height} pixels is more than {max_pixels:,}; scale it down first")
+            raise ImageTooLarge(f"{image.width} x {image.height} pixels is more than {max_pixels:,}; "
+                                f"scale it down first")
         image.load()
     except Image.DecompressionBombError as exc:
         raise ImageError(f"refused: {exc}") from None

@@ -83,7 +83,8 @@ class JaxTrainer(TrainerBase):
         if model.dtype != np.float32:
             raise ValueError("the JAX comparator runs float32")
         self.model, self.optimizer, self.mode = model, optimizer, mode
-        self.description = f"JAX {jax.__version__} jit ({'lax.scan over the batches' if mode == 'scan' else 'one step per call'})"
+        loop = "lax.scan over the batches" if mode == "scan" else "one step per call"
+        self.description = f"JAX {jax.__version__} jit ({loop})"
         self.X = jnp.asarray(dataset.features(dtype=np.float32))     # (n, D)
         self.y = jnp.asarray(np.asarray(dataset.labels, dtype=np.int32))  # (n,)
         self.params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in zip(model.weights, model.biases)]

@@ -85,9 +85,9 @@ def blas_kernel_mismatch() -> str | None:
 
 def library_versions() -> dict:
     """Versions of the libraries whose speed is compared (those installed)."""
-    from . import __version__
-
     from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
 
     versions = {"fastnn": __version__, "python": platform.python_version(), "numpy": np.__version__}
     for name in ("numba", "scipy", "torch", "jax", "jaxlib", "onnxruntime"):

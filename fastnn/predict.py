@@ -21,10 +21,9 @@ import numpy as np
 
 from ._cli import HelpFormatter, UserError, int_at_least, printable, regular_file, run_main
 from .data import DATASETS
+from .images import IMAGE_SUFFIXES, MAX_PIXELS, BlankImage, ImageError, as_gray, read_image  # noqa: F401 - predict's API
 from .inference import inference_backend
 from .model import NeuralNetwork
-
-from .images import IMAGE_SUFFIXES, MAX_PIXELS, BlankImage, ImageError, as_gray, read_image  # noqa: F401 - predict's API
 
 
 def preprocess(image) -> np.ndarray:

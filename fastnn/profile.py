@@ -3,7 +3,8 @@
 Writes ``<backend>.txt`` (a readable report) and ``<backend>.prof`` (cProfile stats:
 ``python -m pstats`` or ``snakeviz`` open it) into ``--out-dir``, and ``profile_<backend>.png``
 (the phase breakdown) into ``--plots-dir``; both default to a new folder under ``runs/`` (the
-committed ones: ``--out-dir profiles --plots-dir plots``). Three passes over the same data, each from the same initial weights:
+committed ones: ``--out-dir profiles --plots-dir plots``). Three passes over the same data, each from the same initial
+weights:
 
 1. timed: the trainer the main job uses (fused path for numba/cython, ``nn.Module`` for torch,
    kernel by kernel otherwise) with its phase timers on. The fused kernels time themselves
@@ -35,11 +36,11 @@ from ._cli import HelpFormatter, int_at_least, new_run_folder, run_main
 from ._io import atomic_write
 from .backends import backend_names, get_backend
 from .data import DATASETS, load_dataset
+from .fused import FusedTrainer
 from .model import NeuralNetwork
 from .optim import make_optimizer
 from .timing import PhaseTimer, TimedBackend
 from .train import TrainConfig
-from .fused import FusedTrainer
 from .trainers import KernelTrainer, make_trainer, warm_up
 
 PHASES = ("data", "forward", "loss", "backward", "optimizer")
@@ -62,8 +63,9 @@ def fused_phase_rows(trainer, total: float) -> list[tuple[str, float]]:
     walls = {k: v for k, v in seconds.items() if k.startswith("wall: ")}
     rows = [(k, v) for k, v in seconds.items() if not k.startswith("wall: ")]
     busy = sum(v for _, v in rows)
-    rows.append(("waiting at the end of a parallel region (imbalance, fork/join)", max(0.0, sum(walls.values()) - busy)))
-    rows.append(("python between the compiled calls (dropout masks, bookkeeping)", max(0.0, total - sum(walls.values()))))
+    wall = sum(walls.values())
+    rows.append(("waiting at the end of a parallel region (imbalance, fork/join)", max(0.0, wall - busy)))
+    rows.append(("python between the compiled calls (dropout masks, bookkeeping)", max(0.0, total - wall)))
     return rows
 
 
@@ -226,7 +228,8 @@ def profile(backend: str, dataset: str = "mnist", epochs: int = 1, limit: int | 
                       f"path's time",
                   _table(_phase_rows(split_timer, split_total), split_total, split_timer.calls),
                   "", "  by kernel:", _table(split_kernels, split_total, split_timer.calls)]
-    lines += ["", "cProfile of the main path (times inflated by profiling; for ranking only), top 20 by cumulative time:",
+    lines += ["", "cProfile of the main path (times inflated by profiling; for ranking only), "
+                  "top 20 by cumulative time:",
               _pstats_text(profiler, "cumulative"), "", "top 20 by own time:", _pstats_text(profiler, "tottime"), ""]
     txt_path = out_dir / f"{backend}.txt"
     with atomic_write(txt_path, "w") as f:
@@ -270,7 +273,8 @@ def _main(argv) -> int:
     args.plots_dir = args.plots_dir or args.out_dir
     env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "FASTNN_DATA_DIR")
                    if k in os.environ)
-    command = (env + " " if env else "") + "python -m fastnn.profile " + " ".join(sys.argv[1:] if argv is None else argv)
+    args_text = " ".join(sys.argv[1:] if argv is None else argv)
+    command = (env + " " if env else "") + "python -m fastnn.profile " + args_text
     profile(args.backend, args.dataset, args.epochs, args.limit, args.batch_size, args.data_dir, args.out_dir,
             args.plots_dir, args.seed, command=command)
     return 0

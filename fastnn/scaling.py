@@ -133,8 +133,8 @@ def _main(argv) -> int:
         get_backend(args.worker)                          # BackendUnavailable: one line saying how to get it
         print(json.dumps(_measure(args.worker, args.samples, args.repeats, args.data_dir)))
         return 0
-    from .backends import available_backends
     from ._io import write_csv_rows
+    from .backends import available_backends
 
     missing = [b for b in args.backends if b not in available_backends()]
     if missing:

@@ -77,7 +77,8 @@ class TorchTrainer(TrainerBase):
         else:
             raise ValueError(f"no torch equivalent for optimizer {type(optimizer).__name__}")
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.description = f"torch.nn + autograd + torch.optim (torch {torch.__version__}, {torch.get_num_threads()} threads)"
+        self.description = (f"torch.nn + autograd + torch.optim (torch {torch.__version__}, "
+                            f"{torch.get_num_threads()} threads)")
         self.timer = None          # a fastnn.timing.PhaseTimer times each phase of a step
 
     def run_steps(self, order: np.ndarray, first_step: int, n_steps: int, batch_size: int) -> np.ndarray:

@@ -21,20 +21,38 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from ._cli import HelpFormatter, UserError, finite_float, int_at_least, new_run_folder, output_folder, printable, \
-    release_folder, remove_if_empty, run_main, stop_signals
+from ._cli import (
+    HelpFormatter,
+    UserError,
+    finite_float,
+    int_at_least,
+    new_run_folder,
+    output_folder,
+    printable,
+    release_folder,
+    remove_if_empty,
+    run_main,
+    stop_signals,
+)
 from ._io import write_csv_rows, write_json
 from .augment import AUGMENT_HELP, Augmenter, parse_augment
 from .backends import backend_names, get_backend
-from .data import DATASETS, FOLDER_SPLIT_SEED, FOLDER_TEST_FRACTION, folder_has_splits, iterate_minibatches, \
-    load_dataset, load_folder_dataset, train_val_split
+from .data import (
+    DATASETS,
+    FOLDER_SPLIT_SEED,
+    FOLDER_TEST_FRACTION,
+    folder_has_splits,
+    iterate_minibatches,
+    load_dataset,
+    load_folder_dataset,
+    train_val_split,
+)
 from .experiments import git_commit
 from .initializers import INITIALIZERS
 from .metrics import dead_unit_fraction
 from .model import ACTIVATIONS, NeuralNetwork
 from .optim import OPTIMIZERS, make_optimizer
 from .trainers import make_trainer, warm_up
-
 
 # The recipe per dataset: the settings whose defaults depend on the dataset, chosen on
 # validation accuracy (never test) with `python -m fastnn.experiments augmentation` (REPORT.md).
@@ -190,7 +208,8 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals, command: s
         + (f"label smoothing {cfg.label_smoothing:g}, " if cfg.label_smoothing else "")
         + f"{trainer.description}\n"
         f"data: {cfg.dataset} train {len(train_set)}, val {len(val_set)}, test {len(test_set)}; output {out}"
-        + (f"\nclasses (the folder names): {', '.join(printable(c) for c in train_set.class_names)}" if cfg.data else "")
+        + (f"\nclasses (the folder names): {', '.join(printable(c) for c in train_set.class_names)}"
+           if cfg.data else "")
         + (f"\n{cfg.data} has no train/ and test/ folders: the test set is a stratified "
            f"{FOLDER_TEST_FRACTION:.0%} of each class (seed {FOLDER_SPLIT_SEED}, the same for evaluate --data)"
            if cfg.data and not folder_has_splits(cfg.data) else ""))
@@ -284,7 +303,7 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals, command: s
     }
     write_json(metrics, out / "metrics.json")
     if history:
-        from .plotting import plot_learning_curves    # matplotlib only now: ~20 MB less during training
+        from .plotting import plot_learning_curves  # matplotlib only now: ~20 MB less during training
 
         plot_learning_curves(history, out / "learning_curves.png",
                              f"{cfg.dataset}, {'-'.join(map(str, layer_sizes))}, backend {cfg.backend}")

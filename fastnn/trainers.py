@@ -30,7 +30,8 @@ import numpy as np
 from .data import to_float
 from .timing import phase
 
-__all__ = ["Trainer", "TrainerBase", "KernelTrainer", "make_trainer", "warm_up", "checked_order", "batch_images", "STEPS_PER_CALL"]
+__all__ = ["Trainer", "TrainerBase", "KernelTrainer", "make_trainer", "warm_up", "checked_order", "batch_images",
+           "STEPS_PER_CALL"]
 
 STEPS_PER_CALL = 32   # steps per call by default: a progress bar and Ctrl-C get a turn between calls
 

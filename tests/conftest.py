@@ -7,7 +7,6 @@ import pytest
 
 from fastnn.data import DATASETS, default_data_dir
 
-
 # Skip reasons of the optional extras: one line, naming what installs the package (.ci/run's full
 # stage fails on any skip whose reason says "pip install" or "apt-get install").
 TORCH_MISSING = "torch not installed: pip install torch==2.13.0, then pip install -e '.[torch]'"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import TORCH_MISSING
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,8 +18,6 @@ from fastnn.augment import Augmentation, Augmenter, bounding_boxes, move_images,
 from fastnn.backends import available_backends, get_backend
 from fastnn.data import Dataset
 from fastnn.fused import FusedTrainer, images_to_csr
-
-from conftest import TORCH_MISSING
 from fastnn.optim import make_optimizer
 from fastnn.trainers import KernelTrainer, make_trainer
 

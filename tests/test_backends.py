@@ -6,13 +6,12 @@ float64: rtol = atol = 1e-10; float32: rtol = atol = 1e-4 (matmul atol scales wi
 from __future__ import annotations
 
 import numpy as np
+import oracle
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastnn.backends import KERNELS, BackendUnavailable, available_backends, backend_names, get_backend
-
-import oracle
 
 BACKENDS = available_backends()
 DTYPES = [np.float32, np.float64]

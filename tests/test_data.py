@@ -10,8 +10,18 @@ import numpy as np
 import pytest
 
 from fastnn import data as fdata
-from fastnn.data import (DataError, DatasetInfo, DownloadError, fetch_file, iterate_minibatches, load_image_folder,
-                         read_idx, read_images, read_labels, train_val_split)
+from fastnn.data import (
+    DataError,
+    DatasetInfo,
+    DownloadError,
+    fetch_file,
+    iterate_minibatches,
+    load_image_folder,
+    read_idx,
+    read_images,
+    read_labels,
+    train_val_split,
+)
 
 
 def idx_bytes(arr: np.ndarray, magic: int | None = None) -> bytes:

@@ -100,7 +100,8 @@ def test_garbage_in_is_an_error_on_every_backend(backend, batch):
 
     model = NeuralNetwork([60, 20, 5], activation="tanh", backend=backend, seed=0)
     good = sparse_images(batch)
-    for value, message in ((np.nan, "holds NaN"), (np.inf, "holds an infinite value"), (-np.inf, "holds an infinite value")):
+    for value, message in ((np.nan, "holds NaN"), (np.inf, "holds an infinite value"),
+                           (-np.inf, "holds an infinite value")):
         X = good.copy()
         X[batch - 1, 7] = value
         for call in (model.predict, model.forward, model.logits):

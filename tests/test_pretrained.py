@@ -9,8 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from fastnn import NeuralNetwork
-from fastnn import pretrained
+from fastnn import NeuralNetwork, pretrained
 from fastnn.data import DATASETS, load_dataset
 
 

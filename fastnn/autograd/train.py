@@ -19,8 +19,17 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from .._cli import HelpFormatter, UserError, finite_float, int_at_least, output_folder, release_folder, \
-    remove_if_empty, run_main, stop_signals
+from .._cli import (
+    HelpFormatter,
+    UserError,
+    finite_float,
+    int_at_least,
+    output_folder,
+    release_folder,
+    remove_if_empty,
+    run_main,
+    stop_signals,
+)
 from .._io import write_csv_rows, write_json
 from ..data import DATASETS, load_dataset
 from ..train import default_run_dir
@@ -140,7 +149,8 @@ def _train(args, out: Path) -> int:
                             "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr, "epoch_time_s": epoch_time})
             if val_acc > best[0]:
                 best = (val_acc, [p.data for p in params], epoch)
-            print(f"epoch {epoch}/{args.epochs}  train loss {train_loss:.4f} acc {100 * train_acc:.2f}% (first {min(1000, len(y_train))})  "
+            print(f"epoch {epoch}/{args.epochs}  train loss {train_loss:.4f} acc {100 * train_acc:.2f}% "
+                  f"(first {min(1000, len(y_train))})  "
                   f"val loss {val_loss:.4f} acc {100 * val_acc:.2f}%  {epoch_time:.1f}s")
             write_csv_rows(history, out / "history.csv")
     except KeyboardInterrupt:

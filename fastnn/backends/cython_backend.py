@@ -20,8 +20,16 @@ import os
 
 import numpy as np
 
-from ._checks import (as_float_array, check_matmul, check_same_shape, prefers_dot_kernel, run_elementwise,
-                      run_softmax, run_softmax_cross_entropy, run_softmax_cross_entropy_backward)
+from ._checks import (
+    as_float_array,
+    check_matmul,
+    check_same_shape,
+    prefers_dot_kernel,
+    run_elementwise,
+    run_softmax,
+    run_softmax_cross_entropy,
+    run_softmax_cross_entropy_backward,
+)
 from .fused_codes import ACT_CODES  # noqa: F401 - the fused path's activation codes
 
 try:

@@ -26,8 +26,16 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ._checks import (as_float_array, check_matmul, check_same_shape, prefers_dot_kernel, run_elementwise,
-                      run_softmax, run_softmax_cross_entropy, run_softmax_cross_entropy_backward)
+from ._checks import (
+    as_float_array,
+    check_matmul,
+    check_same_shape,
+    prefers_dot_kernel,
+    run_elementwise,
+    run_softmax,
+    run_softmax_cross_entropy,
+    run_softmax_cross_entropy_backward,
+)
 from .numba_forward import softmax_row
 
 NAME = "numba"
@@ -261,9 +269,9 @@ def softmax_cross_entropy_backward(probs, labels):
 # ---------------------------------------------------------------- the fused training path
 # Whole training steps in one compiled call: fastnn/backends/numba_fused.py (algorithm and
 # arguments in fastnn.fused).
-from .numba_fused import ACT_CODES, augment_csr, fused_steps, read_cycles  # noqa: E402,F401
 # The whole evaluation-mode forward pass in one compiled call (fastnn.inference).
 from .numba_forward import fused_forward  # noqa: E402,F401
+from .numba_fused import ACT_CODES, augment_csr, fused_steps, read_cycles  # noqa: E402,F401
 
 
 def num_threads() -> int:

@@ -6,7 +6,8 @@ update) with no Python in between. Its arguments and the algorithm are documente
 the same local names. In short, each step is two parallel regions over the T threads:
 
 - region 1, by **parameters** (``_finish_step``, ``_layer0_forward``): thread t owns rows
-  ``row_bounds[t]:row_bounds[t+1]`` of W0 (a range of pixels) and columns ``col_bounds[l, t]:col_bounds[l, t+1]`` of the biases and the
+  ``row_bounds[t]:row_bounds[t+1]`` of W0 (a range of pixels) and columns ``col_bounds[l, t]:col_bounds[l, t+1]`` of
+  the biases and the
   dense W_l. It finishes the previous step for what it owns (each weight gradient fused with
   the optimizer update: W0's rows gathered through the CSC index it built, the dense layers'
   columns through BLAS), then runs this step's layer 0 over its pixels: its share of z0 for

@@ -44,7 +44,8 @@ def accumulate_rows(typingctx, W, n_out, col0, idx, val, q0, q1, scale, z_in, z)
     """See the module docstring. W, z_in, z: 1-D arrays of one float type; idx: integers; val:
     that float type, or integers scaled by ``scale`` (of the float type)."""
     if not (isinstance(W, types.Array) and isinstance(W.dtype, types.Float) and W.dtype == z.dtype == z_in.dtype
-            and isinstance(idx.dtype, types.Integer) and (val.dtype == W.dtype or isinstance(val.dtype, types.Integer))):
+            and isinstance(idx.dtype, types.Integer)
+            and (val.dtype == W.dtype or isinstance(val.dtype, types.Integer))):
         return None
     fty = W.dtype
     n_lanes = lanes(fty)
