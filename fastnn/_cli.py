@@ -22,8 +22,25 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["UserError", "run_main", "int_at_least", "finite_float", "output_folder", "release_folder",
-           "remove_if_empty", "regular_file", "printable", "stop_signals", "HelpFormatter", "new_run_folder"]
+__all__ = ["UserError", "run_main", "add_data_dir_option", "add_backend_option", "int_at_least", "finite_float",
+           "output_folder", "release_folder", "remove_if_empty", "regular_file", "printable", "stop_signals",
+           "HelpFormatter", "new_run_folder"]
+
+
+def add_data_dir_option(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """``--data-dir DIR``, the same in every command that reads MNIST or Fashion-MNIST."""
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help=help or "folder holding mnist/ and fashion-mnist/ (default: $FASTNN_DATA_DIR, else the "
+                                     "user cache folder, where missing files are downloaded)")
+
+
+def add_backend_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--backend``, default ``auto`` (the fastest here: cython, else numba, else numpy;
+    ``fastnn.inference.inference_backend`` resolves it), the same in every command."""
+    from .backends import backend_names
+
+    parser.add_argument("--backend", default="auto", choices=["auto", *backend_names()],
+                        help=f"{help}; auto: the fastest here (cython, else numba, else numpy)")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -39,6 +39,7 @@ import numpy as np
 
 from ._cli import HelpFormatter, UserError, run_main
 from ._io import open_regular
+from .backends import omp_threads
 
 BACKEND_ORDER = ["reference", "numpy", "numba-kernels", "numba", "numba-timers", "cython", "cython-timers", "torch",
                  "jax-step", "jax-scan", "onnxruntime"]
@@ -66,7 +67,7 @@ def measure_fma_peak(threads: int | None = None, seconds: float = 0.3, attempts:
         from .backends import _cython_kernels as ck
     except ImportError:
         return None
-    threads = threads or int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    threads = threads or omp_threads()
     sec, flops, _ = ck.fma_peak(1_000_000, threads)
     iterations = max(1_000_000, int(1_000_000 * seconds / max(sec, 1e-6)))
     return max(flops / sec / 1e9 for sec, flops, _ in (ck.fma_peak(iterations, threads) for _ in range(attempts)))
@@ -107,7 +108,7 @@ def measure_sgemm_peaks(n: int = 2048, repeats: int = 5) -> dict[str, float]:
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8                     # what every onnxruntime since 1.10 reads (onnx may write newer)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+        options.intra_op_num_threads = omp_threads()
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         peaks[f"ONNX Runtime {ort.__version__} (MLAS)"] = flop / _best_time(
             lambda: session.run(None, {"A": a, "B": b}), repeats) / 1e9
@@ -391,7 +392,7 @@ def _main(argv) -> int:
 
     print("\n".join(summary_lines()))
     print("\nmeasuring this machine's ceilings ...")
-    threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    threads = omp_threads()
     fma = measure_fma_peak(threads)
     sgemm = measure_sgemm_peaks()
     bandwidth = measure_bandwidth_gbs()

@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from ._cli import HelpFormatter, UserError, int_at_least, regular_file, run_main
+from ._cli import HelpFormatter, UserError, add_data_dir_option, int_at_least, regular_file, run_main
 from .data import DATASETS
 
 __all__ = ["Demo", "brush_stroke"]
@@ -259,8 +259,7 @@ def _main(argv) -> int:
         formatter_class=HelpFormatter)
     p.add_argument("--dataset", default="mnist", choices=list(DATASETS), help="whose pretrained model to start with")
     p.add_argument("--model", default=None, help="a best_model.npz of your own instead of the pretrained model")
-    p.add_argument("--data-dir", default=None,
-                   help="where the test images are, for the Random test image button (default: $FASTNN_DATA_DIR, "
+    add_data_dir_option(p, "where the test images are, for the Random test image button (default: $FASTNN_DATA_DIR, "
                         "else the user cache)")
     p.add_argument("--seed", type=int_at_least(0), default=0, help="seeds the Random test image button")
     p.add_argument("--web", action="store_true",

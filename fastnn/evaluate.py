@@ -29,6 +29,8 @@ from . import metrics
 from ._cli import (
     HelpFormatter,
     UserError,
+    add_backend_option,
+    add_data_dir_option,
     new_run_folder,
     output_folder,
     printable,
@@ -37,7 +39,6 @@ from ._cli import (
     run_main,
 )
 from ._io import read_history, write_json
-from .backends import backend_names
 from .data import (
     DATASETS,
     FOLDER_SPLIT_SEED,
@@ -382,10 +383,8 @@ def _main(argv) -> int:
                    help="output folder, new or empty (default: evaluation-<dataset> beside the model; for the "
                         "pretrained model a new folder under runs/)")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing its files")
-    p.add_argument("--data-dir", default=None, help="data folder (default: $FASTNN_DATA_DIR, else the user cache)")
-    p.add_argument("--backend", default="auto", choices=["auto", *backend_names()],
-                   help="kernels for inference; auto: cython, else numba (one compiled call per forward pass), "
-                        "else numpy")
+    add_data_dir_option(p)
+    add_backend_option(p, "kernels for inference (cython and numba: one compiled call per forward pass)")
     args = p.parse_args(argv)
     run(args.model, args.dataset, args.out, args.data_dir, args.backend, overwrite=args.overwrite, data=args.data)
     return 0

@@ -47,9 +47,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli import FolderBusy, HelpFormatter, UserError, int_at_least, output_folder, release_folder
+from ._cli import (
+    FolderBusy,
+    HelpFormatter,
+    UserError,
+    add_backend_option,
+    add_data_dir_option,
+    int_at_least,
+    output_folder,
+    release_folder,
+)
 from ._io import NotARegularFile, open_regular, read_history, write_csv_rows
-from .backends import backend_names
 
 AUGMENTATION_EPOCHS = 40   # the recipes' epochs (fastnn.train.RECIPES)
 
@@ -458,11 +466,10 @@ def _main(argv) -> int:
     p.add_argument("--dataset", nargs="+", default=["mnist"], choices=["mnist", "fashion-mnist"])
     p.add_argument("--epochs", type=int_at_least(1), default=10, help="epochs per run (an experiment may fix its own)")
     p.add_argument("--seeds", type=int_at_least(1), default=3, help="seeds per configuration")
-    p.add_argument("--backend", default="numba", choices=backend_names(),
-                   help="backend for every experiment but 'backend'")
+    add_backend_option(p, "backend for every experiment but 'backend'")
     p.add_argument("--jobs", type=int_at_least(1), default=os.cpu_count() or 1, help="runs at a time")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a Dask scheduler (tcp://host:port) to run on")
-    p.add_argument("--data-dir", default=None, help="data folder (default: $FASTNN_DATA_DIR, else the user cache)")
+    add_data_dir_option(p)
     p.add_argument("--results", default="runs/experiments",
                    help="folder for the CSV files and run folders (reused: runs already recorded there are skipped; "
                         "the committed ones: --results results --plots-dir plots/experiments)")
@@ -486,6 +493,9 @@ def _main(argv) -> int:
         print_markdown(read_rows(csv_path), names)
         return 0
     done = {_key(r) for r in read_rows(csv_path) if r["status"] == "completed"}
+    from .inference import inference_backend
+
+    args.backend = inference_backend(args.backend)
     specs = make_specs(names, args.dataset, args.seeds, args.epochs, args.backend, args.data_dir, results, args.force,
                        done, args.limit)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)

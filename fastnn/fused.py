@@ -66,11 +66,10 @@ profile, ``read_cycles()`` and ``cycles_per_second()`` (its cycle counter's rate
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from .backends import omp_threads
 from .backends.fused_codes import OPT_CODES
 from .optim import SGD, Adam
 from .trainers import TrainerBase, checked_order
@@ -132,7 +131,7 @@ def images_to_csr(images: np.ndarray):
 def _num_threads(backend) -> int:
     if hasattr(backend, "num_threads"):
         return max(1, int(backend.num_threads()))
-    return max(1, int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
+    return omp_threads()
 
 
 ALIGN = 16   # column splits at multiples of 16 floats (64-byte cache lines are never shared)

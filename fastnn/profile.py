@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from . import machine
-from ._cli import HelpFormatter, int_at_least, new_run_folder, run_main
+from ._cli import HelpFormatter, add_backend_option, add_data_dir_option, int_at_least, new_run_folder, run_main
 from ._io import atomic_write
-from .backends import backend_names, get_backend
+from .backends import get_backend
 from .data import DATASETS, load_dataset
 from .fused import FusedTrainer
 from .model import NeuralNetwork
@@ -248,14 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "<backend>.txt, <backend>.prof and profile_<backend>.png into a new folder under runs/ "
                     "(the committed ones: --out-dir profiles --plots-dir plots).",
         formatter_class=HelpFormatter)
-    p.add_argument("--backend", required=True, choices=backend_names(), help="the backend to profile")
+    add_backend_option(p, "the backend to profile")
     p.add_argument("--dataset", default="mnist", choices=list(DATASETS), help="the training set")
     p.add_argument("--epochs", type=int_at_least(1), default=1, help="epochs to time")
     p.add_argument("--limit", type=int_at_least(1), default=None, metavar="N",
                    help=f"first N training samples (default all; {REFERENCE_DEFAULT_LIMIT} for reference)")
     p.add_argument("--batch-size", type=int_at_least(1), default=64, help="samples per step")
     p.add_argument("--seed", type=int_at_least(0), default=0, help="seeds the weights and the batch order")
-    p.add_argument("--data-dir", default=None, help="data folder (default: $FASTNN_DATA_DIR, else the user cache)")
+    add_data_dir_option(p)
     p.add_argument("--out-dir", default=None,
                    help="where the .txt and .prof files go (default: a new folder runs/<time>-profile-<backend>)")
     p.add_argument("--plots-dir", default=None, help="where the phase chart goes (default: --out-dir)")
@@ -268,6 +268,9 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     args = build_parser().parse_args(argv)
+    from .inference import inference_backend
+
+    args.backend = inference_backend(args.backend)
     get_backend(args.backend)
     args.out_dir = args.out_dir or str(new_run_folder(f"profile-{args.backend}"))
     args.plots_dir = args.plots_dir or args.out_dir

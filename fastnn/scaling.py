@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli import HelpFormatter, UserError, int_at_least, new_run_folder, run_main
+from ._cli import HelpFormatter, UserError, add_data_dir_option, int_at_least, new_run_folder, run_main
 from .backends import backend_names, get_backend
 
 BATCHES = [16, 32, 64, 128, 256, 512, 1024]
@@ -122,7 +122,7 @@ def _main(argv) -> int:
     p.add_argument("--threads", nargs="+", type=int_at_least(1), default=[1, 2], help="thread counts to time")
     p.add_argument("--samples", type=int_at_least(64), default=12_800, help="MNIST images per timed pass")
     p.add_argument("--repeats", type=int_at_least(1), default=2, help="timed passes per point (the best is kept)")
-    p.add_argument("--data-dir", default=None, help="data folder (default: $FASTNN_DATA_DIR, else the user cache)")
+    add_data_dir_option(p)
     p.add_argument("--plots-dir", default=None, help="where the two figures go (default: a new folder under runs/)")
     p.add_argument("--csv", default=None, help="the CSV of every point (default: scaling.csv in that folder)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)

@@ -24,6 +24,8 @@ from . import __version__
 from ._cli import (
     HelpFormatter,
     UserError,
+    add_backend_option,
+    add_data_dir_option,
     finite_float,
     int_at_least,
     new_run_folder,
@@ -36,7 +38,7 @@ from ._cli import (
 )
 from ._io import write_csv_rows, write_json
 from .augment import AUGMENT_HELP, Augmenter, parse_augment
-from .backends import backend_names, get_backend
+from .backends import get_backend
 from .data import (
     DATASETS,
     FOLDER_SPLIT_SEED,
@@ -365,8 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Fashion-MNIST. Writes best_model.npz, history.csv, learning_curves.png and metrics.json "
                     "into --out. Ctrl-C (or SIGTERM) stops early, keeps the best model and writes every file.",
         formatter_class=HelpFormatter)
-    p.add_argument("--backend", default="auto", choices=["auto", *backend_names()],
-                   help="kernel implementation; auto: the fastest here (cython, else numba, else numpy)")
+    add_backend_option(p, "kernel implementation")
     p.add_argument("--dataset", default=None, choices=list(DATASETS),
                    help="downloaded on first use (default: mnist)")
     p.add_argument("--data", default=None, metavar="FOLDER",
@@ -399,8 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int_at_least(0), default=d.seed, help="seeds init, split, shuffling and dropout")
     p.add_argument("--val-split", type=finite_float(0, 1, low_open=True, high_open=True), default=d.val_split,
                    help="validation fraction (stratified), in (0, 1): the best model is chosen on it")
-    p.add_argument("--data-dir", default=None,
-                   help="data folder (default: $FASTNN_DATA_DIR, else the user cache)")
+    add_data_dir_option(p)
     p.add_argument("--limit", type=int_at_least(10), default=None, metavar="N",
                    help="use only the first N training samples (default: all)")
     p.add_argument("--test-limit", type=int_at_least(1), default=None, metavar="N",

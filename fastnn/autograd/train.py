@@ -22,6 +22,7 @@ from .. import __version__
 from .._cli import (
     HelpFormatter,
     UserError,
+    add_data_dir_option,
     finite_float,
     int_at_least,
     output_folder,
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int_at_least(1), default=16, help="samples per SGD step")
     p.add_argument("--lr", type=finite_float(0, low_open=True), default=0.05, help="SGD learning rate (momentum 0.9)")
     p.add_argument("--seed", type=int_at_least(0), default=0, help="seeds the weights, split and order")
-    p.add_argument("--data-dir", default=None, help="data folder (default: $FASTNN_DATA_DIR, else the user cache)")
+    add_data_dir_option(p)
     p.add_argument("--out", default=None, metavar="DIR", help="output folder, new or empty (default: a new folder "
                                                              "under runs/)")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing its files")

@@ -17,6 +17,7 @@ trainer only ever see the returned module.
 from __future__ import annotations
 
 import importlib
+import os
 from types import ModuleType
 
 KERNELS = (
@@ -44,6 +45,12 @@ _cache: dict[str, ModuleType] = {}
 
 class BackendUnavailable(ImportError):
     """The named backend exists but cannot run here (a missing optional dependency or build)."""
+
+
+def omp_threads() -> int:
+    """The thread count every parallel part of fastnn uses by default: ``OMP_NUM_THREADS``, else
+    every core (the one definition: the fused paths, ONNX Runtime's session, the ceilings)."""
+    return max(1, int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
 
 
 def backend_names() -> list[str]:

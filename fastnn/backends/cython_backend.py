@@ -16,10 +16,9 @@ forward pass of a batch (see ``fastnn.inference``), the same algorithms as the n
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from . import omp_threads
 from ._checks import (
     as_float_array,
     check_matmul,
@@ -52,7 +51,7 @@ def num_threads() -> int:
     """Threads the fused path uses: ``OMP_NUM_THREADS``, else every core (1 without OpenMP)."""
     if openmp_threads() == 1:
         return 1
-    return max(1, int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
+    return omp_threads()
 
 
 def matmul(a, b):
