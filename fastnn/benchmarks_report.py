@@ -43,9 +43,6 @@ from .backends import omp_threads
 
 BACKEND_ORDER = ["reference", "numpy", "numba-kernels", "numba", "numba-timers", "cython", "cython-timers", "torch",
                  "jax-step", "jax-scan", "onnxruntime"]
-COLORS = {"reference": "tab:gray", "numpy": "tab:blue", "numba-kernels": "tab:cyan", "numba": "tab:orange",
-          "numba-timers": "moccasin", "cython": "tab:green", "cython-timers": "palegreen", "torch": "tab:red",
-          "jax-step": "plum", "jax-scan": "tab:purple", "onnxruntime": "black"}
 LAYERS = [784, 128, 64, 10]
 
 
@@ -208,7 +205,7 @@ def _order(backends):
 
 
 def plot_kernels(rows, path) -> None:
-    from .plotting import plt, save_figure
+    from .plotting import COLORS, plt, save_figure
 
     kernel_rows = [r for r in rows if r.get("kernel")]
     groups = list(dict.fromkeys(r["group"] for r in kernel_rows))
@@ -243,7 +240,7 @@ def plot_kernels(rows, path) -> None:
 
 def plot_epoch(rows, path) -> list[tuple[str, float, float, float | None]]:
     """Bar chart of the epoch benchmark; returns (trainer, median s, ratio to torch, ratio to jax-scan)."""
-    from .plotting import plt, save_figure
+    from .plotting import COLORS, plt, save_figure
 
     epoch = {r["backend"]: r for r in rows if r["group"].startswith("epoch")}
     if not epoch:
@@ -312,7 +309,7 @@ def plot_roofline(rows, ceilings: dict[str, float], bandwidth: float, path) -> l
     """Roofline plot against the measured ``ceilings`` ({label: GFLOP/s}, highest first: the
     arithmetic limit, then the best sgemm) and ``bandwidth`` (GB/s); returns (what, backend,
     intensity, GFLOP/s) per point."""
-    from .plotting import plt, save_figure
+    from .plotting import COLORS, plt, save_figure
 
     points = []
     for r in rows:

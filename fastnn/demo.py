@@ -174,7 +174,7 @@ class Demo:
         returns the probabilities (C,), or None for an empty canvas."""
         from PIL import Image
 
-        from .predict import ImageError, preprocess
+        from .images import ImageError, preprocess
 
         try:
             x = preprocess(Image.fromarray((self.canvas * 255).astype(np.uint8)))   # (784,) float32

@@ -168,8 +168,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
 
     def _classify(self, query) -> None:
-        from .images import BlankImage, ImageError, ImageTooLarge, read_image
-        from .predict import preprocess
+        from .images import BlankImage, ImageError, ImageTooLarge, preprocess, read_image
 
         dataset = self._dataset(query)
         length = self.headers.get("Content-Length")

@@ -11,6 +11,11 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ._io import atomic_write  # noqa: E402
 
+# One colour per backend or comparator in every figure (benchmarks_report, scaling).
+COLORS = {"reference": "tab:gray", "numpy": "tab:blue", "numba-kernels": "tab:cyan", "numba": "tab:orange",
+          "numba-timers": "moccasin", "cython": "tab:green", "cython-timers": "palegreen", "torch": "tab:red",
+          "jax-step": "plum", "jax-scan": "tab:purple", "onnxruntime": "black"}
+
 
 def save_figure(fig, path, dpi: int = 120) -> None:
     """Render ``fig`` to PNG and write it atomically to ``path``; closes the figure."""

@@ -21,63 +21,9 @@ import numpy as np
 
 from ._cli import HelpFormatter, UserError, int_at_least, printable, regular_file, run_main
 from .data import DATASETS
-from .images import IMAGE_SUFFIXES, MAX_PIXELS, BlankImage, ImageError, as_gray, read_image  # noqa: F401 - predict's API
+from .images import IMAGE_SUFFIXES, ImageError, load_image, preprocess  # noqa: F401 - also predict's Python API
 from .inference import inference_backend
 from .model import NeuralNetwork
-
-
-def preprocess(image) -> np.ndarray:
-    """A PIL image -> float32 (784,) in [0, 1], MNIST-style (see the module docstring).
-
-    Raises:
-        BlankImage: the image is blank (no ink to centre). ImageError: a colour mode with no gray.
-    """
-    from PIL import Image
-
-    gray = as_gray(image)                                                       # (H, W), 1 = white
-
-    def background(img):
-        return float(np.median(np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])))
-
-    if background(gray) > 0.5:                                                  # light background: invert
-        gray = 1.0 - gray
-    gray = np.clip(gray - background(gray), 0.0, None)                          # background to 0
-    peak = gray.max()
-    if peak <= 0.05:
-        raise BlankImage("the image is blank: no ink to classify")
-    gray = gray / peak                                                          # ink in [0, 1]
-    rows = np.flatnonzero(gray.max(axis=1) > 0.1)
-    cols = np.flatnonzero(gray.max(axis=0) > 0.1)
-    crop = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]                     # bounding box of the ink
-    h, w = crop.shape
-    scale = 20.0 / max(h, w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    small = Image.fromarray((crop * 255).astype(np.uint8)).resize((new_w, new_h), Image.LANCZOS)
-    small = np.asarray(small, dtype=np.float32) / 255.0                         # (<=20, <=20)
-    canvas = np.zeros((28, 28), dtype=np.float32)
-    total = small.sum()
-    cy = (small.sum(axis=1) @ np.arange(new_h)) / total                         # centre of mass
-    cx = (small.sum(axis=0) @ np.arange(new_w)) / total
-    top = int(round(13.5 - cy))
-    left = int(round(13.5 - cx))
-    top = min(max(top, 0), 28 - new_h)
-    left = min(max(left, 0), 28 - new_w)
-    canvas[top:top + new_h, left:left + new_w] = small
-    return np.clip(canvas, 0.0, 1.0).reshape(-1)
-
-
-def load_image(path) -> np.ndarray:
-    """Read ``path`` and preprocess it; ImageError names the file and the problem."""
-    try:
-        regular_file(path, "image")
-        with read_image(path) as img:
-            return preprocess(img)
-    except UserError as exc:
-        raise ImageError(str(exc)) from exc
-    except ImageError as exc:
-        raise ImageError(f"{path}: {exc}") from exc
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
 
 
 def image_paths(args) -> list[Path]:

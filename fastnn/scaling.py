@@ -85,8 +85,7 @@ def run_all(backends, threads_list, samples, repeats, data_dir, log=print) -> li
 
 
 def plot(rows, kind: str, path, xlabel: str, title: str) -> None:
-    from .benchmarks_report import COLORS
-    from .plotting import plt, save_figure
+    from .plotting import COLORS, plt, save_figure
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for backend in dict.fromkeys(r["backend"] for r in rows):

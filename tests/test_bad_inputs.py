@@ -158,7 +158,7 @@ def test_predict_reads_images_as_shown(tmp_path):
     variant of one drawn digit is prepared like the plain 8-bit original."""
     from PIL import Image
 
-    from fastnn.predict import load_image
+    from fastnn.images import load_image
 
     canvas = np.zeros((56, 56), np.uint8)
     canvas[10:46, 26:31] = 255                                   # a "1": a vertical bar, ink bright on black

@@ -25,6 +25,7 @@ from .._cli import (
     add_data_dir_option,
     finite_float,
     int_at_least,
+    new_run_folder,
     output_folder,
     release_folder,
     remove_if_empty,
@@ -33,7 +34,6 @@ from .._cli import (
 )
 from .._io import write_csv_rows, write_json
 from ..data import DATASETS, load_dataset
-from ..train import default_run_dir
 from .nn import MLP, softmax_cross_entropy
 
 
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     args = build_parser().parse_args(argv)
-    out = output_folder(args.out or default_run_dir(args.dataset, "value"), args.overwrite)
+    out = output_folder(args.out or new_run_folder(f"{args.dataset}-value"), args.overwrite)
     with stop_signals():                             # SIGTERM stops training as Ctrl-C does: outputs kept
         try:
             return _train(args, out)
