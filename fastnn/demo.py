@@ -67,11 +67,13 @@ class Demo:
         import matplotlib.pyplot as plt
         from matplotlib.widgets import Button
 
+        from .demo_state import DemoState
+
         self.data_dir, self.model_path = data_dir, model_path
-        self.rng = np.random.default_rng(seed)
+        self.state = DemoState(model_path, data_dir, seed)                  # the models and test sets, cached
+        self.rng = self.state.rng
         self.canvas = np.zeros((CANVAS, CANVAS), dtype=np.float32)          # (280, 280) ink in [0, 1]
         self._last = None                                                   # the stroke's previous point
-        self._tests = {}                                                    # dataset -> test Dataset
         self.fig = plt.figure(figsize=(11, 6.2))
         grid = self.fig.add_gridspec(2, 4, height_ratios=[6, 1.6], width_ratios=[3, 2, 3, 1.2])
         self.ax_draw = self.fig.add_subplot(grid[0, 0])
@@ -101,15 +103,8 @@ class Demo:
     # ------------------------------------------------------------------ model and data
     def set_dataset(self, dataset: str, redraw: bool = True) -> None:
         """Switch to ``dataset``: its pretrained model (unless a --model was given) and test images."""
-        from .inference import inference_backend
-        from .model import NeuralNetwork
-
         self.dataset = dataset
-        if self.model_path is None:
-            self.model = NeuralNetwork.pretrained(dataset)
-        elif not hasattr(self, "model"):
-            self.model = NeuralNetwork.load(regular_file(self.model_path, "model file"),
-                                            backend=inference_backend())        # as the pretrained ones
+        self.model = self.state.model(dataset)
         names = self.model.class_names or list(DATASETS[dataset].classes)
         self.class_names = [str(n) for n in names]
         self.ax_probs.clear()
@@ -132,11 +127,7 @@ class Demo:
 
     def test_set(self):
         """The current dataset's test images (loaded on first use)."""
-        from .data import load_dataset
-
-        if self.dataset not in self._tests:
-            self._tests[self.dataset] = load_dataset(self.dataset, "test", self.data_dir)
-        return self._tests[self.dataset]
+        return self.state.test_set(self.dataset)
 
     # ------------------------------------------------------------------ drawing
     def _press(self, event):

@@ -32,7 +32,6 @@ import io
 import ipaddress
 import json
 import sys
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -40,6 +39,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 
 from .data import DATASETS
+from .demo_state import DemoState
 from .model import ModelFileError
 
 __all__ = ["make_server", "serve", "MAX_BODY", "MAX_PIXELS"]
@@ -57,44 +57,6 @@ class RequestError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
-
-
-class DemoState:
-    """What the handlers share: the models (one per dataset, loaded on first use), the test sets
-    and a lock (a model's forward reuses its buffers, so one request at a time runs it)."""
-
-    def __init__(self, model_path=None, data_dir=None, seed: int = 0):
-        self.model_path, self.data_dir = model_path, data_dir
-        self.rng = np.random.default_rng(seed)
-        self.models, self.tests = {}, {}
-        self.lock = threading.Lock()
-
-    def model(self, dataset: str):
-        from .inference import inference_backend
-        from .model import NeuralNetwork
-
-        key = "custom" if self.model_path else dataset
-        if key not in self.models:           # the fastest backend with a fused forward, as the pretrained ones
-            self.models[key] = (NeuralNetwork.load(self.model_path, backend=inference_backend()) if self.model_path
-                                else NeuralNetwork.pretrained(dataset))
-        return self.models[key]
-
-    def test_set(self, dataset: str):
-        from .data import load_dataset
-
-        if dataset not in self.tests:
-            self.tests[dataset] = load_dataset(dataset, "test", self.data_dir)
-        return self.tests[dataset]
-
-    def answer(self, dataset: str, x: np.ndarray) -> dict:
-        """The JSON answer for input ``x`` (784,) float32 in [0, 1]."""
-        with self.lock:
-            model = self.model(dataset)
-            probs = model.forward(x.reshape(1, -1).astype(model.dtype))[0]                 # (C,)
-        classes = [str(c) for c in (model.class_names or DATASETS[dataset].classes)]
-        return {"dataset": dataset, "classes": classes, "probs": [round(float(p), 5) for p in probs],
-                "prediction": classes[int(np.argmax(probs))],
-                "input": [round(float(v), 3) for v in x]}
 
 
 class Handler(BaseHTTPRequestHandler):
