@@ -266,10 +266,9 @@ def softmax_cross_entropy_backward(probs, labels):
 
 
 
-# ---------------------------------------------------------------- the fused training path
-# Whole training steps in one compiled call: fastnn/backends/numba_fused.py (algorithm and
-# arguments in fastnn.fused).
-# The whole evaluation-mode forward pass in one compiled call (fastnn.inference).
+# ---------------------------------------------------------------- the fused paths
+# The whole evaluation-mode forward pass in one compiled call (fastnn.inference), and whole
+# training steps in one compiled call (fastnn/backends/numba_fused.py; arguments in fastnn.fused).
 from .numba_forward import fused_forward  # noqa: E402,F401
 from .numba_fused import ACT_CODES, augment_csr, fused_steps, read_cycles  # noqa: E402,F401
 
