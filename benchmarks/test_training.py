@@ -29,8 +29,8 @@ from fastnn import NeuralNetwork
 from fastnn.augment import Augmenter, parse_augment
 from fastnn.backends import available_backends
 from fastnn.optim import make_optimizer
-from fastnn.train import RECIPES
 from fastnn.trainers import make_trainer
+from fastnn.training import RECIPES
 
 from .conftest import record, record_result
 

@@ -1,7 +1,7 @@
 """``python -m fastnn.experiments [NAME ...]``: named grids of training runs, in parallel.
 
 Each experiment varies one thing and holds everything else at the trainer's defaults
-(``fastnn.train.TrainConfig``) without augmentation or dropout (the plain recipe), over
+(``fastnn.training.TrainConfig``) without augmentation or dropout (the plain recipe), over
 several seeds per configuration:
 
 ==================  ==========================================================================
@@ -39,7 +39,6 @@ import argparse
 import csv
 import io
 import os
-import subprocess
 import sys
 import time
 import traceback
@@ -58,6 +57,7 @@ from ._cli import (
     release_folder,
 )
 from ._io import NotARegularFile, open_regular, read_history, write_csv_rows
+from .provenance import git_commit
 
 AUGMENTATION_EPOCHS = 40   # the recipes' epochs (fastnn.train.RECIPES)
 
@@ -92,22 +92,6 @@ FIELDS = ["experiment", "dataset", "config", "seed", "backend", "epochs", "limit
           "git_commit", "run_dir", "error"]
 
 
-def git_commit() -> str:
-    """The current commit of the project, ``+changes`` appended when tracked files differ from it
-    (``unknown`` outside a git checkout)."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=here)
-        commit = out.stdout.strip()
-        if not commit:
-            return "unknown"
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], capture_output=True, timeout=10, cwd=here)
-        return commit + ("+changes" if dirty.returncode == 1 else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def run_one(spec: dict) -> dict | None:
     """Train one configuration (in whatever process joblib gives it) and append its row to the
     sweep's CSV; return the row, or None where another sweep holds the run's folder or finished
@@ -135,7 +119,7 @@ def run_one(spec: dict) -> dict | None:
 
 def _train_row(spec: dict) -> dict:
     """The CSV row of one training run (its folder claimed by the caller)."""
-    from .train import TrainConfig, train
+    from .training import TrainConfig, train
 
     row = {k: spec[k] for k in ("experiment", "dataset", "config", "seed")}
     t0 = time.perf_counter()

@@ -40,8 +40,8 @@ from .fused import FusedTrainer
 from .model import NeuralNetwork
 from .optim import make_optimizer
 from .timing import PhaseTimer, TimedBackend
-from .train import TrainConfig
 from .trainers import KernelTrainer, make_trainer, warm_up
+from .training import TrainConfig
 
 PHASES = ("data", "forward", "loss", "backward", "optimizer")
 REFERENCE_DEFAULT_LIMIT = 1000   # a full epoch of Python loops would take about 15 minutes

@@ -58,7 +58,7 @@ def test_labels_only_graph():
 
 def test_trained_model_on_real_test_images(tmp_path, mnist_dir):
     """A model trained one epoch on real MNIST: ONNX Runtime's labels are fastnn's, image for image."""
-    from fastnn.train import TrainConfig, train
+    from fastnn.training import TrainConfig, train
 
     metrics = train(TrainConfig(backend="numpy", epochs=1, limit=3000, test_limit=200, data_dir=str(mnist_dir),
                                 out=str(tmp_path / "run")), progress=False, log=lambda *a: None)

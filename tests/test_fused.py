@@ -227,7 +227,7 @@ def test_compiling_is_its_own_step(monkeypatch):
     """train's compile step says whether it compiles (first run) and how long it took; a warm-up
     changes neither the weights nor the optimizer's step count."""
     import fastnn.backends.numba_backend as nb
-    from fastnn.train import compile_kernels
+    from fastnn.training import compile_kernels
 
     model = NeuralNetwork([50, 8, 5], backend="numba")
     trainer = make_trainer(model, make_optimizer("momentum", model, 0.1), toy_dataset())

@@ -13,7 +13,7 @@ import pytest
 
 from fastnn.backends import available_backends
 from fastnn.data import FOLDER_TEST_FRACTION, load_dataset, load_folder_dataset
-from fastnn.train import TrainConfig, train
+from fastnn.training import TrainConfig, train
 
 N_TRAIN, N_TEST = 10000, 1000
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
