@@ -217,7 +217,7 @@ class NeuralNetwork:
         return self.backend.softmax_cross_entropy(self.logits(X), y)
 
     # ------------------------------------------------------------------ backward
-    def backward(self, X, y, label_smoothing: float = 0.0) -> float:
+    def backward(self, X, y, label_smoothing: float = 0.0, check_range: bool = True) -> float:
         """Forward in training mode, then backpropagate the mean cross-entropy.
 
         Args:
@@ -225,6 +225,8 @@ class NeuralNetwork:
             label_smoothing: eps in [0, 1): the target is (1 - eps) one_hot(y) + eps / C instead of
                 one_hot(y) (C. Szegedy et al., "Rethinking the Inception Architecture for Computer
                 Vision", CVPR 2016, section 7); the loss is then -sum_j t_j log p_j.
+            check_range: refuse inputs outside the model's range (``pixel_inputs``) or not finite;
+                False only for X the caller made itself from uint8 images (the trainers).
         Returns:
             The mean loss (float). Sets ``grad_weights`` and ``grad_biases``.
         Raises:
@@ -233,7 +235,7 @@ class NeuralNetwork:
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         k = self.backend
-        X = self._check_input(X)
+        X = self._check_input(X, check_range)
         y = np.asarray(y)
         if y.ndim != 1 or y.shape[0] != X.shape[0]:
             raise ValueError(f"labels shape {y.shape} does not match X shape {X.shape}: expected ({X.shape[0]},)")

@@ -106,16 +106,19 @@ def compile_in_workers(spec: KernelSpec) -> float:
     """
     import multiprocessing
 
-    context = multiprocessing.get_context("spawn")                  # a fresh interpreter: no forked threads
-    saved = context.Event()
-    workers = [context.Process(target=target, args=(spec, saved), daemon=True)
-               for target in (_compile_steps, _compile_rest)]
     t0 = time.perf_counter()
+    workers = []
     try:
+        context = multiprocessing.get_context("spawn")              # a fresh interpreter: no forked threads
+        saved = context.Event()
+        workers = [context.Process(target=target, args=(spec, saved), daemon=True)
+                   for target in (_compile_steps, _compile_rest)]
         for w in workers:
             w.start()
         for w in workers:
             w.join()
+    except OSError:                    # no processes or semaphores here: the training process compiles
+        pass
     finally:
         for w in workers:
             if w.is_alive():

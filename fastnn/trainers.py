@@ -105,7 +105,7 @@ class KernelTrainer(TrainerBase):
                 images = batch_images(self.dataset, order, step, batch_size, self.augmenter)  # (B, ...) uint8
                 X = to_float(images, self.model.dtype)                                        # (B, D)
                 y = self.dataset.labels[idx].astype(np.int64)                  # (B,)
-            loss = self.model.backward(X, y, self.label_smoothing)
+            loss = self.model.backward(X, y, self.label_smoothing, check_range=False)   # X from uint8: in [0, 1]
             losses.append(loss)
             if not math.isfinite(loss):
                 break

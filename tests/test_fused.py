@@ -295,3 +295,16 @@ def test_an_order_out_of_range_is_refused_before_the_kernel_runs(backend, augmen
         trainer.run_steps(order, 0, 7, 0)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.weights))   # nothing ran
     trainer.run_epoch(order, 16)                                              # a good order still trains
+
+
+def test_compiling_in_workers_never_stops_a_run(monkeypatch):
+    """Where no worker process can be started, the training process compiles instead."""
+    import multiprocessing
+
+    from fastnn.precompile import KernelSpec, compile_in_workers
+
+    def refuse(*args, **kwargs):
+        raise OSError("no semaphores here")
+
+    monkeypatch.setattr(multiprocessing, "get_context", refuse)
+    assert compile_in_workers(KernelSpec((49, 8, 5), "float32", (7, 7), False)) >= 0

@@ -72,11 +72,11 @@ def test_ctrl_c_keeps_best_model(tmp_path, mnist_dir, monkeypatch, capsys):
     real_backward = NeuralNetwork.backward
     calls = {"n": 0}
 
-    def interrupted_backward(self, X, y, *args):
+    def interrupted_backward(self, X, y, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] > 40:          # one epoch of 2400 samples is 38 batches: stop in epoch 2
             raise KeyboardInterrupt
-        return real_backward(self, X, y, *args)
+        return real_backward(self, X, y, *args, **kwargs)
 
     monkeypatch.setattr(NeuralNetwork, "backward", interrupted_backward)
     code, out = run_cli(tmp_path, mnist_dir, "--epochs", "3")
