@@ -1,10 +1,10 @@
-"""Build hook for fastnn: compiles the Cython kernels (kernels/*.pyx) into fastnn.backends.
+"""Build hook for fastnn: compiles the Cython kernels (fastnn/backends/cython/*.pyx) in place.
 
 Metadata lives in pyproject.toml. Flags: -O3, plus -march=native unless FASTNN_PORTABLE=1
 (for wheels meant for other machines), plus -fopenmp when the compiler can build and link
-an OpenMP program (it also turns on the `omp simd` loop in kernels/dot_tile.h); without it
+an OpenMP program (it also turns on the `omp simd` loop in fastnn/backends/cython/dot_tile.h); without it
 the build still succeeds and ``prange`` runs serially
-(``fastnn.backends.cython_backend.openmp_threads()`` then reports 1).
+(``fastnn.backends.cython.openmp_threads()`` then reports 1).
 """
 import os
 import tempfile
@@ -43,18 +43,23 @@ class BuildExt(build_ext):
         else:
             print("fastnn: the C compiler has no OpenMP; building the Cython kernels single-threaded")
             if _compiles(self.compiler, ["-fopenmp-simd"], needs_runtime=False):
-                compile_args.append("-fopenmp-simd")   # still vectorize kernels/dot_tile.h
+                compile_args.append("-fopenmp-simd")   # still vectorize fastnn/backends/cython/dot_tile.h
         for ext in self.extensions:
             ext.extra_compile_args = compile_args + ext.extra_compile_args
             ext.extra_link_args = link_args + ext.extra_link_args
         super().build_extensions()
 
 
+CYTHON_DIR = "fastnn/backends/cython"
+HEADERS = [f"{CYTHON_DIR}/{h}" for h in ("dot_tile.h", "fma_peak.h", "sparse_row.h")]
+# One extension per .pyx, named as the numba backend's files (kernels, fused_step, fused_forward,
+# augment); _shared.pxd holds the inlines they share.
 extensions = [
-    Extension("fastnn.backends._cython_kernels", ["kernels/cython_kernels.pyx"],
-              include_dirs=[numpy.get_include(), "kernels"],
-              depends=["kernels/dot_tile.h", "kernels/fma_peak.h", "kernels/sparse_row.h"],
-              define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]),
+    Extension(f"fastnn.backends.cython.{name}", [f"{CYTHON_DIR}/{name}.pyx"],
+              include_dirs=[numpy.get_include(), CYTHON_DIR],
+              depends=HEADERS + [f"{CYTHON_DIR}/_shared.pxd"],
+              define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
+    for name in ("kernels", "fused_step", "fused_forward", "augment")
 ]
 
 setup(

@@ -13,7 +13,7 @@ import statistics
 
 import pytest
 
-from fastnn.data import load_dataset
+from fastnn.data.datasets import load_dataset
 
 # results[(group, name)] = {median_s, min_s, ...}, filled by the benchmarks, printed at the end:
 # times as ratios to torch (epochs) or to numpy's BLAS (GFLOP/s), since on shared machines
@@ -76,7 +76,7 @@ def pytest_terminal_summary(terminalreporter):
     if not RESULTS:
         return
     tr = terminalreporter
-    from fastnn.machine import summary_lines
+    from fastnn.speed.machine import summary_lines
 
     tr.write_sep("-", "fastnn benchmark: machine")
     for line in summary_lines():

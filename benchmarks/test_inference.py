@@ -7,7 +7,7 @@ the median of ``THROUGHPUT_ROUNDS`` passes), 784-128-64-10 ReLU, the same weight
 (MatMul/Add/Relu/ArgMax, no Softmax), ``intra_op_num_threads`` = OMP_NUM_THREADS (else the
 core count); skipped with the reason where onnx/onnxruntime are not installed
 (``pip install -e ".[bench]"``). numba and cython run their fused forward (one compiled call,
-``fastnn.inference``); numpy and torch kernel by kernel. Every entry's labels on the 10,000
+``fastnn.inference.forward``); numpy and torch kernel by kernel. Every entry's labels on the 10,000
 images are checked against ONNX Runtime's before anything is timed. Entries run interleaved
 (A B C ... A B C ...), so that the shared machine's noise falls on all of them alike, with a
 ``PAUSE_S`` pause before each entry's turn: thread pools (ONNX Runtime's, OpenMP's, OpenBLAS's,
@@ -26,7 +26,7 @@ import pytest
 
 from fastnn import NeuralNetwork
 from fastnn.backends import available_backends
-from fastnn.data import load_dataset
+from fastnn.data.datasets import load_dataset
 
 from .conftest import record_result
 
@@ -63,7 +63,7 @@ def onnxruntime_predict(model):
     """ONNX Runtime's ``predict`` for ``model``: X (N, D) float32 -> labels (N,) int64."""
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install -e '.[bench]'")
     pytest.importorskip("onnx", reason="onnx not installed: pip install -e '.[bench]'")
-    from fastnn.export import to_onnx_bytes
+    from fastnn.model.onnx import to_onnx_bytes
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = ort_threads()

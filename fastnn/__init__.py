@@ -2,8 +2,8 @@
 
 One MLP, one kernel interface (``fastnn.backends``), several implementations.
 """
-from .backends import available_backends, get_backend
-from .model import NeuralNetwork
+from fastnn.backends import available_backends, get_backend
+from fastnn.model.network import NeuralNetwork
 
 __version__ = "0.1.0"
 __all__ = ["NeuralNetwork", "get_backend", "available_backends", "__version__"]

@@ -30,7 +30,7 @@ def usage() -> str:
 def main(argv=None) -> int:
     """Run ``argv[0]``'s ``main(argv[1:])``; print the list for no command or -h/--help. An unknown
     command is one line on stderr with status 2."""
-    from ._cli import run_main
+    from fastnn.common.cli import run_main
 
     return run_main(_main, sys.argv[1:] if argv is None else list(argv))
 

@@ -10,14 +10,14 @@ JAX) and ``roofline.png``: achieved GFLOP/s of each backend's matmuls and traini
 steps against this machine's ceilings, which the command measures itself (run it on the
 machine that ran the benchmarks, with the same thread settings):
 
-- arithmetic: fastnn's own FMA-throughput loop (``kernels/fma_peak.h``: independent fused
+- arithmetic: fastnn's own FMA-throughput loop (``fastnn/backends/cython/fma_peak.h``: independent fused
   multiply-adds on the widest vectors the compiler targets) on every thread at once;
 - practical sgemm: the best float32 GEMM rate (2048^3, best of 5) of every BLAS at hand:
   numpy's (OpenBLAS), torch's, JAX's (XLA) and ONNX Runtime's (MLAS), each named;
 - memory: the best copy bandwidth of a 256 MB array (read + write bytes, best of 5).
 
 One library alone is no ceiling: OpenBLAS may not recognise a new CPU and run older kernels
-(``fastnn.machine.blas_kernel_mismatch``); ``--coretypes`` also times numpy's sgemm under
+(``fastnn.speed.machine.blas_kernel_mismatch``); ``--coretypes`` also times numpy's sgemm under
 each ``OPENBLAS_CORETYPE`` worth trying on this CPU, in fresh processes.
 
 A point's arithmetic intensity is its FLOP count over the bytes it must at least move
@@ -28,336 +28,13 @@ It also prints the numbers behind the figures.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
-
-from ._cli import HelpFormatter, UserError, run_main
-from ._io import open_regular
-from .backends import omp_threads
-
-BACKEND_ORDER = ["reference", "numpy", "numba-kernels", "numba", "numba-timers", "cython", "cython-timers", "torch",
-                 "jax-step", "jax-scan", "onnxruntime"]
-LAYERS = [784, 128, 64, 10]
-
-
-def _best_time(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def measure_fma_peak(threads: int | None = None, seconds: float = 0.3, attempts: int = 5) -> float | None:
-    """GFLOP/s of fastnn's FMA-throughput loop on ``threads`` threads at once, the best of
-    ``attempts`` runs of ~``seconds`` each (a ceiling: on a shared machine a run that loses a
-    core for a moment measures less, never more), or None without the compiled Cython kernels."""
-    try:
-        from .backends import _cython_kernels as ck
-    except ImportError:
-        return None
-    threads = threads or omp_threads()
-    sec, flops, _ = ck.fma_peak(1_000_000, threads)
-    iterations = max(1_000_000, int(1_000_000 * seconds / max(sec, 1e-6)))
-    return max(flops / sec / 1e9 for sec, flops, _ in (ck.fma_peak(iterations, threads) for _ in range(attempts)))
-
-
-def measure_sgemm_peaks(n: int = 2048, repeats: int = 5) -> dict[str, float]:
-    """{library: GFLOP/s} of a float32 n x n x n GEMM (best of ``repeats``) for each BLAS at hand."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    flop = 2 * n ** 3
-    peaks = {"numpy (OpenBLAS)": flop / _best_time(lambda: a @ b, repeats) / 1e9}
-    try:
-        import torch
-
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        peaks[f"torch {torch.__version__.split('+')[0]}"] = flop / _best_time(lambda: ta @ tb, repeats) / 1e9
-    except ImportError:
-        pass
-    try:
-        import jax
-        import jax.numpy as jnp
-
-        ja, jb = jnp.asarray(a), jnp.asarray(b)
-        matmul = jax.jit(lambda x, y: x @ y)
-        peaks[f"JAX {jax.__version__} (XLA)"] = flop / _best_time(lambda: matmul(ja, jb).block_until_ready(),
-                                                                  repeats) / 1e9
-    except ImportError:
-        pass
-    try:
-        import onnxruntime as ort
-        from onnx import TensorProto, helper
-
-        graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"])], "sgemm",
-                                  [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n]),
-                                   helper.make_tensor_value_info("B", TensorProto.FLOAT, [n, n])],
-                                  [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        model.ir_version = 8                     # what every onnxruntime since 1.10 reads (onnx may write newer)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = omp_threads()
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        peaks[f"ONNX Runtime {ort.__version__} (MLAS)"] = flop / _best_time(
-            lambda: session.run(None, {"A": a, "B": b}), repeats) / 1e9
-    except ImportError:
-        pass
-    return peaks
-
-
-CORETYPE_SCRIPT = """
-import sys, time, numpy as np
-from threadpoolctl import threadpool_info
-arch = [i.get("architecture") for i in threadpool_info() if i.get("internal_api") == "openblas"][0]
-out = [arch]
-for n in (2048, 64):
-    a = np.ones((n, 128 if n == 64 else n), np.float32); b = np.ones((a.shape[1], n), np.float32)
-    reps = 5 if n > 64 else 20000
-    a @ b
-    best = 1e9
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(reps if n == 64 else 1):
-            a @ b
-        best = min(best, (time.perf_counter() - t0) / (reps if n == 64 else 1))
-    out.append(2 * a.shape[0] * a.shape[1] * b.shape[1] / best / 1e9)
-print(*out)
-"""
-
-
-def coretype_candidates() -> list[str]:
-    """OPENBLAS_CORETYPE values worth timing on this CPU (by its ISA)."""
-    from .machine import isa_level
-
-    isa = isa_level()
-    if isa == "AVX-512":
-        return ["", "Haswell", "SkylakeX", "Zen"]
-    if isa == "AVX2":
-        return ["", "Haswell", "Zen", "Sandybridge"]
-    return [""]
-
-
-def measure_coretypes() -> list[tuple[str, str, float, float]]:
-    """(OPENBLAS_CORETYPE or "(default)", kernels OpenBLAS chose, sgemm 2048^3 GFLOP/s, sgemm
-    64x128 @ 128x64 GFLOP/s) for each candidate, each in a fresh process (the variable is read
-    when OpenBLAS loads)."""
-    rows = []
-    for coretype in coretype_candidates():
-        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
-        if coretype:
-            env["OPENBLAS_CORETYPE"] = coretype
-        done = subprocess.run([sys.executable, "-c", CORETYPE_SCRIPT], env=env, capture_output=True, text=True)
-        if done.returncode != 0 or not done.stdout.split():
-            continue
-        arch, big, small = done.stdout.split()
-        rows.append((coretype or "(default)", arch, float(big), float(small)))
-    return rows
-
-
-def measure_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> float:
-    """Best copy bandwidth (bytes read + written) of a large float32 array, GB/s."""
-    src = np.ones(megabytes * 2 ** 20 // 4, dtype=np.float32)
-    dst = np.empty_like(src)
-    return 2 * src.nbytes / _best_time(lambda: np.copyto(dst, src), repeats) / 1e9
-
-
-def load_results(path) -> list[dict]:
-    """The benchmarks of a pytest-benchmark JSON file, each with group, name, median/min seconds, extra_info.
-
-    Raises:
-        ValueError: the file is not a pytest-benchmark JSON (names the file and what is missing).
-    """
-    path = Path(path)
-    try:
-        with open_regular(path, "r", encoding="utf-8") as f:
-            data = json.loads(f.read())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read a JSON file ({exc})") from exc
-    if not isinstance(data, dict) or "benchmarks" not in data:
-        raise ValueError(f"{path}: no 'benchmarks' list; make it with pytest --benchmark-only --benchmark-json={path}")
-    rows = []
-    for b in data["benchmarks"]:
-        extra = b.get("extra_info", {})
-        if "interleaved" in extra:                # one test timed every trainer, round by round
-            group = (b.get("group") or "").replace(", interleaved", "")
-            for name, r in extra["interleaved"].items():
-                rows.append({"flop": extra.get("flop"), **r, "group": group, "name": f"{b['name']}[{name}]",
-                             "backend": name})
-            continue
-        rows.append({"group": b.get("group") or "", "name": b["name"], "median_s": b["stats"]["median"],
-                     "min_s": b["stats"]["min"], "backend": extra.get("backend"), **extra})
-    if not rows:
-        raise ValueError(f"{path}: the run has no timed benchmarks (was it run with --benchmark-disable?)")
-    return rows
-
-
-def _order(backends):
-    return sorted(set(backends), key=lambda b: BACKEND_ORDER.index(b) if b in BACKEND_ORDER else 99)
-
-
-def plot_kernels(rows, path) -> None:
-    from .plotting import COLORS, plt, save_figure
-
-    kernel_rows = [r for r in rows if r.get("kernel")]
-    groups = list(dict.fromkeys(r["group"] for r in kernel_rows))
-    backends = _order(r["backend"] for r in kernel_rows)
-    fig, ax = plt.subplots(figsize=(max(10, 0.9 * len(groups)), 5.5))
-    width = 0.8 / len(backends)
-    for i, backend in enumerate(backends):
-        xs, ys = [], []
-        for g, group in enumerate(groups):
-            for r in kernel_rows:
-                if r["group"] == group and r["backend"] == backend:
-                    xs.append(g + (i - (len(backends) - 1) / 2) * width)
-                    ys.append(1e6 * r["median_s"])
-        ax.bar(xs, ys, width, label=backend, color=COLORS.get(backend))
-    ax.set_yscale("log")
-    ax.set_ylabel("median time per call (µs, log scale)")
-    ax.set_xticks(range(len(groups)))
-    short = {"softmax_cross_entropy_backward": "xent_bwd", "softmax_cross_entropy": "xent", "relu_backward": "relu_bwd"}
-
-    def label(group: str) -> str:
-        for long, abbrev in short.items():
-            group = group.replace(long, abbrev)
-        return group.replace(" (small: reference)", " (small)").replace(" @ ", "@")
-
-    ax.set_xticklabels([label(g) for g in groups], fontsize=8, rotation=35, ha="right")
-    ax.legend(ncol=len(backends), fontsize=8)
-    ax.set_title("Kernels per backend (float32; reference only at small sizes; xent = softmax cross-entropy)",
-                 fontsize=10)
-    ax.grid(axis="y", which="both", alpha=0.3)
-    save_figure(fig, path)
-
-
-def plot_epoch(rows, path) -> list[tuple[str, float, float, float | None]]:
-    """Bar chart of the epoch benchmark; returns (trainer, median s, ratio to torch, ratio to jax-scan)."""
-    from .plotting import COLORS, plt, save_figure
-
-    epoch = {r["backend"]: r for r in rows if r["group"].startswith("epoch")}
-    if not epoch:
-        raise ValueError("the results have no epoch benchmark (benchmarks/test_training.py::test_epoch)")
-    names = _order(epoch)
-    base = epoch.get("torch", epoch[names[0]])["median_s"]
-    jax = epoch["jax-scan"]["median_s"] if "jax-scan" in epoch else None
-    table = [(b, epoch[b]["median_s"], epoch[b]["median_s"] / base, epoch[b]["median_s"] / jax if jax else None)
-             for b in names]
-    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(names)), 4.5))
-    bars = ax.bar(names, [m for _, m, _, _ in table], color=[COLORS.get(b) for b in names])
-    err = [[m - epoch[b]["min_s"] for b, m, _, _ in table], [0] * len(table)]
-    ax.errorbar(names, [m for _, m, _, _ in table], yerr=err, fmt="none", ecolor="black", capsize=3)
-    for bar, (_, m, ratio, to_jax) in zip(bars, table):
-        text = f"{m:.3f} s\n{ratio:.2f}x torch" + (f"\n{to_jax:.2f}x jax-scan" if to_jax else "")
-        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), text, ha="center", va="bottom", fontsize=7)
-    ax.set_yscale("log")
-    ax.set_ylabel("seconds per epoch (median, log; bar down to the min)")
-    ax.set_ylim(min(m for _, m, _, _ in table) * 0.5, max(m for _, m, _, _ in table) * 4)
-    ax.tick_params(axis="x", labelsize=8, rotation=20)
-    from .machine import cpu_info, isa_level
-
-    ax.set_title(f"One MNIST epoch (60,000 samples, batch 64, 784-128-64-10, SGD momentum)\n"
-                 f"{cpu_info()['cpu']}, {cpu_info()['cores']} cores, {isa_level()}", fontsize=9)
-    save_figure(fig, path)
-    return table
-
-
-def inference_table(rows) -> list[tuple[str, float, float | None, float | None, float | None]]:
-    """(entry, batch-1 p50 s, p99 s, p50 / ORT's, images/s / ORT's) from the inference benchmarks."""
-    latency = {r["backend"]: r for r in rows if r["group"].startswith("inference latency")}
-    throughput = {r["backend"]: r for r in rows if r["group"].startswith("inference throughput")}
-    ort_lat, ort_thr = latency.get("onnxruntime"), throughput.get("onnxruntime")
-    table = []
-    for name in dict.fromkeys([*latency, *throughput]):
-        lat, thr = latency.get(name), throughput.get(name)
-        table.append((name, lat["median_s"] if lat else None, thr["images_per_s"] if thr else None,
-                      lat["median_s"] / ort_lat["median_s"] if lat and ort_lat else None,
-                      thr["images_per_s"] / ort_thr["images_per_s"] if thr and ort_thr else None))
-    return table
-
-
-def _intensity(r) -> float | None:
-    """FLOP per byte that must move at least once (float32)."""
-    if r["group"].startswith("inference throughput"):
-        params = sum(a * b + b for a, b in zip(LAYERS[:-1], LAYERS[1:]))
-        return r["flop"] / (4 * (params + r["images"] * (LAYERS[0] + LAYERS[-1])))
-    if r.get("kernel") == "matmul" or r["group"].startswith("matmul vs BLAS"):
-        m, k, n = r.get("size") or _shape_from_group(r["group"])
-        return 2 * m * k * n / (4 * (m * k + k * n + m * n))
-    if r["group"].startswith("training step") or r["group"].startswith("epoch"):
-        params = sum(a * b + b for a, b in zip(LAYERS[:-1], LAYERS[1:]))
-        step_flop = r["flop"] if r["group"].startswith("training step") else r["flop"] / -(-60000 // 64)
-        return step_flop / (4 * (5 * params + 3 * 64 * sum(LAYERS)))
-    return None
-
-
-def _shape_from_group(group: str):
-    dims = group.split()[-3:]                   # "... 64x784 @ 784x128"
-    m, k = map(int, dims[0].split("x"))
-    n = int(dims[2].split("x")[1])
-    return m, k, n
-
-
-def plot_roofline(rows, ceilings: dict[str, float], bandwidth: float, path) -> list[tuple[str, str, float, float]]:
-    """Roofline plot against the measured ``ceilings`` ({label: GFLOP/s}, highest first: the
-    arithmetic limit, then the best sgemm) and ``bandwidth`` (GB/s); returns (what, backend,
-    intensity, GFLOP/s) per point."""
-    from .plotting import COLORS, plt, save_figure
-
-    points = []
-    for r in rows:
-        if "gflops" not in r or r["backend"] is None:
-            continue
-        if not (r.get("kernel") == "matmul"
-                or r["group"].startswith(("training step", "epoch", "inference throughput"))):
-            continue
-        ai = _intensity(r)
-        if ai and r["group"].startswith("inference throughput"):
-            # two rows per entry: dense-equivalent FLOPs, and what skipping zero pixels leaves
-            points.append(("inference, dense-equivalent FLOPs", r["backend"], ai, r["gflops"]))
-            if r.get("sparse_flop"):
-                points.append(("inference, sparse FLOPs (non-zero pixels)", r["backend"],
-                               ai * r["sparse_flop"] / r["flop"], r["sparse_gflops"]))
-        elif ai:
-            points.append((r["group"], r["backend"], ai, r["gflops"]))
-    fig, ax = plt.subplots(figsize=(9, 6))
-    xs = np.logspace(-1, 3, 200)
-    for k, ((label, peak), style) in enumerate(zip(ceilings.items(), ("-", "--", ":"))):
-        ax.plot(xs, np.minimum(peak, bandwidth * xs), color="black", lw=1.8, ls=style)
-        above = k % 2 == 0                      # alternate above / below: close ceilings stay legible
-        ax.text(xs[-1], peak * (1.06 if above else 0.94), f"{label}: {peak:.0f} GFLOP/s", ha="right",
-                va="bottom" if above else "top", fontsize=8)
-    ax.text(0.12, bandwidth * 0.12 * 1.5, f"memory {bandwidth:.0f} GB/s (copy, measured)", fontsize=8, rotation=28)
-    markers = {"matmul": "o", "training step": "s", "epoch": "D", "inference, dense-equivalent": "^",
-               "inference, sparse": "v"}
-    for what, backend, ai, gflops in points:
-        kind = next((k for k in markers if what.startswith(k)), "matmul")
-        ax.scatter(ai, gflops, color=COLORS.get(backend, "black"), marker=markers[kind], s=36, zorder=3,
-                   edgecolors="black", linewidths=0.4)
-    for backend in _order(p[1] for p in points):
-        ax.scatter([], [], color=COLORS.get(backend), marker="o", label=backend)
-    for kind, m in markers.items():
-        ax.scatter([], [], color="white", edgecolors="black", marker=m, label=kind)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("arithmetic intensity (FLOP per byte moved at least once)")
-    ax.set_ylabel("achieved GFLOP/s")
-    from .machine import cpu_info, isa_level
-
-    ax.set_title(f"Roofline: matmuls (all sizes), training steps / epochs (dense-equivalent FLOPs), inference "
-                 f"(dense-equivalent and sparse)\n"
-                 f"{cpu_info()['cpu']}, {cpu_info()['cores']} cores, {isa_level()}", fontsize=9)
-    ax.legend(fontsize=8, ncol=2, loc="lower right")
-    ax.grid(which="both", alpha=0.3)
-    save_figure(fig, path)
-    return points
+from fastnn.backends import omp_threads
+from fastnn.common.cli import HelpFormatter, UserError, run_main
+from fastnn.speed.machine import measure_bandwidth_gbs, measure_coretypes, measure_fma_peak, measure_sgemm_peaks
+from fastnn.speed.report import inference_table, load_results, plot_epoch, plot_kernels, plot_roofline
 
 
 def main(argv=None) -> int:
@@ -385,7 +62,7 @@ def _main(argv) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     out = Path(args.plots_dir) if args.plots_dir else Path(args.results).with_name(Path(args.results).stem + "-plots")
-    from .machine import blas_kernel_mismatch, summary_lines
+    from fastnn.speed.machine import blas_kernel_mismatch, summary_lines
 
     print("\n".join(summary_lines()))
     print("\nmeasuring this machine's ceilings ...")
@@ -394,7 +71,7 @@ def _main(argv) -> int:
     sgemm = measure_sgemm_peaks()
     bandwidth = measure_bandwidth_gbs()
     if fma:
-        print(f"arithmetic limit (fastnn's FMA loop, kernels/fma_peak.h, {threads} threads, best of 5): "
+        print(f"arithmetic limit (fastnn's FMA loop, fastnn/backends/cython/fma_peak.h, {threads} threads, best of 5): "
               f"{fma:.1f} GFLOP/s")
     for lib, gflops in sorted(sgemm.items(), key=lambda kv: -kv[1]):
         print(f"sgemm 2048^3 float32, best of 5, {lib}: {gflops:.1f} GFLOP/s")

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli import HelpFormatter, UserError, int_at_least, printable, regular_file, run_main
-from .data import DATASETS
-from .images import IMAGE_SUFFIXES, ImageError, load_image, preprocess  # noqa: F401 - also predict's Python API
-from .inference import inference_backend
-from .model import NeuralNetwork
+from fastnn.common.cli import HelpFormatter, UserError, int_at_least, printable, regular_file, run_main
+from fastnn.data.datasets import DATASETS
+from fastnn.data.images import IMAGE_SUFFIXES, ImageError, load_image, preprocess  # noqa: F401 - also predict's Python API
+from fastnn.inference.forward import inference_backend
+from fastnn.model.network import NeuralNetwork
 
 
 def image_paths(args) -> list[Path]:

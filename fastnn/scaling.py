@@ -18,91 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
-
-from ._cli import HelpFormatter, UserError, add_data_dir_option, int_at_least, new_run_folder, run_main
-from .backends import backend_names, get_backend
-
-BATCHES = [16, 32, 64, 128, 256, 512, 1024]
-WIDTHS = [64, 128, 256, 512, 1024]
-EPOCH = 60_000
-
-
-def _measure(backend: str, samples: int, repeats: int, data_dir) -> list[dict]:
-    """In this process: seconds per 60,000-sample epoch for every batch size and width."""
-    from .data import load_dataset
-    from .model import NeuralNetwork
-    from .optim import make_optimizer
-    from .trainers import make_trainer
-
-    data = load_dataset("mnist", "train", data_dir).subset(slice(0, samples))
-    results = []
-
-    def time_config(layers, batch, kind, value):
-        model = NeuralNetwork(layers, backend=backend, seed=0)
-        trainer = make_trainer(model, make_optimizer("momentum", model, 0.01), data, log=lambda *a: None)
-        rng = np.random.default_rng(0)
-        best = float("inf")
-        for rep in range(repeats + 1):                   # pass 0 warms up (compilation, caches)
-            order = rng.permutation(len(data))
-            t0 = time.perf_counter()
-            trainer.run_epoch(order, batch)
-            if rep:
-                best = min(best, time.perf_counter() - t0)
-        results.append({"backend": backend, "threads": int(os.environ.get("OMP_NUM_THREADS", 0)), "sweep": kind,
-                        "value": value, "epoch_s": best / len(data) * EPOCH})
-
-    for batch in BATCHES:
-        time_config([784, 128, 64, 10], batch, "batch", batch)
-    for width in WIDTHS:
-        time_config([784, width, width // 2, 10], 64, "width", width)
-    return results
-
-
-def run_all(backends, threads_list, samples, repeats, data_dir, log=print) -> list[dict]:
-    rows = []
-    for threads in threads_list:
-        for backend in backends:
-            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads),
-                   "MKL_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
-            cmd = [sys.executable, "-m", "fastnn.scaling", "--worker", backend, "--samples", str(samples),
-                   "--repeats", str(repeats)] + (["--data-dir", str(data_dir)] if data_dir else [])
-            log(f"measuring {backend} with {threads} thread(s) ...")
-            t0 = time.perf_counter()
-            res = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if res.returncode != 0:
-                last = (res.stderr.strip().splitlines() or ["(no message)"])[-1]
-                raise UserError(f"measuring {backend} with {threads} thread(s) failed: {last}")
-            rows += json.loads(res.stdout.strip().splitlines()[-1])
-            log(f"  done in {time.perf_counter() - t0:.0f} s")
-    return rows
-
-
-def plot(rows, kind: str, path, xlabel: str, title: str) -> None:
-    from .plotting import COLORS, plt, save_figure
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for backend in dict.fromkeys(r["backend"] for r in rows):
-        for threads, style in ((2, "-"), (1, "--")):
-            pts = sorted((r["value"], r["epoch_s"]) for r in rows
-                         if r["backend"] == backend and r["sweep"] == kind and r["threads"] == threads)
-            if pts:
-                ax.plot(*zip(*pts), style, marker="o", color=COLORS.get(backend), ms=4,
-                        label=f"{backend}, {threads} thread{'s' if threads > 1 else ''}")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("seconds per 60,000-sample epoch (log)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    save_figure(fig, path)
+from fastnn.backends import backend_names, get_backend
+from fastnn.common.cli import HelpFormatter, add_data_dir_option, int_at_least, new_run_folder, run_main
+from fastnn.speed.scaling import _measure, plot, run_all
 
 
 def main(argv=None) -> int:
@@ -132,8 +53,8 @@ def _main(argv) -> int:
         get_backend(args.worker)                          # BackendUnavailable: one line saying how to get it
         print(json.dumps(_measure(args.worker, args.samples, args.repeats, args.data_dir)))
         return 0
-    from ._io import write_csv_rows
-    from .backends import available_backends
+    from fastnn.backends import available_backends
+    from fastnn.common.io import write_csv_rows
 
     missing = [b for b in args.backends if b not in available_backends()]
     if missing:

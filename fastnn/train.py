@@ -1,8 +1,8 @@
 """``python -m fastnn.train``: train the MLP on MNIST, Fashion-MNIST or a folder of images with
-any backend: the options, checked, and one call of ``fastnn.training.train``.
+any backend: the options, checked, and one call of ``fastnn.training.loop.train``.
 
 Writes into ``--out`` (default ``runs/<time>-<dataset>-<backend>``): ``best_model.npz``,
-``history.csv``, ``learning_curves.png`` and ``metrics.json`` (``fastnn.training``). The last
+``history.csv``, ``learning_curves.png`` and ``metrics.json`` (``fastnn.training.loop``). The last
 line printed gives the test accuracy. Ctrl-C stops training, keeps the best model so far and
 still writes everything.
 """
@@ -13,7 +13,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from ._cli import (
+from fastnn.backends import get_backend
+from fastnn.common.cli import (
     HelpFormatter,
     UserError,
     add_backend_option,
@@ -23,13 +24,11 @@ from ._cli import (
     printable,
     run_main,
 )
-from .augment import AUGMENT_HELP, parse_augment
-from .backends import get_backend
-from .data import DATASETS
-from .initializers import INITIALIZERS
-from .model import ACTIVATIONS
-from .optim import OPTIMIZERS
-from .training import (  # noqa: F401 - the library's names, as the command module always offered them
+from fastnn.data.augment import AUGMENT_HELP, parse_augment
+from fastnn.data.datasets import DATASETS
+from fastnn.model.initializers import INITIALIZERS
+from fastnn.model.network import ACTIVATIONS
+from fastnn.training.loop import (  # noqa: F401 - the library's names, as the command module always offered them
     LR_SCHEDULES,
     RECIPES,
     TrainConfig,
@@ -39,6 +38,7 @@ from .training import (  # noqa: F401 - the library's names, as the command modu
     prepare_data,
     train,
 )
+from fastnn.training.optim import OPTIMIZERS
 
 
 def per_dataset(key: str) -> str:
@@ -111,7 +111,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     Raises:
         UserError: options that contradict each other, or a backend that cannot run here.
     """
-    from .inference import inference_backend
+    from fastnn.inference.forward import inference_backend
 
     values = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
     if args.data is not None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fastnn.data import DATASETS, default_data_dir
+from fastnn.data.datasets import DATASETS, default_data_dir
 
 # Skip reasons of the optional extras: one line, naming what installs the package (.ci/run's full
 # stage fails on any skip whose reason says "pip install" or "apt-get install").

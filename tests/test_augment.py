@@ -1,4 +1,4 @@
-"""Augmentation (fastnn.augment): the dense moves against a pixel-by-pixel reference, the fused
+"""Augmentation (fastnn.data.augment): the dense moves against a pixel-by-pixel reference, the fused
 path's ``augment_csr`` kernels against the dense moves, and one trajectory for both paths.
 
 Oracles: ``reference_move`` (a loop over output pixels, the definition) for ``move_images``;
@@ -14,12 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastnn import NeuralNetwork
-from fastnn.augment import Augmentation, Augmenter, bounding_boxes, move_images, parse_augment
 from fastnn.backends import available_backends, get_backend
-from fastnn.data import Dataset
-from fastnn.fused import FusedTrainer, images_to_csr
-from fastnn.optim import make_optimizer
-from fastnn.trainers import KernelTrainer, make_trainer
+from fastnn.data.augment import Augmentation, Augmenter, bounding_boxes, move_images, parse_augment
+from fastnn.data.datasets import Dataset
+from fastnn.training.fused import FusedTrainer, images_to_csr
+from fastnn.training.optim import make_optimizer
+from fastnn.training.trainers import KernelTrainer, make_trainer
 
 FUSED = [b for b in ("numba", "cython") if b in available_backends()]
 

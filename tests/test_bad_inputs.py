@@ -158,7 +158,7 @@ def test_predict_reads_images_as_shown(tmp_path):
     variant of one drawn digit is prepared like the plain 8-bit original."""
     from PIL import Image
 
-    from fastnn.images import load_image
+    from fastnn.data.images import load_image
 
     canvas = np.zeros((56, 56), np.uint8)
     canvas[10:46, 26:31] = 255                                   # a "1": a vertical bar, ink bright on black
@@ -219,7 +219,7 @@ def test_sigterm_keeps_the_best_model_and_every_output(tmp_path):
 def test_experiments_csv_damage_and_keys(tmp_path):
     """A row cut mid-number (no newline after it) is left out, not taken as complete; a --limit
     run is a different run from a full one; rows are appended, never rewritten."""
-    from fastnn import experiments as ex
+    from fastnn.training import sweeps as ex
 
     path = tmp_path / "experiments.csv"
     full = {k: "" for k in ex.FIELDS} | {k: 0.5 for k in ex.NUMERIC} | {
@@ -236,7 +236,7 @@ def test_experiments_csv_of_an_older_format_is_migrated(tmp_path):
     """Rows appended to a CSV written before the ``limit`` column keep every old row readable."""
     import csv
 
-    from fastnn import experiments as ex
+    from fastnn.training import sweeps as ex
 
     path = tmp_path / "experiments.csv"
     old_fields = [f for f in ex.FIELDS if f != "limit"]
@@ -254,7 +254,7 @@ def test_experiments_csv_of_an_older_format_is_migrated(tmp_path):
 # ---------------------------------------------------------------- nothing hangs on a pipe
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
 def test_a_fifo_where_a_file_is_read_never_blocks(work, tmp_path):
-    """Every file fastnn reads is opened only if it is a regular file (fastnn._io.open_regular):
+    """Every file fastnn reads is opened only if it is a regular file (fastnn.common.io.open_regular):
     a FIFO named like a history.csv, an IDX file or an experiments CSV is reported, not waited on."""
     import shutil
 
@@ -320,7 +320,7 @@ def test_an_image_folder_is_read_as_predict_reads_it(tmp_path):
     a transparent background reads as black ink on white, not as a black square."""
     from PIL import Image
 
-    from fastnn.data import load_image_folder
+    from fastnn.data.datasets import load_image_folder
 
     (tmp_path / "train" / "a").mkdir(parents=True)
     rgba = np.zeros((28, 28, 4), np.uint8)

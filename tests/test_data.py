@@ -9,8 +9,8 @@ import urllib.error
 import numpy as np
 import pytest
 
-from fastnn import data as fdata
-from fastnn.data import (
+from fastnn.data import datasets as fdata
+from fastnn.data.datasets import (
     DataError,
     DatasetInfo,
     DownloadError,

@@ -11,7 +11,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from fastnn.demo import CANVAS, SAMPLE_SEVEN, Demo, brush_stroke  # noqa: E402
+from fastnn.demos.window import CANVAS, SAMPLE_SEVEN, Demo, brush_stroke  # noqa: E402
 
 ONE = [[(140, 40), (140, 100), (141, 160), (141, 235)]]
 
@@ -94,7 +94,7 @@ def test_demo_runs_in_jupyter_with_ipympl():
         pytest.skip("ipympl not installed (%matplotlib widget needs it): pip install -e '.[test]'")
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell("%matplotlib widget"),
-                      nbformat.v4.new_code_cell("from fastnn.demo import Demo, SAMPLE_SEVEN\nd = Demo()\n"
+                      nbformat.v4.new_code_cell("from fastnn.demos.window import Demo, SAMPLE_SEVEN\nd = Demo()\n"
                                                 "d.draw_strokes(SAMPLE_SEVEN)\n"
                                                 "print(type(d.fig.canvas).__module__, d.prediction)")]
     nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3").execute()

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from fastnn.demo_web import MAX_BODY, make_server
+from fastnn.demos.web import MAX_BODY, make_server
 
 SEVEN = [[(70, 60), (130, 58), (190, 57), (215, 60)], [(215, 60), (190, 110), (165, 160), (145, 215), (135, 240)]]
 
@@ -150,7 +150,7 @@ def test_drawing_in_a_real_browser(server, tmp_path):
 # ---------------------------------------------------------------- hostile input and load
 def test_only_the_listed_formats_are_decoded(server):
     """An EPS upload would make Pillow run Ghostscript on it: the demo decodes only
-    fastnn.images.IMAGE_FORMATS, so it is a 400 that names no program."""
+    fastnn.data.images.IMAGE_FORMATS, so it is a 400 that names no program."""
     eps = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\nnewpath 0 0 moveto 28 28 lineto stroke\n"
            b"showpage\n%%EOF\n")
     status, body = call(server + "/classify", data=eps, method="POST")
@@ -172,7 +172,7 @@ def test_a_colour_mode_without_gray_is_a_400(server):
 
 def test_a_model_the_demo_cannot_feed_is_refused_at_start(tmp_path):
     from fastnn import NeuralNetwork
-    from fastnn.model import ModelFileError
+    from fastnn.model.network import ModelFileError
 
     NeuralNetwork([100, 8, 10]).save(tmp_path / "small.npz")
     with pytest.raises(ModelFileError, match="takes 100 inputs; the demo sends 28 x 28 = 784"):
@@ -216,7 +216,7 @@ def test_a_client_that_stalls_loses_its_connection_and_others_are_served(monkeyp
     import socket
     import time
 
-    from fastnn import demo_web
+    from fastnn.demos import web as demo_web
 
     monkeypatch.setattr(demo_web.Handler, "timeout", 0.5)
     srv = make_server("127.0.0.1", 0)

@@ -87,7 +87,7 @@ def user_files(mnist_dir, tmp_path_factory):
     import numpy as np
     from PIL import Image
 
-    from fastnn.data import load_dataset
+    from fastnn.data.datasets import load_dataset
 
     folder = tmp_path_factory.mktemp("user-files")
     mnist, fashion = load_dataset("mnist", "test"), load_dataset("fashion-mnist", "test")

@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from fastnn import evaluate, predict
 from fastnn import train as train_mod
+from fastnn.data.images import ImageError, load_image
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_predict_classifies_drawn_digits_and_reports_bad_files(trained, tmp_path
 
 
 def test_preprocess_is_mnist_style(tmp_path):
-    x = predict.load_image(draw_digit(tmp_path / "d.png", "7", size=(200, 150)))
+    x = load_image(draw_digit(tmp_path / "d.png", "7", size=(200, 150)))
     assert x.shape == (784,) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
     img = x.reshape(28, 28)
     assert img[0].max() == 0 and img[:, 0].max() == 0                      # dark background after inversion
@@ -82,5 +83,5 @@ def test_preprocess_is_mnist_style(tmp_path):
 def test_preprocess_refuses_a_blank_image(tmp_path):
     path = tmp_path / "blank.png"
     Image.new("L", (30, 30), 255).save(path)
-    with pytest.raises(predict.ImageError, match="blank.png: the image is blank"):
-        predict.load_image(path)
+    with pytest.raises(ImageError, match="blank.png: the image is blank"):
+        load_image(path)

@@ -7,6 +7,7 @@ import csv
 import pytest
 
 from fastnn import experiments
+from fastnn.training import sweeps
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,7 @@ def test_sweep_writes_rows_summary_and_plot_then_skips(tmp_path, mnist_dir, caps
     assert sweep(tmp_path, mnist_dir) == 0
     got = rows(tmp_path / "results" / "experiments.csv")
     assert len(got) == 4 and {r["config"] for r in got} == {"784-128-10", "784-128-64-10"}
-    assert set(experiments.FIELDS) <= set(got[0]) and all(r["status"] == "completed" for r in got)
+    assert set(sweeps.FIELDS) <= set(got[0]) and all(r["status"] == "completed" for r in got)
     assert all(0 < float(r["test_accuracy"]) <= 1 and r["git_commit"] for r in got)
     summary = rows(tmp_path / "results" / "depth.csv")
     assert [s["config"] for s in summary] == ["784-128-10", "784-128-64-10"] and summary[0]["runs"] == "2"
@@ -40,7 +41,7 @@ def test_sweep_writes_rows_summary_and_plot_then_skips(tmp_path, mnist_dir, caps
 
 
 def test_a_failed_run_is_recorded_and_the_others_go_on(tmp_path, mnist_dir, monkeypatch, capsys):
-    monkeypatch.setitem(experiments.EXPERIMENTS, "depth",
+    monkeypatch.setitem(sweeps.EXPERIMENTS, "depth",
                         [("bad", {"hidden": [128], "lr": -1.0}), ("784-128-10", {"hidden": [128]})])
     code = experiments.main(["depth", "--seeds", "1", "--epochs", "1", "--limit", "600", "--jobs", "1",
                              "--data-dir", str(mnist_dir), "--results", str(tmp_path / "r"),
@@ -70,7 +71,7 @@ def test_unknown_experiment_is_refused(capsys):
     assert "unknown experiment" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("names", [[n for n in experiments.EXPERIMENTS if n != "backend"], ["backend"]],
+@pytest.mark.parametrize("names", [[n for n in sweeps.EXPERIMENTS if n != "backend"], ["backend"]],
                          ids=["every experiment but backend", "backend"])
 def test_every_named_experiment_runs_end_to_end(tmp_path, mnist_dir, names):
     """One seed, one epoch, 300 images: every configuration of every experiment completes and
@@ -86,7 +87,7 @@ def test_every_named_experiment_runs_end_to_end(tmp_path, mnist_dir, names):
                            "--results", str(tmp_path / "results")], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     got = rows(tmp_path / "results" / "experiments.csv")
-    expected = sum(len(experiments.EXPERIMENTS[n]) for n in names)
+    expected = sum(len(sweeps.EXPERIMENTS[n]) for n in names)
     assert len(got) == expected and all(r["status"] == "completed" for r in got)
     for name in names:
         assert (tmp_path / "results" / f"{name}.csv").exists()

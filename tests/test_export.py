@@ -9,7 +9,8 @@ import pytest
 
 from fastnn import NeuralNetwork
 from fastnn import export as export_mod
-from fastnn.data import load_dataset, to_float
+from fastnn.data.datasets import load_dataset, to_float
+from fastnn.model.onnx import to_onnx_bytes
 
 onnx = pytest.importorskip("onnx", reason="onnx not installed: pip install -e '.[onnx]'")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install -e '.[onnx]'")
@@ -39,26 +40,26 @@ def test_exported_model_matches_fastnn(tmp_path, activation, dtype):
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert meta["layer_sizes"] == "20-16-12-5" and json.loads(meta["class_names"]) == list("abcde")
     model.class_names = ["a\nb", "c,d", b"e", "f", "g"]              # a newline stays inside one name
-    meta = {p.key: p.value for p in onnx.load_from_string(export_mod.to_onnx_bytes(model)).metadata_props}
+    meta = {p.key: p.value for p in onnx.load_from_string(to_onnx_bytes(model)).metadata_props}
     assert json.loads(meta["class_names"]) == ["a\nb", "c,d", "e", "f", "g"]
 
 
 def test_labels_only_graph():
     """``outputs=("labels",)``: the predict graph alone (no Softmax), the benchmarks' comparator."""
     model = NeuralNetwork([20, 8, 3], seed=0)
-    data = export_mod.to_onnx_bytes(model, outputs=("labels",))
+    data = to_onnx_bytes(model, outputs=("labels",))
     graph = onnx.load_from_string(data).graph
     assert [o.name for o in graph.output] == ["labels"] and "Softmax" not in [n.op_type for n in graph.node]
     X = np.random.default_rng(0).random((10, 20)).astype(np.float32)
     labels = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"pixels": X})[0]
     np.testing.assert_array_equal(labels, model.predict(X))
     with pytest.raises(ValueError, match="subset"):
-        export_mod.to_onnx_bytes(model, outputs=("argmax",))
+        to_onnx_bytes(model, outputs=("argmax",))
 
 
 def test_trained_model_on_real_test_images(tmp_path, mnist_dir):
     """A model trained one epoch on real MNIST: ONNX Runtime's labels are fastnn's, image for image."""
-    from fastnn.training import TrainConfig, train
+    from fastnn.training.loop import TrainConfig, train
 
     metrics = train(TrainConfig(backend="numpy", epochs=1, limit=3000, test_limit=200, data_dir=str(mnist_dir),
                                 out=str(tmp_path / "run")), progress=False, log=lambda *a: None)

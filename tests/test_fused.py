@@ -13,10 +13,10 @@ import pytest
 
 from fastnn import NeuralNetwork
 from fastnn.backends import BackendUnavailable, available_backends, get_backend
-from fastnn.data import Dataset, to_float
-from fastnn.fused import FusedTrainer, fused_unsupported_reason, images_to_csr
-from fastnn.optim import SGD, make_optimizer
-from fastnn.trainers import KernelTrainer, make_trainer
+from fastnn.data.datasets import Dataset, to_float
+from fastnn.training.fused import FusedTrainer, fused_unsupported_reason, images_to_csr
+from fastnn.training.optim import SGD, make_optimizer
+from fastnn.training.trainers import KernelTrainer, make_trainer
 
 FUSED = [b for b in ("numba", "cython") if b in available_backends()]
 N_STEPS, BATCH = 200, 32
@@ -122,7 +122,7 @@ def test_images_to_csr_refuses_what_the_kernels_cannot_index():
 
 
 def test_row_and_column_bounds_split_the_work():
-    from fastnn.fused import column_bounds, row_bounds_by_nonzeros
+    from fastnn.training.fused import column_bounds, row_bounds_by_nonzeros
 
     assert column_bounds(128, 2).tolist() == [0, 64, 128]           # 64-byte aligned halves
     assert column_bounds(10, 2).tolist() == [0, 5, 10]              # narrow layers: plain halves
@@ -159,7 +159,7 @@ def test_fused_rejects_mismatched_data(backend):
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_torch_trainer_follows_the_same_trajectory(torch, optimizer):
     """nn.Module + autograd + torch.optim from the same initial weights and batch order."""
-    from fastnn.torch_baseline import TorchTrainer
+    from fastnn.comparators.torch_trainer import TorchTrainer
 
     ref, _, _ = trajectory(KernelTrainer, "numpy", optimizer, 0.0, 0.0, "relu", n_steps=100)
     got, model, _ = trajectory(TorchTrainer, "numpy", optimizer, 0.0, 0.0, "relu", n_steps=100)
@@ -174,7 +174,7 @@ def test_torch_trainer_follows_the_same_trajectory(torch, optimizer):
 def test_jax_comparator_follows_the_same_trajectory(mode, weight_decay):
     """The benchmark's JAX comparator trains the same network: same losses as the kernel path
     (float32, JAX's own summation order), in scan mode through the jitted lax.scan."""
-    jax_baseline = pytest.importorskip("fastnn.jax_baseline", reason="jax not installed: pip install -e '.[bench]'")
+    jax_baseline = pytest.importorskip("fastnn.comparators.jax_trainer", reason="jax not installed: pip install -e '.[bench]'")
 
     ref, ref_model, _ = trajectory(KernelTrainer, "numpy", "momentum", weight_decay, 0.0, "relu", np.float32,
                                    n_steps=60)
@@ -185,7 +185,7 @@ def test_jax_comparator_follows_the_same_trajectory(mode, weight_decay):
 
 
 def test_jax_comparator_run_epoch_brings_the_weights_back():
-    jax_baseline = pytest.importorskip("fastnn.jax_baseline", reason="jax not installed: pip install -e '.[bench]'")
+    jax_baseline = pytest.importorskip("fastnn.comparators.jax_trainer", reason="jax not installed: pip install -e '.[bench]'")
     ds = toy_dataset()
     models = [NeuralNetwork([50, 16, 5], backend="numpy", seed=1) for _ in range(2)]
     kernel = KernelTrainer(models[0], make_optimizer("momentum", models[0], 0.05), ds)
@@ -202,9 +202,8 @@ def test_jax_comparator_run_epoch_brings_the_weights_back():
 def test_cython_unbuilt_says_how_to_build(monkeypatch):
     import fastnn.backends as backends
 
-    monkeypatch.setitem(sys.modules, "fastnn.backends._cython_kernels", None)   # import fails
-    monkeypatch.delattr(backends, "_cython_kernels", raising=False)
-    monkeypatch.delitem(sys.modules, "fastnn.backends.cython_backend", raising=False)
+    monkeypatch.setitem(sys.modules, "fastnn.backends.cython.kernels", None)   # import fails
+    monkeypatch.delitem(sys.modules, "fastnn.backends.cython", raising=False)
     monkeypatch.setattr(backends, "_cache", {})
     with pytest.raises(BackendUnavailable, match=r"pip install -e \."):
         get_backend("cython")
@@ -215,7 +214,7 @@ def test_cython_prange_is_parallel():
     """Without -fopenmp, prange silently runs serially: the build must have OpenMP on a multi-core machine."""
     import os
 
-    from fastnn.backends.cython_backend import openmp_threads
+    from fastnn.backends.cython import openmp_threads
 
     wanted = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
     assert openmp_threads() == min(wanted, os.cpu_count() or 1), \
@@ -226,8 +225,8 @@ def test_cython_prange_is_parallel():
 def test_compiling_is_its_own_step(monkeypatch):
     """train's compile step says whether it compiles (first run) and how long it took; a warm-up
     changes neither the weights nor the optimizer's step count."""
-    import fastnn.backends.numba_backend as nb
-    from fastnn.training import compile_kernels
+    import fastnn.backends.numba as nb
+    from fastnn.training.loop import compile_kernels
 
     model = NeuralNetwork([50, 8, 5], backend="numba")
     trainer = make_trainer(model, make_optimizer("momentum", model, 0.1), toy_dataset())
@@ -247,7 +246,7 @@ def test_compiling_is_its_own_step(monkeypatch):
 @pytest.mark.skipif("numba" not in available_backends(), reason="numba unavailable")
 def test_first_run_compiles_in_workers_and_the_run_finds_every_kernel(mnist_dir, tmp_path):
     """A first run (an empty Numba cache) compiles in a step of its own, in two worker processes
-    (fastnn.precompile), and the training process then finds every kernel in the cache: it
+    (fastnn.training.precompile), and the training process then finds every kernel in the cache: it
     compiles none itself (the workers' signatures are the run's). A second run loads them."""
     import os
     import subprocess
@@ -273,7 +272,7 @@ def test_first_run_compiles_in_workers_and_the_run_finds_every_kernel(mnist_dir,
 def test_an_order_out_of_range_is_refused_before_the_kernel_runs(backend, augment):
     """The compiled kernels index the training set with ``order`` and check nothing: the trainer
     checks every index a call will use, once per call, and refuses as the kernel path does."""
-    from fastnn.augment import Augmenter, parse_augment
+    from fastnn.data.augment import Augmenter, parse_augment
 
     ds = toy_dataset(n=100, d=49)
     model = NeuralNetwork([49, 8, 5], backend=backend, seed=0)
@@ -301,7 +300,7 @@ def test_compiling_in_workers_never_stops_a_run(monkeypatch):
     """Where no worker process can be started, the training process compiles instead."""
     import multiprocessing
 
-    from fastnn.precompile import KernelSpec, compile_in_workers
+    from fastnn.training.precompile import KernelSpec, compile_in_workers
 
     def refuse(*args, **kwargs):
         raise OSError("no semaphores here")

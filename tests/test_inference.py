@@ -1,4 +1,4 @@
-"""The fused forward pass (numba, cython: ``fastnn.inference``) gives the kernel path's results.
+"""The fused forward pass (numba, cython: ``fastnn.inference.forward``) gives the kernel path's results.
 
 Oracle: the kernel-by-kernel forward of the same model (``model._forward``, then the backend's
 softmax and ``np.argmax``) and a float64 NumPy forward. Tolerance: float32 logits to 1e-5
@@ -12,7 +12,7 @@ import pytest
 
 from fastnn import NeuralNetwork
 from fastnn.backends import available_backends
-from fastnn.inference import ForwardPlan
+from fastnn.inference.forward import ForwardPlan
 
 FUSED = [b for b in ("numba", "cython") if b in available_backends()]
 pytestmark = pytest.mark.skipif(not FUSED, reason="no backend with a fused forward is available here")
@@ -81,7 +81,7 @@ def test_input_layouts(backend):
 @pytest.mark.parametrize("backend", FUSED)
 def test_real_mnist_labels_identical(backend, mnist_dir):
     """On the real test images: labels identical to the kernel path's, logits to 1e-5."""
-    from fastnn.data import load_dataset
+    from fastnn.data.datasets import load_dataset
 
     X = load_dataset("mnist", "test", data_dir=mnist_dir).features(np.arange(3000))
     model = NeuralNetwork([784, 128, 64, 10], backend=backend, seed=0)
@@ -93,10 +93,10 @@ def test_real_mnist_labels_identical(backend, mnist_dir):
 @pytest.mark.parametrize("backend", available_backends())
 @pytest.mark.parametrize("batch", [1, 40], ids=["one row", "threaded"])
 def test_garbage_in_is_an_error_on_every_backend(backend, batch):
-    """The policy of fastnn.inference: NaN and inf are refused by every model; a model of pixels
+    """The policy of fastnn.inference.forward: NaN and inf are refused by every model; a model of pixels
     also refuses inputs outside [0, 1] (3e38, pixels left in 0-255); the row is named. The fused
     kernels check in compiled code, the kernel paths in Python: the same errors."""
-    from fastnn.inference import InputRangeError
+    from fastnn.inference.forward import InputRangeError
 
     model = NeuralNetwork([60, 20, 5], activation="tanh", backend=backend, seed=0)
     good = sparse_images(batch)
@@ -120,8 +120,8 @@ def test_garbage_in_is_an_error_on_every_backend(backend, batch):
 
 
 def test_the_pretrained_models_refuse_unscaled_pixels(mnist_dir):
-    from fastnn.data import load_dataset
-    from fastnn.inference import InputRangeError
+    from fastnn.data.datasets import load_dataset
+    from fastnn.inference.forward import InputRangeError
 
     test = load_dataset("mnist", "test").subset(slice(0, 100))
     model = NeuralNetwork.pretrained("mnist")
@@ -162,9 +162,9 @@ def test_plan_refuses_what_it_cannot_run():
 @pytest.mark.parametrize("backend", FUSED)
 def test_after_fused_training(backend):
     """The fused trainer packs the weights into one buffer (views): the forward follows them."""
-    from fastnn.data import Dataset
-    from fastnn.optim import make_optimizer
-    from fastnn.trainers import make_trainer
+    from fastnn.data.datasets import Dataset
+    from fastnn.training.optim import make_optimizer
+    from fastnn.training.trainers import make_trainer
 
     rng = np.random.default_rng(0)
     images = ((rng.random((300, 60)) < 0.2) * rng.integers(1, 256, (300, 60))).astype(np.uint8)
@@ -179,7 +179,7 @@ def test_after_fused_training(backend):
 
 def test_commands_pick_a_fused_forward():
     """evaluate and predict load models onto the fastest backend with a fused forward ("auto")."""
-    from fastnn.inference import INFERENCE_BACKENDS, inference_backend
+    from fastnn.inference.forward import INFERENCE_BACKENDS, inference_backend
 
     assert inference_backend("numpy") == "numpy"
     assert inference_backend() == next(b for b in (*INFERENCE_BACKENDS, "numpy")

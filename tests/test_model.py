@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from fastnn import NeuralNetwork
-from fastnn.model import ModelFileError
-from fastnn.optim import SGD, Adam, make_optimizer
+from fastnn.model.network import ModelFileError
+from fastnn.training.optim import SGD, Adam, make_optimizer
 
 
 def test_shapes_and_dtypes():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fastnn import NeuralNetwork, pretrained
-from fastnn.data import DATASETS, load_dataset
+from fastnn.data.datasets import DATASETS, load_dataset
 
 
 @pytest.mark.parametrize("dataset", pretrained.DATASETS)

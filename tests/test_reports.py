@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from fastnn import benchmarks_report, scaling
+from fastnn import benchmarks_report
+from fastnn.speed import machine as speed_machine
+from fastnn.speed import scaling
 
 
 def _bench(group, name, median, **extra):
@@ -55,15 +57,15 @@ def test_benchmarks_report_names_a_bad_file(tmp_path, capsys):
 
 
 def test_measured_ceilings_are_plausible():
-    peaks = benchmarks_report.measure_sgemm_peaks(n=256, repeats=2)
+    peaks = speed_machine.measure_sgemm_peaks(n=256, repeats=2)
     assert peaks["numpy (OpenBLAS)"] > 0.1 and all(v > 0.1 for v in peaks.values())
-    assert benchmarks_report.measure_bandwidth_gbs(megabytes=8, repeats=2) > 0.1
-    fma = benchmarks_report.measure_fma_peak(1, seconds=0.05)
+    assert speed_machine.measure_bandwidth_gbs(megabytes=8, repeats=2) > 0.1
+    fma = speed_machine.measure_fma_peak(1, seconds=0.05)
     assert fma is None or fma > 0.5                   # None only without the compiled Cython kernels
 
 
 def test_machine_names_cpu_isa_and_blas():
-    from fastnn import machine
+    from fastnn.speed import machine
 
     lines = machine.summary_lines()
     assert lines[0].startswith("machine: ") and machine.isa_level() in lines[0] and "BLAS:" in lines[0]

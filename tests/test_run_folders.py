@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from fastnn._cli import FolderBusy, UserError, output_folder, release_folder
+from fastnn.common.cli import FolderBusy, UserError, output_folder, release_folder
 
 
 def hold_in_another_process(folder):
     """A process that claims ``folder`` and keeps it until killed."""
-    proc = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom fastnn._cli import output_folder\n"
+    proc = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom fastnn.common.cli import output_folder\n"
                              f"output_folder({str(folder)!r})\nprint('held', flush=True)\ntime.sleep(120)"],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
@@ -71,7 +71,7 @@ def test_a_diverging_overwrite_leaves_no_stale_model(mnist_dir, tmp_path):
 def test_two_sweeps_into_one_folder_never_train_one_run_twice(tmp_path):
     """A run whose folder another sweep holds is left to it; a run another sweep finished
     meanwhile is not trained again (no duplicate rows)."""
-    from fastnn import experiments as ex
+    from fastnn.training import sweeps as ex
 
     specs = ex.make_specs(["depth"], ["mnist"], 1, 1, "numpy", None, tmp_path, False, set(), 500)
     holder = hold_in_another_process(specs[0]["run_dir"])
@@ -109,7 +109,7 @@ def test_a_write_never_replaces_what_is_not_a_regular_file(tmp_path):
     import os
 
     from fastnn import NeuralNetwork
-    from fastnn._io import NotARegularFile
+    from fastnn.common.io import NotARegularFile
 
     model = NeuralNetwork([4, 3, 2])
     fifo = tmp_path / "pipe.npz"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import random
 
-from .engine import Value, dot, value_sum
+from fastnn.autograd.engine import Value, dot, value_sum
 
 
 class Module:

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from .._cli import (
+from fastnn import __version__
+from fastnn.autograd.nn import MLP, softmax_cross_entropy
+from fastnn.common.cli import (
     HelpFormatter,
     UserError,
     add_data_dir_option,
@@ -32,9 +33,8 @@ from .._cli import (
     run_main,
     stop_signals,
 )
-from .._io import write_csv_rows, write_json
-from ..data import DATASETS, load_dataset
-from .nn import MLP, softmax_cross_entropy
+from fastnn.common.io import write_csv_rows, write_json
+from fastnn.data.datasets import DATASETS, load_dataset
 
 
 def downsample(images: np.ndarray, size: int) -> np.ndarray:
@@ -102,7 +102,7 @@ def _main(argv) -> int:
 def _train(args, out: Path) -> int:
     from tqdm.auto import tqdm
 
-    from ..plotting import plot_learning_curves
+    from fastnn.common.plotting import plot_learning_curves
 
     full = load_dataset(args.dataset, "train", args.data_dir)
     test = load_dataset(args.dataset, "test", args.data_dir)

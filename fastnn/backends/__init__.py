@@ -33,8 +33,8 @@ KERNELS = (
 _REGISTRY: dict[str, tuple[str, str]] = {
     "reference": ("fastnn.backends.reference", ""),
     "numpy": ("fastnn.backends.numpy_backend", ""),
-    "numba": ("fastnn.backends.numba_backend", "Install it with: pip install numba"),
-    "cython": ("fastnn.backends.cython_backend", ""),
+    "numba": ("fastnn.backends.numba", "Install it with: pip install numba"),
+    "cython": ("fastnn.backends.cython", ""),
     "torch": ("fastnn.backends.torch_backend",
               "Install it with: pip install torch==2.13.0 (a local CPU build on this project's machines), "
               "then pip install -e '.[torch]' in the project folder"),

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ._checks import as_float_array, check_logits_labels, check_matmul, check_same_shape
+from fastnn.backends._checks import as_float_array, check_logits_labels, check_matmul, check_same_shape
 
 NAME = "reference"
 

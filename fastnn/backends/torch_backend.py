@@ -14,7 +14,7 @@ try:
 except ImportError as exc:  # reported by get_backend("torch") with an install hint
     raise ImportError(f"torch is not installed ({exc})") from exc
 
-from ._checks import as_float_array, check_logits_labels, check_matmul, check_same_shape
+from fastnn.backends._checks import as_float_array, check_logits_labels, check_matmul, check_same_shape
 
 NAME = "torch"
 

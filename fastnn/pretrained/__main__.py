@@ -7,16 +7,16 @@ import shutil
 import sys
 from pathlib import Path
 
-from .._cli import HelpFormatter, UserError, regular_file, run_main
-from .._io import atomic_write, open_regular, write_json
-from . import DATASETS, info
+from fastnn.common.cli import HelpFormatter, UserError, regular_file, run_main
+from fastnn.common.io import atomic_write, open_regular, write_json
+from fastnn.pretrained import DATASETS, info
 
 
 def package(run_dir, out) -> Path:
     """Copy RUN_DIR/best_model.npz to OUT/<dataset>.npz and write OUT/<dataset>.json from the run's
     metrics.json (command, commit, test and validation accuracy, epochs, machine). Returns the
     model's new path. Raises UserError for a run that did not complete or is not a training run."""
-    from ..model import NeuralNetwork
+    from fastnn.model.network import NeuralNetwork
 
     run_dir, out = Path(run_dir), Path(out)
     model_file = regular_file(run_dir / "best_model.npz", "model file")

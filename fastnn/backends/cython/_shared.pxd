@@ -1,0 +1,141 @@
+"""Inlines shared by the cython backend's compiled files (the counterpart of the numba backend's
+``_shared.py``): the clock, the stable sigmoid, one row's softmax, the sparse-row kernels of
+``sparse_row.h``, row-major BLAS gemm, the in-place activations and their derivatives, and the
+CSR row prefetch. Each ``.pyx`` that cimports them gets its own inlined copy.
+"""
+from libc.math cimport exp, tanh
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
+from cython cimport floating
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+
+cdef inline long long _now() noexcept nogil:
+    """Monotonic clock in nanoseconds (the phase timers' and fma_peak's unit)."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec
+
+
+cdef inline double _sigmoid(double x) noexcept nogil:
+    """1 / (1 + exp(-x)) without overflow for either sign of x."""
+    cdef double e
+    if x >= 0:
+        return 1.0 / (1.0 + exp(-x))
+    e = exp(x)
+    return e / (1.0 + e)
+
+
+cdef inline double _softmax_row(const floating* z, Py_ssize_t c, floating* probs, double* row_max) noexcept nogil:
+    """probs (c,) = softmax(z) with the row maximum subtracted, exp and sum in double; returns the
+    sum of exp(z - max) and sets row_max (for the log-sum-exp)."""
+    cdef Py_ssize_t j
+    cdef double mx = z[0], s = 0, e
+    for j in range(1, c):
+        if z[j] > mx:
+            mx = z[j]
+    for j in range(c):
+        e = exp(z[j] - mx)
+        probs[j] = <floating>e
+        s += e
+    for j in range(c):
+        probs[j] = <floating>(probs[j] / s)
+    row_max[0] = mx
+    return s
+
+
+
+# ---------------------------------------------------------------- sparse rows (both fused paths)
+# z = z_in + sum_q x_q W[idx[q]] with the partial sums in vector registers: sparse_row.h.
+cdef extern from "sparse_row.h" nogil:
+    Py_ssize_t gather_nonzeros_float(const float* a, Py_ssize_t stride, Py_ssize_t n, int32_t* idx, float* val)
+    Py_ssize_t gather_nonzeros_double(const double* a, Py_ssize_t stride, Py_ssize_t n, int32_t* idx, double* val)
+    Py_ssize_t relu_gather_float(float* z, Py_ssize_t n, int32_t* idx, float* val)
+    Py_ssize_t relu_gather_double(double* z, Py_ssize_t n, int32_t* idx, double* val)
+    void sparse_row_float(const float* W, Py_ssize_t n_out, const int32_t* idx, const float* val,
+                          Py_ssize_t m, float scale, const float* z_in, float* z)
+    void sparse_row_double(const double* W, Py_ssize_t n_out, const int32_t* idx, const double* val,
+                           Py_ssize_t m, double scale, const double* z_in, double* z)
+    void sparse_pixels_float(const float* W, Py_ssize_t n_out, const uint16_t* idx, const uint8_t* val,
+                             Py_ssize_t m, float scale, const float* z_in, float* z)
+    void sparse_pixels_double(const double* W, Py_ssize_t n_out, const uint16_t* idx, const uint8_t* val,
+                              Py_ssize_t m, double scale, const double* z_in, double* z)
+
+cdef inline Py_ssize_t _gather(const floating* a, Py_ssize_t stride, Py_ssize_t n, int32_t* idx,
+                               floating* val) noexcept nogil:
+    if floating is float:
+        return gather_nonzeros_float(a, stride, n, idx, val)
+    else:
+        return gather_nonzeros_double(a, stride, n, idx, val)
+
+
+cdef inline void _sparse_row(const floating* W, Py_ssize_t n_out, const int32_t* idx, const floating* val,
+                             Py_ssize_t m, const floating* z_in, floating* z) noexcept nogil:
+    if floating is float:
+        sparse_row_float(W, n_out, idx, val, m, 1, z_in, z)
+    else:
+        sparse_row_double(W, n_out, idx, val, m, 1, z_in, z)
+
+
+cdef inline void _sparse_pixels(const floating* W, Py_ssize_t n_out, const uint16_t* idx, const uint8_t* pixels,
+                                Py_ssize_t m, floating scale, floating* z) noexcept nogil:
+    """z += sum_q (pixels[q] * scale) W[idx[q]] (sparse_row.h)."""
+    if floating is float:
+        sparse_pixels_float(W, n_out, idx, pixels, m, scale, z, z)
+    else:
+        sparse_pixels_double(W, n_out, idx, pixels, m, scale, z, z)
+
+
+cdef extern from *:
+    void __builtin_prefetch(const void* address, int rw, int locality) nogil
+
+
+
+cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha, const floating* a,
+                       int lda, const floating* b, int ldb, floating beta, floating* c, int ldc) noexcept nogil:
+    """Row-major C (m, n) = alpha op(A) @ op(B) + beta C, op(X) = X^T when trans_x; lda/ldb/ldc are
+    row strides. BLAS is column-major, so it computes C^T = op(B)^T op(A)^T with the operands swapped."""
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    if floating is float:
+        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda, &beta, c, &ldc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda, &beta, c, &ldc)
+
+
+cdef inline void _activate(floating* z, floating* out, Py_ssize_t count, int act) noexcept nogil:
+    """out = act(z): relu (0), sigmoid (1, in double, stable), tanh (2)."""
+    cdef Py_ssize_t j
+    if act == 0:
+        for j in range(count):
+            out[j] = z[j] if z[j] > 0 else 0
+    elif act == 1:
+        for j in range(count):
+            out[j] = <floating>_sigmoid(z[j])
+    else:
+        for j in range(count):
+            out[j] = <floating>tanh(z[j])
+
+
+cdef inline void _activate_backward(floating* d, const floating* out, Py_ssize_t count, int act) noexcept nogil:
+    """d *= act'(z), from the activation's output ``out``."""
+    cdef Py_ssize_t j
+    if act == 0:
+        for j in range(count):
+            d[j] = d[j] if out[j] > 0 else 0
+    elif act == 1:
+        for j in range(count):
+            d[j] = d[j] * (out[j] * (1 - out[j]))
+    else:
+        for j in range(count):
+            d[j] = d[j] * (1 - out[j] * out[j])
+
+
+cdef inline void _prefetch_row(const int64_t* indptr, const uint16_t* indices, const uint8_t* pixels,
+                               int64_t row) noexcept nogil:
+    """Prefetch CSR row ``row``'s indices and pixels, a 64-byte line at a time."""
+    cdef int64_t q
+    for q in range(indptr[row], indptr[row + 1], 32):
+        __builtin_prefetch(&indices[q], 0, 3)
+    for q in range(indptr[row], indptr[row + 1], 64):
+        __builtin_prefetch(&pixels[q], 0, 3)

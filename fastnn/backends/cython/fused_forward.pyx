@@ -1,0 +1,283 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The cython backend's fused forward: every layer of a batch in one call
+(``fastnn/backends/numba/fused_forward.py`` is the same algorithm)."""
+from cython.parallel cimport prange, parallel, threadid
+from libc.math cimport exp, log, sqrt, tanh
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+from cython cimport floating
+from fastnn.backends.cython._shared cimport (
+    _activate, _gather, _now, _sigmoid, _softmax_row, _sparse_row, relu_gather_double, relu_gather_float,
+)
+
+import numpy as np
+
+
+# ---------------------------------------------------------------- the fused forward pass
+# The same arguments and results as fastnn/backends/numba/fused_forward.py (documented in
+# fastnn.inference): every layer of X in one call. Each layer's input row is gathered into its
+# non-zeros, then z = b + the matching rows of W (sparse_row.h: sums held in registers,
+# column block by column block). Two ways through layer 0, decided per thread:
+# - row by row (_forward_rows): every row through all the layers; for small batches;
+# - blocked (_forward_block), FORWARD_BLOCK_ROWS rows at a time, layer by layer: the row path
+#   is bound by bringing rows of W from L2 (W0: 512 bytes per non-zero pixel, ~16-20 bytes per
+#   cycle measured on Zen 3 whether the pixels are random or consecutive; W1 is evicted from L1
+#   by W0's rows at every image), so the block's rows go through W_l a block of
+#   FORWARD_BLOCK_BYTES of its rows at a time, which stays in L1 while every row adds its
+#   non-zeros of those inputs. Each output is summed in the same order as on the row path, so
+#   both give the same bits.
+# Rows are split evenly between the threads for N >= FORWARD_PARALLEL_ROWS, else the calling
+# thread runs them (no OpenMP wake-up at batch 1). Nothing is allocated.
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef enum:
+    FORWARD_PARALLEL_ROWS = 16     # rows from which the threads share a batch
+    FORWARD_MAX_LAYERS = 64
+    FORWARD_MAX_THREADS = 256      # threads whose first bad row fused_forward keeps
+    FORWARD_BLOCK_ROWS = 32        # rows that go through W0 together (fastnn.inference.FORWARD_BLOCK_ROWS)
+    FORWARD_BLOCK_BYTES = 16384    # W0's rows per pixel block: half of a 32 KB L1
+
+
+cdef inline Py_ssize_t _activate_gather(floating* z, Py_ssize_t n, int act, int32_t* nz_index,
+                                        floating* nz_value) noexcept nogil:
+    """z = act(z) in place and its non-zeros into (nz_index, nz_value); returns their count. ReLU
+    in the same pass, branch-free (half its outputs are zeros; sparse_row.h), the others
+    then ``_gather``."""
+    if act != 0:
+        _activate(z, z, n, act)
+        return _gather(z, 1, n, nz_index, nz_value)
+    if floating is float:
+        return relu_gather_float(z, n, nz_index, nz_value)
+    else:
+        return relu_gather_double(z, n, nz_index, nz_value)
+
+
+cdef inline void _write_output(Py_ssize_t i, const floating* logits, Py_ssize_t c, int mode, floating* out_f,
+                               int64_t* out_i) noexcept nogil:
+    """Row i's output from its logits (c,): mode 0 logits, 1 probs (as softmax_xent), 2 labels (the
+    first maximum)."""
+    cdef Py_ssize_t j, best
+    cdef double row_max
+    if mode == 2:
+        best = 0
+        for j in range(1, c):
+            if logits[j] > logits[best]:
+                best = j
+        out_i[i] = best
+    elif mode == 1:
+        _softmax_row(logits, c, out_f + i * c, &row_max)
+    else:
+        for j in range(c):
+            out_f[i * c + j] = logits[j]
+
+
+cdef void _finish_row(Py_ssize_t i, Py_ssize_t first, Py_ssize_t n_layers, const Py_ssize_t* sizes,
+                      const void** W_ptr, const void** b_ptr, Py_ssize_t m, int act, int mode, floating* out_f,
+                      int64_t* out_i, floating* hidden, int32_t* nz_index, floating* nz_value) noexcept nogil:
+    """Layers first.. (first < n_layers) of row i, whose input to layer ``first`` has the m non-zeros
+    (nz_index, nz_value), then its output. hidden (S,): the layers' outputs."""
+    cdef Py_ssize_t l, off = 0
+    cdef floating* z = hidden
+    for l in range(1, first + 1):
+        off += sizes[l]
+    for l in range(first, n_layers):
+        z = hidden + off                                                  # (n_out,)
+        _sparse_row(<const floating*>W_ptr[l], sizes[l + 1], nz_index, nz_value, m, <const floating*>b_ptr[l], z)
+        if l < n_layers - 1:
+            m = _activate_gather(z, sizes[l + 1], act, nz_index, nz_value)
+        off += sizes[l + 1]
+    _write_output(i, z, sizes[n_layers], mode, out_f, out_i)
+
+
+cdef inline bint _inputs_ok(const floating* a, Py_ssize_t stride, Py_ssize_t n, bint unit_range) noexcept nogil:
+    """Whether every input of a row is in [0, 1] (``unit_range``: a model of pixels) or finite (any
+    other model): NaN fails every comparison, and v - v is 0 only for a finite v. The policy for
+    garbage in (``fastnn.inference``): an error, never a confident label."""
+    cdef Py_ssize_t k
+    cdef int bad = 0                                       # an int, so that GCC vectorizes the contiguous loops
+    if stride != 1:
+        for k in range(n):
+            bad |= not ((a[k * stride] >= 0) & (a[k * stride] <= 1) if unit_range else a[k * stride] - a[k * stride] == 0)
+        return bad == 0
+    if unit_range:
+        for k in range(n):
+            bad |= (a[k] < 0) | (a[k] > 1) | (a[k] != a[k])
+    else:
+        for k in range(n):
+            bad |= (a[k] - a[k]) != 0
+    return bad == 0
+
+
+cdef Py_ssize_t _forward_rows(Py_ssize_t n_layers, const Py_ssize_t* sizes, const void** W_ptr, const void** b_ptr,
+                              const floating* X, Py_ssize_t x_row, Py_ssize_t x_col, int act, int mode,
+                              bint unit_range, floating* out_f, int64_t* out_i, floating* hidden, int32_t* nz_index,
+                              floating* nz_value, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    """Rows i0:i1 of X (strides x_row, x_col elements), each through every layer. Returns -1, or
+    the first row with an input outside [0, 1] (it stops there)."""
+    cdef Py_ssize_t i, m
+    for i in range(i0, i1):
+        if not _inputs_ok(X + i * x_row, x_col, sizes[0], unit_range):
+            return i
+        m = _gather(X + i * x_row, x_col, sizes[0], nz_index, nz_value)
+        _finish_row(i, 0, n_layers, sizes, W_ptr, b_ptr, m, act, mode, out_f, out_i, hidden, nz_index, nz_value)
+    return -1
+
+
+cdef Py_ssize_t _forward_block(Py_ssize_t n_layers, const Py_ssize_t* sizes, const void** W_ptr,
+                               const void** b_ptr, const floating* X, Py_ssize_t x_row, Py_ssize_t x_col, int act,
+                               int mode, bint unit_range, floating* out_f, int64_t* out_i, floating* Z,
+                               int32_t* row_index,
+                               floating* row_value, Py_ssize_t n_hidden_total, Py_ssize_t d_max, Py_ssize_t i0,
+                               Py_ssize_t rows) noexcept nogil:
+    """Rows i0:i0+rows (rows <= FORWARD_BLOCK_ROWS) layer by layer: each layer's inputs (every
+    row's non-zeros, in unit order) go through W_l a block of FORWARD_BLOCK_BYTES of its rows at a
+    time, which stays in L1 while every row adds its non-zeros of those units. Z (rows, S): the
+    rows' layer outputs; row_index, row_value (rows, Dmax): each row's non-zeros of the current
+    layer's input. Returns -1, or the first row with an input outside [0, 1] (nothing computed)."""
+    cdef Py_ssize_t S = n_hidden_total, r, l, p0, p1, q0, q1, n_in, n_out, per_block, off = 0
+    cdef Py_ssize_t count[FORWARD_BLOCK_ROWS]
+    cdef Py_ssize_t done[FORWARD_BLOCK_ROWS]
+    cdef const floating* W
+    cdef floating* z
+    cdef int32_t* idx
+    for r in range(rows):
+        if not _inputs_ok(X + (i0 + r) * x_row, x_col, sizes[0], unit_range):
+            return i0 + r
+    for r in range(rows):                                                 # layer 0's inputs: the pixels
+        count[r] = _gather(X + (i0 + r) * x_row, x_col, sizes[0], row_index + r * d_max, row_value + r * d_max)
+    for l in range(n_layers):
+        n_in, n_out = sizes[l], sizes[l + 1]
+        W = <const floating*>W_ptr[l]                                     # (n_in, n_out)
+        per_block = FORWARD_BLOCK_BYTES // (n_out * sizeof(floating))
+        if per_block < 1:
+            per_block = 1
+        for r in range(rows):                                             # z = b
+            memcpy(Z + r * S + off, b_ptr[l], n_out * sizeof(floating))
+            done[r] = 0
+        p0 = 0
+        while p0 < n_in:                                                  # W[p0:p1] stays in L1
+            p1 = min(p0 + per_block, n_in)
+            for r in range(rows):
+                idx = row_index + r * d_max
+                q0 = done[r]
+                q1 = q0
+                while q1 < count[r] and idx[q1] < p1:
+                    q1 += 1
+                if q1 > q0:
+                    z = Z + r * S + off
+                    _sparse_row(W, n_out, idx + q0, row_value + r * d_max + q0, q1 - q0, z, z)
+                    done[r] = q1
+            p0 = p1
+        if l < n_layers - 1:                                              # the next layer's inputs
+            for r in range(rows):
+                count[r] = _activate_gather(Z + r * S + off, n_out, act, row_index + r * d_max,
+                                            row_value + r * d_max)
+            off += n_out
+    for r in range(rows):
+        _write_output(i0 + r, Z + r * S + off, sizes[n_layers], mode, out_f, out_i)
+    return -1
+
+
+cdef Py_ssize_t _forward_thread(Py_ssize_t n_layers, const Py_ssize_t* sizes, const void** W_ptr,
+                                const void** b_ptr, const floating* X, Py_ssize_t x_row, Py_ssize_t x_col, int act,
+                                int mode, bint unit_range, floating* out_f, int64_t* out_i, floating* work_f,
+                                int32_t* work_i,
+                                Py_ssize_t wf_row, Py_ssize_t wi_row, Py_ssize_t n_hidden_total, Py_ssize_t d_max,
+                                Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    """One thread's rows i0:i1 with its work rows: work_f = [hidden (S,) | nz_value (Dmax,) | Z (R, S) |
+    row_value (R, Dmax)], work_i = [nz_index (Dmax,) | row_index (R, Dmax)], R = FORWARD_BLOCK_ROWS;
+    blocks of R rows when the thread has 8 rows or more and the buffers hold a block, else row by row.
+    Returns -1, or the first row with an input outside [0, 1]."""
+    cdef Py_ssize_t S = n_hidden_total, R = FORWARD_BLOCK_ROWS, i, bad
+    cdef floating* hidden = work_f
+    cdef floating* nz_value = work_f + S                                  # (Dmax,)
+    cdef int32_t* nz_index = work_i                                       # (Dmax,)
+    cdef bint blocked = i1 - i0 >= 8 and wf_row >= (S + d_max) * (R + 1) and wi_row >= d_max * (R + 1)
+    if not blocked:
+        return _forward_rows(n_layers, sizes, W_ptr, b_ptr, X, x_row, x_col, act, mode, unit_range, out_f, out_i, hidden,
+                             nz_index, nz_value, i0, i1)
+    cdef floating* Z = nz_value + d_max                                   # (R, S)
+    cdef floating* row_value = Z + R * S                                  # (R, Dmax)
+    cdef int32_t* row_index = nz_index + d_max                            # (R, Dmax)
+    i = i0
+    while i < i1:
+        bad = _forward_block(n_layers, sizes, W_ptr, b_ptr, X, x_row, x_col, act, mode, unit_range, out_f, out_i, Z,
+                             row_index,
+                             row_value, S, d_max, i, min(R, i1 - i))
+        if bad >= 0:
+            return bad
+        i += R
+    return -1
+
+
+def fused_forward(tuple weights, tuple biases, cnp.ndarray X, int act, int mode, bint unit_range,
+                  cnp.ndarray out_f, cnp.ndarray out_i, cnp.ndarray work_f, cnp.ndarray work_i):
+    """Every layer of X (N, D) in one call: logits (mode 0) or probs (1) into out_f (N, C), labels
+    (2) into out_i (N,) int64. weights/biases: tuples of C-contiguous arrays of X's dtype (float32
+    or float64); work_f (T, (S + Dmax) (R + 1)), work_i (T, Dmax (R + 1)) int32 with R =
+    FORWARD_BLOCK_ROWS (smaller buffers: row by row only; ``fastnn.inference.ForwardPlan`` sizes
+    them and checks everything else; only the layer count and X's strides are checked here).
+    Returns -1, or the first row of X with an input outside [0, 1] (``unit_range``: a model of
+    pixels) or not finite (any model): the outputs are then incomplete and the caller raises."""
+    cdef Py_ssize_t n_layers = len(weights), l, t, i0, i1, bad = -1
+    cdef Py_ssize_t first_bad[FORWARD_MAX_THREADS]
+    cdef const void* W_ptr[FORWARD_MAX_LAYERS]
+    cdef const void* b_ptr[FORWARD_MAX_LAYERS]
+    cdef Py_ssize_t sizes[FORWARD_MAX_LAYERS + 1]
+    if n_layers < 1 or n_layers > FORWARD_MAX_LAYERS or len(biases) != n_layers:
+        raise ValueError(f"fused_forward: 1 to {FORWARD_MAX_LAYERS} layers, got {n_layers}")
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(X)
+    if cnp.PyArray_STRIDES(X)[0] % itemsize or cnp.PyArray_STRIDES(X)[1] % itemsize:
+        X = np.ascontiguousarray(X)                                       # strides not in whole elements
+    for l in range(n_layers):
+        W_ptr[l] = cnp.PyArray_DATA(<cnp.ndarray>weights[l])
+        b_ptr[l] = cnp.PyArray_DATA(<cnp.ndarray>biases[l])
+        sizes[l + 1] = cnp.PyArray_DIM(<cnp.ndarray>weights[l], 1)
+    sizes[0] = cnp.PyArray_DIM(<cnp.ndarray>weights[0], 0)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0)
+    cdef Py_ssize_t x_row = cnp.PyArray_STRIDES(X)[0] // itemsize, x_col = cnp.PyArray_STRIDES(X)[1] // itemsize
+    cdef int n_threads = <int>cnp.PyArray_DIM(work_f, 0)
+    cdef Py_ssize_t wf_row = cnp.PyArray_DIM(work_f, 1), wi_row = cnp.PyArray_DIM(work_i, 1)
+    cdef Py_ssize_t n_hidden_total = 0, d_max = 0                      # S = sum(sizes[1:]), max(sizes[:-1])
+    for l in range(1, n_layers + 1):
+        n_hidden_total += sizes[l]
+    for l in range(n_layers):
+        d_max = max(d_max, sizes[l])
+    cdef bint is_double = cnp.PyArray_TYPE(X) == cnp.NPY_DOUBLE
+    cdef void* xp = cnp.PyArray_DATA(X)
+    cdef void* ofp = cnp.PyArray_DATA(out_f)
+    cdef int64_t* oip = <int64_t*>cnp.PyArray_DATA(out_i)
+    cdef void* wfp = cnp.PyArray_DATA(work_f)
+    cdef int32_t* wip = <int32_t*>cnp.PyArray_DATA(work_i)
+    if n < FORWARD_PARALLEL_ROWS or n_threads < 2:                     # the calling thread, no OpenMP region
+        with nogil:
+            if is_double:
+                bad = _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const double*>xp, x_row, x_col, act, mode,
+                                      unit_range, <double*>ofp, oip, <double*>wfp, wip, wf_row, wi_row, n_hidden_total, d_max,
+                                      0, n)
+            else:
+                bad = _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const float*>xp, x_row, x_col, act, mode,
+                                      unit_range, <float*>ofp, oip, <float*>wfp, wip, wf_row, wi_row, n_hidden_total, d_max,
+                                      0, n)
+        return bad
+    if n_threads > FORWARD_MAX_THREADS:
+        n_threads = FORWARD_MAX_THREADS
+    with nogil:
+        for t in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
+            i0 = n * t // n_threads
+            i1 = n * (t + 1) // n_threads
+            if is_double:
+                first_bad[t] = _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const double*>xp, x_row, x_col, act,
+                                               mode, unit_range, <double*>ofp, oip, <double*>wfp + t * wf_row, wip + t * wi_row,
+                                               wf_row, wi_row, n_hidden_total, d_max, i0, i1)
+            else:
+                first_bad[t] = _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const float*>xp, x_row, x_col, act,
+                                               mode, unit_range, <float*>ofp, oip, <float*>wfp + t * wf_row, wip + t * wi_row,
+                                               wf_row, wi_row, n_hidden_total, d_max, i0, i1)
+    for t in range(n_threads):
+        if first_bad[t] >= 0:
+            return first_bad[t]
+    return -1

@@ -1,0 +1,245 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The ``cython`` backend's compiled kernels (built into ``fastnn.backends.cython.kernels``).
+
+One fused-type source for float32 and float64 (``floating``). Each kernel is a ``nogil`` core
+with a one-line maths docstring; the Python wrapper ``fastnn/backends/cython/__init__.py``
+checks shapes, dtypes and labels before calling, because with boundscheck(False) nothing
+here does. Built by setup.py with -O3 and, where the compiler has it, -fopenmp: ``prange``
+then runs on OpenMP threads (``openmp_threads()`` reports how many; 1 means a serial build).
+No BLAS in the kernel interface: matmul is a hand-written loop nest. The fused training
+path calls BLAS gemm for its dense layers (see there).
+"""
+from cython.parallel cimport prange, parallel, threadid
+from libc.math cimport exp, log, sqrt, tanh
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+from cython cimport floating
+from fastnn.backends.cython._shared cimport _now, _sigmoid, _softmax_row
+
+import numpy as np
+
+
+# matmul works on blocks of MR rows of ``out``: each row of ``b`` is loaded once and used
+# for MR rows (MR FMAs per load), the MR output rows (MR * n floats) stay in L1 cache, and
+# the contiguous loop over columns is vectorized by the C compiler (-O3 -march=native).
+cdef enum:
+    MR = 4
+
+
+cdef extern from "fma_peak.h" nogil:
+    int fastnn_fma_lanes()
+    int fastnn_fma_chains()
+    float fastnn_fma_loop(long iterations, float a, float b)
+
+
+def fma_peak(long iterations=20_000_000, int threads=1):
+    """The FMA loop of fma_peak.h on ``threads`` OpenMP threads at once: returns
+    (seconds, FLOPs done, vector lanes). GFLOP/s = FLOPs / seconds / 1e9."""
+    cdef int t, n_threads = threads if threads > 1 else 1
+    cdef double start, stop
+    cdef float[::1] sink = np.zeros(n_threads, dtype=np.float32)
+    cdef long long flops = <long long>iterations * fastnn_fma_chains() * fastnn_fma_lanes() * 2 * n_threads
+    start = _now()
+    with nogil:
+        for t in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
+            sink[t] = fastnn_fma_loop(iterations, 0.99999994, 1e-7)
+    stop = _now()
+    return (stop - start) * 1e-9, flops, fastnn_fma_lanes()
+
+
+def openmp_threads(int n=64):
+    """Number of distinct OpenMP threads that ran a ``prange`` of n iterations (1: serial build)."""
+    cdef int i
+    cdef int[::1] seen = np.zeros(n, dtype=np.intc)
+    for i in prange(n, nogil=True, schedule="static", chunksize=1):
+        seen[i] = threadid()
+    return int(np.unique(np.asarray(seen)).size)
+
+
+# ---------------------------------------------------------------- matmul
+cdef void _matmul_block(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out,
+                        Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    """out[i0:i1] = a[i0:i1] @ b, i1 - i0 <= MR: out[i] = sum_p a[i, p] * b[p], MR rows per pass over b."""
+    cdef Py_ssize_t k = a.shape[1], n = b.shape[1], i, j, p
+    cdef floating a0, a1, a2, a3, bj
+    cdef floating* o0
+    cdef floating* o1
+    cdef floating* o2
+    cdef floating* o3
+    cdef const floating* b_row
+    for i in range(i0, i1):
+        for j in range(n):
+            out[i, j] = 0
+    if i1 - i0 == MR:
+        o0 = &out[i0, 0]
+        o1 = &out[i0 + 1, 0]
+        o2 = &out[i0 + 2, 0]
+        o3 = &out[i0 + 3, 0]
+        for p in range(k):
+            a0 = a[i0, p]
+            a1 = a[i0 + 1, p]
+            a2 = a[i0 + 2, p]
+            a3 = a[i0 + 3, p]
+            if a0 == 0 and a1 == 0 and a2 == 0 and a3 == 0:    # zero pixels add nothing
+                continue
+            b_row = &b[p, 0]
+            for j in range(n):
+                bj = b_row[j]
+                o0[j] += a0 * bj
+                o1[j] += a1 * bj
+                o2[j] += a2 * bj
+                o3[j] += a3 * bj
+        return
+    for i in range(i0, i1):                    # a short last block: one row at a time
+        o0 = &out[i, 0]
+        for p in range(k):
+            a0 = a[i, p]
+            if a0 == 0:
+                continue
+            b_row = &b[p, 0]
+            for j in range(n):
+                o0[j] += a0 * b_row[j]
+
+
+cdef extern from "dot_tile.h" nogil:
+    void dot_tile_2x4_float(const float* a0, const float* a1, const float* b0, const float* b1,
+                            const float* b2, const float* b3, Py_ssize_t k, float* c)
+    void dot_tile_2x4_double(const double* a0, const double* a1, const double* b0, const double* b1,
+                             const double* b2, const double* b3, Py_ssize_t k, double* c)
+
+
+cdef void _matmul_dot_block(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out,
+                            Py_ssize_t j0, Py_ssize_t w, floating* bt) noexcept nogil:
+    """out[:, j0:j0+w] = a @ b[:, j0:j0+w] = a @ bt.T, after packing bt[jj, p] = b[p, j0 + jj].
+
+    Tiles of 2 rows x 4 columns are 8 dot products held in registers (dot_tile.h); a short
+    last group of columns repeats its last column, a last odd row repeats itself (stored once)."""
+    cdef Py_ssize_t m = a.shape[0], k = a.shape[1], i, jj, p, t
+    cdef floating c[8]
+    cdef const floating* a1
+    for p in range(k):
+        for jj in range(w):
+            bt[jj * k + p] = b[p, j0 + jj]
+    for i in range(0, m, 2):
+        a1 = &a[i + 1, 0] if i + 1 < m else &a[i, 0]
+        for jj in range(0, w, 4):
+            if floating is float:
+                dot_tile_2x4_float(&a[i, 0], a1, bt + jj * k, bt + min(jj + 1, w - 1) * k,
+                                   bt + min(jj + 2, w - 1) * k, bt + min(jj + 3, w - 1) * k, k, c)
+            else:
+                dot_tile_2x4_double(&a[i, 0], a1, bt + jj * k, bt + min(jj + 1, w - 1) * k,
+                                    bt + min(jj + 2, w - 1) * k, bt + min(jj + 3, w - 1) * k, k, c)
+            for t in range(min(4, w - jj)):
+                out[i, j0 + jj + t] = c[t]
+                if i + 1 < m:
+                    out[i + 1, j0 + jj + t] = c[4 + t]
+
+
+def matmul_dot(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out):
+    """out (m, n) = a (m, k) @ b (k, n) by register-tiled dot products; column blocks of 16 in
+    parallel, each packing its (16, k) block of b^T first (as BLAS packs its panels)."""
+    cdef Py_ssize_t n = b.shape[1], k = a.shape[1], blk, n_blocks = (b.shape[1] + 15) // 16
+    cdef floating* packed
+    cdef bint failed = False
+    with nogil:
+        for blk in prange(n_blocks, schedule="static"):
+            packed = <floating*>malloc(16 * k * sizeof(floating))
+            if packed == NULL:
+                failed = True
+            else:
+                _matmul_dot_block(a, b, out, blk * 16, min(16, n - blk * 16), packed)
+                free(packed)
+    if failed:
+        raise MemoryError("matmul_dot: could not allocate a packing buffer")
+
+
+def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out):
+    """out (m, n) = a (m, k) @ b (k, n); blocks of MR rows split across OpenMP threads."""
+    cdef Py_ssize_t m = a.shape[0], blk, n_blocks = (a.shape[0] + MR - 1) // MR
+    with nogil:
+        for blk in prange(n_blocks, schedule="static"):
+            _matmul_block(a, b, out, blk * MR, min(m, (blk + 1) * MR))
+
+
+# ---------------------------------------------------------------- elementwise (flat arrays)
+def relu(const floating[::1] z, floating[::1] out):
+    """out = max(z, 0)."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(z.shape[0]):
+            out[i] = z[i] if z[i] > 0 else 0
+
+
+def relu_backward(const floating[::1] grad_out, const floating[::1] z, floating[::1] out):
+    """out = grad_out * [z > 0]."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(z.shape[0]):
+            out[i] = grad_out[i] if z[i] > 0 else 0
+
+
+
+def sigmoid(const floating[::1] z, floating[::1] out):
+    """out = 1 / (1 + exp(-z)), in double, rounded once."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(z.shape[0]):
+            out[i] = <floating>_sigmoid(z[i])
+
+
+def sigmoid_backward(const floating[::1] grad_out, const floating[::1] a, floating[::1] out):
+    """out = grad_out * a * (1 - a), a = sigmoid(z)."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(a.shape[0]):
+            out[i] = grad_out[i] * a[i] * (1 - a[i])
+
+
+def tanh_forward(const floating[::1] z, floating[::1] out):
+    """out = tanh(z)."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(z.shape[0]):
+            out[i] = <floating>tanh(z[i])
+
+
+def tanh_backward(const floating[::1] grad_out, const floating[::1] a, floating[::1] out):
+    """out = grad_out * (1 - a^2), a = tanh(z)."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(a.shape[0]):
+            out[i] = grad_out[i] * (1 - a[i] * a[i])
+
+
+
+def softmax_xent(const floating[:, ::1] logits, const int64_t[::1] labels, floating[:, ::1] probs):
+    """probs = softmax(logits) per row (max subtracted); returns sum_i -log probs[i, labels[i]] (double).
+
+    ``labels`` may be empty (softmax only)."""
+    cdef Py_ssize_t n = logits.shape[0], c = logits.shape[1], i
+    cdef double total = 0, mx, s
+    cdef bint with_labels = labels.shape[0] > 0
+    with nogil:
+        for i in range(n):
+            s = _softmax_row(&logits[i, 0], c, &probs[i, 0], &mx)
+            if with_labels:
+                total += log(s) - (logits[i, labels[i]] - mx)
+    return total
+
+
+def softmax_xent_backward(const floating[:, ::1] probs, const int64_t[::1] labels, floating[:, ::1] out):
+    """out = (probs - one_hot(labels)) / N."""
+    cdef Py_ssize_t n = probs.shape[0], c = probs.shape[1], i, j
+    cdef floating inv_n = 1.0 / n
+    with nogil:
+        for i in range(n):
+            for j in range(c):
+                out[i, j] = probs[i, j] * inv_n
+            out[i, labels[i]] -= inv_n
+
+
+
+def read_cycles():
+    """The phase timers' clock (nanoseconds; ``cycles_per_second()`` is 1e9)."""
+    return _now()

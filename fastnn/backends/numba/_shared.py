@@ -1,0 +1,111 @@
+"""Inlines shared by the numba backend's compiled files (the counterpart of the cython backend's
+``_shared.pxd``): the cycle counter and prefetch intrinsics, the in-place activations and their
+derivatives, and one row's softmax. The fused training step, the fused forward and the
+augmentation import them; nothing here is part of the kernel interface.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+
+@intrinsic
+def cycles(typingctx):
+    """The CPU's cycle counter (``llvm.readcyclecounter``: rdtsc on x86), as int64 ticks."""
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(64), []),
+                                            "llvm.readcyclecounter")
+        return builder.call(fn, [])
+    return types.int64(), codegen
+
+
+@intrinsic
+def _prefetch_address(typingctx, array, index):
+    """Hint the CPU to bring &array[index] into cache (``llvm.prefetch``, read, high locality)."""
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]])
+        i8p = ir.IntType(8).as_pointer()
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)]),
+            "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(ir.IntType(32), 0),
+                          ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])
+        return context.get_dummy_value()
+    return types.none(array, types.intp), codegen
+
+
+@njit(cache=True, inline="always")
+def _prefetch_row(indptr, indices, pixels, row):
+    """Prefetch CSR row ``row``'s indices and pixels, a 64-byte line at a time."""
+    q0, q1 = indptr[row], indptr[row + 1]
+    for q in range(q0, q1, 32):
+        _prefetch_address(indices, q)
+    for q in range(q0, q1, 64):
+        _prefetch_address(pixels, q)
+
+
+@njit(cache=True)
+def read_cycles():
+    """``cycles()`` callable from Python, to calibrate ticks against seconds."""
+    return cycles()
+
+
+# ---------------------------------------------------------------- elementwise pieces
+# In-place versions of the interface's activation kernels (numba_backend's ``_relu_kernel``
+# etc.): here ``out`` is often the same slice as ``z`` (no dropout), and ``d`` is read and
+# written. Called on one array twice, the interface kernels fail LLVM's runtime alias check
+# and run scalar: the backward to layer 0 took 0.029 s per epoch against 0.012 s with these
+# loops (profiles/numba.txt, two runs of `python -m fastnn.profile --backend numba`).
+@njit(cache=True, fastmath={"contract"}, inline="always")
+def _activate(z, out, act):
+    """out = act(z) on 1-D slices (``out`` may be ``z``): relu (0), sigmoid (1, in float64,
+    stable, as ``_sigmoid_kernel``), tanh (2)."""
+    if act == 0:
+        for j in range(z.size):
+            out[j] = z[j] if z[j] > 0 else 0
+    elif act == 1:
+        for j in range(z.size):
+            x = np.float64(z[j])
+            e = np.exp(-abs(x))
+            out[j] = 1.0 / (1.0 + e) if x >= 0 else e / (1.0 + e)
+    else:
+        for j in range(z.size):
+            out[j] = np.tanh(z[j])
+
+
+@njit(cache=True, fastmath={"contract"}, inline="always")
+def _activate_backward(d, out, act):
+    """d *= act'(z) in place, from the activation's output ``out`` (1-D slices; out > 0 exactly
+    where z > 0 for relu)."""
+    if act == 0:
+        for j in range(d.size):
+            d[j] = d[j] if out[j] > 0 else 0
+    elif act == 1:
+        for j in range(d.size):
+            d[j] = d[j] * out[j] * (1 - out[j])
+    else:
+        for j in range(d.size):
+            d[j] = d[j] * (1 - out[j] * out[j])
+
+
+@njit(cache=True, inline="always")
+def softmax_row(z, probs):
+    """probs (C,) = softmax(z) with the row maximum subtracted (the sum in float64); returns
+    (sum of exp(z - max), max) for the log-sum-exp. Shared with ``numba_backend.softmax``."""
+    mx = z[0]
+    for j in range(1, z.size):
+        if z[j] > mx:
+            mx = z[j]
+    s = 0.0
+    for j in range(z.size):
+        e = np.exp(z[j] - mx)
+        probs[j] = e
+        s += e
+    inv = 1.0 / s
+    for j in range(z.size):
+        probs[j] *= inv
+    return s, mx

@@ -1,0 +1,375 @@
+"""The numba backend's fused training path: whole SGD steps in one compiled call.
+
+``fused_steps`` runs ``n_steps`` steps (forward, softmax cross-entropy, backward, optimizer
+update) with no Python in between. Its arguments and the algorithm are documented in
+``fastnn.training.fused``; ``fastnn/backends/cython/kernels.pyx`` has the same function, loop for loop, with
+the same local names. In short, each step is two parallel regions over the T threads:
+
+- region 1, by **parameters** (``_finish_step``, ``_layer0_forward``): thread t owns rows
+  ``row_bounds[t]:row_bounds[t+1]`` of W0 (a range of pixels) and columns ``col_bounds[l, t]:col_bounds[l, t+1]`` of
+  the biases and the
+  dense W_l. It finishes the previous step for what it owns (each weight gradient fused with
+  the optimizer update: W0's rows gathered through the CSC index it built, the dense layers'
+  columns through BLAS), then runs this step's layer 0 over its pixels: its share of z0 for
+  every batch row, and the CSC index of those pixels. A thread only ever writes parameters it
+  owns, so nothing is reduced across threads and no per-thread copy of the gradient exists.
+- region 2, by **samples** (``_thread_step``): thread t takes batch rows i0:i1: z0 = b0 + the
+  threads' shares, the dense layers forward, the softmax cross-entropy, and backward down to dL/dz of layer 0
+  (BLAS for the products).
+
+fastmath: ``contract`` (FMA) and ``reassoc`` (vectorized sums); never the no-NaN/no-inf flags,
+so a diverging run still reports a NaN loss. Phase timers (``prof``) read the CPU's cycle
+counter only when ``prof`` has rows: one predictable branch per phase when it has none.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from fastnn.backends.numba._shared import _activate, _activate_backward, _prefetch_row, cycles
+from fastnn.backends.numba.simd import sparse_row
+
+
+# ---------------------------------------------------------------- named regions of the buffers
+@njit(cache=True)
+def _rows(buf, off, n, i0, i1):
+    """Rows i0:i1 of the (rows, n) block that starts at ``off`` in the flat ``buf``: (i1 - i0, n)."""
+    return buf[off + i0 * n:off + i1 * n].reshape(i1 - i0, n)
+
+
+@njit(cache=True, fastmath={"contract"}, inline="always")
+def _update(p, g, s1, s2, wd, opt, lr, mu, beta1, beta2, eps, step_size, v_corr):
+    """One optimizer update of parameters ``p`` from gradient ``g`` (1-D slices, same length), as
+    ``fastnn.training.optim``: with g' = g + wd p, sgd: p -= lr g'; momentum: s1 = mu s1 + g', p -= lr s1;
+    adam: s1 = b1 s1 + (1-b1) g', s2 = b2 s2 + (1-b2) g'^2, p -= step_size s1 / (sqrt(s2 / v_corr) + eps)."""
+    one = p.dtype.type(1)
+    if opt == 0:
+        for k in range(p.size):
+            p[k] -= lr * (g[k] + wd * p[k])
+    elif opt == 1:
+        for k in range(p.size):
+            v = mu * s1[k] + (g[k] + wd * p[k])
+            s1[k] = v
+            p[k] -= lr * v
+    else:
+        for k in range(p.size):
+            gk = g[k] + wd * p[k]
+            m = beta1 * s1[k] + (one - beta1) * gk
+            v = beta2 * s2[k] + (one - beta2) * (gk * gk)
+            s1[k] = m
+            s2[k] = v
+            p[k] -= step_size * m / (np.sqrt(v / v_corr) + eps)
+
+
+# ---------------------------------------------------------------- per-step pieces
+@njit(cache=True, fastmath={"contract", "reassoc"})
+def _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, r0, r1, Z, ptr, sample, value):
+    """Z[i] = sum_q x_q W0[q] over sample i's non-zero pixels q in [r0, r1) (CSR rows, x = pixel / 255),
+    for every batch row i: thread t's share of z = x W0 (the bias is added when the shares are summed).
+
+    It also builds the CSC index of those entries for the weight gradient: for pixel p in
+    [r0, r1), entries ptr[p]:ptr[p+1] of (sample, value) are the batch rows where p is non-zero."""
+    inv255 = W0.dtype.type(1.0 / 255.0)
+    H0 = W0.shape[1]
+    W0_flat = W0.reshape(W0.size)                                            # (D * H0,)
+    for p in range(r0, r1 + 1):
+        ptr[p] = 0
+    if nb > 0:
+        _prefetch_row(indptr, indices, pixels, order[lo])
+    for i in range(nb):
+        z = Z[i]
+        z[:] = 0
+        row = order[lo + i]
+        if i + 1 < nb:                             # the next sample's row comes from memory meanwhile
+            _prefetch_row(indptr, indices, pixels, order[lo + i + 1])
+        q = indptr[row] + np.searchsorted(indices[indptr[row]:indptr[row + 1]], r0)
+        q_end = indptr[row] + np.searchsorted(indices[indptr[row]:indptr[row + 1]], r1)
+        sparse_row(W0_flat, H0, indices, pixels, q, q_end, inv255, z, z)     # sums in registers
+        for q in range(q, q_end):
+            ptr[indices[q] + 1] += 1
+    # the CSC index: counts -> starts, fill (ptr[p] walks to the end of p), shift back to starts
+    ptr[r0] = 0
+    for p in range(r0, r1):
+        ptr[p + 1] += ptr[p]
+    for i in range(nb):
+        row = order[lo + i]
+        q = indptr[row] + np.searchsorted(indices[indptr[row]:indptr[row + 1]], r0)
+        q_end = indptr[row] + np.searchsorted(indices[indptr[row]:indptr[row + 1]], r1)
+        for q in range(q, q_end):
+            e = ptr[indices[q]]
+            sample[e] = i
+            value[e] = W0.dtype.type(pixels[q]) * inv255
+            ptr[indices[q]] = e + 1
+    for p in range(r1, r0, -1):
+        ptr[p] = ptr[p - 1]
+    ptr[r0] = 0
+
+
+@njit(cache=True, fastmath={"contract", "reassoc"})
+def _layer0_grad_update(ptr, sample, value, G0, W0, S1, S2, r0, r1, acc, wd, opt, lr, mu, beta1, beta2,
+                        eps, step_size, v_corr):
+    """For every row p in [r0, r1) of W0: grad W0[p] = sum_e value[e] G0[sample[e]] over the CSC
+    entries of pixel p (the batch rows where it is non-zero), then that row's update."""
+    H0 = W0.shape[1]
+    g = acc[:H0]
+    G0_flat = G0.reshape(G0.size)                                            # (nb * H0,)
+    one = W0.dtype.type(1)
+    for p in range(r0, r1):
+        g[:] = 0
+        sparse_row(G0_flat, H0, sample, value, ptr[p], ptr[p + 1], one, g, g)  # sums in registers
+        _update(W0[p], g, S1[p], S2[p], wd, opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
+
+
+@njit(cache=True, fastmath={"contract", "reassoc"})
+def _dense_grad_update(A_in, G, W, S1, S2, c0, c1, nb, scratch, wd, opt, lr, mu, beta1, beta2, eps,
+                       step_size, v_corr):
+    """grad W[:, c0:c1] = A_in^T G[:, c0:c1] (BLAS on a packed copy of the columns), then each
+    row's update. A_in (nb, n_in), G (nb, n_out)."""
+    n_in = W.shape[0]
+    w = c1 - c0
+    G_cols = scratch[:nb * w].reshape(nb, w)                    # (nb, w) packed
+    gW = scratch[nb * w:nb * w + n_in * w].reshape(n_in, w)     # (n_in, w)
+    for i in range(nb):
+        for j in range(w):                                      # a loop: slice assignment compiles numba's
+            G_cols[i, j] = G[i, c0 + j]                         # broadcasting error messages (1.2 s)
+    np.dot(A_in.T, G_cols, gW)
+    for r in range(n_in):
+        _update(W[r, c0:c1], gW[r], S1[r, c0:c1], S2[r, c0:c1], wd, opt, lr, mu, beta1, beta2, eps,
+                step_size, v_corr)
+
+
+@njit(cache=True, fastmath={"contract", "reassoc"})
+def _bias_grad_update(G, b, s1, s2, c0, c1, nb, acc, opt, lr, mu, beta1, beta2, eps, step_size, v_corr):
+    """grad b[c0:c1] = sum_i G[i, c0:c1], then its update (no weight decay on biases)."""
+    g = acc[:c1 - c0]
+    g[:] = 0
+    for i in range(nb):
+        gi = G[i, c0:c1]
+        for j in range(c1 - c0):
+            g[j] += gi[j]
+    zero = b.dtype.type(0)
+    _update(b[c0:c1], g, s1[c0:c1], s2[c0:c1], zero, opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
+
+
+@njit(cache=True, fastmath={"contract"})
+def _softmax_xent_rows(logits, labels, order, lo, i0, G, inv_nb, smooth):
+    """G[i] = (softmax(logits[i]) - t_i) / nb with the smoothed target t_i = (1 - smooth) one_hot(y_i)
+    + smooth / C; returns sum_i -sum_j t_ij log softmax(logits[i])_j (the cross-entropy at smooth 0)."""
+    c = logits.shape[1]
+    off = G.dtype.type(smooth / c)                    # t_ij for j != y_i
+    on = G.dtype.type(1 - smooth) + off               # t_ij for j == y_i
+    total = 0.0
+    for i in range(logits.shape[0]):
+        z = logits[i]
+        g = G[i]
+        mx = z[0]
+        for j in range(1, z.size):
+            if z[j] > mx:
+                mx = z[j]
+        tot = G.dtype.type(0)
+        shifted_sum = 0.0
+        for j in range(z.size):
+            e = np.exp(z[j] - mx)
+            g[j] = e
+            tot += e
+            shifted_sum += np.float64(z[j] - mx)
+        y = labels[order[lo + i0 + i]]
+        # -sum_j t_j log p_j = log(tot) - (1 - smooth) (z_y - mx) - smooth / C sum_j (z_j - mx)
+        total += np.log(np.float64(tot)) - (1.0 - np.float64(smooth)) * np.float64(z[y] - mx)
+        if smooth != 0:
+            total -= np.float64(smooth) / c * shifted_sum
+        for j in range(z.size):
+            p = g[j] / tot
+            g[j] = (p - on) * inv_nb if j == y else (p - off) * inv_nb
+    return total
+
+
+@njit(cache=True, fastmath={"contract"}, inline="always")
+def _hidden_output(A, O, mask, act, dropout):
+    """Hidden rows: O = act(A) and A = O * mask with dropout, else A = act(A) in place (O is A)."""
+    for i in range(A.shape[0]):
+        _activate(A[i], O[i], act)
+        if dropout:
+            for j in range(A.shape[1]):
+                A[i, j] = O[i, j] * mask[i, j]
+
+
+# ---------------------------------------------------------------- one thread's share of a step
+@njit(cache=True, fastmath={"contract", "reassoc"})
+def _finish_step(t, nb, sizes, w_off, b_off, act_off, row_bounds, col_bounds, theta, state1, state2, acts,
+                 grads_act, csc_ptr, csc_sample, csc_value, scratch, opt, hyper, step_size, v_corr, prof):
+    """Region 1, first half: thread t's weight gradients of the step just run (nb rows), each
+    fused with its update, for the parameters t owns: W0 rows row_bounds[t]:row_bounds[t+1]
+    (through its CSC index), columns col_bounds[l, t]:col_bounds[l, t+1] of b_l and dense W_l."""
+    n_layers = sizes.shape[0] - 1
+    lr, mu, wd, beta1, beta2, eps = hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5]
+    timing = prof.shape[0] > 0
+    tick = cycles() if timing else 0
+    acc = scratch[t]
+    for l in range(n_layers):
+        n_in, n_out = sizes[l], sizes[l + 1]
+        c0, c1 = col_bounds[l, t], col_bounds[l, t + 1]
+        W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)                   # (n_in, n_out)
+        S1 = state1[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out) if opt else W
+        S2 = state2[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out) if opt == 2 else W
+        G = _rows(grads_act, act_off[l], n_out, 0, nb)                                     # (nb, n_out)
+        if l == 0:
+            _layer0_grad_update(csc_ptr[t], csc_sample[t], csc_value[t], G, W, S1, S2, row_bounds[t],
+                                row_bounds[t + 1], acc, wd, opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
+        elif c1 > c0:
+            A_in = _rows(acts, act_off[l - 1], n_in, 0, nb)                                # (nb, n_in)
+            _dense_grad_update(A_in, G, W, S1, S2, c0, c1, nb, acc, wd, opt, lr, mu, beta1, beta2, eps,
+                               step_size, v_corr)
+        if c1 > c0:
+            b = theta[b_off[l]:b_off[l] + n_out]
+            s1 = state1[b_off[l]:b_off[l] + n_out] if opt else b
+            s2 = state2[b_off[l]:b_off[l] + n_out] if opt == 2 else b
+            _bias_grad_update(G, b, s1, s2, c0, c1, nb, acc, opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
+        if timing:
+            now = cycles()
+            prof[t, 2 + 2 * n_layers + l] += now - tick
+            tick = now
+
+
+@njit(cache=True, fastmath={"contract", "reassoc"})
+def _thread_step(t, i0, i1, nb, s, lo, labels, order, sizes, w_off, b_off, act_off, mask_off, theta, z0_parts,
+                 acts, outs, grads_act, act, drop_mask, dropout, smooth, prof):
+    """Region 2: batch rows i0:i1 of step s: z0 = b0 + the threads' shares of x W0, the dense
+    layers forward (BLAS), softmax cross-entropy, backward down to dL/dz of layer 0 (BLAS).
+    Returns the rows' summed cross-entropy."""
+    n_layers = sizes.shape[0] - 1
+    n_threads = z0_parts.shape[0]
+    timing = prof.shape[0] > 0
+    tick = cycles() if timing else 0
+    m, H0 = i1 - i0, sizes[1]
+    inv_nb = theta.dtype.type(1) / nb
+    A = _rows(acts, act_off[0], H0, i0, i1)                                                 # (m, H0)
+    b0 = theta[b_off[0]:b_off[0] + H0]
+    for i in range(m):
+        for j in range(H0):
+            A[i, j] = b0[j]
+    for u in range(n_threads):
+        Z_part = _rows(z0_parts[u], 0, H0, i0, i1)                                          # (m, H0)
+        for i in range(m):
+            for j in range(H0):
+                A[i, j] += Z_part[i, j]
+    if n_layers > 1:
+        O = _rows(outs, act_off[0], H0, i0, i1) if dropout else A
+        mask = _rows(drop_mask[s], nb * mask_off[0], H0, i0, i1) if dropout else A
+        _hidden_output(A, O, mask, act, dropout)
+    if timing:
+        now = cycles()
+        prof[t, 2] += now - tick
+        tick = now
+    for l in range(1, n_layers):                                       # forward, dense layers
+        n_in, n_out = sizes[l], sizes[l + 1]
+        W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)                   # (n_in, n_out)
+        A_in = _rows(acts, act_off[l - 1], n_in, i0, i1)                                   # (m, n_in)
+        A = _rows(acts, act_off[l], n_out, i0, i1)                                         # (m, n_out)
+        np.dot(A_in, W, A)                                                                # BLAS, in place
+        bias = theta[b_off[l]:b_off[l] + n_out]
+        for i in range(m):
+            for j in range(n_out):
+                A[i, j] += bias[j]
+        if l < n_layers - 1:
+            O = _rows(outs, act_off[l], n_out, i0, i1) if dropout else A
+            mask = _rows(drop_mask[s], nb * mask_off[l], n_out, i0, i1) if dropout else A
+            _hidden_output(A, O, mask, act, dropout)
+        if timing:
+            now = cycles()
+            prof[t, 2 + l] += now - tick
+            tick = now
+    c = sizes[n_layers]
+    logits = _rows(acts, act_off[n_layers - 1], c, i0, i1)                                  # (m, C)
+    G = _rows(grads_act, act_off[n_layers - 1], c, i0, i1)                                  # (m, C)
+    loss = _softmax_xent_rows(logits, labels, order, lo, i0, G, inv_nb, smooth)
+    if timing:
+        now = cycles()
+        prof[t, 0] += now - tick
+        tick = now
+    for l in range(n_layers - 1, 0, -1):                               # backward, down to layer 0
+        n_in, n_out = sizes[l], sizes[l + 1]
+        W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)                   # (n_in, n_out)
+        G = _rows(grads_act, act_off[l], n_out, i0, i1)                                    # (m, n_out)
+        G_in = _rows(grads_act, act_off[l - 1], n_in, i0, i1)                              # (m, n_in)
+        np.dot(G, W.T, G_in)                                                              # BLAS, in place
+        O = _rows(outs if dropout else acts, act_off[l - 1], n_in, i0, i1)                 # (m, n_in)
+        mask = _rows(drop_mask[s], nb * mask_off[l - 1], n_in, i0, i1) if dropout else O
+        for i in range(m):
+            if dropout:
+                for j in range(n_in):
+                    G_in[i, j] *= mask[i, j]
+            _activate_backward(G_in[i], O[i], act)
+        if timing:
+            now = cycles()
+            prof[t, 2 + n_layers + l] += now - tick
+            tick = now
+    return loss
+
+
+# ---------------------------------------------------------------- the fused steps
+@njit(cache=True, parallel=True, fastmath={"contract", "reassoc"})
+def fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, batch_size,
+                sizes, w_off, b_off, act_off, mask_off, row_bounds, col_bounds,
+                theta, state1, state2, z0_parts, acts, outs, grads_act, csc_ptr, csc_sample, csc_value,
+                scratch, act, drop_mask, opt, hyper, t0, losses, prof):
+    """SGD steps first_step .. first_step + n_steps - 1 of an epoch, in place; losses[s] = mean CE
+    of step s. Arguments: ``fastnn.training.fused``. prof (T + 1, 2 + 3L) int64 cycle counts, or (0, 0).
+
+    Each step is two parallel regions over the T threads: region 1 (``_finish_step`` of the
+    previous step, then ``_layer0_forward`` of this one), region 2 (``_thread_step``)."""
+    n = order.shape[0]
+    n_threads = col_bounds.shape[1] - 1
+    timing = prof.shape[0] > 0
+    lr, beta1, beta2, keep, smooth = hyper[0], hyper[3], hyper[4], hyper[6], hyper[7]
+    dropout = keep < 1
+    D, H0 = sizes[0], sizes[1]
+    thread_loss = np.zeros(n_threads)
+    step_size = lr
+    v_corr = theta.dtype.type(1)
+    for s in range(n_steps + 1):
+        # ---- region 1, by parameters: finish step s - 1, then step s's layer 0 over own W0 rows
+        if opt == 2 and s > 0:                       # Adam's bias corrections for step t0 + s
+            step_size = theta.dtype.type(np.float64(lr) / (1.0 - np.float64(beta1) ** (t0 + s)))
+            v_corr = theta.dtype.type(1.0 - np.float64(beta2) ** (t0 + s))
+        t_region = cycles() if timing else 0
+        for tp in prange(n_threads):
+            t = np.int64(tp)                         # prange's index is unsigned: one signature, not two
+            if s > 0:
+                nb_prev = min((first_step + s) * batch_size, n) - (first_step + s - 1) * batch_size
+                _finish_step(t, nb_prev, sizes, w_off, b_off, act_off, row_bounds, col_bounds, theta, state1,
+                             state2, acts, grads_act, csc_ptr, csc_sample, csc_value, scratch, opt, hyper,
+                             step_size, v_corr, prof)
+            if s < n_steps:
+                tick = cycles() if timing else 0
+                lo = (first_step + s) * batch_size
+                nb = min(lo + batch_size, n) - lo
+                W0 = theta[w_off[0]:w_off[0] + D * H0].reshape(D, H0)                          # (D, H0)
+                Z_part = z0_parts[t, :nb * H0].reshape(nb, H0)                                 # (nb, H0)
+                _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, row_bounds[t], row_bounds[t + 1],
+                                Z_part, csc_ptr[t], csc_sample[t], csc_value[t])
+                if timing:
+                    prof[t, 2] += cycles() - tick
+        if timing:
+            prof[n_threads, 0] += cycles() - t_region
+        if s == n_steps:
+            break
+        # ---- region 2, by samples
+        lo = (first_step + s) * batch_size
+        nb = min(lo + batch_size, n) - lo
+        t_region = cycles() if timing else 0
+        for tp in prange(n_threads):
+            t = np.int64(tp)
+            i0 = (nb * t) // n_threads
+            i1 = (nb * (t + 1)) // n_threads
+            thread_loss[t] = 0.0
+            if i1 > i0:
+                thread_loss[t] = _thread_step(t, i0, i1, nb, s, lo, labels, order, sizes, w_off, b_off, act_off,
+                                              mask_off, theta, z0_parts, acts, outs, grads_act, act, drop_mask,
+                                              dropout, smooth, prof)
+        if timing:
+            prof[n_threads, 1] += cycles() - t_region
+        loss = 0.0
+        for t in range(n_threads):
+            loss += thread_loss[t]
+        losses[s] = loss / nb

@@ -1,0 +1,423 @@
+"""The fused training path: whole SGD steps in compiled code, no Python round trip per kernel.
+
+At batch 64 a kernel-by-kernel step makes ~20 calls from Python, each costing more than its
+arithmetic. A backend that defines ``fused_steps`` (``numba``, ``cython``) instead runs many
+whole steps per call: forward, softmax cross-entropy, backward and the optimizer update. It
+follows the same trajectory as the kernel path: same initial weights, same data order (the
+same ``rng.permutation``), the same dropout draws (``model.rng.random((B, H))`` per step and
+hidden layer, drawn here in that order) and the same optimizer formulas (``fastnn.training.optim``).
+Only the order of floating-point sums differs, so float64 losses agree to ~1e-12 relative
+(tested to 1e-5 over 200 steps).
+
+**How a step is split between the T threads** (the same in both backends, function for
+function: ``_finish_step``, ``_layer0_forward``, ``_thread_step``):
+
+1. *by parameters*: thread t owns rows ``row_bounds[t]:row_bounds[t+1]`` of W0 (a range of
+   pixels, chosen so that each thread's rows see the same share of the training set's
+   non-zeros) and columns ``col_bounds[l, t]:col_bounds[l, t+1]`` of every bias and dense W_l
+   (multiples of 16 floats, so that two threads never write one cache line). It finishes the
+   previous step for what it owns: each weight gradient is computed and the optimizer update
+   applied in the same pass, row by row. W0's gradient row ``grad W0[p] = sum_i x[i, p] G0[i]``
+   is gathered through the CSC index of its pixels (which batch rows have pixel p non-zero);
+   the dense layers' come from BLAS. Nothing is reduced across threads and no per-thread
+   gradient copy exists: W0 and its optimizer state stay in the owning core's cache. Then it
+   runs this step's layer 0 over its pixels, reading the sparse (CSR) input rows: its share
+   ``z0_parts[t]`` of z0 = x W0 for every batch row, and the CSC index of its pixels.
+2. *by samples*: thread t takes batch rows i0:i1: z0 = b0 + the threads' shares, the dense
+   layers' forward (BLAS), the softmax cross-entropy and the backward products down to
+   G0 = dL/dz of layer 0.
+
+``fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, batch_size, sizes,
+w_off, b_off, act_off, mask_off, row_bounds, col_bounds, theta, state1, state2, z0_parts, acts,
+outs, grads_act, csc_ptr, csc_sample, csc_value, scratch, act, drop_mask, opt, hyper, t0,
+losses, prof)``:
+
+- ``indptr`` (n+1,) int64, ``indices`` (nnz,) uint16, ``pixels`` (nnz,) uint8: the training
+  images as a CSR matrix, zeros omitted (``images_to_csr``); x = dtype(pixel) * dtype(1/255);
+  ``labels`` (n,) int64.
+- ``order`` (n,) int64: the epoch's permutation; step s covers ``order[s*B: (s+1)*B]``.
+- ``sizes`` (L+1,) int64 layer sizes; ``w_off``/``b_off`` (L,) int64 offsets of W_l (row-major
+  (n_in, n_out)) and b_l in ``theta`` (P,) float32/float64; ``row_bounds`` (T+1,) int64,
+  ``col_bounds`` (L, T+1) int64 (``row_bounds_by_nonzeros``, ``column_bounds``).
+- ``z0_parts`` (T, >= B * H0): thread t's share of layer 0's pre-activation, (nb, H0) row-major.
+- ``acts``, ``outs`` (B * S,) with S = sum(sizes[1:]): per layer l the (B, n_out) block at
+  ``act_off[l]`` holds the layer's output (acts: after activation and dropout, logits for the
+  last layer; outs: the activation before dropout, used only with dropout, else empty).
+  ``grads_act`` (B * S,): dL/dz per layer, same blocks.
+- ``csc_ptr`` (T, D+1) int32, ``csc_sample`` (T, E) int32, ``csc_value`` (T, >= E) float: each
+  thread's CSC index of its pixels for the current batch, room for E = B * (most non-zeros in
+  one image) entries.
+- ``scratch`` (T, W) float: per-thread room for a packed gradient (see ``scratch_width``).
+- ``state1``/``state2`` (P,): momentum velocity, or Adam's m and v ((1,) when unused).
+- ``act``: 0 relu, 1 sigmoid, 2 tanh (``ACT_CODES``). ``opt``: 0 sgd, 1 momentum, 2 adam;
+  ``t0`` Adam steps so far.
+- ``drop_mask`` (n_steps, B * sum(hidden)): the inverted-dropout masks (0 or 1 / keep), exactly
+  the kernel path's; for step s, hidden layer l's (nb, H_l) block starts at
+  ``nb * mask_off[l]``. Unused (1, 1) when there is no dropout.
+- ``hyper`` (8,) in theta's dtype: lr, momentum, weight_decay (weights only), beta1, beta2, eps,
+  keep (1 - dropout), label smoothing eps (target (1 - eps) one_hot + eps / C; 0: plain).
+- ``losses`` (n_steps,) float64 out: each step's mean cross-entropy (against the smoothed target).
+- ``prof`` (T+1, 2 + 3L) int64 clock ticks added to (columns: ``profile_phases``; row T: the
+  two regions' wall time), or (0, 0): no timers.
+
+A backend's optional fused interface: ``fused_steps`` as above, ``ACT_CODES`` (activation name
+-> code, from ``fastnn.backends.fused_interface``), ``num_threads()`` (the T it runs), and, for the
+profile, ``read_cycles()`` and ``cycles_per_second()`` (its cycle counter's rate).
+"""
+from __future__ import annotations
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from fastnn.backends import omp_threads
+from fastnn.backends.fused_interface import OPT_CODES
+from fastnn.training.optim import SGD, Adam
+from fastnn.training.trainers import TrainerBase, checked_order
+
+__all__ = ["FusedTrainer", "fused_unsupported_reason", "images_to_csr", "has_fused_path"]
+
+
+def has_fused_path(backend) -> bool:
+    """True when the backend module runs whole training steps in compiled code."""
+    return hasattr(backend, "fused_steps")
+
+
+def fused_unsupported_reason(model, optimizer) -> str | None:
+    """Why this model/optimizer cannot take the fused path (None when it can)."""
+    codes = getattr(model.backend, "ACT_CODES", {})
+    if not has_fused_path(model.backend):
+        return f"backend {model.backend_name!r} has no fused path"
+    if model.activation not in codes:
+        return f"activation {model.activation!r} is not in the fused kernels ({', '.join(codes)})"
+    if model.layer_sizes[0] > MAX_FEATURES:
+        return f"{model.layer_sizes[0]} input features (the fused path takes at most {MAX_FEATURES})"
+    if type(optimizer) not in (SGD, Adam):
+        return f"optimizer {type(optimizer).__name__} is not in the fused kernels (SGD, momentum, Adam)"
+    return None
+
+
+MAX_FEATURES = 65536   # the fused path stores pixel indices as uint16
+
+
+def images_to_csr(images: np.ndarray):
+    """uint8 images (n, ...) -> CSR (indptr (n+1,) int64, indices (nnz,) uint16, pixels (nnz,) uint8).
+
+    The zeros are omitted; the kernels compute x = dtype(pixel) * dtype(1/255), bit-identical to
+    ``fastnn.data.datasets.to_float``. Three bytes per non-zero: a batch's rows, random in the epoch's
+    order, come from memory at 2.7 times the rate of float32 values with int32 indices.
+    Raises ValueError for more than ``MAX_FEATURES`` features or images not of uint8.
+    """
+    if images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8, got {images.dtype}")
+    flat = images.reshape(images.shape[0], -1)                      # (n, D)
+    if flat.shape[1] > MAX_FEATURES:
+        raise ValueError(f"{flat.shape[1]} features: the fused path takes at most {MAX_FEATURES}")
+    chunk = 2048                                                    # rows at a time: small temporaries
+    indptr = np.zeros(flat.shape[0] + 1, dtype=np.int64)
+    for start in range(0, flat.shape[0], chunk):                    # pass 1: non-zeros per row
+        indptr[start + 1:start + 1 + chunk] = np.count_nonzero(flat[start:start + chunk], axis=1)
+    np.cumsum(indptr, out=indptr)
+    indices = np.empty(indptr[-1], dtype=np.uint16)                 # (nnz,)
+    pixels = np.empty(indptr[-1], dtype=np.uint8)                   # (nnz,)
+    for start in range(0, flat.shape[0], chunk):                    # pass 2: fill in place, row by row
+        block = flat[start:start + chunk]                           # (b, D)
+        rows, cols = np.nonzero(block)                              # row-major order
+        lo, hi = indptr[start], indptr[min(start + chunk, flat.shape[0])]
+        indices[lo:hi] = cols
+        pixels[lo:hi] = block[rows, cols]
+    return indptr, indices, pixels
+
+
+def _num_threads(backend) -> int:
+    if hasattr(backend, "num_threads"):
+        return max(1, int(backend.num_threads()))
+    return omp_threads()
+
+
+ALIGN = 16   # column splits at multiples of 16 floats (64-byte cache lines are never shared)
+
+
+def column_bounds(n_out: int, n_threads: int) -> np.ndarray:
+    """(T+1,) int64: thread t owns columns [b[t], b[t+1]) of a layer with ``n_out`` outputs.
+
+    Even shares rounded up to multiples of ``ALIGN`` where the layer is wide enough (so that two
+    threads never write one cache line of a row-major weight matrix), else plain even shares."""
+    t = np.arange(n_threads + 1)
+    if n_out >= ALIGN * n_threads:
+        return np.minimum(n_out, -(-(n_out * t // n_threads) // ALIGN) * ALIGN).astype(np.int64)
+    return (n_out * t // n_threads).astype(np.int64)
+
+
+def aligned_zeros(shape, dtype, align: int = 64) -> np.ndarray:
+    """np.zeros(shape, dtype) whose first element sits on an ``align``-byte boundary."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.zeros(size + align, dtype=np.uint8)
+    start = (-raw.ctypes.data) % align
+    return raw[start:start + size].view(dtype).reshape(shape)
+
+
+# Phase names of the fused kernels' timers (``prof`` columns), for a network of L layers.
+def profile_phases(n_layers: int) -> list[str]:
+    return (["softmax cross-entropy", "(unused)"]
+            + ["layer 0 forward (sparse input, CSC index) + activation"]
+            + [f"layer {l} forward (BLAS)" for l in range(1, n_layers)]
+            + ["(unused)"] + [f"layer {l} backward to layer {l - 1} (BLAS)" for l in range(1, n_layers)]
+            + ["layer 0 weight gradient (CSC gather) + update"]
+            + [f"layer {l} weight gradient (BLAS) + update" for l in range(1, n_layers)])
+
+
+REGIONS = ("region 1 (by parameters: gradients + update, layer-0 forward)",
+           "region 2 (by samples: dense layers, softmax, backward)")
+
+
+def row_bounds_by_nonzeros(indices: np.ndarray, n_rows: int, n_threads: int) -> np.ndarray:
+    """(T+1,) int64: thread t owns rows [b[t], b[t+1]) of W0 (pixels), chosen so that each
+    thread's pixels hold about the same share of the training set's non-zeros (its work)."""
+    counts = np.zeros(n_rows, dtype=np.int64)                        # non-zeros per row, in pieces:
+    for start in range(0, indices.size, 1 << 20):                    # bincount copies to int64 first
+        counts += np.bincount(indices[start:start + (1 << 20)], minlength=n_rows)
+    cum = np.concatenate([[0], np.cumsum(counts)])                   # (D+1,) non-zeros in rows < b
+    if cum[-1] == 0:
+        return (np.arange(n_threads + 1) * n_rows // n_threads).astype(np.int64)
+    targets = cum[-1] * np.arange(1, n_threads) / n_threads
+    above = np.minimum(np.searchsorted(cum, targets), n_rows)        # first b with cum[b] >= target
+    below = np.maximum(above - 1, 0)
+    bounds = np.where(np.abs(cum[below] - targets) <= np.abs(cum[above] - targets), below, above)
+    return np.concatenate([[0], bounds, [n_rows]]).astype(np.int64)
+
+
+class FusedTrainer(TrainerBase):
+    """Trains ``model`` with ``optimizer`` on ``dataset`` through the backend's ``fused_steps``.
+
+    Args:
+        model: a ``NeuralNetwork`` whose backend has a fused path (see ``fused_unsupported_reason``).
+        optimizer: an ``SGD`` (plain or momentum) or ``Adam`` from ``fastnn.training.optim`` over ``model``.
+        dataset: the training ``Dataset`` (uint8 images, int labels).
+        augmenter: a ``fastnn.data.augment.Augmenter`` or None: each call's rows are moved by the
+            backend's ``augment_csr`` into a batch-ordered CSR that the kernel then reads.
+        label_smoothing: eps in [0, 1) (``NeuralNetwork.backward``).
+    Raises:
+        ValueError: the model/optimizer combination is unsupported, or the dataset does not fit the model.
+
+    ``profile = True`` turns the kernels' phase timers on; ``phase_seconds()`` reads them.
+    """
+
+    # 128 steps (~30 ms) per call: against 32, 4-10 % off the epoch (the Python and the thread
+    # wake-ups between calls; REPORT.md), and a progress bar or Ctrl-C still gets a turn often.
+    steps_per_call = 128
+
+    def __init__(self, model, optimizer, dataset, augmenter=None, label_smoothing: float = 0.0):
+        reason = fused_unsupported_reason(model, optimizer)
+        if reason:
+            raise ValueError(f"no fused path: {reason}")
+        if dataset.num_features != model.layer_sizes[0]:
+            raise ValueError(f"dataset has {dataset.num_features} features, the model's input layer "
+                             f"{model.layer_sizes[0]}")
+        self.model, self.optimizer, self.dataset = model, optimizer, dataset
+        backend = model.backend
+        self._kernel = backend.fused_steps
+        self.augmenter = augmenter
+        self.label_smoothing = float(label_smoothing)
+        if augmenter is not None and not hasattr(backend, "augment_csr"):
+            raise ValueError(f"backend {backend.NAME!r} has no augment_csr kernel for the fused path")
+        self._act = backend.ACT_CODES[model.activation]
+        self.description = f"fused path ({backend.NAME}, {_num_threads(backend)} threads)" + (
+            f", augmentation {augmenter}" if augmenter is not None else "")
+        self._aug_indptr = np.zeros(1, dtype=np.int64)             # the call's moved rows, batch-ordered CSR
+        self._aug_indices = np.zeros(0, dtype=np.uint16)
+        self._aug_pixels = np.zeros(0, dtype=np.uint8)
+        self._aug_order = np.zeros(0, dtype=np.int64)
+        self.indptr, self.indices, self.pixels = images_to_csr(dataset.images)
+        self.labels = np.ascontiguousarray(dataset.labels, dtype=np.int64)
+        if augmenter is not None:                      # (n, 4) int16: which images a move leaves whole
+            from fastnn.data.augment import bounding_boxes
+            self._boxes = bounding_boxes(self.indptr, self.indices, augmenter.width)
+        if self.labels.size and not (0 <= self.labels.min() and self.labels.max() < model.layer_sizes[-1]):
+            raise ValueError(f"labels must be in [0, {model.layer_sizes[-1]}), got {self.labels.min()}"
+                             f"..{self.labels.max()}")
+        self.max_row_nnz = int(np.diff(self.indptr).max()) if len(self.labels) else 0
+        self.sizes = np.array(model.layer_sizes, dtype=np.int64)
+        self._pack_parameters()
+        import scipy.linalg.cython_blas  # noqa: F401 - the BLAS the fused kernels call, loaded before we look
+
+        self._blas = ThreadpoolController()             # finds the loaded BLAS libraries once (~1 ms)
+        self.n_threads = _num_threads(backend)
+        self.col_bounds = np.stack([column_bounds(int(n), self.n_threads) for n in self.sizes[1:]])  # (L, T+1)
+        self.row_bounds = row_bounds_by_nonzeros(self.indices, int(self.sizes[0]), self.n_threads)    # (T+1,)
+        hidden = [int(h) for h in self.sizes[1:-1]]
+        self.mask_off = np.concatenate([[0], np.cumsum(hidden)]).astype(np.int64)                 # (L,)
+        self.act_off = np.zeros(0, dtype=np.int64)
+        self._batch_size = 0
+        self.profile = False
+        self.prof = np.zeros((0, 0), dtype=np.int64)
+
+    def _pack_parameters(self) -> None:
+        """Copy weights/biases (and optimizer state) into flat vectors; leave views behind."""
+        m, opt = self.model, self.optimizer
+        shapes = [w.shape for w in m.weights] + [b.shape for b in m.biases]
+        sizes = [int(np.prod(s)) for s in shapes]
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        n_layers = m.num_layers
+        self.w_off, self.b_off = starts[:n_layers].copy(), starts[n_layers:-1].copy()
+
+        def flat_views(arrays):
+            flat = aligned_zeros(starts[-1], m.dtype)
+            views = [flat[a:b].reshape(s) for a, b, s in zip(starts[:-1], starts[1:], shapes)]
+            if arrays is not None:
+                for v, arr in zip(views, arrays):
+                    v[...] = arr
+            return flat, views
+
+        self.theta, views = flat_views(m.weights + m.biases)
+        m.weights, m.biases = views[:n_layers], views[n_layers:]
+        m.grad_weights = m.grad_biases = None          # the fused path does not keep them
+        unused = np.zeros(1, dtype=m.dtype)
+        if isinstance(opt, SGD):
+            self._opt = OPT_CODES["momentum" if opt.momentum else "sgd"]
+            if opt.momentum:
+                self.state1, opt.velocity = flat_views(opt.velocity)
+            else:
+                self.state1 = unused
+            self.state2 = unused
+        else:
+            self._opt = OPT_CODES["adam"]
+            self.state1, opt.m = flat_views(opt.m)
+            self.state2, opt.v = flat_views(opt.v)
+
+    def _hyper(self) -> np.ndarray:
+        opt, dt = self.optimizer, self.model.dtype
+        momentum = getattr(opt, "momentum", 0.0)
+        beta1, beta2, eps = (opt.beta1, opt.beta2, opt.eps) if self._opt == 2 else (0.0, 0.0, 0.0)
+        keep = 1.0 - self.model.dropout
+        return np.array([opt.lr, momentum, opt.weight_decay, beta1, beta2, eps, keep, self.label_smoothing], dtype=dt)
+
+    def scratch_width(self, batch_size: int) -> int:
+        """Floats of per-thread scratch: a packed (B, w) block of dL/dz plus an (n_in, w) weight
+        gradient for the widest column share w of a dense layer, or one whole row of W0's gradient."""
+        widths = np.diff(self.col_bounds, axis=1).max(axis=1)          # (L,) widest share per layer
+        dense = [int(batch_size * w + n_in * w) for n_in, w in zip(self.sizes[1:-1], widths[1:])]
+        return max([int(self.sizes[1]), *dense])
+
+    def _allocate(self, batch_size: int) -> None:
+        """(Re)size the activation, CSC and scratch buffers for ``batch_size``."""
+        if batch_size == self._batch_size:
+            return
+        dt, T = self.model.dtype, self.n_threads
+        widths = self.sizes[1:]
+        self.act_off = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64) * batch_size   # (L,)
+        total = batch_size * int(widths.sum())
+        self.acts = aligned_zeros(total, dt)                           # (B * S,) layer outputs
+        self.outs = aligned_zeros(total, dt) if self.model.dropout else self.acts[:0]
+        self.grads_act = aligned_zeros(total, dt)                      # (B * S,) dL/dz per layer
+        self.z0_parts = aligned_zeros((T, batch_size * int(widths[0]) + ALIGN), dt)  # (T, B * H0)
+        entries = batch_size * self.max_row_nnz
+        self.csc_ptr = np.zeros((T, self.sizes[0] + 1), dtype=np.int32)             # (T, D+1)
+        self.csc_sample = np.zeros((T, entries), dtype=np.int32)                    # (T, E)
+        self.csc_value = aligned_zeros((T, entries + ALIGN), dt)                    # (T, E)
+        self.scratch = aligned_zeros((T, self.scratch_width(batch_size) + ALIGN), dt)
+        self._batch_size = batch_size
+
+    def num_steps(self, batch_size: int) -> int:
+        return -(-len(self.labels) // batch_size)
+
+    def run_steps(self, order: np.ndarray, first_step: int, n_steps: int, batch_size: int) -> np.ndarray:
+        """Run steps ``first_step`` .. ``first_step + n_steps - 1`` of the epoch ordered by ``order``.
+
+        Args:
+            order: (n,) integer indices of the training samples in this epoch's order (a permutation).
+        Returns:
+            (n_steps,) float64: each step's mean cross-entropy (before that step's update).
+        Raises:
+            ValueError: ``order`` is not (n,) integers, or ``batch_size`` < 1, ``first_step`` < 0.
+            IndexError: an index this call would use is outside [0, n).
+        """
+        m = self.model
+        n = len(self.labels)
+        order = np.ascontiguousarray(checked_order(order, n, first_step, n_steps, batch_size), dtype=np.int64)
+        n_steps = min(n_steps, self.num_steps(batch_size) - first_step)
+        if n_steps <= 0:
+            return np.empty(0)
+        if m.dropout:                                  # the kernel path's masks, drawn in its order
+            hidden = [int(h) for h in self.sizes[1:-1]]
+            keep = 1.0 - m.dropout
+            scale = m.dtype.type(1) / m.dtype.type(keep)
+            drop_mask = np.zeros((n_steps, batch_size * sum(hidden)), dtype=m.dtype)
+            for s in range(n_steps):
+                lo = (first_step + s) * batch_size
+                nb = min(lo + batch_size, n) - lo
+                draws = [(m.rng.random((nb, h)) < keep).ravel() for h in hidden]
+                drop_mask[s, :nb * sum(hidden)] = np.concatenate(draws).astype(m.dtype) * scale
+        else:
+            drop_mask = np.ones((1, 1), dtype=m.dtype)
+        self._allocate(batch_size)
+        n_layers = len(self.sizes) - 1
+        if self.profile and self.prof.shape != (self.n_threads + 1, 2 + 3 * n_layers):
+            self.prof = np.zeros((self.n_threads + 1, 2 + 3 * n_layers), dtype=np.int64)
+        prof = self.prof if self.profile else np.zeros((0, 0), dtype=np.int64)
+        indptr, indices, pixels, labels, first = self.indptr, self.indices, self.pixels, self.labels, first_step
+        if self.augmenter is not None:
+            indptr, indices, pixels, labels, order = self._moved_rows(order, first_step, n_steps, batch_size)
+            first = 0
+        losses = np.empty(n_steps)
+        with self._blas.limit(limits=1, user_api="blas"):   # one BLAS thread inside each kernel thread
+            self._kernel(indptr, indices, pixels, labels, order, first, n_steps,
+                         batch_size, self.sizes, self.w_off, self.b_off, self.act_off, self.mask_off,
+                         self.row_bounds, self.col_bounds, self.theta, self.state1, self.state2, self.z0_parts,
+                         self.acts, self.outs, self.grads_act, self.csc_ptr, self.csc_sample, self.csc_value,
+                         self.scratch,
+                         self._act, drop_mask, self._opt, self._hyper(), self.optimizer.t, losses, prof)
+        self.optimizer.t += n_steps
+        return losses
+
+    def warm_up(self, batch_size: int) -> None:
+        """Call every kernel this trainer will call, on no rows: Numba compiles them now (or loads
+        them from its cache), so that the first epoch times training alone. Changes nothing."""
+        self._allocate(batch_size)
+        m = self.model
+        if self.augmenter is not None:
+            a = self.augmenter
+            m.backend.augment_csr(self.indptr, self.indices, self.pixels, self._boxes, self._aug_order[:0], 0,
+                                  np.zeros((0, 3), dtype=np.int32), a.col_of, a.height, a.width, self.n_threads,
+                                  self._aug_indptr, self._aug_indices, self._aug_pixels)
+        prof = np.zeros((0, 0), dtype=np.int64)
+        drop_mask = np.ones((1, 1), dtype=m.dtype)
+        with self._blas.limit(limits=1, user_api="blas"):
+            self._kernel(self.indptr, self.indices, self.pixels, self.labels, self._aug_order[:0], 0, 0,
+                         batch_size, self.sizes, self.w_off, self.b_off, self.act_off, self.mask_off,
+                         self.row_bounds, self.col_bounds, self.theta, self.state1, self.state2, self.z0_parts,
+                         self.acts, self.outs, self.grads_act, self.csc_ptr, self.csc_sample, self.csc_value,
+                         self.scratch, self._act, drop_mask, self._opt, self._hyper(), self.optimizer.t,
+                         np.empty(0), prof)
+
+    def _moved_rows(self, order, first_step: int, n_steps: int, batch_size: int):
+        """The call's rows, moved by this call's augmentation draws, as a batch-ordered CSR:
+        (indptr (k+1,), indices, pixels, labels (k,), order = arange(k)) for the kernel."""
+        moves = self.augmenter.moves(len(order), first_step, n_steps, batch_size)        # (k, 3)
+        lo, k = first_step * batch_size, len(moves)
+        rows = order[lo:lo + k]                                                          # (k,)
+        nnz = int((self.indptr[rows + 1] - self.indptr[rows]).sum())                     # an upper bound
+        if self._aug_indices.size < nnz:
+            self._aug_indices = np.empty(nnz, dtype=np.uint16)
+            self._aug_pixels = np.empty(nnz, dtype=np.uint8)
+        if self._aug_indptr.size < k + 1:
+            self._aug_indptr = np.empty(k + 1, dtype=np.int64)
+            self._aug_order = np.arange(k, dtype=np.int64)
+        a = self.augmenter
+        self.model.backend.augment_csr(self.indptr, self.indices, self.pixels, self._boxes, order, lo, moves, a.col_of,
+                                       a.height, a.width, self.n_threads, self._aug_indptr, self._aug_indices,
+                                       self._aug_pixels)
+        return (self._aug_indptr[:k + 1], self._aug_indices, self._aug_pixels, self.labels[rows],
+                self._aug_order[:k])
+
+    def phase_seconds(self) -> dict[str, float]:
+        """Seconds per phase from the kernels' timers (``profile = True``), averaged over threads,
+        plus each parallel region's wall time; cycle counts converted with the backend's rate."""
+        if not self.prof.size:
+            return {}
+        rate = self.model.backend.cycles_per_second()
+        n_layers = len(self.sizes) - 1
+        per_thread = self.prof[:self.n_threads].mean(axis=0) / rate
+        out = {name: float(sec) for name, sec in zip(profile_phases(n_layers), per_thread) if name != "(unused)"}
+        walls = {f"wall: {name}": float(sec) for name, sec in zip(REGIONS, self.prof[self.n_threads, :2] / rate)}
+        return {**out, **walls}
