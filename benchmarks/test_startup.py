@@ -16,7 +16,7 @@ import numpy as np
 from fastnn import NeuralNetwork
 from fastnn.data.datasets import Dataset
 from fastnn.training.optim import make_optimizer
-from fastnn.training.trainers import make_trainer
+from fastnn.training.factory import make_trainer
 rng = np.random.default_rng(0)
 ds = Dataset(rng.integers(0, 256, (64, 784)).astype(np.uint8), rng.integers(0, 10, 64), list("0123456789"), "x")
 model = NeuralNetwork([784, 128, 64, 10], backend="numba")

@@ -28,9 +28,9 @@ import pytest
 from fastnn import NeuralNetwork
 from fastnn.backends import available_backends
 from fastnn.data.augment import Augmenter, parse_augment
+from fastnn.training.factory import make_trainer
 from fastnn.training.loop import RECIPES
 from fastnn.training.optim import make_optimizer
-from fastnn.training.trainers import make_trainer
 
 from .conftest import record, record_result
 
@@ -52,7 +52,8 @@ def _trainer(name, dataset):
     model = NeuralNetwork(LAYERS, backend="numpy" if backend == "jax" else backend, seed=0)
     optimizer = make_optimizer("momentum", model, 0.05)
     if backend == "jax":
-        jax_baseline = pytest.importorskip("fastnn.comparators.jax_trainer", reason="jax not installed: pip install -e '.[bench]'")
+        jax_baseline = pytest.importorskip("fastnn.comparators.jax_trainer",
+                                       reason="jax not installed: pip install -e '.[bench]'")
         return jax_baseline.JaxTrainer(model, optimizer, dataset, mode=variant)
     if backend not in available_backends():
         pytest.skip(f"backend {backend} unavailable here")

@@ -12,8 +12,8 @@ import numpy as np
 
 from fastnn import NeuralNetwork
 from fastnn.data.datasets import load_dataset
+from fastnn.training.factory import make_trainer
 from fastnn.training.optim import make_optimizer
-from fastnn.training.trainers import make_trainer
 
 EPOCHS, TARGET = int(os.environ.get("EPOCHS", 10)), float(os.environ.get("TARGET", 97))
 BACKEND, LR = os.environ.get("BACKEND", "numba"), 0.05

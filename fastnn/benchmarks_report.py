@@ -32,7 +32,8 @@ import sys
 from pathlib import Path
 
 from fastnn.backends import omp_threads
-from fastnn.common.cli import HelpFormatter, UserError, run_main
+from fastnn.common.cli import HelpFormatter, run_main
+from fastnn.common.errors import UserError
 from fastnn.speed.machine import measure_bandwidth_gbs, measure_coretypes, measure_fma_peak, measure_sgemm_peaks
 from fastnn.speed.report import inference_table, load_results, plot_epoch, plot_kernels, plot_roofline
 

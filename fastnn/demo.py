@@ -19,7 +19,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastnn.common.cli import HelpFormatter, UserError, add_data_dir_option, int_at_least, regular_file, run_main
+from fastnn.common.cli import HelpFormatter, add_data_dir_option, int_at_least, regular_file, run_main
+from fastnn.common.errors import UserError
 from fastnn.data.datasets import DATASETS
 from fastnn.demos.window import SAMPLE_SEVEN, Demo
 

@@ -1,6 +1,6 @@
 """``python -m fastnn.evaluate --model PATH``: how good a trained model is, where it fails, what it learned.
 
-Computes on the test set (``fastnn.inference.metrics``): accuracy, per-class precision / recall / F1,
+Computes on the test set (``fastnn.evaluation.metrics``): accuracy, per-class precision / recall / F1,
 macro and weighted averages, the confusion matrix (counts and row-normalized), the most
 confused class pairs, calibration (reliability bins, expected calibration error) and the
 fraction of dead hidden units per layer. Writes ``evaluation.json`` and these figures into
@@ -22,9 +22,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fastnn.backends import backend_names
 from fastnn.common.cli import HelpFormatter, add_backend_option, add_data_dir_option, run_main
 from fastnn.data.datasets import DATASETS
-from fastnn.inference.evaluation import run
+from fastnn.evaluation.report import run
 
 
 def main(argv=None) -> int:
@@ -50,7 +51,8 @@ def _main(argv) -> int:
                         "pretrained model a new folder under runs/)")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing its files")
     add_data_dir_option(p)
-    add_backend_option(p, "kernels for inference (cython and numba: one compiled call per forward pass)")
+    add_backend_option(p, "kernels for inference (cython and numba: one compiled call per forward pass)",
+                       backend_names())
     args = p.parse_args(argv)
     run(args.model, args.dataset, args.out, args.data_dir, args.backend, overwrite=args.overwrite, data=args.data)
     return 0

@@ -39,6 +39,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from fastnn.backends import backend_names
 from fastnn.common.cli import HelpFormatter, add_backend_option, add_data_dir_option, int_at_least
 from fastnn.common.io import write_csv_rows
 from fastnn.training.sweeps import (
@@ -72,7 +73,7 @@ def _main(argv) -> int:
     p.add_argument("--dataset", nargs="+", default=["mnist"], choices=["mnist", "fashion-mnist"])
     p.add_argument("--epochs", type=int_at_least(1), default=10, help="epochs per run (an experiment may fix its own)")
     p.add_argument("--seeds", type=int_at_least(1), default=3, help="seeds per configuration")
-    add_backend_option(p, "backend for every experiment but 'backend'")
+    add_backend_option(p, "backend for every experiment but 'backend'", backend_names())
     p.add_argument("--jobs", type=int_at_least(1), default=os.cpu_count() or 1, help="runs at a time")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a Dask scheduler (tcp://host:port) to run on")
     add_data_dir_option(p)

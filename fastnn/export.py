@@ -26,7 +26,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from fastnn.common.cli import HelpFormatter, UserError, regular_file, run_main
+from fastnn.common.cli import HelpFormatter, regular_file, run_main
+from fastnn.common.errors import UserError
 from fastnn.model.onnx import export_onnx
 
 

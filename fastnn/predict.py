@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fastnn.common.cli import HelpFormatter, UserError, int_at_least, printable, regular_file, run_main
+from fastnn.common.cli import HelpFormatter, int_at_least, printable, regular_file, run_main
+from fastnn.common.errors import UserError
 from fastnn.data.datasets import DATASETS
 from fastnn.data.images import IMAGE_SUFFIXES, ImageError, load_image, preprocess  # noqa: F401 - also predict's Python API
 from fastnn.inference.forward import inference_backend

@@ -23,7 +23,7 @@ import argparse
 import os
 import sys
 
-from fastnn.backends import get_backend
+from fastnn.backends import backend_names, get_backend
 from fastnn.common.cli import (
     HelpFormatter,
     add_backend_option,
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "<backend>.txt, <backend>.prof and profile_<backend>.png into a new folder under runs/ "
                     "(the committed ones: --out-dir profiles --plots-dir plots).",
         formatter_class=HelpFormatter)
-    add_backend_option(p, "the backend to profile")
+    add_backend_option(p, "the backend to profile", backend_names())
     p.add_argument("--dataset", default="mnist", choices=list(DATASETS), help="the training set")
     p.add_argument("--epochs", type=int_at_least(1), default=1, help="epochs to time")
     p.add_argument("--limit", type=int_at_least(1), default=None, metavar="N",

@@ -13,10 +13,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from fastnn.backends import get_backend
+from fastnn.backends import backend_names, get_backend
 from fastnn.common.cli import (
     HelpFormatter,
-    UserError,
     add_backend_option,
     add_data_dir_option,
     finite_float,
@@ -24,6 +23,7 @@ from fastnn.common.cli import (
     printable,
     run_main,
 )
+from fastnn.common.errors import UserError
 from fastnn.data.augment import AUGMENT_HELP, parse_augment
 from fastnn.data.datasets import DATASETS
 from fastnn.model.initializers import INITIALIZERS
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Fashion-MNIST. Writes best_model.npz, history.csv, learning_curves.png and metrics.json "
                     "into --out. Ctrl-C (or SIGTERM) stops early, keeps the best model and writes every file.",
         formatter_class=HelpFormatter)
-    add_backend_option(p, "kernel implementation")
+    add_backend_option(p, "kernel implementation", backend_names())
     p.add_argument("--dataset", default=None, choices=list(DATASETS),
                    help="downloaded on first use (default: mnist)")
     p.add_argument("--data", default=None, metavar="FOLDER",

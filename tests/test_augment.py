@@ -16,10 +16,12 @@ from hypothesis import strategies as st
 from fastnn import NeuralNetwork
 from fastnn.backends import available_backends, get_backend
 from fastnn.data.augment import Augmentation, Augmenter, bounding_boxes, move_images, parse_augment
+from fastnn.data.csr import images_to_csr
 from fastnn.data.datasets import Dataset
-from fastnn.training.fused import FusedTrainer, images_to_csr
+from fastnn.training.factory import make_trainer
+from fastnn.training.fused import FusedTrainer
 from fastnn.training.optim import make_optimizer
-from fastnn.training.trainers import KernelTrainer, make_trainer
+from fastnn.training.trainers import KernelTrainer
 
 FUSED = [b for b in ("numba", "cython") if b in available_backends()]
 

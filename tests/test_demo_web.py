@@ -172,7 +172,7 @@ def test_a_colour_mode_without_gray_is_a_400(server):
 
 def test_a_model_the_demo_cannot_feed_is_refused_at_start(tmp_path):
     from fastnn import NeuralNetwork
-    from fastnn.model.network import ModelFileError
+    from fastnn.model.file_format import ModelFileError
 
     NeuralNetwork([100, 8, 10]).save(tmp_path / "small.npz")
     with pytest.raises(ModelFileError, match="takes 100 inputs; the demo sends 28 x 28 = 784"):

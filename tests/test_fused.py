@@ -13,10 +13,12 @@ import pytest
 
 from fastnn import NeuralNetwork
 from fastnn.backends import BackendUnavailable, available_backends, get_backend
+from fastnn.data.csr import images_to_csr
 from fastnn.data.datasets import Dataset, to_float
-from fastnn.training.fused import FusedTrainer, fused_unsupported_reason, images_to_csr
+from fastnn.training.factory import make_trainer
+from fastnn.training.fused import FusedTrainer, fused_unsupported_reason
 from fastnn.training.optim import SGD, make_optimizer
-from fastnn.training.trainers import KernelTrainer, make_trainer
+from fastnn.training.trainers import KernelTrainer
 
 FUSED = [b for b in ("numba", "cython") if b in available_backends()]
 N_STEPS, BATCH = 200, 32
@@ -174,7 +176,8 @@ def test_torch_trainer_follows_the_same_trajectory(torch, optimizer):
 def test_jax_comparator_follows_the_same_trajectory(mode, weight_decay):
     """The benchmark's JAX comparator trains the same network: same losses as the kernel path
     (float32, JAX's own summation order), in scan mode through the jitted lax.scan."""
-    jax_baseline = pytest.importorskip("fastnn.comparators.jax_trainer", reason="jax not installed: pip install -e '.[bench]'")
+    jax_baseline = pytest.importorskip("fastnn.comparators.jax_trainer",
+                                   reason="jax not installed: pip install -e '.[bench]'")
 
     ref, ref_model, _ = trajectory(KernelTrainer, "numpy", "momentum", weight_decay, 0.0, "relu", np.float32,
                                    n_steps=60)
@@ -185,7 +188,8 @@ def test_jax_comparator_follows_the_same_trajectory(mode, weight_decay):
 
 
 def test_jax_comparator_run_epoch_brings_the_weights_back():
-    jax_baseline = pytest.importorskip("fastnn.comparators.jax_trainer", reason="jax not installed: pip install -e '.[bench]'")
+    jax_baseline = pytest.importorskip("fastnn.comparators.jax_trainer",
+                                   reason="jax not installed: pip install -e '.[bench]'")
     ds = toy_dataset()
     models = [NeuralNetwork([50, 16, 5], backend="numpy", seed=1) for _ in range(2)]
     kernel = KernelTrainer(models[0], make_optimizer("momentum", models[0], 0.05), ds)

@@ -163,8 +163,8 @@ def test_plan_refuses_what_it_cannot_run():
 def test_after_fused_training(backend):
     """The fused trainer packs the weights into one buffer (views): the forward follows them."""
     from fastnn.data.datasets import Dataset
+    from fastnn.training.factory import make_trainer
     from fastnn.training.optim import make_optimizer
-    from fastnn.training.trainers import make_trainer
 
     rng = np.random.default_rng(0)
     images = ((rng.random((300, 60)) < 0.2) * rng.integers(1, 256, (300, 60))).astype(np.uint8)

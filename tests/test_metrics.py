@@ -1,4 +1,4 @@
-"""fastnn.inference.metrics against scikit-learn (the oracle), on random inputs and the 0/0 edge cases."""
+"""fastnn.evaluation.metrics against scikit-learn (the oracle), on random inputs and the 0/0 edge cases."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastnn.inference import metrics
+from fastnn.evaluation import metrics
 
 sk = pytest.importorskip("sklearn.metrics")
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fastnn import NeuralNetwork
-from fastnn.model.network import ModelFileError
+from fastnn.model.file_format import ModelFileError
 from fastnn.training.optim import SGD, Adam, make_optimizer
 
 

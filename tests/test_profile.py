@@ -7,7 +7,7 @@ import pytest
 
 from fastnn import profile as profile_mod
 from fastnn.backends import available_backends
-from fastnn.speed.timing import PhaseTimer, TimedBackend, phase
+from fastnn.backends.timing import PhaseTimer, TimedBackend, phase
 
 pytestmark = pytest.mark.slow
 

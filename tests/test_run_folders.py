@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from fastnn.common.cli import FolderBusy, UserError, output_folder, release_folder
+from fastnn.common.cli import FolderBusy, output_folder, release_folder
+from fastnn.common.errors import UserError
 
 
 def hold_in_another_process(folder):

@@ -22,7 +22,6 @@ from fastnn import __version__
 from fastnn.autograd.nn import MLP, softmax_cross_entropy
 from fastnn.common.cli import (
     HelpFormatter,
-    UserError,
     add_data_dir_option,
     finite_float,
     int_at_least,
@@ -33,6 +32,7 @@ from fastnn.common.cli import (
     run_main,
     stop_signals,
 )
+from fastnn.common.errors import UserError
 from fastnn.common.io import write_csv_rows, write_json
 from fastnn.data.datasets import DATASETS, load_dataset
 

@@ -20,6 +20,8 @@ import importlib
 import os
 from types import ModuleType
 
+from fastnn.common.errors import UserError
+
 KERNELS = (
     "matmul",
     "relu", "relu_backward",
@@ -43,7 +45,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
 _cache: dict[str, ModuleType] = {}
 
 
-class BackendUnavailable(ImportError):
+class BackendUnavailable(UserError, ImportError):
     """The named backend exists but cannot run here (a missing optional dependency or build)."""
 
 

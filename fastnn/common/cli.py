@@ -22,7 +22,9 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["UserError", "run_main", "add_data_dir_option", "add_backend_option", "int_at_least", "finite_float",
+from fastnn.common.errors import UserError
+
+__all__ = ["run_main", "add_data_dir_option", "add_backend_option", "int_at_least", "finite_float",
            "output_folder", "release_folder", "remove_if_empty", "regular_file", "printable", "stop_signals",
            "HelpFormatter", "new_run_folder"]
 
@@ -34,12 +36,11 @@ def add_data_dir_option(parser: argparse.ArgumentParser, help: str | None = None
                                      "user cache folder, where missing files are downloaded)")
 
 
-def add_backend_option(parser: argparse.ArgumentParser, help: str) -> None:
+def add_backend_option(parser: argparse.ArgumentParser, help: str, names) -> None:
     """``--backend``, default ``auto`` (the fastest here: cython, else numba, else numpy;
-    ``fastnn.inference.forward.inference_backend`` resolves it), the same in every command."""
-    from fastnn.backends import backend_names
-
-    parser.add_argument("--backend", default="auto", choices=["auto", *backend_names()],
+    ``fastnn.inference.forward.inference_backend`` resolves it), the same in every command;
+    ``names``: ``fastnn.backends.backend_names()``."""
+    parser.add_argument("--backend", default="auto", choices=["auto", *names],
                         help=f"{help}; auto: the fastest here (cython, else numba, else numpy)")
 
 
@@ -53,21 +54,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-class UserError(Exception):
-    """A mistake the user can fix; the message names it and what to do."""
-
-
 class FolderBusy(UserError):
     """Another process holds the run folder (``output_folder``)."""
 
 
 def _message(exc: BaseException) -> str | None:
     """The one-line message for an exception that is the user's to fix, else None."""
-    from fastnn.backends import BackendUnavailable
-    from fastnn.data.datasets import DataError, DownloadError
-    from fastnn.model.network import ModelFileError
-
-    if isinstance(exc, (UserError, ModelFileError, DataError, DownloadError, BackendUnavailable)):
+    if isinstance(exc, UserError):                  # the package's own errors derive from it
         return str(exc)
     if isinstance(exc, MemoryError):
         return ("not enough memory for these settings (a layer, batch or file too large for this machine); "

@@ -20,8 +20,8 @@ try:
 except ImportError as exc:  # reported by get_backend("torch") with an install hint
     raise ImportError(f"torch is not installed ({exc})") from exc
 
+from fastnn.backends.timing import phase
 from fastnn.data.datasets import to_float
-from fastnn.speed.timing import phase
 from fastnn.training.trainers import TrainerBase, batch_images, checked_order
 
 _ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
@@ -79,7 +79,7 @@ class TorchTrainer(TrainerBase):
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.description = (f"torch.nn + autograd + torch.optim (torch {torch.__version__}, "
                             f"{torch.get_num_threads()} threads)")
-        self.timer = None          # a fastnn.speed.timing.PhaseTimer times each phase of a step
+        self.timer = None          # a fastnn.backends.timing.PhaseTimer times each phase of a step
 
     def run_steps(self, order: np.ndarray, first_step: int, n_steps: int, batch_size: int) -> np.ndarray:
         """Train on batches ``first_step`` .. ``first_step + n_steps - 1`` of ``order``; return their losses.

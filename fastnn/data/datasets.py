@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fastnn.common.errors import UserError
 from fastnn.common.io import atomic_write
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dimensions
@@ -77,11 +78,11 @@ DATASETS = {
 SPLITS = {"train": "train", "test": "t10k"}
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data file that is missing, truncated, corrupt or not what it claims to be."""
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """Every mirror failed; the message says which files to put where."""
 
 

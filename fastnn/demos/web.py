@@ -40,7 +40,7 @@ import numpy as np
 
 from fastnn.data.datasets import DATASETS
 from fastnn.demos.state import DemoState
-from fastnn.model.network import ModelFileError
+from fastnn.model.file_format import ModelFileError
 
 __all__ = ["make_server", "serve", "MAX_BODY", "MAX_PIXELS"]
 

@@ -53,7 +53,8 @@ def input_range_error(X: np.ndarray, row: int, unit_range: bool = True) -> Input
     elif np.isinf(values).any():
         what = "an infinite value"
     elif values.max() > 1 and values.max() <= 255 and values.min() >= 0:
-        what = f"values up to {values.max():g}: pixels in 0-255, not scaled (divide by 255, or fastnn.data.datasets.to_float)"
+        what = (f"values up to {values.max():g}: pixels in 0-255, not scaled "
+                "(divide by 255, or fastnn.data.datasets.to_float)")
     else:
         bad = values[(values < 0) | (values > 1)]
         what = f"{bad[0]:g}"

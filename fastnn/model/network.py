@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from fastnn.backends import get_backend
-from fastnn.common.io import atomic_write, open_regular
+from fastnn.backends.timing import phase
 from fastnn.inference.forward import ForwardPlan, has_fused_forward, input_range_error
+from fastnn.model.file_format import load_model, save_model
 from fastnn.model.initializers import INITIALIZERS, init_weights
-from fastnn.speed.timing import phase
 
 # activation -> (forward kernel, backward kernel, which forward array the backward takes)
 ACTIVATIONS = {
@@ -21,13 +21,6 @@ ACTIVATIONS = {
     "sigmoid": ("sigmoid", "sigmoid_backward", "out"),
     "tanh": ("tanh", "tanh_backward", "out"),
 }
-
-MODEL_FORMAT_VERSION = 1
-
-
-class ModelFileError(ValueError):
-    """A model file that is corrupt, of another format, or of another architecture."""
-
 
 class NeuralNetwork:
     """Multi-layer perceptron trained with softmax cross-entropy.
@@ -51,7 +44,7 @@ class NeuralNetwork:
             ``fastnn.train`` makes): ``predict``/``forward``/``logits`` then refuse inputs outside
             [0, 1]; False (the default for a model built here): they refuse only NaN and inf.
             Saved with the model. The policy is ``fastnn.inference.forward``'s (garbage in is an error).
-        timer: a ``fastnn.speed.timing.PhaseTimer`` to time ``backward``'s forward / loss / backward
+        timer: a ``fastnn.backends.timing.PhaseTimer`` to time ``backward``'s forward / loss / backward
             phases (``python -m fastnn.profile``); None (the default) times nothing.
     """
 
@@ -305,27 +298,11 @@ class NeuralNetwork:
 
     # ------------------------------------------------------------------ files
     def save(self, path) -> None:
-        """Write weights and architecture to ``path`` (.npz), atomically.
+        """Write weights and architecture to ``path`` (.npz), atomically (``fastnn.model.file_format``).
 
         Holds only plain numeric and string arrays: loading never needs pickle.
         """
-        arrays = {
-            "format_version": np.array(MODEL_FORMAT_VERSION),
-            "layer_sizes": np.array(self.layer_sizes, dtype=np.int64),
-            "activation": np.array(self.activation),
-            "init": np.array(self.init),
-            "dtype": np.array(self.dtype.name),
-            "dropout": np.array(self.dropout),
-        }
-        if self.class_names is not None:
-            arrays["class_names"] = np.array([class_name(n) for n in self.class_names])    # fixed-width unicode
-        arrays["pixel_inputs"] = np.array(bool(self.pixel_inputs))
-        if self.dataset is not None:
-            arrays["dataset"] = np.array(str(self.dataset))
-        for i, (W, b) in enumerate(zip(self.weights, self.biases)):
-            arrays[f"W{i}"], arrays[f"b{i}"] = W, b
-        with atomic_write(path) as f:
-            np.savez(f, **arrays)
+        save_model(self, path)
 
     def to_onnx(self, path):
         """Write this model as a standard ONNX file (``fastnn.export``: input "pixels" (N, D) in
@@ -370,136 +347,7 @@ class NeuralNetwork:
             ModelFileError: not a fastnn model file, corrupt, holds pickled objects,
                 inconsistent shapes, or another architecture than ``layer_sizes``.
         """
-        data = _read_model_arrays(path)
-        sizes = data["layer_sizes"]
-        if layer_sizes is not None and list(map(int, layer_sizes)) != sizes:
-            raise ModelFileError(f"{path}: architecture {sizes} does not match the expected {list(layer_sizes)}")
-        try:
-            model = cls(sizes, activation=str(data["activation"]), init="zeros", backend=backend,
-                        dtype=np.dtype(str(data["dtype"])), seed=None,
-                        dropout=float(data.get("dropout", np.array(0.0))))
-        except (ValueError, TypeError) as exc:
-            raise ModelFileError(f"{path}: invalid model settings: {exc}") from exc
-        if str(data["init"]) not in INITIALIZERS:
-            raise ModelFileError(f"{path}: unknown init {str(data['init'])!r}")
-        model.init = str(data["init"])
-        for i in range(model.num_layers):
-            for name, target in ((f"W{i}", model.weights), (f"b{i}", model.biases)):
-                with np.errstate(over="ignore"):              # checked after the cast: 1e300 is inf in float32
-                    arr = data[name].astype(model.dtype)
-                if not np.all(np.isfinite(arr)):
-                    raise ModelFileError(f"{path}: array {name} holds NaN or inf (as {model.dtype})")
-                target[i] = arr
-        if "class_names" in data:
-            names = [str(n) for n in data["class_names"]]           # 1-D unicode: checked on reading
-            if len(names) != sizes[-1]:
-                raise ModelFileError(f"{path}: {len(names)} class names for {sizes[-1]} output classes")
-            model.class_names = names
-        if "dataset" in data:
-            model.dataset = str(data["dataset"])
-        # files written before pixel_inputs was saved: a model of MNIST or Fashion-MNIST takes pixels
-        model.pixel_inputs = (bool(data["pixel_inputs"]) if "pixel_inputs" in data
-                              else model.dataset in ("mnist", "fashion-mnist"))
-        return model
-
-
-MAX_UNITS = 1 << 24          # a layer wider than this is not a model file of ours
-MAX_META_BYTES = 1 << 20     # a setting or the class names: larger is not a model file of ours
-
-
-def class_name(name) -> str:
-    """A class name as text: bytes decoded (UTF-8, else Latin-1), anything else through str()."""
-    if isinstance(name, (bytes, np.bytes_)):
-        try:
-            return bytes(name).decode("utf-8")
-        except UnicodeDecodeError:
-            return bytes(name).decode("latin-1")
-    return str(name)
-
-
-def _read_model_arrays(path) -> dict:
-    """The arrays of a fastnn model file, checked before anything large is read or allocated:
-    the file is a zip (.npz); the scalars and ``layer_sizes`` are read first and validated; each
-    weight array's shape is read from its header and compared with the architecture before the
-    array itself is read; arrays the format does not know are not read at all. Never unpickles.
-
-    Raises:
-        FileNotFoundError: no such file. ModelFileError: anything else wrong with it.
-    """
-    import zipfile
-
-    path = str(path)
-    with open_regular(path, "rb") as fh:                  # FileNotFoundError passes through
-        magic = fh.read(4)
-    if magic != b"PK\x03\x04":
-        raise ModelFileError(f"{path}: not a fastnn model file (an .npz written by python -m fastnn.train)")
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelFileError(f"{path}: not a readable .npz model file ({exc})") from exc
-    with archive:
-        members = {n[:-4]: n for n in archive.namelist() if n.endswith(".npy")}
-
-        def header(key):
-            with archive.open(members[key]) as f:
-                version = np.lib.format.read_magic(f)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, _, dtype = read_header(f)
-            return shape, dtype
-
-        def read(key):
-            shape, dtype = header(key)
-            if dtype.hasobject:
-                raise ModelFileError(f"{path}: refused to load {key}: it holds Python objects "
-                                     f"(fastnn model files never do)")
-            declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            if not key.startswith(("W", "b")) and declared > MAX_META_BYTES:   # checked before it is read
-                raise ModelFileError(f"{path}: {key} declares {declared:,} bytes; a fastnn model's settings take "
-                                     f"at most {MAX_META_BYTES:,}")
-            with archive.open(members[key]) as f:
-                return np.lib.format.read_array(f, allow_pickle=False)
-
-        try:
-            required = ("format_version", "layer_sizes", "activation", "init", "dtype")
-            missing = [k for k in required if k not in members]
-            if missing:
-                raise ModelFileError(f"{path}: not a fastnn model file (missing {', '.join(missing)})")
-            data = {k: read(k) for k in (*required, "dropout", "class_names", "dataset", "pixel_inputs")
-                    if k in members}
-            version = data["format_version"]
-            if version.shape != () or version.dtype.kind not in "iu" or int(version) != MODEL_FORMAT_VERSION:
-                raise ModelFileError(f"{path}: model format version {version!r:.40}, this fastnn reads version "
-                                     f"{MODEL_FORMAT_VERSION}")
-            sizes = data["layer_sizes"]
-            if (sizes.ndim != 1 or sizes.dtype.kind not in "iu" or len(sizes) < 2 or sizes.min() < 1
-                    or sizes.max() > MAX_UNITS):
-                raise ModelFileError(f"{path}: layer_sizes must be a list of 2 or more sizes in 1..{MAX_UNITS}, "
-                                     f"got {np.array2string(sizes, threshold=8)[:80]}")
-            sizes = [int(v) for v in sizes]
-            for key in ("activation", "init", "dtype", "dataset"):
-                if key in data and (data[key].shape != () or data[key].dtype.kind != "U"):
-                    raise ModelFileError(f"{path}: {key} must be a string")
-            if "class_names" in data and (data["class_names"].ndim != 1 or data["class_names"].dtype.kind != "U"):
-                raise ModelFileError(f"{path}: class_names must be a list of strings, got a "
-                                     f"{data['class_names'].ndim}-d {data['class_names'].dtype} array")
-            if "pixel_inputs" in data and (data["pixel_inputs"].shape != () or data["pixel_inputs"].dtype != bool):
-                raise ModelFileError(f"{path}: pixel_inputs must be true or false")
-            for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-                for name, shape in ((f"W{i}", (n_in, n_out)), (f"b{i}", (n_out,))):
-                    if name not in members:
-                        raise ModelFileError(f"{path}: missing array {name} for architecture {sizes}")
-                    found, dtype = header(name)
-                    if tuple(found) != shape or dtype.kind != "f":
-                        raise ModelFileError(f"{path}: array {name} has shape {found} ({dtype}), architecture "
-                                             f"{sizes} needs {shape} floats")
-                    data[name] = read(name)
-        except ModelFileError:
-            raise
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-            raise ModelFileError(f"{path}: corrupt model file ({type(exc).__name__}: {exc})") from exc
-    data["layer_sizes"] = sizes
-    return data
+        return load_model(cls, path, backend, layer_sizes)
 
 
 def _smooth_labels(logits, y, loss: float, grad, eps: float):

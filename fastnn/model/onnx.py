@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fastnn.common.io import atomic_write
-from fastnn.model.network import class_name
+from fastnn.model.file_format import class_name
 
 __all__ = ["to_onnx_bytes", "export_onnx"]
 

@@ -7,7 +7,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from fastnn.common.cli import HelpFormatter, UserError, regular_file, run_main
+from fastnn.common.cli import HelpFormatter, regular_file, run_main
+from fastnn.common.errors import UserError
 from fastnn.common.io import atomic_write, open_regular, write_json
 from fastnn.pretrained import DATASETS, info
 

@@ -30,15 +30,16 @@ from pathlib import Path
 import numpy as np
 
 from fastnn.backends import get_backend
+from fastnn.backends.timing import PhaseTimer, TimedBackend
 from fastnn.common.io import atomic_write
 from fastnn.data.datasets import load_dataset
 from fastnn.model.network import NeuralNetwork
 from fastnn.speed import machine
-from fastnn.speed.timing import PhaseTimer, TimedBackend
+from fastnn.training.factory import make_trainer
 from fastnn.training.fused import FusedTrainer
 from fastnn.training.loop import TrainConfig
 from fastnn.training.optim import make_optimizer
-from fastnn.training.trainers import KernelTrainer, make_trainer, warm_up
+from fastnn.training.trainers import KernelTrainer, warm_up
 
 PHASES = ("data", "forward", "loss", "backward", "optimizer")
 REFERENCE_DEFAULT_LIMIT = 1000   # a full epoch of Python loops would take about 15 minutes

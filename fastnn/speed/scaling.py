@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from fastnn.common.cli import UserError
+from fastnn.common.errors import UserError
 
 BATCHES = [16, 32, 64, 128, 256, 512, 1024]
 WIDTHS = [64, 128, 256, 512, 1024]
@@ -35,8 +35,8 @@ def _measure(backend: str, samples: int, repeats: int, data_dir) -> list[dict]:
     """In this process: seconds per 60,000-sample epoch for every batch size and width."""
     from fastnn.data.datasets import load_dataset
     from fastnn.model.network import NeuralNetwork
+    from fastnn.training.factory import make_trainer
     from fastnn.training.optim import make_optimizer
-    from fastnn.training.trainers import make_trainer
 
     data = load_dataset("mnist", "train", data_dir).subset(slice(0, samples))
     results = []

@@ -2,7 +2,7 @@
 ``train(config)``, the whole run behind ``python -m fastnn.train`` (and the experiments' runs).
 
 ``train`` claims the output folder, loads and splits the data, builds the model, the optimizer
-and the fastest trainer (``fastnn.training.trainers.make_trainer``), compiles the kernels in a step of
+and the fastest trainer (``fastnn.training.factory.make_trainer``), compiles the kernels in a step of
 their own, runs the epochs with a progress bar and per-epoch metrics, keeps the model with the
 best validation accuracy and writes ``best_model.npz`` (best validation accuracy),
 ``history.csv`` (a row per epoch, including the fraction of dead hidden units per layer: units
@@ -21,15 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from fastnn import __version__
-from fastnn.common.cli import (
-    UserError,
-    new_run_folder,
-    output_folder,
-    printable,
-    release_folder,
-    remove_if_empty,
-    stop_signals,
-)
+from fastnn.common.cli import new_run_folder, output_folder, printable, release_folder, remove_if_empty, stop_signals
+from fastnn.common.errors import UserError
 from fastnn.common.io import write_csv_rows, write_json
 from fastnn.common.provenance import git_commit
 from fastnn.data.augment import Augmenter, parse_augment
@@ -42,10 +35,11 @@ from fastnn.data.datasets import (
     load_folder_dataset,
     train_val_split,
 )
-from fastnn.inference.metrics import dead_unit_fraction
+from fastnn.evaluation.metrics import dead_unit_fraction
 from fastnn.model.network import NeuralNetwork
+from fastnn.training.factory import make_trainer
 from fastnn.training.optim import make_optimizer
-from fastnn.training.trainers import make_trainer, warm_up
+from fastnn.training.trainers import warm_up
 
 # The recipe per dataset: the settings whose defaults depend on the dataset, chosen on
 # validation accuracy (never test) with `python -m fastnn.experiments augmentation` (REPORT.md).

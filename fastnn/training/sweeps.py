@@ -44,12 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fastnn.common.cli import (
-    FolderBusy,
-    UserError,
-    output_folder,
-    release_folder,
-)
+from fastnn.common.cli import FolderBusy, output_folder, release_folder
+from fastnn.common.errors import UserError
 from fastnn.common.io import NotARegularFile, open_regular, read_history, write_csv_rows
 from fastnn.common.provenance import git_commit
 
@@ -173,7 +169,7 @@ def read_rows(path: Path, warn=print) -> list[dict]:
     Raises:
         UserError: the file is a folder, not text, or not an experiments CSV (no header of ours).
     """
-    from fastnn.common.cli import UserError
+    from fastnn.common.errors import UserError
 
     path = Path(path)
     if not path.exists():

@@ -27,10 +27,10 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from fastnn.backends.timing import phase
 from fastnn.data.datasets import to_float
-from fastnn.speed.timing import phase
 
-__all__ = ["Trainer", "TrainerBase", "KernelTrainer", "make_trainer", "warm_up", "checked_order", "batch_images",
+__all__ = ["Trainer", "TrainerBase", "KernelTrainer", "warm_up", "checked_order", "batch_images",
            "STEPS_PER_CALL"]
 
 STEPS_PER_CALL = 32   # steps per call by default: a progress bar and Ctrl-C get a turn between calls
@@ -49,7 +49,7 @@ class Trainer(Protocol):
 
 class TrainerBase:
     """``run_epoch`` and ``sync_to_model`` for trainers that define ``run_steps``; ``timer`` (a
-    ``fastnn.speed.timing.PhaseTimer`` or None) is read by trainers that time their phases."""
+    ``fastnn.backends.timing.PhaseTimer`` or None) is read by trainers that time their phases."""
 
     description = ""
     timer = None
@@ -88,7 +88,7 @@ class KernelTrainer(TrainerBase):
         self.model, self.optimizer, self.dataset = model, optimizer, dataset
         self.augmenter = augmenter  # a fastnn.data.augment.Augmenter moves each batch, or None
         self.label_smoothing = float(label_smoothing)
-        self.timer = None          # a fastnn.speed.timing.PhaseTimer times the data and optimizer phases
+        self.timer = None          # a fastnn.backends.timing.PhaseTimer times the data and optimizer phases
         self.description = f"kernel by kernel ({model.backend_name})" + (
             f", augmentation {augmenter}" if augmenter is not None else "")
 
@@ -165,30 +165,3 @@ def batch_images(dataset, order, step: int, batch_size: int, augmenter=None) -> 
         return images
     from fastnn.data.augment import move_images
     return move_images(images, augmenter.moves(len(order), step, 1, batch_size))
-
-
-def make_trainer(model, optimizer, dataset, *, fused: bool = True, seed: int = 0, log=print,
-                 augmenter=None, label_smoothing: float = 0.0) -> Trainer:
-    """The fastest path that trains ``model`` with ``optimizer`` on ``dataset``.
-
-    PyTorch's own (``TorchTrainer``) for the torch backend; the fused path where the backend
-    has one and it supports the model and optimizer (else it says why once, through ``log``,
-    and trains kernel by kernel); kernel by kernel when ``fused`` is False or the backend has
-    no fused path. ``seed`` seeds torch's generator (its dropout masks). ``augmenter`` (a
-    ``fastnn.data.augment.Augmenter``) moves every training sample as it is drawn, on every path;
-    ``label_smoothing`` (eps in [0, 1)) smooths the targets (``NeuralNetwork.backward``).
-    """
-    if not 0 <= label_smoothing < 1:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-    from fastnn.training.fused import FusedTrainer, fused_unsupported_reason, has_fused_path
-
-    if model.backend_name == "torch":
-        from fastnn.comparators.torch_trainer import TorchTrainer
-        return TorchTrainer(model, optimizer, dataset, seed=seed, augmenter=augmenter,
-                            label_smoothing=label_smoothing)
-    if fused and has_fused_path(model.backend):
-        reason = fused_unsupported_reason(model, optimizer)
-        if reason is None:
-            return FusedTrainer(model, optimizer, dataset, augmenter, label_smoothing)
-        log(f"note: {reason}; training kernel by kernel instead of on the fused path")
-    return KernelTrainer(model, optimizer, dataset, augmenter, label_smoothing)

@@ -1,6 +1,6 @@
 """``python -m fastnn.evaluate --model PATH``: how good a trained model is, where it fails, what it learned.
 
-Computes on the test set (``fastnn.inference.metrics``): accuracy, per-class precision / recall / F1,
+Computes on the test set (``fastnn.evaluation.metrics``): accuracy, per-class precision / recall / F1,
 macro and weighted averages, the confusion matrix (counts and row-normalized), the most
 confused class pairs, calibration (reliability bins, expected calibration error) and the
 fraction of dead hidden units per layer. Writes ``evaluation.json`` and these figures into
@@ -24,14 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fastnn.common.cli import (
-    UserError,
-    new_run_folder,
-    output_folder,
-    printable,
-    regular_file,
-    release_folder,
-)
+from fastnn.common.cli import new_run_folder, output_folder, printable, regular_file, release_folder
+from fastnn.common.errors import UserError
 from fastnn.common.io import read_history, write_json
 from fastnn.data.datasets import (
     DATASETS,
@@ -41,7 +35,7 @@ from fastnn.data.datasets import (
     load_dataset,
     load_folder_dataset,
 )
-from fastnn.inference import metrics
+from fastnn.evaluation import metrics
 from fastnn.model.network import NeuralNetwork
 
 
