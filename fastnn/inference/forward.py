@@ -1,12 +1,13 @@
 """The fused forward pass: a model's whole evaluation-mode forward in one compiled call.
 
-A backend may provide ``fused_forward(weights, biases, X, act, mode, unit_range, out_f, out_i,
-work_f, work_i)`` (numba: ``backends/numba_forward.py``; cython: ``fastnn/backends/cython/kernels.pyx``, same
-algorithm): every layer of X (N, D) in one call, a row at a time through all the layers, the
-zeros of each layer's input skipped (MNIST pixels: 19 % non-zero), rows split between the
-threads for N >= 16 and run on the calling thread below (no thread-pool wake-up at batch 1).
-``mode`` is a ``FORWARD_MODES`` value: logits or probabilities into ``out_f`` (N, C), or
-labels (the first maximum of the logits, as ``np.argmax``) into ``out_i`` (N,) int64.
+A backend may provide ``fused_forward(params, work, options, X, out_f, out_i)`` (the groups of
+``fastnn.backends.fused_interface``; numba: ``fastnn/backends/numba/fused_forward.py``; cython:
+``fastnn/backends/cython/fused_forward.pyx``, the same algorithm): every layer of X (N, D) in
+one call, a row at a time through all the layers, the zeros of each layer's input skipped (MNIST
+pixels: 19 % non-zero), rows split between the threads for N >= 16 and run on the calling thread
+below (no thread-pool wake-up at batch 1). ``mode`` is a ``FORWARD_MODES`` value: logits or
+probabilities into ``out_f`` (N, C), or labels (the first maximum of the logits, as
+``np.argmax``) into ``out_i`` (N,) int64.
 
 **Garbage in is an error, on every backend.** A NaN or infinite input is refused by every model;
 a model of pixels (``NeuralNetwork.pixel_inputs``: every model ``fastnn.train`` makes, and the
@@ -35,7 +36,14 @@ from operator import is_
 
 import numpy as np
 
-from fastnn.backends.fused_interface import ACT_CODES, FORWARD_BLOCK_ROWS, FORWARD_MODES
+from fastnn.backends.fused_interface import (
+    ACT_CODES,
+    FORWARD_BLOCK_ROWS,
+    FORWARD_MODES,
+    ForwardOptions,
+    ForwardParameters,
+    ForwardWork,
+)
 
 __all__ = ["ForwardPlan", "FORWARD_MODES", "InputRangeError", "has_fused_forward", "inference_backend",
            "input_range_error"]
@@ -117,8 +125,11 @@ class ForwardPlan:
         widest_input, S, R = max(sizes[:-1]), sum(sizes[1:]), FORWARD_BLOCK_ROWS
         threads = _threads(backend)
         # per thread: [layers' outputs (S,) | non-zeros (Dmax,) | a block's outputs (R, S) | its non-zeros (R, Dmax)]
-        self._work_f = np.zeros((threads, (S + widest_input) * (R + 1)), dtype=self.dtype)
-        self._work_i = np.zeros((threads, widest_input * (R + 1)), dtype=np.int32)   # [(Dmax,) | (R, Dmax)] indices
+        self._params = ForwardParameters(self.weights, self.biases)
+        self._work = ForwardWork(work_f=np.zeros((threads, (S + widest_input) * (R + 1)), dtype=self.dtype),
+                                 work_i=np.zeros((threads, widest_input * (R + 1)), dtype=np.int32))
+        self._options = {(mode, unit_range): ForwardOptions(self._act, code, unit_range)
+                         for mode, code in FORWARD_MODES.items() for unit_range in (False, True)}
         self._no_floats = np.zeros((0, self.num_classes), dtype=self.dtype)
         self._no_labels = np.zeros(0, dtype=np.int64)
         self._lock = threading.Lock()             # the work buffers serve one call at a time
@@ -149,8 +160,7 @@ class ForwardPlan:
         else:
             out_f, out_i = np.empty((X.shape[0], self.num_classes), dtype=self.dtype), self._no_labels
         with self._lock:
-            bad = self._run(self.weights, self.biases, X, self._act, FORWARD_MODES[mode], unit_range, out_f, out_i,
-                            self._work_f, self._work_i)
+            bad = self._run(self._params, self._work, self._options[mode, bool(unit_range)], X, out_f, out_i)
         if bad >= 0:
             raise input_range_error(X, bad, unit_range)
         return out_i if mode == "labels" else out_f

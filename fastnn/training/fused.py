@@ -27,40 +27,12 @@ function: ``_finish_step``, ``_layer0_forward``, ``_thread_step``):
    layers' forward (BLAS), the softmax cross-entropy and the backward products down to
    G0 = dL/dz of layer 0.
 
-``fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, batch_size, sizes,
-w_off, b_off, act_off, mask_off, row_bounds, col_bounds, theta, state1, state2, z0_parts, acts,
-outs, grads_act, csc_ptr, csc_sample, csc_value, scratch, act, drop_mask, opt, hyper, t0,
-losses, prof)``:
+``fused_steps(batch, params, work, hyper, first_step, n_steps, batch_size, losses, prof)`` takes
+the named groups of ``fastnn.backends.fused_interface`` (each field's shape and dtype is there);
+``FusedTrainer`` builds them: the CSR rows once, the flat parameters once (the model's arrays
+become views of them), the work buffers per batch size, the hyperparameters per call.
 
-- ``indptr`` (n+1,) int64, ``indices`` (nnz,) uint16, ``pixels`` (nnz,) uint8: the training
-  images as a CSR matrix, zeros omitted (``images_to_csr``); x = dtype(pixel) * dtype(1/255);
-  ``labels`` (n,) int64.
-- ``order`` (n,) int64: the epoch's permutation; step s covers ``order[s*B: (s+1)*B]``.
-- ``sizes`` (L+1,) int64 layer sizes; ``w_off``/``b_off`` (L,) int64 offsets of W_l (row-major
-  (n_in, n_out)) and b_l in ``theta`` (P,) float32/float64; ``row_bounds`` (T+1,) int64,
-  ``col_bounds`` (L, T+1) int64 (``row_bounds_by_nonzeros``, ``column_bounds``).
-- ``z0_parts`` (T, >= B * H0): thread t's share of layer 0's pre-activation, (nb, H0) row-major.
-- ``acts``, ``outs`` (B * S,) with S = sum(sizes[1:]): per layer l the (B, n_out) block at
-  ``act_off[l]`` holds the layer's output (acts: after activation and dropout, logits for the
-  last layer; outs: the activation before dropout, used only with dropout, else empty).
-  ``grads_act`` (B * S,): dL/dz per layer, same blocks.
-- ``csc_ptr`` (T, D+1) int32, ``csc_sample`` (T, E) int32, ``csc_value`` (T, >= E) float: each
-  thread's CSC index of its pixels for the current batch, room for E = B * (most non-zeros in
-  one image) entries.
-- ``scratch`` (T, W) float: per-thread room for a packed gradient (see ``scratch_width``).
-- ``state1``/``state2`` (P,): momentum velocity, or Adam's m and v ((1,) when unused).
-- ``act``: 0 relu, 1 sigmoid, 2 tanh (``ACT_CODES``). ``opt``: 0 sgd, 1 momentum, 2 adam;
-  ``t0`` Adam steps so far.
-- ``drop_mask`` (n_steps, B * sum(hidden)): the inverted-dropout masks (0 or 1 / keep), exactly
-  the kernel path's; for step s, hidden layer l's (nb, H_l) block starts at
-  ``nb * mask_off[l]``. Unused (1, 1) when there is no dropout.
-- ``hyper`` (8,) in theta's dtype: lr, momentum, weight_decay (weights only), beta1, beta2, eps,
-  keep (1 - dropout), label smoothing eps (target (1 - eps) one_hot + eps / C; 0: plain).
-- ``losses`` (n_steps,) float64 out: each step's mean cross-entropy (against the smoothed target).
-- ``prof`` (T+1, 2 + 3L) int64 clock ticks added to (columns: ``profile_phases``; row T: the
-  two regions' wall time), or (0, 0): no timers.
-
-A backend's optional fused interface: ``fused_steps`` as above, ``ACT_CODES`` (activation name
+A backend's optional fused interface: ``fused_steps``, ``ACT_CODES`` (activation name
 -> code, from ``fastnn.backends.fused_interface``), ``num_threads()`` (the T it runs), and, for the
 profile, ``read_cycles()`` and ``cycles_per_second()`` (its cycle counter's rate).
 """
@@ -70,12 +42,12 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from fastnn.backends import omp_threads
-from fastnn.backends.fused_interface import OPT_CODES
+from fastnn.backends.fused_interface import OPT_CODES, CsrBatch, Hyperparameters, Parameters, WorkBuffers
 from fastnn.data.csr import MAX_FEATURES, images_to_csr
 from fastnn.training.optim import SGD, Adam
 from fastnn.training.trainers import TrainerBase, checked_order
 
-__all__ = ["FusedTrainer", "fused_unsupported_reason", "images_to_csr", "has_fused_path"]
+__all__ = ["FusedTrainer", "fused_unsupported_reason", "has_fused_path"]
 
 
 def has_fused_path(backend) -> bool:
@@ -254,12 +226,28 @@ class FusedTrainer(TrainerBase):
             self.state1, opt.m = flat_views(opt.m)
             self.state2, opt.v = flat_views(opt.v)
 
-    def _hyper(self) -> np.ndarray:
-        opt, dt = self.optimizer, self.model.dtype
+    def hyperparameters(self, keep: float | None = None) -> Hyperparameters:
+        """This call's ``Hyperparameters``: the optimizer's settings now (its learning rate may
+        have been scheduled), the floats in the model's dtype."""
+        opt, dt = self.optimizer, self.model.dtype.type
         momentum = getattr(opt, "momentum", 0.0)
-        beta1, beta2, eps = (opt.beta1, opt.beta2, opt.eps) if self._opt == 2 else (0.0, 0.0, 0.0)
-        keep = 1.0 - self.model.dropout
-        return np.array([opt.lr, momentum, opt.weight_decay, beta1, beta2, eps, keep, self.label_smoothing], dtype=dt)
+        beta1, beta2, eps = (opt.beta1, opt.beta2, opt.eps) if self._opt == OPT_CODES["adam"] else (0.0, 0.0, 0.0)
+        keep = 1.0 - self.model.dropout if keep is None else keep
+        return Hyperparameters(lr=dt(opt.lr), momentum=dt(momentum), weight_decay=dt(opt.weight_decay),
+                               beta1=dt(beta1), beta2=dt(beta2), eps=dt(eps), keep=dt(keep),
+                               label_smoothing=dt(self.label_smoothing), act=int(self._act), opt=int(self._opt),
+                               t0=int(self.optimizer.t))
+
+    def parameters(self) -> Parameters:
+        """The flat parameters and optimizer state (``_pack_parameters``) as ``Parameters``."""
+        return Parameters(self.sizes, self.w_off, self.b_off, self.theta, self.state1, self.state2)
+
+    def work_buffers(self, drop_mask: np.ndarray) -> WorkBuffers:
+        """The buffers ``_allocate`` sized, with this call's dropout masks, as ``WorkBuffers``."""
+        return WorkBuffers(act_off=self.act_off, mask_off=self.mask_off, row_bounds=self.row_bounds,
+                           col_bounds=self.col_bounds, z0_parts=self.z0_parts, acts=self.acts, outs=self.outs,
+                           grads_act=self.grads_act, csc_ptr=self.csc_ptr, csc_sample=self.csc_sample,
+                           csc_value=self.csc_value, scratch=self.scratch, drop_mask=drop_mask)
 
     def scratch_width(self, batch_size: int) -> int:
         """Floats of per-thread scratch: a packed (B, w) block of dL/dz plus an (n_in, w) weight
@@ -324,18 +312,13 @@ class FusedTrainer(TrainerBase):
         if self.profile and self.prof.shape != (self.n_threads + 1, 2 + 3 * n_layers):
             self.prof = np.zeros((self.n_threads + 1, 2 + 3 * n_layers), dtype=np.int64)
         prof = self.prof if self.profile else np.zeros((0, 0), dtype=np.int64)
-        indptr, indices, pixels, labels, first = self.indptr, self.indices, self.pixels, self.labels, first_step
+        batch, first = CsrBatch(self.indptr, self.indices, self.pixels, self.labels, order), first_step
         if self.augmenter is not None:
-            indptr, indices, pixels, labels, order = self._moved_rows(order, first_step, n_steps, batch_size)
-            first = 0
+            batch, first = self._moved_rows(order, first_step, n_steps, batch_size), 0
         losses = np.empty(n_steps)
         with self._blas.limit(limits=1, user_api="blas"):   # one BLAS thread inside each kernel thread
-            self._kernel(indptr, indices, pixels, labels, order, first, n_steps,
-                         batch_size, self.sizes, self.w_off, self.b_off, self.act_off, self.mask_off,
-                         self.row_bounds, self.col_bounds, self.theta, self.state1, self.state2, self.z0_parts,
-                         self.acts, self.outs, self.grads_act, self.csc_ptr, self.csc_sample, self.csc_value,
-                         self.scratch,
-                         self._act, drop_mask, self._opt, self._hyper(), self.optimizer.t, losses, prof)
+            self._kernel(batch, self.parameters(), self.work_buffers(drop_mask), self.hyperparameters(), first, n_steps,
+                         batch_size, losses, prof)
         self.optimizer.t += n_steps
         return losses
 
@@ -349,19 +332,14 @@ class FusedTrainer(TrainerBase):
             m.backend.augment_csr(self.indptr, self.indices, self.pixels, self._boxes, self._aug_order[:0], 0,
                                   np.zeros((0, 3), dtype=np.int32), a.col_of, a.height, a.width, self.n_threads,
                                   self._aug_indptr, self._aug_indices, self._aug_pixels)
-        prof = np.zeros((0, 0), dtype=np.int64)
-        drop_mask = np.ones((1, 1), dtype=m.dtype)
+        no_rows = CsrBatch(self.indptr, self.indices, self.pixels, self.labels, self._aug_order[:0])
         with self._blas.limit(limits=1, user_api="blas"):
-            self._kernel(self.indptr, self.indices, self.pixels, self.labels, self._aug_order[:0], 0, 0,
-                         batch_size, self.sizes, self.w_off, self.b_off, self.act_off, self.mask_off,
-                         self.row_bounds, self.col_bounds, self.theta, self.state1, self.state2, self.z0_parts,
-                         self.acts, self.outs, self.grads_act, self.csc_ptr, self.csc_sample, self.csc_value,
-                         self.scratch, self._act, drop_mask, self._opt, self._hyper(), self.optimizer.t,
-                         np.empty(0), prof)
+            self._kernel(no_rows, self.parameters(), self.work_buffers(np.ones((1, 1), dtype=m.dtype)),
+                         self.hyperparameters(), 0, 0, batch_size, np.empty(0), np.zeros((0, 0), dtype=np.int64))
 
     def _moved_rows(self, order, first_step: int, n_steps: int, batch_size: int):
-        """The call's rows, moved by this call's augmentation draws, as a batch-ordered CSR:
-        (indptr (k+1,), indices, pixels, labels (k,), order = arange(k)) for the kernel."""
+        """The call's rows, moved by this call's augmentation draws, as a batch-ordered
+        ``CsrBatch`` (k rows, order = arange(k)) for the kernel."""
         moves = self.augmenter.moves(len(order), first_step, n_steps, batch_size)        # (k, 3)
         lo, k = first_step * batch_size, len(moves)
         rows = order[lo:lo + k]                                                          # (k,)
@@ -376,8 +354,8 @@ class FusedTrainer(TrainerBase):
         self.model.backend.augment_csr(self.indptr, self.indices, self.pixels, self._boxes, order, lo, moves, a.col_of,
                                        a.height, a.width, self.n_threads, self._aug_indptr, self._aug_indices,
                                        self._aug_pixels)
-        return (self._aug_indptr[:k + 1], self._aug_indices, self._aug_pixels, self.labels[rows],
-                self._aug_order[:k])
+        return CsrBatch(self._aug_indptr[:k + 1], self._aug_indices, self._aug_pixels, self.labels[rows],
+                        self._aug_order[:k])
 
     def phase_seconds(self) -> dict[str, float]:
         """Seconds per phase from the kernels' timers (``profile = True``), averaged over threads,

@@ -65,11 +65,11 @@ def _compile_steps(spec: KernelSpec, finish_step_saved) -> None:
 
     model, tr = _made_up_trainer(spec)
     i64, none = np.int64, tr._aug_order[:0]                          # (0,) int64: no rows
-    hyper = tr._hyper()
+    hyper = tr.hyperparameters()
     H0 = int(tr.sizes[1])
     nf._thread_step(i64(0), i64(0), i64(0), i64(1), i64(0), i64(0), tr.labels, none, tr.sizes, tr.w_off, tr.b_off,
                     tr.act_off, tr.mask_off, tr.theta, tr.z0_parts, tr.acts, tr.outs, tr.grads_act, i64(tr._act),
-                    np.ones((1, 1), dtype=model.dtype), False, hyper[7], np.zeros((0, 0), dtype=np.int64))
+                    np.ones((1, 1), dtype=model.dtype), False, hyper.label_smoothing, np.zeros((0, 0), dtype=np.int64))
     W0 = tr.theta[tr.w_off[0]:tr.w_off[0] + int(tr.sizes[0]) * H0].reshape(int(tr.sizes[0]), H0)   # (D, H0)
     nf._layer0_forward(tr.indptr, tr.indices, tr.pixels, none, i64(0), i64(0), W0, tr.row_bounds[0],
                        tr.row_bounds[1], tr.z0_parts[0, :0].reshape(0, H0), tr.csc_ptr[0], tr.csc_sample[0],
@@ -86,11 +86,11 @@ def _compile_rest(spec: KernelSpec, finish_step_saved) -> None:
 
     model, tr = _made_up_trainer(spec)
     i64 = np.int64
-    hyper = tr._hyper()
+    hyper = tr.hyperparameters()
     try:
         nf._finish_step(i64(0), i64(0), tr.sizes, tr.w_off, tr.b_off, tr.act_off, tr.row_bounds, tr.col_bounds,
                         tr.theta, tr.state1, tr.state2, tr.acts, tr.grads_act, tr.csc_ptr, tr.csc_sample,
-                        tr.csc_value, tr.scratch, i64(tr._opt), hyper, hyper[0], model.dtype.type(1),
+                        tr.csc_value, tr.scratch, hyper, hyper.lr, model.dtype.type(1),
                         np.zeros((0, 0), dtype=np.int64))
     finally:
         finish_step_saved.set()

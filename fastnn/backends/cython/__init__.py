@@ -117,10 +117,8 @@ def softmax_cross_entropy_backward(probs, labels):
     return run_softmax_cross_entropy_backward(_ck.softmax_xent_backward, probs, labels)
 
 
-def fused_steps(*args):
-    """Whole SGD steps in compiled code; arguments as documented in ``fastnn.training.fused``."""
-    return _fused_step.fused_steps(*args)
-
+# Whole SGD steps in one compiled call, its groups checked (``fastnn.backends.fused_interface``).
+fused_steps = _fused_step.fused_steps
 
 # A call's rows moved by the augmentation (``fastnn.data.augment``) into a batch-ordered CSR.
 augment_csr = _augment.augment_csr

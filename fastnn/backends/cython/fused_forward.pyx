@@ -213,39 +213,73 @@ cdef Py_ssize_t _forward_thread(Py_ssize_t n_layers, const Py_ssize_t* sizes, co
     return -1
 
 
-def fused_forward(tuple weights, tuple biases, cnp.ndarray X, int act, int mode, bint unit_range,
-                  cnp.ndarray out_f, cnp.ndarray out_i, cnp.ndarray work_f, cnp.ndarray work_i):
-    """Every layer of X (N, D) in one call: logits (mode 0) or probs (1) into out_f (N, C), labels
-    (2) into out_i (N,) int64. weights/biases: tuples of C-contiguous arrays of X's dtype (float32
-    or float64); work_f (T, (S + Dmax) (R + 1)), work_i (T, Dmax (R + 1)) int32 with R =
-    FORWARD_BLOCK_ROWS (smaller buffers: row by row only; ``fastnn.inference.ForwardPlan`` sizes
-    them and checks everything else; only the layer count and X's strides are checked here).
+cdef inline bint _is_array(object a, int ndim, int typenum) noexcept:
+    """a is a C-contiguous ndarray of ``ndim`` dimensions and NumPy type ``typenum``."""
+    return (isinstance(a, cnp.ndarray) and cnp.PyArray_NDIM(<cnp.ndarray>a) == ndim
+            and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a))
+
+
+def fused_forward(params, work, options, cnp.ndarray X, cnp.ndarray out_f, cnp.ndarray out_i):
+    """Every layer of X (N, D) in one call: logits (``options.mode`` 0) or probs (1) into out_f
+    (N, C), labels (2) into out_i (N,) int64. The groups (``ForwardParameters``, ``ForwardWork``,
+    ``ForwardOptions``) are documented in ``fastnn.backends.fused_interface``; X may have any
+    strides, everything else is C-contiguous of X's dtype (float32 or float64; out_i int64,
+    work_i int32). Every size the loops rely on is checked here, once per call (ValueError).
     Returns -1, or the first row of X with an input outside [0, 1] (``unit_range``: a model of
     pixels) or not finite (any model): the outputs are then incomplete and the caller raises."""
+    cdef tuple weights = params.weights, biases = params.biases
+    cdef object work_f_obj = work.work_f, work_i_obj = work.work_i
+    cdef int act = options.act, mode = options.mode
+    cdef bint unit_range = options.unit_range
     cdef Py_ssize_t n_layers = len(weights), l, t, i0, i1, bad = -1
     cdef Py_ssize_t first_bad[FORWARD_MAX_THREADS]
     cdef const void* W_ptr[FORWARD_MAX_LAYERS]
     cdef const void* b_ptr[FORWARD_MAX_LAYERS]
     cdef Py_ssize_t sizes[FORWARD_MAX_LAYERS + 1]
     if n_layers < 1 or n_layers > FORWARD_MAX_LAYERS or len(biases) != n_layers:
-        raise ValueError(f"fused_forward: 1 to {FORWARD_MAX_LAYERS} layers, got {n_layers}")
-    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(X)
-    if cnp.PyArray_STRIDES(X)[0] % itemsize or cnp.PyArray_STRIDES(X)[1] % itemsize:
-        X = np.ascontiguousarray(X)                                       # strides not in whole elements
+        raise ValueError(f"fused_forward: 1 to {FORWARD_MAX_LAYERS} layers, as many biases as weights")
+    cdef int typenum = cnp.PyArray_TYPE(X)
+    if (typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE) or cnp.PyArray_NDIM(X) != 2:
+        raise ValueError("fused_forward: X must be (N, D) float32 or float64")
+    if not 0 <= act <= 2 or not 0 <= mode <= 2:
+        raise ValueError("fused_forward: act and mode must be codes of fastnn.backends.fused_interface")
+    sizes[0] = cnp.PyArray_DIM(X, 1)
     for l in range(n_layers):
-        W_ptr[l] = cnp.PyArray_DATA(<cnp.ndarray>weights[l])
-        b_ptr[l] = cnp.PyArray_DATA(<cnp.ndarray>biases[l])
-        sizes[l + 1] = cnp.PyArray_DIM(<cnp.ndarray>weights[l], 1)
-    sizes[0] = cnp.PyArray_DIM(<cnp.ndarray>weights[0], 0)
-    cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0)
-    cdef Py_ssize_t x_row = cnp.PyArray_STRIDES(X)[0] // itemsize, x_col = cnp.PyArray_STRIDES(X)[1] // itemsize
-    cdef int n_threads = <int>cnp.PyArray_DIM(work_f, 0)
-    cdef Py_ssize_t wf_row = cnp.PyArray_DIM(work_f, 1), wi_row = cnp.PyArray_DIM(work_i, 1)
+        W, b = weights[l], biases[l]
+        if (not _is_array(W, 2, typenum) or not _is_array(b, 1, typenum)
+                or cnp.PyArray_DIM(<cnp.ndarray>W, 0) != sizes[l]
+                or cnp.PyArray_DIM(<cnp.ndarray>b, 0) != cnp.PyArray_DIM(<cnp.ndarray>W, 1)):
+            raise ValueError(f"fused_forward: weights[{l}] must be ({sizes[l]}, n_out) and biases[{l}] (n_out,), "
+                             f"C-contiguous of X's dtype")
+        W_ptr[l] = cnp.PyArray_DATA(<cnp.ndarray>W)
+        b_ptr[l] = cnp.PyArray_DATA(<cnp.ndarray>b)
+        sizes[l + 1] = cnp.PyArray_DIM(<cnp.ndarray>W, 1)
     cdef Py_ssize_t n_hidden_total = 0, d_max = 0                      # S = sum(sizes[1:]), max(sizes[:-1])
     for l in range(1, n_layers + 1):
         n_hidden_total += sizes[l]
     for l in range(n_layers):
         d_max = max(d_max, sizes[l])
+    if not _is_array(work_f_obj, 2, typenum) or not _is_array(work_i_obj, 2, cnp.NPY_INT32):
+        raise ValueError("fused_forward: work_f must be (T, W) of X's dtype and work_i (T, W) int32")
+    cdef cnp.ndarray work_f = <cnp.ndarray>work_f_obj, work_i = <cnp.ndarray>work_i_obj
+    if (cnp.PyArray_DIM(work_f, 0) < 1
+            or cnp.PyArray_DIM(work_i, 0) != cnp.PyArray_DIM(work_f, 0)
+            or cnp.PyArray_DIM(work_f, 1) < n_hidden_total + d_max
+            or cnp.PyArray_DIM(work_i, 1) < d_max):
+        raise ValueError(f"fused_forward: work_f must be (T, >= {n_hidden_total + d_max}), work_i (T, >= {d_max})")
+    if mode == 2:
+        if not _is_array(out_i, 1, cnp.NPY_INT64) or cnp.PyArray_DIM(out_i, 0) != cnp.PyArray_DIM(X, 0):
+            raise ValueError("fused_forward: out_i must be (N,) int64 for labels")
+    elif (not _is_array(out_f, 2, typenum) or cnp.PyArray_DIM(out_f, 0) != cnp.PyArray_DIM(X, 0)
+          or cnp.PyArray_DIM(out_f, 1) != sizes[n_layers]):
+        raise ValueError(f"fused_forward: out_f must be (N, {sizes[n_layers]}) of X's dtype")
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(X)
+    if cnp.PyArray_STRIDES(X)[0] % itemsize or cnp.PyArray_STRIDES(X)[1] % itemsize:
+        X = np.ascontiguousarray(X)                                       # strides not in whole elements
+    cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0)
+    cdef Py_ssize_t x_row = cnp.PyArray_STRIDES(X)[0] // itemsize, x_col = cnp.PyArray_STRIDES(X)[1] // itemsize
+    cdef int n_threads = <int>cnp.PyArray_DIM(work_f, 0)
+    cdef Py_ssize_t wf_row = cnp.PyArray_DIM(work_f, 1), wi_row = cnp.PyArray_DIM(work_i, 1)
     cdef bint is_double = cnp.PyArray_TYPE(X) == cnp.NPY_DOUBLE
     cdef void* xp = cnp.PyArray_DATA(X)
     cdef void* ofp = cnp.PyArray_DATA(out_f)

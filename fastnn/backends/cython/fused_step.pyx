@@ -1,15 +1,18 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The cython backend's fused training step: ``fused_steps``, whole SGD steps in one call
 (``fastnn/backends/numba/fused_step.py`` is the same algorithm, loop for loop)."""
-from cython.parallel cimport prange, parallel, threadid
-from libc.math cimport exp, log, sqrt, tanh
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t
-from libc.stdlib cimport free, malloc
+from cython.parallel cimport prange
+from libc.math cimport exp, log, sqrt
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
 from libc.string cimport memcpy
 from cython cimport floating
-from fastnn.backends.cython._shared cimport _now, _gemm, _activate, _activate_backward, _prefetch_row, _sparse_pixels, _sparse_row, _gather, _softmax_row
+from fastnn.backends.cython._shared cimport (
+    _activate, _activate_backward, _gemm, _now, _prefetch_row, _sparse_pixels, _sparse_row,
+)
 
 import numpy as np
+
+from fastnn.backends.fused_interface import check_steps
 
 
 # ---------------------------------------------------------------- the fused training path
@@ -199,17 +202,24 @@ cdef void _hidden_output(floating* A, floating* O, const floating* mask, Py_ssiz
             A[k] = O[k] * mask[k]
 
 
+cdef struct Hyper:
+    # fastnn.backends.fused_interface.Hyperparameters' floats, as C doubles (each a value of theta's
+    # dtype, so the cast back to float is exact)
+    double lr, momentum, weight_decay, beta1, beta2, eps, keep, label_smoothing
+
+
 cdef void _finish_step(Py_ssize_t t, Py_ssize_t nb, const int64_t[::1] sizes, const int64_t[::1] w_off,
                        const int64_t[::1] b_off, const int64_t[::1] act_off, const int64_t[::1] row_bounds,
                        const int64_t[:, ::1] col_bounds, floating* th, floating* st1, floating* st2,
                        const floating* ac, const floating* ga, int32_t* ptr, int32_t* sample, floating* value,
-                       floating* acc, int opt, const floating[::1] hyper, floating step_size, floating v_corr,
+                       floating* acc, int opt, const Hyper* hyper, floating step_size, floating v_corr,
                        long long* prof_t) noexcept nogil:
     """Region 1, first half: thread t's weight gradients of the step just run (nb rows), each
     fused with its update, for the parameters t owns: W0 rows row_bounds[t]:row_bounds[t+1]
     (through its CSC index), columns col_bounds[l, t]:col_bounds[l, t+1] of b_l and dense W_l."""
     cdef Py_ssize_t n_layers = sizes.shape[0] - 1, l, n_in, n_out, c0, c1
-    cdef floating lr = hyper[0], mu = hyper[1], wd = hyper[2], beta1 = hyper[3], beta2 = hyper[4], eps = hyper[5]
+    cdef floating lr = <floating>hyper.lr, mu = <floating>hyper.momentum, wd = <floating>hyper.weight_decay
+    cdef floating beta1 = <floating>hyper.beta1, beta2 = <floating>hyper.beta2, eps = <floating>hyper.eps
     cdef floating* S1
     cdef floating* S2
     cdef const floating* G
@@ -315,27 +325,43 @@ cdef double _thread_step(Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t nb, const int6
     return loss
 
 
-def fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const uint8_t[::1] pixels,
-                const int64_t[::1] labels, const int64_t[::1] order, Py_ssize_t first_step, Py_ssize_t n_steps,
-                Py_ssize_t batch_size, const int64_t[::1] sizes, const int64_t[::1] w_off, const int64_t[::1] b_off,
-                const int64_t[::1] act_off, const int64_t[::1] mask_off, const int64_t[::1] row_bounds,
-                const int64_t[:, ::1] col_bounds, floating[::1] theta, floating[::1] state1, floating[::1] state2,
-                floating[:, ::1] z0_parts, floating[::1] acts, floating[::1] outs, floating[::1] grads_act,
-                int32_t[:, ::1] csc_ptr, int32_t[:, ::1] csc_sample, floating[:, ::1] csc_value,
-                floating[:, ::1] scratch, int act, const floating[:, ::1] drop_mask, int opt,
-                const floating[::1] hyper, Py_ssize_t t0, double[::1] losses, long long[:, ::1] prof):
+def fused_steps(batch, params, work, hyper, Py_ssize_t first_step, Py_ssize_t n_steps, Py_ssize_t batch_size,
+                losses, prof):
     """SGD steps first_step .. first_step + n_steps - 1 of an epoch, in place; losses[s] = mean CE
-    of step s. Arguments: ``fastnn.fused``; prof (T + 1, 2 + 3L) nanoseconds, or (0, 0).
+    of step s. The groups (``CsrBatch``, ``Parameters``, ``WorkBuffers``, ``Hyperparameters``)
+    and ``prof`` are documented in ``fastnn.backends.fused_interface``, whose ``check_steps``
+    checks every size and index first; the algorithm is in ``fastnn.training.fused``. A thin
+    wrapper: the fields go by name to ``_fused_steps``, the ``nogil`` core."""
+    check_steps(batch, params, work, hyper, first_step, n_steps, batch_size, losses, prof)
+    cdef Hyper h
+    h.lr, h.momentum, h.weight_decay = hyper.lr, hyper.momentum, hyper.weight_decay
+    h.beta1, h.beta2, h.eps = hyper.beta1, hyper.beta2, hyper.eps
+    h.keep, h.label_smoothing = hyper.keep, hyper.label_smoothing
+    _fused_steps(batch.indptr, batch.indices, batch.pixels, batch.labels, batch.order, first_step, n_steps,
+                 batch_size, params.sizes, params.w_off, params.b_off, work.act_off, work.mask_off,
+                 work.row_bounds, work.col_bounds, params.theta, params.state1, params.state2, work.z0_parts,
+                 work.acts, work.outs, work.grads_act, work.csc_ptr, work.csc_sample, work.csc_value, work.scratch,
+                 hyper.act, work.drop_mask, hyper.opt, h, hyper.t0, losses, prof)
 
-    Each step is two parallel regions over the T threads: region 1 (``_finish_step`` of the
-    previous step, then ``_layer0_forward`` of this one), region 2 (``_thread_step``)."""
+
+def _fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const uint8_t[::1] pixels,
+                 const int64_t[::1] labels, const int64_t[::1] order, Py_ssize_t first_step, Py_ssize_t n_steps,
+                 Py_ssize_t batch_size, const int64_t[::1] sizes, const int64_t[::1] w_off, const int64_t[::1] b_off,
+                 const int64_t[::1] act_off, const int64_t[::1] mask_off, const int64_t[::1] row_bounds,
+                 const int64_t[:, ::1] col_bounds, floating[::1] theta, floating[::1] state1, floating[::1] state2,
+                 floating[:, ::1] z0_parts, floating[::1] acts, floating[::1] outs, floating[::1] grads_act,
+                 int32_t[:, ::1] csc_ptr, int32_t[:, ::1] csc_sample, floating[:, ::1] csc_value,
+                 floating[:, ::1] scratch, int act, const floating[:, ::1] drop_mask, int opt, Hyper hyper,
+                 Py_ssize_t t0, double[::1] losses, long long[:, ::1] prof):
+    """The core of ``fused_steps``, its groups' fields one by one. Each step is two parallel
+    regions over the T threads: region 1 (``_finish_step`` of the previous step, then
+    ``_layer0_forward`` of this one), region 2 (``_thread_step``)."""
     cdef Py_ssize_t n = order.shape[0], n_layers = sizes.shape[0] - 1
     cdef int n_threads = <int>(col_bounds.shape[1] - 1)
     cdef Py_ssize_t D = sizes[0], H0 = sizes[1], s, t, lo, nb, nb_prev, i0, i1
-    if hyper.shape[0] < 8:
-        raise ValueError("fused_steps: hyper must hold 8 values (fastnn.fused)")
-    cdef floating lr = hyper[0], beta1 = hyper[3], beta2 = hyper[4], keep = hyper[6], smooth = hyper[7]
-    cdef floating step_size = hyper[0], v_corr = 1
+    cdef floating lr = <floating>hyper.lr, beta1 = <floating>hyper.beta1, beta2 = <floating>hyper.beta2
+    cdef floating keep = <floating>hyper.keep, smooth = <floating>hyper.label_smoothing
+    cdef floating step_size = lr, v_corr = 1
     cdef bint dropout = keep < 1, timing = prof.shape[0] > 0
     cdef double[::1] thread_loss = np.zeros(n_threads)
     cdef double total
@@ -344,9 +370,6 @@ def fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const ui
     cdef floating* ac = &acts[0]
     cdef floating* ou = &outs[0] if dropout else &acts[0]
     cdef long long* prof_t
-    if (acts.shape[0] < act_off[n_layers - 1] + batch_size * sizes[n_layers] or z0_parts.shape[0] != n_threads
-            or scratch.shape[0] != n_threads or (timing and prof.shape[0] != n_threads + 1)):
-        raise ValueError("fused_steps: buffers too small for the batch size or thread count")
     with nogil:
         for s in range(n_steps + 1):
             # ---- region 1, by parameters: finish step s - 1, then step s's layer 0 over own W0 rows
@@ -360,7 +383,7 @@ def fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const ui
                     nb_prev = min((first_step + s) * batch_size, n) - (first_step + s - 1) * batch_size
                     _finish_step(t, nb_prev, sizes, w_off, b_off, act_off, row_bounds, col_bounds, th, &state1[0],
                                  &state2[0], ac, &grads_act[0], &csc_ptr[t, 0], &csc_sample[t, 0],
-                                 &csc_value[t, 0], &scratch[t, 0], opt, hyper, step_size, v_corr, prof_t)
+                                 &csc_value[t, 0], &scratch[t, 0], opt, &hyper, step_size, v_corr, prof_t)
                 if s < n_steps:
                     tick = _now() if timing else 0
                     lo = (first_step + s) * batch_size

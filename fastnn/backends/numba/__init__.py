@@ -12,7 +12,8 @@ packed as rows first, as BLAS packs its panels). Their GFLOP/s against BLAS at t
 fastmath: ``contract`` (fused multiply-add), plus ``reassoc`` in the fused path's dot
 products; never the flags that assume no NaN or inf, so a diverging run still shows its NaN.
 
-``fused_steps`` (in ``numba_fused.py``) runs whole training steps in one call: see ``fastnn.training.fused``.
+``fused_steps`` (``fused_step.py``) runs whole training steps in one call, ``fused_forward``
+(``fused_forward.py``) a whole forward pass: see ``fastnn.backends.fused_interface``.
 
 Threads: Numba uses ``NUMBA_NUM_THREADS`` (default: all cores). The kernels of the interface
 call no BLAS, so Numba's pool has the cores to itself. The fused path calls BLAS from inside
@@ -174,5 +175,5 @@ def fused_path_cached() -> bool:
         folders = [Path(numba.config.CACHE_DIR)]
     else:                                               # beside the source, else the user's cache
         folders = [Path(__file__).parent / "__pycache__", Path.home() / ".cache" / "numba"]
-    return any(f.is_dir() and os.access(f, os.R_OK) and any(f.rglob("fused_step.fused_steps-*.nbi"))
+    return any(f.is_dir() and os.access(f, os.R_OK) and any(f.rglob("fused_step._fused_steps-*.nbi"))
                for f in folders)

@@ -1,9 +1,10 @@
 """The numba backend's fused forward pass: every layer of a batch in one compiled call.
 
-``fused_forward(weights, biases, X, act, mode, unit_range, out_f, out_i, work_f, work_i)`` runs the
-network in evaluation mode on X (N, D) and writes, by ``mode`` (``FORWARD_MODES``): the
-logits (0) or the probabilities (1) into ``out_f`` (N, C), or the predicted labels (2) into
-``out_i`` (N,) int64. The algorithm, one sample (row) at a time through all the layers:
+``fused_forward(params, work, options, X, out_f, out_i)`` (the groups of
+``fastnn.backends.fused_interface``) runs the network in evaluation mode on X (N, D) and writes,
+by ``mode`` (``FORWARD_MODES``): the logits (0) or the probabilities (1) into ``out_f`` (N, C),
+or the predicted labels (2) into ``out_i`` (N,) int64. The algorithm, one sample (row) at a time
+through all the layers:
 
     for each layer l:   a_in = the row's input to layer l          (n_in,)
         gather a_in's non-zeros into (nz_index, nz_value)           zeros skipped: MNIST pixels
@@ -19,9 +20,9 @@ batches run on the calling thread, without waking the thread pool. Nothing is al
 (T, >= max(sizes[:-1])) int32 are the caller's, reused between calls (``fastnn.inference.forward``
 sizes them for the Cython kernel's blocks too; this one uses the first S + Dmax and Dmax).
 
-Arguments: ``weights`` a tuple of C-contiguous (n_in, n_out) arrays, ``biases`` a tuple of
-(n_out,) arrays, all of one float dtype, X's too (any strides); ``act`` an ``ACT_CODES``
-value. The caller (``fastnn.inference.forward.ForwardPlan``) checks the shapes: nothing here does.
+``params.weights`` is a tuple of C-contiguous (n_in, n_out) arrays, ``params.biases`` a tuple of
+(n_out,) arrays, all of one float dtype, X's too (any strides). Numba's compiled signature fixes
+the dtypes, ranks and layouts; ``_size_error`` checks every size, in compiled code, once per call.
 fastmath ``contract``/``reassoc`` only (FMA and vectorized sums): NaN and inf propagate.
 """
 from __future__ import annotations
@@ -79,6 +80,43 @@ def _activate_gather(z, act, nz_index, nz_value):
     return m
 
 
+# fused_forward's size errors: _size_error's code -> message
+SIZE_ERRORS = {
+    1: "1 or more layers, as many biases as weights",
+    2: "weights[l] must be (n_in of layer l, n_out) and biases[l] (n_out,), X (N, D) with D = weights[0]'s rows",
+    3: "act and mode must be codes of fastnn.backends.fused_interface",
+    4: "work_f must be (T, >= S + Dmax) and work_i (T, >= Dmax)",
+    5: "out_i must be (N,) for labels",
+    6: "out_f must be (N, C)",
+}
+
+
+@njit(cache=True, inline="always")
+def _size_error(weights, biases, X, act, mode, out_f, out_i, work_f, work_i):
+    """0, or the ``SIZE_ERRORS`` code of the first size fused_forward cannot rely on (dtypes,
+    ranks and layouts are fixed by the compiled signature)."""
+    n_layers = len(weights)
+    if n_layers < 1 or len(biases) != n_layers:
+        return 1
+    d, d_max, total = X.shape[1], 0, 0
+    for l in range(n_layers):
+        if weights[l].shape[0] != d or biases[l].shape[0] != weights[l].shape[1]:
+            return 2
+        d_max = max(d_max, d)
+        d = weights[l].shape[1]
+        total += d
+    if act < 0 or act > 2 or mode < 0 or mode > 2:
+        return 3
+    if (work_f.shape[0] < 1 or work_i.shape[0] != work_f.shape[0] or work_f.shape[1] < total + d_max
+            or work_i.shape[1] < d_max):
+        return 4
+    if mode == 2 and out_i.shape[0] != X.shape[0]:
+        return 5
+    if mode != 2 and (out_f.shape[0] != X.shape[0] or out_f.shape[1] != d):
+        return 6
+    return 0
+
+
 @njit(cache=True, fastmath={"contract"})
 def _forward_rows(weights, biases, X, act, mode, unit_range, out_f, out_i, work_f, work_i, i0, i1):
     """Rows i0:i1 of X through every layer, with one thread's work rows ``work_f`` (>= S + Dmax,)
@@ -120,9 +158,22 @@ def _forward_rows(weights, biases, X, act, mode, unit_range, out_f, out_i, work_
     return -1
 
 
+@njit(cache=True)
+def _forward_serial(weights, biases, X, act, mode, unit_range, out_f, out_i, work_f, work_i):
+    """Every row on the calling thread; returns -1, a bad row, or -2 - a ``SIZE_ERRORS`` code."""
+    error = _size_error(weights, biases, X, act, mode, out_f, out_i, work_f, work_i)
+    if error:
+        return -2 - error
+    return _forward_rows(weights, biases, X, act, mode, unit_range, out_f, out_i, work_f[0], work_i[0], 0, X.shape[0])
+
+
 @njit(cache=True, parallel=True)
 def _forward_parallel(weights, biases, X, act, mode, unit_range, out_f, out_i, work_f, work_i):
-    """Rows split evenly between the T = work_f.shape[0] threads; returns -1 or a bad row."""
+    """Rows split evenly between the T = work_f.shape[0] threads; returns -1, a bad row, or -2 - a
+    ``SIZE_ERRORS`` code."""
+    error = _size_error(weights, biases, X, act, mode, out_f, out_i, work_f, work_i)
+    if error:
+        return -2 - error
     n, n_threads = X.shape[0], work_f.shape[0]
     first_bad = np.full(n_threads, -1, dtype=np.int64)           # (T,) each thread's first bad row
     for tp in prange(n_threads):
@@ -135,10 +186,15 @@ def _forward_parallel(weights, biases, X, act, mode, unit_range, out_f, out_i, w
     return -1
 
 
-def fused_forward(weights, biases, X, act, mode, unit_range, out_f, out_i, work_f, work_i) -> int:
-    """Every layer of X (N, D) in one compiled call; see the module docstring. Returns -1, or the
-    first row of X with an input outside [0, 1] (``unit_range``, a bool) or not finite: the
-    outputs are then incomplete."""
-    if X.shape[0] >= PARALLEL_ROWS and work_f.shape[0] > 1:
-        return _forward_parallel(weights, biases, X, act, mode, unit_range, out_f, out_i, work_f, work_i)
-    return _forward_rows(weights, biases, X, act, mode, unit_range, out_f, out_i, work_f[0], work_i[0], 0, X.shape[0])
+def fused_forward(params, work, options, X, out_f, out_i) -> int:
+    """Every layer of X (N, D) in one compiled call; see the module docstring. The groups
+    (``ForwardParameters``, ``ForwardWork``, ``ForwardOptions``) are documented in
+    ``fastnn.backends.fused_interface``. Returns -1, or the first row of X with an input outside
+    [0, 1] (``options.unit_range``) or not finite: the outputs are then incomplete. Raises
+    ValueError for a size the loops cannot rely on (checked in compiled code, once per call)."""
+    run = _forward_parallel if X.shape[0] >= PARALLEL_ROWS and work.work_f.shape[0] > 1 else _forward_serial
+    bad = run(params.weights, params.biases, X, options.act, options.mode, options.unit_range, out_f, out_i,
+              work.work_f, work.work_i)
+    if bad <= -2:
+        raise ValueError(f"fused_forward: {SIZE_ERRORS[-2 - bad]}")
+    return bad

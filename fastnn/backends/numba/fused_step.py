@@ -1,18 +1,20 @@
-"""The numba backend's fused training path: whole SGD steps in one compiled call.
+"""The numba backend's fused training step: whole SGD steps in one compiled call.
 
 ``fused_steps`` runs ``n_steps`` steps (forward, softmax cross-entropy, backward, optimizer
-update) with no Python in between. Its arguments and the algorithm are documented in
-``fastnn.training.fused``; ``fastnn/backends/cython/kernels.pyx`` has the same function, loop for loop, with
-the same local names. In short, each step is two parallel regions over the T threads:
+update) with no Python in between. Its arguments are the named groups of
+``fastnn.backends.fused_interface``; the algorithm is described in ``fastnn.training.fused``;
+``fastnn/backends/cython/fused_step.pyx`` is the same function, loop for loop, with the same
+local names. In short, each step is two parallel regions over the T threads:
 
 - region 1, by **parameters** (``_finish_step``, ``_layer0_forward``): thread t owns rows
-  ``row_bounds[t]:row_bounds[t+1]`` of W0 (a range of pixels) and columns ``col_bounds[l, t]:col_bounds[l, t+1]`` of
-  the biases and the
-  dense W_l. It finishes the previous step for what it owns (each weight gradient fused with
-  the optimizer update: W0's rows gathered through the CSC index it built, the dense layers'
-  columns through BLAS), then runs this step's layer 0 over its pixels: its share of z0 for
-  every batch row, and the CSC index of those pixels. A thread only ever writes parameters it
-  owns, so nothing is reduced across threads and no per-thread copy of the gradient exists.
+  ``row_bounds[t]:row_bounds[t+1]`` of W0 (a range of pixels) and columns
+  ``col_bounds[l, t]:col_bounds[l, t+1]`` of the biases and the dense W_l. It finishes the
+  previous step for what it owns (each weight gradient fused with the optimizer update: W0's
+  rows gathered through the CSC index it built, the dense layers' columns through BLAS), then
+  runs this step's layer 0 over its pixels: its share of z0 for every batch row, and the CSC
+  index of those pixels. A thread only ever writes parameters it owns, so nothing is reduced
+  across threads and no per-thread copy of the gradient exists.
+
 - region 2, by **samples** (``_thread_step``): thread t takes batch rows i0:i1: z0 = b0 + the
   threads' shares, the dense layers forward, the softmax cross-entropy, and backward down to dL/dz of layer 0
   (BLAS for the products).
@@ -26,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from fastnn.backends.fused_interface import check_steps
 from fastnn.backends.numba._shared import _activate, _activate_backward, _prefetch_row, cycles
 from fastnn.backends.numba.simd import sparse_row
 
@@ -197,12 +200,13 @@ def _hidden_output(A, O, mask, act, dropout):
 # ---------------------------------------------------------------- one thread's share of a step
 @njit(cache=True, fastmath={"contract", "reassoc"})
 def _finish_step(t, nb, sizes, w_off, b_off, act_off, row_bounds, col_bounds, theta, state1, state2, acts,
-                 grads_act, csc_ptr, csc_sample, csc_value, scratch, opt, hyper, step_size, v_corr, prof):
+                 grads_act, csc_ptr, csc_sample, csc_value, scratch, hyper, step_size, v_corr, prof):
     """Region 1, first half: thread t's weight gradients of the step just run (nb rows), each
     fused with its update, for the parameters t owns: W0 rows row_bounds[t]:row_bounds[t+1]
     (through its CSC index), columns col_bounds[l, t]:col_bounds[l, t+1] of b_l and dense W_l."""
     n_layers = sizes.shape[0] - 1
-    lr, mu, wd, beta1, beta2, eps = hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5]
+    lr, mu, wd, beta1, beta2, eps = hyper.lr, hyper.momentum, hyper.weight_decay, hyper.beta1, hyper.beta2, hyper.eps
+    opt = hyper.opt
     timing = prof.shape[0] > 0
     tick = cycles() if timing else 0
     acc = scratch[t]
@@ -308,20 +312,32 @@ def _thread_step(t, i0, i1, nb, s, lo, labels, order, sizes, w_off, b_off, act_o
 
 
 # ---------------------------------------------------------------- the fused steps
-@njit(cache=True, parallel=True, fastmath={"contract", "reassoc"})
-def fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, batch_size,
-                sizes, w_off, b_off, act_off, mask_off, row_bounds, col_bounds,
-                theta, state1, state2, z0_parts, acts, outs, grads_act, csc_ptr, csc_sample, csc_value,
-                scratch, act, drop_mask, opt, hyper, t0, losses, prof):
+def fused_steps(batch, params, work, hyper, first_step, n_steps, batch_size, losses, prof):
     """SGD steps first_step .. first_step + n_steps - 1 of an epoch, in place; losses[s] = mean CE
-    of step s. Arguments: ``fastnn.training.fused``. prof (T + 1, 2 + 3L) int64 cycle counts, or (0, 0).
+    of step s. The groups (``CsrBatch``, ``Parameters``, ``WorkBuffers``, ``Hyperparameters``)
+    and ``prof`` are documented in ``fastnn.backends.fused_interface``, whose ``check_steps``
+    checks every size and index first; the algorithm is in ``fastnn.training.fused``."""
+    check_steps(batch, params, work, hyper, first_step, n_steps, batch_size, losses, prof)
+    _fused_steps(batch.indptr, batch.indices, batch.pixels, batch.labels, batch.order, np.int64(first_step),
+                 np.int64(n_steps), np.int64(batch_size), params.sizes, params.w_off, params.b_off, work.act_off,
+                 work.mask_off, work.row_bounds, work.col_bounds, params.theta, params.state1, params.state2,
+                 work.z0_parts, work.acts, work.outs, work.grads_act, work.csc_ptr, work.csc_sample, work.csc_value,
+                 work.scratch, work.drop_mask, hyper, losses, prof)
 
-    Each step is two parallel regions over the T threads: region 1 (``_finish_step`` of the
-    previous step, then ``_layer0_forward`` of this one), region 2 (``_thread_step``)."""
+
+@njit(cache=True, parallel=True, fastmath={"contract", "reassoc"})
+def _fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, batch_size, sizes, w_off, b_off,
+                 act_off, mask_off, row_bounds, col_bounds, theta, state1, state2, z0_parts, acts, outs, grads_act,
+                 csc_ptr, csc_sample, csc_value, scratch, drop_mask, hyper, losses, prof):
+    """The core of ``fused_steps``, its groups' fields one by one (the hyperparameters stay a
+    named tuple). Each step is two parallel regions over the T threads: region 1
+    (``_finish_step`` of the previous step, then ``_layer0_forward`` of this one), region 2
+    (``_thread_step``)."""
+    act, opt, t0 = hyper.act, hyper.opt, hyper.t0
     n = order.shape[0]
     n_threads = col_bounds.shape[1] - 1
     timing = prof.shape[0] > 0
-    lr, beta1, beta2, keep, smooth = hyper[0], hyper[3], hyper[4], hyper[6], hyper[7]
+    lr, beta1, beta2, keep, smooth = hyper.lr, hyper.beta1, hyper.beta2, hyper.keep, hyper.label_smoothing
     dropout = keep < 1
     D, H0 = sizes[0], sizes[1]
     thread_loss = np.zeros(n_threads)
@@ -338,7 +354,7 @@ def fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, bat
             if s > 0:
                 nb_prev = min((first_step + s) * batch_size, n) - (first_step + s - 1) * batch_size
                 _finish_step(t, nb_prev, sizes, w_off, b_off, act_off, row_bounds, col_bounds, theta, state1,
-                             state2, acts, grads_act, csc_ptr, csc_sample, csc_value, scratch, opt, hyper,
+                             state2, acts, grads_act, csc_ptr, csc_sample, csc_value, scratch, hyper,
                              step_size, v_corr, prof)
             if s < n_steps:
                 tick = cycles() if timing else 0
