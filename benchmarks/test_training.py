@@ -28,8 +28,8 @@ import pytest
 from fastnn import NeuralNetwork
 from fastnn.backends import available_backends
 from fastnn.data.augment import Augmenter, parse_augment
+from fastnn.training.config import RECIPES
 from fastnn.training.factory import make_trainer
-from fastnn.training.loop import RECIPES
 from fastnn.training.optim import make_optimizer
 
 from .conftest import record, record_result

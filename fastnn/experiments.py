@@ -1,7 +1,7 @@
 """``python -m fastnn.experiments [NAME ...]``: named grids of training runs, in parallel.
 
 Each experiment varies one thing and holds everything else at the trainer's defaults
-(``fastnn.training.loop.TrainConfig``) without augmentation or dropout (the plain recipe), over
+(``fastnn.training.config.TrainConfig``) without augmentation or dropout (the plain recipe), over
 several seeds per configuration:
 
 ==================  ==========================================================================

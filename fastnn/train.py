@@ -28,16 +28,8 @@ from fastnn.data.augment import AUGMENT_HELP, parse_augment
 from fastnn.data.datasets import DATASETS
 from fastnn.model.initializers import INITIALIZERS
 from fastnn.model.network import ACTIVATIONS
-from fastnn.training.loop import (  # noqa: F401 - the library's names, as the command module always offered them
-    LR_SCHEDULES,
-    RECIPES,
-    TrainConfig,
-    compile_kernels,
-    evaluate,
-    learning_rate,
-    prepare_data,
-    train,
-)
+from fastnn.training.config import LR_SCHEDULES, RECIPES, TrainConfig
+from fastnn.training.loop import train
 from fastnn.training.optim import OPTIMIZERS
 
 

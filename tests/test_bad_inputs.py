@@ -320,7 +320,7 @@ def test_an_image_folder_is_read_as_predict_reads_it(tmp_path):
     a transparent background reads as black ink on white, not as a black square."""
     from PIL import Image
 
-    from fastnn.data.datasets import load_image_folder
+    from fastnn.data.folders import load_image_folder
 
     (tmp_path / "train" / "a").mkdir(parents=True)
     rgba = np.zeros((28, 28, 4), np.uint8)

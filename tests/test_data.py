@@ -16,12 +16,12 @@ from fastnn.data.datasets import (
     DownloadError,
     fetch_file,
     iterate_minibatches,
-    load_image_folder,
     read_idx,
     read_images,
     read_labels,
     train_val_split,
 )
+from fastnn.data.folders import load_image_folder
 
 
 def idx_bytes(arr: np.ndarray, magic: int | None = None) -> bytes:

@@ -48,6 +48,7 @@ BUDGET = {
 # For `python -m pytest <target> --benchmark-only`: one cheap selection per documented target.
 PYTEST_BUDGET = {
     "benchmarks": ["-k", "test_relu and numpy-64x128", "-p", "no:cacheprovider"],
+    "tests": ["-p", "no:cacheprovider"],          # docs/layout.md's one kernel's tests: run as documented
     "benchmarks/test_inference.py": ["-k", "latency", "-p", "no:cacheprovider"],
     "benchmarks/test_training.py": ["-k", "test_step and numpy", "-p", "no:cacheprovider"],
 }
@@ -109,7 +110,8 @@ class PageRun:
         self.servers: list[subprocess.Popen] = []
         self.port = None
         self.missing: list[str] = []
-        (workdir / "benchmarks").symlink_to(ROOT / "benchmarks")          # `python -m pytest benchmarks ...`
+        for folder in ("benchmarks", "tests"):                             # `python -m pytest benchmarks ...`
+            (workdir / folder).symlink_to(ROOT / folder)
 
     def run_bash(self, code: str, where: str) -> None:
         try:
@@ -207,13 +209,38 @@ def test_every_block_of_the_page_runs(page, user_files, mnist_dir, tmp_path):
     run = PageRun(tmp_path, mnist_dir)
     for index, (language, code, line) in enumerate(blocks(page)):
         where = f"{page.relative_to(ROOT)}:{line}"
-        assert language in ("bash", "python"), f"{where}: a ```{language} block; the pages hold bash and python only"
-        if language == "bash":
+        assert language in ("bash", "python", "text"), f"{where}: a ```{language} block; the pages hold bash, " \
+                                                       f"python and text (a folder tree) only"
+        if language == "text":
+            check_tree(code, where)
+        elif language == "bash":
             run.run_bash(code, where)
         else:
             run.run_python(code, where, index)
     if run.missing:
         pytest.skip("; ".join(sorted(set(run.missing))))
+
+
+def tree_folders(code: str) -> list[str]:
+    """The folders of a ``text`` block drawn as a tree (``├── name/  what it holds``), as paths."""
+    folders, stack = [], []
+    for line in code.splitlines():
+        m = re.match(r"^([│ ]*)(?:[├└]── )?([\w./-]+/)\s", line)
+        if not m:
+            continue
+        depth = len(m.group(1)) // 4 + (1 if "──" in line else 0)
+        stack[depth:] = [m.group(2).rstrip("/")]
+        folders.append("/".join(stack))
+    return folders
+
+
+def check_tree(code: str, where: str) -> None:
+    """A folder tree in the docs names real folders, and every package of fastnn."""
+    named = tree_folders(code)
+    missing = [f for f in named if not (ROOT / f).is_dir()]
+    assert not missing, f"{where}: the tree names folders that do not exist: {missing}"
+    packages = {str(p.parent.relative_to(ROOT)) for p in (ROOT / "fastnn").rglob("__init__.py")}
+    assert packages <= set(named), f"{where}: the tree leaves out {sorted(packages - set(named))}"
 
 
 def slug(heading: str) -> str:

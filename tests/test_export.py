@@ -59,7 +59,8 @@ def test_labels_only_graph():
 
 def test_trained_model_on_real_test_images(tmp_path, mnist_dir):
     """A model trained one epoch on real MNIST: ONNX Runtime's labels are fastnn's, image for image."""
-    from fastnn.training.loop import TrainConfig, train
+    from fastnn.training.config import TrainConfig
+    from fastnn.training.loop import train
 
     metrics = train(TrainConfig(backend="numpy", epochs=1, limit=3000, test_limit=200, data_dir=str(mnist_dir),
                                 out=str(tmp_path / "run")), progress=False, log=lambda *a: None)

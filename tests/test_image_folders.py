@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from fastnn.backends import available_backends
-from fastnn.data.datasets import FOLDER_TEST_FRACTION, load_dataset, load_folder_dataset
-from fastnn.training.loop import TrainConfig, train
+from fastnn.data.datasets import load_dataset
+from fastnn.data.folders import FOLDER_TEST_FRACTION, load_folder_dataset
+from fastnn.training.config import TrainConfig
+from fastnn.training.loop import train
 
 N_TRAIN, N_TEST = 10000, 1000
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

@@ -95,7 +95,8 @@ def test_bad_arguments_are_reported(capsys):
 
 
 def test_recipe_defaults_per_dataset_and_explicit_options_win():
-    from fastnn.train import RECIPES, TrainConfig, build_parser, config_from_args
+    from fastnn.train import build_parser, config_from_args
+    from fastnn.training.config import RECIPES, TrainConfig
 
     for dataset, recipe in RECIPES.items():
         chosen = ["--data", str(Path(__file__).parent)] if dataset == "folder" else ["--dataset", dataset]

@@ -169,7 +169,8 @@ def check_steps(batch: CsrBatch, params: Parameters, work: WorkBuffers, hyper: H
              "csc_sample must be (T, E) and csc_value (T, >= E)")
     _require(work.scratch.ndim == 2 and work.scratch.shape[0] == T, "scratch must be (T, W)")
     hidden = int(n_out[:-1].sum())
-    _require(not dropout or (work.drop_mask.shape[0] >= n_steps and work.drop_mask.shape[1] >= B * hidden),
+    _require(not dropout or n_steps == 0
+             or (work.drop_mask.shape[0] >= n_steps and work.drop_mask.shape[1] >= B * hidden),
              f"drop_mask must be (n_steps, >= B * sum(hidden)) = ({n_steps}, >= {B * hidden})")
     _require(losses.shape[0] >= n_steps, "losses must hold n_steps values")
     _require(prof.size == 0 or prof.shape == (T + 1, 2 + 3 * L),

@@ -27,14 +27,8 @@ import numpy as np
 from fastnn.common.cli import new_run_folder, output_folder, printable, regular_file, release_folder
 from fastnn.common.errors import UserError
 from fastnn.common.io import read_history, write_json
-from fastnn.data.datasets import (
-    DATASETS,
-    FOLDER_SPLIT_SEED,
-    FOLDER_TEST_FRACTION,
-    folder_has_splits,
-    load_dataset,
-    load_folder_dataset,
-)
+from fastnn.data.datasets import DATASETS, load_dataset
+from fastnn.data.folders import FOLDER_SPLIT_SEED, FOLDER_TEST_FRACTION, folder_has_splits, load_folder_dataset
 from fastnn.evaluation import metrics
 from fastnn.model.network import NeuralNetwork
 
@@ -259,7 +253,7 @@ def run(model_path=None, dataset: str | None = None, out=None, data_dir=None, ba
         overwrite: bool = False, data=None) -> dict:
     """Evaluate the model file (None: the pretrained model of ``dataset``, else MNIST's) on
     ``dataset``'s test split (None: the dataset the model file records, else MNIST), or on the
-    test split of the image folder ``data`` (``fastnn.data.datasets.load_folder_dataset``: the same
+    test split of the image folder ``data`` (``fastnn.data.folders.load_folder_dataset``: the same
     split ``train --data`` made); write the JSON and figures into ``out`` (None: ``evaluation-<dataset>`` beside the
     model; a new or empty folder unless ``overwrite``). ``backend`` "auto": the fastest with a
     fused forward here (``fastnn.inference.forward.inference_backend``).

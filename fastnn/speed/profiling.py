@@ -35,9 +35,9 @@ from fastnn.common.io import atomic_write
 from fastnn.data.datasets import load_dataset
 from fastnn.model.network import NeuralNetwork
 from fastnn.speed import machine
+from fastnn.training.config import TrainConfig
 from fastnn.training.factory import make_trainer
 from fastnn.training.fused import FusedTrainer
-from fastnn.training.loop import TrainConfig
 from fastnn.training.optim import make_optimizer
 from fastnn.training.trainers import KernelTrainer, warm_up
 

@@ -26,91 +26,18 @@ from fastnn.common.errors import UserError
 from fastnn.common.io import write_csv_rows, write_json
 from fastnn.common.provenance import git_commit
 from fastnn.data.augment import Augmenter, parse_augment
-from fastnn.data.datasets import (
-    FOLDER_SPLIT_SEED,
-    FOLDER_TEST_FRACTION,
-    folder_has_splits,
-    iterate_minibatches,
-    load_dataset,
-    load_folder_dataset,
-    train_val_split,
-)
+from fastnn.data.datasets import iterate_minibatches, load_dataset, train_val_split
+from fastnn.data.folders import FOLDER_SPLIT_SEED, FOLDER_TEST_FRACTION, folder_has_splits, load_folder_dataset
 from fastnn.evaluation.metrics import dead_unit_fraction
 from fastnn.model.network import NeuralNetwork
+from fastnn.training.config import TrainConfig, learning_rate
 from fastnn.training.factory import make_trainer
 from fastnn.training.optim import make_optimizer
 from fastnn.training.trainers import warm_up
 
-# The recipe per dataset: the settings whose defaults depend on the dataset, chosen on
-# validation accuracy (never test) with `python -m fastnn.experiments augmentation` (REPORT.md).
-RECIPES = {
-    "mnist": {"epochs": 40, "augment": "shift=2", "dropout": 0.0, "label_smoothing": 0.0},
-    "fashion-mnist": {"epochs": 40, "augment": "none", "dropout": 0.0, "label_smoothing": 0.1},
-    # an image folder (--data): nothing known about its images, so no augmentation
-    "folder": {"epochs": 20, "augment": "none", "dropout": 0.0, "label_smoothing": 0.0},
-}
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a training run (the defaults are the tuned ones). ``epochs``, ``augment``,
-    ``dropout`` and ``label_smoothing`` left at None take the dataset's recipe (``RECIPES``).
-    ``data``: an image folder (``fastnn.data.datasets.load_folder_dataset``) instead of a named dataset;
-    ``dataset`` is then its name, for the outputs."""
-    backend: str = "numpy"
-    dataset: str = "mnist"
-    epochs: int | None = None
-    batch_size: int = 64
-    lr: float = 0.05
-    optimizer: str = "momentum"
-    lr_schedule: str = "cosine"
-    momentum: float = 0.9
-    hidden: list = field(default_factory=lambda: [128, 64])
-    activation: str = "relu"
-    init: str = "he"
-    dropout: float | None = None
-    weight_decay: float = 1e-4
-    seed: int = 0
-    val_split: float = 0.2
-    data_dir: str | None = None
-    limit: int | None = None
-    test_limit: int | None = None
-    dtype: str = "float32"
-    out: str | None = None
-    target_accuracy: float | None = None
-    fused: bool = True
-    augment: str | None = None
-    label_smoothing: float | None = None
-    data: str | None = None
-
-    def __post_init__(self):
-        recipe = RECIPES["folder"] if self.data else RECIPES.get(self.dataset, RECIPES["mnist"])
-        for key, value in recipe.items():
-            if getattr(self, key) is None:
-                setattr(self, key, value)
-
 
 class NonFiniteLoss(RuntimeError):
     pass
-
-
-LR_SCHEDULES = ("constant", "cosine", "step")
-
-
-def learning_rate(cfg: TrainConfig, epoch: int) -> float:
-    """The learning rate for ``epoch`` (1-based) under ``cfg.lr_schedule``.
-
-    constant: lr. cosine: lr * (1 + cos(pi * (epoch - 1) / epochs)) / 2 (I. Loshchilov and
-    F. Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts", ICLR 2017, without
-    restarts). step: lr divided by 10 after 50% and again after 75% of the epochs.
-    """
-    if cfg.lr_schedule == "constant":
-        return cfg.lr
-    if cfg.lr_schedule == "cosine":
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
-    if cfg.lr_schedule == "step":
-        return cfg.lr * (0.1 ** ((epoch > cfg.epochs // 2) + (epoch > 3 * cfg.epochs // 4)))
-    raise ValueError(f"unknown lr schedule {cfg.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
 
 
 def evaluate(model: NeuralNetwork, dataset, batch_size: int = 2000) -> tuple[float, float]:
@@ -175,9 +102,41 @@ def train(cfg: TrainConfig, progress: bool = True, log=print, overwrite: bool = 
             release_folder(out)                      # another run may use it now
 
 
-def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals, command: str | None = None) -> dict:
-    from tqdm.auto import tqdm
+@dataclass
+class _Run:
+    """What one run builds before its first epoch."""
+    model: NeuralNetwork
+    optimizer: object
+    trainer: object
+    train_set: object
+    val_set: object
+    n_test: int
+    shuffle_rng: np.random.Generator
 
+
+@dataclass
+class _Progress:
+    """What the epochs leave behind, kept whatever stops them."""
+    history: list = field(default_factory=list)
+    epoch_times: list = field(default_factory=list)
+    best_val: float = -1.0
+    best_epoch: int = 0
+    status: str = "completed"
+
+
+def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals, command: str | None = None) -> dict:
+    run = _build(cfg, out, log)
+    compile_time = compile_kernels(run.model, run.trainer, cfg.batch_size, log)
+    t_start = time.perf_counter()
+    done = _run_epochs(cfg, run, out, progress, log, signals)
+    signals.hold()
+    total_time = time.perf_counter() - t_start
+    run.trainer = None                            # its copy of the data (the fused path's CSR) is done
+    return _finish(cfg, run, done, out, compile_time, total_time, command, log)
+
+
+def _build(cfg: TrainConfig, out: Path, log) -> _Run:
+    """Load and split the data, build the model, the optimizer and the trainer, and say so."""
     train_set, val_set, test_set = prepare_data(cfg)
     layer_sizes = [train_set.num_features, *cfg.hidden, train_set.num_classes]
     model = NeuralNetwork(layer_sizes, activation=cfg.activation, init=cfg.init, backend=cfg.backend,
@@ -186,7 +145,6 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals, command: s
     model.dataset = cfg.dataset
     model.pixel_inputs = True                     # images: predict refuses inputs outside [0, 1]
     optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.momentum)
-    shuffle_rng = np.random.default_rng([cfg.seed, 1])
     augmentation = parse_augment(cfg.augment)
     augmenter = Augmenter(augmentation, train_set.images.shape[1:], cfg.seed) if augmentation.enabled else None
     trainer = make_trainer(model, optimizer, train_set, fused=cfg.fused, seed=cfg.seed, log=log, augmenter=augmenter,
@@ -200,88 +158,98 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals, command: s
         + (f"\n{cfg.data} has no train/ and test/ folders: the test set is a stratified "
            f"{FOLDER_TEST_FRACTION:.0%} of each class (seed {FOLDER_SPLIT_SEED}, the same for evaluate --data)"
            if cfg.data and not folder_has_splits(cfg.data) else ""))
-    n_test = len(test_set)
-    del test_set                                  # loaded again after training: not held through it
-    compile_time = compile_kernels(model, trainer, cfg.batch_size, log)
+    # the test set is loaded again after training: not held through it
+    return _Run(model, optimizer, trainer, train_set, val_set, len(test_set), np.random.default_rng([cfg.seed, 1]))
 
+
+def _run_epochs(cfg: TrainConfig, run: _Run, out: Path, progress: bool, log, signals) -> _Progress:
+    """The epochs: each trained, evaluated, logged and written (history.csv; best_model.npz when
+    validation accuracy improves). Ctrl-C, SIGTERM or a non-finite loss stop them; what was
+    done is kept."""
+    done = _Progress()
     # dead-ReLU monitor: units that output 0 for every one of the first 1,024 training samples
-    monitor_X = train_set.features(np.arange(min(1024, len(train_set))), dtype=model.dtype)
-    best_model_path = out / "best_model.npz"
-    history, epoch_times = [], []
-    best_val, best_epoch = -1.0, 0
-    status = "completed"
-    n_batches = math.ceil(len(train_set) / cfg.batch_size)
-    t_start = time.perf_counter()
+    monitor_X = run.train_set.features(np.arange(min(1024, len(run.train_set))), dtype=run.model.dtype)
     # a diverging run shows as a non-finite loss (caught below): no overflow warnings on the way
     with np.errstate(over="ignore", invalid="ignore"):
         try:
             for epoch in range(1, cfg.epochs + 1):
-                optimizer.lr = learning_rate(cfg, epoch)
-                t0 = time.perf_counter()
-                order = shuffle_rng.permutation(len(train_set))
-                bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress,
-                           mininterval=0.5)
-                running = {"loss": 0.0, "done": 0}
-
-                def on_steps(losses, epoch=epoch, bar=bar, running=running):
-                    bad = np.flatnonzero(~np.isfinite(losses))
-                    if bad.size:
-                        raise NonFiniteLoss(f"loss became {losses[bad[0]]} at epoch {epoch}, step "
-                                            f"{running['done'] + bad[0] + 1}: the learning rate {cfg.lr} is "
-                                            f"probably too high; try --lr {cfg.lr / 10:g}")
-                    for loss in losses:
-                        running["done"] += 1
-                        running["loss"] += (loss - running["loss"]) / min(running["done"], 50)  # mean of ~50 steps
-                    bar.set_postfix(loss=f"{running['loss']:.4f}", refresh=False)
-                    bar.update(len(losses))
-
-                try:
-                    trainer.run_epoch(order, cfg.batch_size, on_steps)
-                finally:
-                    bar.close()
-                epoch_time = time.perf_counter() - t0
-                train_loss, train_acc = evaluate(model, train_set)
-                val_loss, val_acc = evaluate(model, val_set)
-                dead = [dead_unit_fraction(h) for h in model.hidden_outputs(monitor_X)]
-                epoch_times.append(epoch_time)
-                history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-                                "val_loss": val_loss, "val_accuracy": val_acc, "lr": optimizer.lr,
-                                "epoch_time_s": epoch_time,
-                                **{f"dead_units_layer{i + 1}": d for i, d in enumerate(dead)}})
-                improved = val_acc > best_val
+                run.optimizer.lr = learning_rate(cfg, epoch)
+                epoch_time = _train_epoch(cfg, run, epoch, progress)
+                train_loss, train_acc = evaluate(run.model, run.train_set)
+                val_loss, val_acc = evaluate(run.model, run.val_set)
+                dead = [dead_unit_fraction(h) for h in run.model.hidden_outputs(monitor_X)]
+                done.epoch_times.append(epoch_time)
+                done.history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                                     "val_loss": val_loss, "val_accuracy": val_acc, "lr": run.optimizer.lr,
+                                     "epoch_time_s": epoch_time,
+                                     **{f"dead_units_layer{i + 1}": d for i, d in enumerate(dead)}})
+                improved = val_acc > done.best_val
                 if improved:
-                    best_val, best_epoch = val_acc, epoch
-                    model.save(best_model_path)
+                    done.best_val, done.best_epoch = val_acc, epoch
+                    run.model.save(out / "best_model.npz")
                 log(f"epoch {epoch:3d}/{cfg.epochs}  train loss {train_loss:.4f} acc {100 * train_acc:6.2f}%  "
                     f"val loss {val_loss:.4f} acc {100 * val_acc:6.2f}%  {epoch_time:6.2f}s  dead units "
                     + "/".join(f"{100 * d:.0f}%" for d in dead) + ("  *" if improved else ""))
-                write_csv_rows(history, out / "history.csv")
+                write_csv_rows(done.history, out / "history.csv")
         except KeyboardInterrupt:
             signals.hold()                           # a second Ctrl-C / SIGTERM must not cut the writes short
-            status = "interrupted"
-            log(f"\ninterrupted: keeping the best model so far (epoch {best_epoch}) in {best_model_path}"
-                if best_epoch else "\ninterrupted before the first epoch ended: no model to keep")
+            done.status = "interrupted"
+            log(f"\ninterrupted: keeping the best model so far (epoch {done.best_epoch}) in {out / 'best_model.npz'}"
+                if done.best_epoch else "\ninterrupted before the first epoch ended: no model to keep")
         except NonFiniteLoss as exc:
             signals.hold()
-            status = "non-finite loss"
+            done.status = "non-finite loss"
             log(f"stopped: {exc}")
-    signals.hold()
-    total_time = time.perf_counter() - t_start
-    del trainer                                   # its copy of the data (the fused path's CSR) is done
+    return done
 
-    if best_epoch:
-        best = NeuralNetwork.load(best_model_path, backend=cfg.backend)
+
+def _train_epoch(cfg: TrainConfig, run: _Run, epoch: int, progress: bool) -> float:
+    """One epoch of training with a progress bar (the running loss); returns its seconds.
+    Raises NonFiniteLoss at the first step whose loss is not finite."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    order = run.shuffle_rng.permutation(len(run.train_set))
+    bar = tqdm(total=math.ceil(len(run.train_set) / cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
+               disable=not progress, mininterval=0.5)
+    running = {"loss": 0.0, "done": 0}
+
+    def on_steps(losses):
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            raise NonFiniteLoss(f"loss became {losses[bad[0]]} at epoch {epoch}, step "
+                                f"{running['done'] + bad[0] + 1}: the learning rate {cfg.lr} is "
+                                f"probably too high; try --lr {cfg.lr / 10:g}")
+        for loss in losses:
+            running["done"] += 1
+            running["loss"] += (loss - running["loss"]) / min(running["done"], 50)  # mean of ~50 steps
+        bar.set_postfix(loss=f"{running['loss']:.4f}", refresh=False)
+        bar.update(len(losses))
+
+    try:
+        run.trainer.run_epoch(order, cfg.batch_size, on_steps)
+    finally:
+        bar.close()
+    return time.perf_counter() - t0
+
+
+def _finish(cfg: TrainConfig, run: _Run, done: _Progress, out: Path, compile_time: float, total_time: float,
+            command: str | None, log) -> dict:
+    """Test the best model, write metrics.json and learning_curves.png, say what was written."""
+    model, history, epoch_times = run.model, done.history, done.epoch_times
+    if done.best_epoch:
+        best = NeuralNetwork.load(out / "best_model.npz", backend=cfg.backend)
         test_loss, test_acc = evaluate(best, load_test_set(cfg))
     else:
         test_loss = test_acc = float("nan")
     metrics = {
-        "backend": cfg.backend, "dataset": cfg.dataset, "status": status,
+        "backend": cfg.backend, "dataset": cfg.dataset, "status": done.status,
         "test_accuracy": test_acc, "test_loss": test_loss,
-        "best_val_accuracy": best_val if best_epoch else float("nan"), "best_epoch": best_epoch,
+        "best_val_accuracy": done.best_val if done.best_epoch else float("nan"), "best_epoch": done.best_epoch,
         "epochs_completed": len(history), "epoch_times_s": epoch_times, "compile_time_s": compile_time,
         "total_time_s": total_time,
-        "seed": cfg.seed, "layer_sizes": layer_sizes, "num_parameters": model.num_parameters(),
-        "train_samples": len(train_set), "val_samples": len(val_set), "test_samples": n_test,
+        "seed": cfg.seed, "layer_sizes": model.layer_sizes, "num_parameters": model.num_parameters(),
+        "train_samples": len(run.train_set), "val_samples": len(run.val_set), "test_samples": run.n_test,
         "hyperparameters": {k: v for k, v in asdict(cfg).items() if k not in ("backend", "dataset", "seed", "out")},
         "command": command,
         "environment": {"fastnn": __version__, "git_commit": git_commit(), "python": platform.python_version(),
@@ -293,15 +261,15 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals, command: s
         from fastnn.common.plotting import plot_learning_curves  # matplotlib only now: ~20 MB less during training
 
         plot_learning_curves(history, out / "learning_curves.png",
-                             f"{cfg.dataset}, {'-'.join(map(str, layer_sizes))}, backend {cfg.backend}")
+                             f"{cfg.dataset}, {'-'.join(map(str, model.layer_sizes))}, backend {cfg.backend}")
     written = ["best_model.npz", "history.csv", "learning_curves.png", "metrics.json"] if history else ["metrics.json"]
     log(f"wrote {out}/{{{', '.join(written)}}}")
     if epoch_times:
         log(f"epoch time: median {float(np.median(epoch_times)):.3f} s over {len(epoch_times)} epochs "
-            f"({1e6 * float(np.median(epoch_times)) / len(train_set):.1f} us per training sample)")
-    if best_epoch:
-        log(f"test accuracy {100 * test_acc:.2f}% (best model, epoch {best_epoch}, val accuracy "
-            f"{100 * best_val:.2f}%)")
+            f"({1e6 * float(np.median(epoch_times)) / len(run.train_set):.1f} us per training sample)")
+    if done.best_epoch:
+        log(f"test accuracy {100 * test_acc:.2f}% (best model, epoch {done.best_epoch}, val accuracy "
+            f"{100 * done.best_val:.2f}%)")
     else:
         log("no epoch completed: no model and no test accuracy")
     return metrics

@@ -1,7 +1,7 @@
 """``python -m fastnn.experiments [NAME ...]``: named grids of training runs, in parallel.
 
 Each experiment varies one thing and holds everything else at the trainer's defaults
-(``fastnn.training.loop.TrainConfig``) without augmentation or dropout (the plain recipe), over
+(``fastnn.training.config.TrainConfig``) without augmentation or dropout (the plain recipe), over
 several seeds per configuration:
 
 ==================  ==========================================================================
@@ -109,7 +109,8 @@ def run_one(spec: dict) -> dict | None:
 
 def _train_row(spec: dict) -> dict:
     """The CSV row of one training run (its folder claimed by the caller)."""
-    from fastnn.training.loop import TrainConfig, train
+    from fastnn.training.config import TrainConfig
+    from fastnn.training.loop import train
 
     row = {k: spec[k] for k in ("experiment", "dataset", "config", "seed")}
     t0 = time.perf_counter()
