@@ -59,7 +59,7 @@ def _main(argv) -> int:
             raise UserError(f"--port {args.port} is not a port number (0-65535)")
         if args.screenshot:
             raise UserError("--screenshot is for the matplotlib demo; the web page's is taken by "
-                            "tests/test_demo_web.py")
+                            "tests/demos/test_web.py")
         model = str(regular_file(args.model, "model file")) if args.model else None
         try:
             serve(args.host, args.port, model, args.data_dir, args.seed)

@@ -17,7 +17,7 @@ absent (inference). Class names, the architecture and the activation go into the
 metadata (the class names as a JSON list of strings). IR version 8 and opset 17: ONNX Runtime 1.10 and later read them.
 ONNX's Sigmoid and
 Tanh are the standard functions, as fastnn's; its Softmax subtracts the row maximum, as
-fastnn's does, so the outputs agree to float rounding (tests/test_export.py runs the file in
+fastnn's does, so the outputs agree to float rounding (tests/model/test_onnx.py runs the file in
 ONNX Runtime on real test images).
 """
 from __future__ import annotations

@@ -127,10 +127,12 @@ def check_steps(batch: CsrBatch, params: Parameters, work: WorkBuffers, hyper: H
              "sizes": np.int64, "w_off": np.int64, "b_off": np.int64, "act_off": np.int64, "mask_off": np.int64,
              "row_bounds": np.int64, "col_bounds": np.int64, "csc_ptr": np.int32, "csc_sample": np.int32,
              "losses": np.float64, "prof": np.int64}
-    for name, arr in fields.items():
-        _require(isinstance(arr, np.ndarray) and arr.flags.c_contiguous, f"{name} must be a C-contiguous array")
-        want = np.dtype(kinds.get(name, theta.dtype))
-        _require(arr.dtype == want, f"{name} must be {want}, got {arr.dtype}")
+    for name, arr in fields.items():                 # the messages are only made for a failure
+        if not (isinstance(arr, np.ndarray) and arr.flags.c_contiguous):
+            _require(False, f"{name} must be a C-contiguous array")
+        want = kinds.get(name, theta.dtype)
+        if arr.dtype != want:
+            _require(False, f"{name} must be {np.dtype(want)}, got {arr.dtype}")
     sizes = params.sizes
     L = sizes.size - 1
     _require(L >= 1 and sizes.min() >= 1, "sizes must hold 2 or more positive layer sizes")
@@ -185,13 +187,13 @@ def check_steps(batch: CsrBatch, params: Parameters, work: WorkBuffers, hyper: H
     if rows.size:
         _require(rows.min() >= 0 and rows.max() < indptr.size - 1,
                  f"order holds a row outside [0, {indptr.size - 1})")
-        starts, ends = indptr[rows], indptr[rows + 1]
-        counts = ends - starts                                                        # (rows,) non-zeros per row
+        starts, ends = indptr.take(rows), indptr.take(rows + 1)                       # (rows,) each
+        counts = ends - starts                                                        # non-zeros per row
         _require(counts.min() >= 0 and starts.min() >= 0 and ends.max() <= batch.indices.size,
                  "indptr is not ascending for the rows these steps take")
-        full = counts > 0
-        _require(not full.any() or batch.indices[ends[full] - 1].max() < D, f"a pixel index is not below D = {D}")
-        labels = batch.labels[rows]
+        if batch.indices.size:                                                        # each row's last pixel
+            _require(batch.indices.take(np.maximum(ends - 1, 0)).max() < D, f"a pixel index is not below D = {D}")
+        labels = batch.labels.take(rows)
         _require(labels.min() >= 0 and labels.max() < C, f"a label is outside [0, {C})")
         _require(work.csc_sample.shape[1] >= B * int(counts.max()),
                  f"csc_sample holds fewer than B * {int(counts.max())} entries (the most non-zeros in one row)")

@@ -23,7 +23,7 @@ The server is Python's ``http.server`` (a thread per connection), set for a demo
 a network: a listen backlog of ``BACKLOG`` connections, ``TIMEOUT_S`` seconds per socket read or
 write (a client that sends less body than it declares, or nothing at all, loses its connection
 then), Pillow limited to ``fastnn.data.images.IMAGE_FORMATS``, and no internal detail in a 500.
-``docs/threat-model.md`` says what it is exposed to; ``tests/test_demo_web.py`` loads it with 200
+``docs/threat-model.md`` says what it is exposed to; ``tests/demos/test_web.py`` loads it with 200
 requests from 50 clients at once.
 """
 from __future__ import annotations

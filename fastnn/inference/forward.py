@@ -128,8 +128,8 @@ class ForwardPlan:
         self._params = ForwardParameters(self.weights, self.biases)
         self._work = ForwardWork(work_f=np.zeros((threads, (S + widest_input) * (R + 1)), dtype=self.dtype),
                                  work_i=np.zeros((threads, widest_input * (R + 1)), dtype=np.int32))
-        self._options = {(mode, unit_range): ForwardOptions(self._act, code, unit_range)
-                         for mode, code in FORWARD_MODES.items() for unit_range in (False, True)}
+        self._options = {mode: (ForwardOptions(self._act, code, False), ForwardOptions(self._act, code, True))
+                         for mode, code in FORWARD_MODES.items()}               # [mode][unit_range]
         self._no_floats = np.zeros((0, self.num_classes), dtype=self.dtype)
         self._no_labels = np.zeros(0, dtype=np.int64)
         self._lock = threading.Lock()             # the work buffers serve one call at a time
@@ -160,7 +160,7 @@ class ForwardPlan:
         else:
             out_f, out_i = np.empty((X.shape[0], self.num_classes), dtype=self.dtype), self._no_labels
         with self._lock:
-            bad = self._run(self._params, self._work, self._options[mode, bool(unit_range)], X, out_f, out_i)
+            bad = self._run(self._params, self._work, self._options[mode][bool(unit_range)], X, out_f, out_i)
         if bad >= 0:
             raise input_range_error(X, bad, unit_range)
         return out_i if mode == "labels" else out_f

@@ -11,7 +11,7 @@ import pytest
 
 from fastnn.backends import available_backends
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mnist.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mnist.py"
 BACKEND = next(b for b in ("numba", "cython", "numpy") if b in available_backends())
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "analysis.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "analysis.ipynb"
 
 
 @pytest.mark.slow

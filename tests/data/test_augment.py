@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import TORCH_MISSING
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +21,7 @@ from fastnn.training.factory import make_trainer
 from fastnn.training.fused import FusedTrainer
 from fastnn.training.optim import make_optimizer
 from fastnn.training.trainers import KernelTrainer
+from tests.conftest import TORCH_MISSING
 
 FUSED = [b for b in ("numba", "cython") if b in available_backends()]
 

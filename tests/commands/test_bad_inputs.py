@@ -13,9 +13,9 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import real_data_dir
 
 from fastnn import NeuralNetwork
+from tests.conftest import real_data_dir
 
 DATA = real_data_dir()
 

@@ -6,12 +6,12 @@ float64: rtol = atol = 1e-10; float32: rtol = atol = 1e-4 (matmul atol scales wi
 from __future__ import annotations
 
 import numpy as np
-import oracle
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastnn.backends import KERNELS, BackendUnavailable, available_backends, backend_names, get_backend
+from tests import oracle
 
 BACKENDS = available_backends()
 DTYPES = [np.float32, np.float64]
@@ -91,7 +91,7 @@ def test_matmul_rejects_bad_input(name):
 
 # ---------------------------------------------------------------- activations
 @pytest.mark.parametrize("name", BACKENDS)
-@pytest.mark.parametrize("act", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("act", ["relu", "sigmoid", "tanh"], ids=lambda act: f"{act}-{act}_backward")
 @settings(max_examples=20, deadline=None)
 @given(n=dims, h=dims, dtype=st.sampled_from(DTYPES), layout=layouts, scale=st.sampled_from([1.0, 30.0, 1e4]),
        seed=st.integers(0, 2**31))
@@ -114,7 +114,7 @@ def test_activation_forward_backward_match_oracle(name, act, n, h, dtype, layout
 
 
 @pytest.mark.parametrize("name", BACKENDS)
-@pytest.mark.parametrize("act", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("act", ["relu", "sigmoid", "tanh"], ids=lambda act: f"{act}_backward")
 def test_activation_backward_rejects_mismatched_shapes(name, act):
     fn = getattr(get_backend(name), f"{act}_backward")
     with pytest.raises(ValueError, match=r"\(2, 3\).*\(3, 2\)"):
@@ -126,7 +126,7 @@ def test_activation_backward_rejects_mismatched_shapes(name, act):
 @settings(max_examples=30, deadline=None)
 @given(n=dims, c=st.integers(1, 12), dtype=st.sampled_from(DTYPES), layout=layouts,
        scale=st.sampled_from([1.0, 50.0, 1e4]), seed=st.integers(0, 2**31))
-def test_softmax_cross_entropy_matches_oracle(name, n, c, dtype, layout, scale, seed):
+def test_softmax_cross_entropy_and_softmax_cross_entropy_backward_match_oracle(name, n, c, dtype, layout, scale, seed):
     backend = get_backend(name)
     rng = np.random.default_rng(seed)
     logits = rand(rng, (n, c), dtype, scale)
@@ -158,7 +158,7 @@ def test_softmax_cross_entropy_extreme_logits(name, dtype):
 
 
 @pytest.mark.parametrize("name", BACKENDS)
-def test_softmax_cross_entropy_checks_labels(name):
+def test_softmax_cross_entropy_and_softmax_cross_entropy_backward_check_labels(name):
     backend = get_backend(name)
     logits = np.zeros((4, 3), np.float32)
     with pytest.raises(ValueError, match=r"labels shape \(3,\).*4"):
