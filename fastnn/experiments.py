@@ -15,7 +15,7 @@ regularization      none, L2 (1e-3), dropout (0.3), both; on a setting that over
 batch-size          16, 32, 64, 128, 256, 512 (accuracy and wall time)
 augmentation        none, random shifts by up to 1 / 2 / 3 pixels, horizontal flips, shifts of 1
                     and flips; 40 epochs (the recipes' length). The recipes in
-                    ``fastnn.train.RECIPES`` are chosen on its validation accuracy
+                    ``fastnn.training.config.RECIPES`` are chosen on its validation accuracy
 recipe              40 epochs plain, label smoothing 0.1 (with weight decay 5e-4, or 60
                     epochs), shifts of 2 pixels with and without label smoothing 0.1
 backend             numpy, numba, cython, torch, and reference on the first 1,000 images for
@@ -37,22 +37,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from fastnn.backends import backend_names
 from fastnn.common.cli import HelpFormatter, add_backend_option, add_data_dir_option, int_at_least
-from fastnn.common.io import write_csv_rows
 from fastnn.training.sweeps import (
     EXPERIMENTS,
-    _key,
-    make_specs,
     os,
-    plot_experiment,
-    print_markdown,
-    read_rows,
-    run_specs,
-    summarize,
-    time,
+    run_experiments,
 )
 
 
@@ -92,54 +83,10 @@ def _main(argv) -> int:
         p.error(f"unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(EXPERIMENTS)}")
     if args.jobs < 1 or args.seeds < 1 or args.epochs < 1:
         p.error("--jobs, --seeds and --epochs must be >= 1")
-    names = args.names or list(EXPERIMENTS)
-    results = Path(args.results)
-    args.plots_dir = args.plots_dir or str(results / "plots")
-    csv_path = results / "experiments.csv"
-    if args.markdown:
-        print_markdown(read_rows(csv_path), names)
-        return 0
-    done = {_key(r) for r in read_rows(csv_path) if r["status"] == "completed"}
-    from fastnn.inference.forward import inference_backend
-
-    args.backend = inference_backend(args.backend)
-    specs = make_specs(names, args.dataset, args.seeds, args.epochs, args.backend, args.data_dir, results, args.force,
-                       done, args.limit)
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    print(f"{len(specs)} runs to do ({sum(1 for _ in done)} already in {csv_path}); {args.jobs} at a time, "
-          f"{threads} thread(s) each" + (f", on the Dask cluster at {args.scheduler}" if args.scheduler else ""))
-    t0 = time.perf_counter()
-
-    def save(row):                                   # each run's row (appended by its worker) as it finishes
-        print(f"  [{time.perf_counter() - t0:6.0f} s] {row['experiment']} {row['dataset']} {row['config']} "
-              f"seed {row['seed']}: {row['status']}"
-              + (f", test {100 * float(row['test_accuracy']):.2f}%" if row["status"] == "completed" else ""),
-              flush=True)
-
-    new_rows = run_specs(specs, args.jobs, threads, args.scheduler, on_result=save)
-    failed = [r for r in new_rows if r["status"] != "completed"]
-    print(f"{len(new_rows)} runs in {time.perf_counter() - t0:.0f} s; {len(failed)} failed")
-    for r in failed:
-        print(f"  failed: {r['experiment']} {r['dataset']} {r['config']} seed {r['seed']}: {r['error']}")
-    all_rows = read_rows(csv_path, warn=lambda *a: None)
-    wrote = []
-    for name in names:
-        summary = summarize(all_rows, name)
-        if not summary:
-            continue
-        write_csv_rows(summary, results / f"{name}.csv")
-        print(f"\n{name}:")
-        for s in summary:
-            print(f"  {s['dataset']:>13s}  {s['config']:<20s} test {100 * s['test_accuracy_mean']:6.2f} ± "
-                  f"{100 * s['test_accuracy_std']:.2f}%  train {100 * s['train_accuracy_mean']:6.2f}%  "
-                  f"epoch {s['epoch_time_s_mean']:.3f} s  run {s['wall_time_s_mean']:.1f} s  (n={s['runs']})")
-        for dataset in dict.fromkeys(s["dataset"] for s in summary):
-            plot_experiment(summary, name, dataset, all_rows, Path(args.plots_dir) / f"{name}_{dataset}.png")
-        wrote.append(name)
-    print(f"\nwrote {csv_path}" + (f", {results}/{{{', '.join(f'{n}.csv' for n in wrote)}}}, {args.plots_dir}/"
-                                   if wrote else " (no completed runs to summarise: no tables or figures)"))
-    return 1 if failed else 0
-
+    return run_experiments(args.names or list(EXPERIMENTS), datasets=args.dataset, seeds=args.seeds,
+                           epochs=args.epochs, backend=args.backend, jobs=args.jobs, scheduler=args.scheduler,
+                           data_dir=args.data_dir, results=args.results, plots_dir=args.plots_dir, limit=args.limit,
+                           force=args.force, markdown=args.markdown)
 
 if __name__ == "__main__":
     sys.exit(main())

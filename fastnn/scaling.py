@@ -19,11 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from fastnn.backends import backend_names, get_backend
-from fastnn.common.cli import HelpFormatter, add_data_dir_option, int_at_least, new_run_folder, run_main
-from fastnn.speed.scaling import _measure, plot, run_all
+from fastnn.common.cli import HelpFormatter, add_data_dir_option, int_at_least, run_main
+from fastnn.speed.scaling import measure, write_scaling
 
 
 def main(argv=None) -> int:
@@ -51,31 +50,15 @@ def _main(argv) -> int:
         if args.worker not in backend_names():
             p.error(f"--worker {args.worker!r}: not a backend ({', '.join(backend_names())})")
         get_backend(args.worker)                          # BackendUnavailable: one line saying how to get it
-        print(json.dumps(_measure(args.worker, args.samples, args.repeats, args.data_dir)))
+        print(json.dumps(measure(args.worker, args.samples, args.repeats, args.data_dir)))
         return 0
     from fastnn.backends import available_backends
-    from fastnn.common.io import write_csv_rows
 
     missing = [b for b in args.backends if b not in available_backends()]
     if missing:
         p.error(f"backends unavailable here: {', '.join(missing)}")
-    if args.plots_dir is None or args.csv is None:
-        folder = new_run_folder("scaling")
-        args.plots_dir = args.plots_dir or str(folder)
-        args.csv = args.csv or str(folder / "scaling.csv")
-    rows = run_all(args.backends, args.threads, args.samples, args.repeats, args.data_dir)
-    write_csv_rows(rows, args.csv)
-    out = Path(args.plots_dir)
-    plot(rows, "batch", out / "scaling_batch.png", "batch size",
-         "Epoch time against batch size (784-128-64-10; solid 2 threads, dashed 1)")
-    plot(rows, "width", out / "scaling_width.png", "hidden width H (layers 784-H-H/2-10, batch 64)",
-         "Epoch time against hidden width (solid 2 threads, dashed 1)")
-    print(f"{'backend':>8s} {'thr':>3s} {'sweep':>6s} {'value':>6s} {'epoch s':>9s}")
-    for r in rows:
-        print(f"{r['backend']:>8s} {r['threads']:3d} {r['sweep']:>6s} {r['value']:6d} {r['epoch_s']:9.3f}")
-    print(f"wrote {args.csv}, {out / 'scaling_batch.png'}, {out / 'scaling_width.png'}")
-    return 0
-
+    return write_scaling(args.backends, args.threads, args.samples, args.repeats, args.data_dir, args.plots_dir,
+                         args.csv)
 
 if __name__ == "__main__":
     sys.exit(main())

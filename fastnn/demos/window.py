@@ -1,4 +1,5 @@
-"""``python -m fastnn.demo``: draw a digit (or a piece of clothing) and watch the network read it.
+"""Draw a digit (or a piece of clothing) and watch the network read it: the ``Demo`` window behind
+``python -m fastnn.demo``.
 (``--web``: the same in a web page, ``fastnn.demos.web``.)
 
 A matplotlib window (or a Jupyter cell with ``%matplotlib widget``, ipympl) with:

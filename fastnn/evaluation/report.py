@@ -1,4 +1,4 @@
-"""``python -m fastnn.evaluate --model PATH``: how good a trained model is, where it fails, what it learned.
+"""How good a trained model is, where it fails, what it learned: ``run`` behind ``python -m fastnn.evaluate``.
 
 Computes on the test set (``fastnn.evaluation.metrics``): accuracy, per-class precision / recall / F1,
 macro and weighted averages, the confusion matrix (counts and row-normalized), the most

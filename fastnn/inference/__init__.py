@@ -1,0 +1,1 @@
+"""Inference: the fused forward plan behind ``NeuralNetwork.predict`` and its input checks (forward)."""

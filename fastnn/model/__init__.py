@@ -1,0 +1,1 @@
+"""The model: ``NeuralNetwork`` (network), its initializers, its file format and its ONNX export."""

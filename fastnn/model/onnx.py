@@ -1,4 +1,4 @@
-"""``python -m fastnn.export MODEL --onnx OUT``: a trained model as a standard ONNX file.
+"""A trained model as a standard ONNX file: ``export_onnx`` behind ``python -m fastnn.export``.
 
 The graph is the network's forward pass in inference mode, written with the ``onnx`` package
 (an optional extra: ``pip install -e ".[onnx]"`` in the project folder):

@@ -1,0 +1,2 @@
+"""Measuring speed: the machine and its ceilings (machine), the profile (profiling), scaling, and the
+benchmark report (report)."""

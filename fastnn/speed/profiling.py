@@ -1,4 +1,4 @@
-"""``python -m fastnn.profile --backend NAME``: where one epoch of training spends its time.
+"""Where one epoch of training spends its time: ``profile`` behind ``python -m fastnn.profile``.
 
 Writes ``<backend>.txt`` (a readable report) and ``<backend>.prof`` (cProfile stats:
 ``python -m pstats`` or ``snakeviz`` open it) into ``--out-dir``, and ``profile_<backend>.png``

@@ -1,4 +1,4 @@
-"""``python -m fastnn.benchmarks_report RESULTS.json``: figures from a saved pytest-benchmark run.
+"""Figures from a saved pytest-benchmark run: ``write_report`` behind ``python -m fastnn.benchmarks_report``.
 
     OMP_NUM_THREADS=2 python -m pytest benchmarks --benchmark-only --benchmark-json=RESULTS.json
     OMP_NUM_THREADS=2 python -m fastnn.benchmarks_report RESULTS.json
@@ -32,7 +32,17 @@ from pathlib import Path
 
 import numpy as np
 
+from fastnn.backends import omp_threads
+from fastnn.common.errors import UserError
 from fastnn.common.io import open_regular
+from fastnn.speed.machine import (
+    blas_kernel_mismatch,
+    measure_bandwidth_gbs,
+    measure_coretypes,
+    measure_fma_peak,
+    measure_sgemm_peaks,
+    summary_lines,
+)
 
 BACKEND_ORDER = ["reference", "numpy", "numba-kernels", "numba", "numba-timers", "cython", "cython-timers", "torch",
                  "jax-step", "jax-scan", "onnxruntime"]
@@ -227,3 +237,68 @@ def plot_roofline(rows, ceilings: dict[str, float], bandwidth: float, path) -> l
     ax.grid(which="both", alpha=0.3)
     save_figure(fig, path)
     return points
+
+def write_report(results, plots_dir=None, coretypes: bool = False, log=print) -> int:
+    """The report behind ``python -m fastnn.benchmarks_report``: the figures of a pytest-benchmark
+    JSON (``results``) and this machine's ceilings, measured now, into ``plots_dir`` (default
+    ``<results>-plots``); ``coretypes`` also times numpy's sgemm under each OPENBLAS_CORETYPE.
+    Returns 0. Raises UserError for a file that is not a pytest-benchmark JSON."""
+    try:
+        rows = load_results(results)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    out = Path(plots_dir) if plots_dir else Path(results).with_name(Path(results).stem + "-plots")
+    log("\n".join(summary_lines()))
+    log("\nmeasuring this machine's ceilings ...")
+    threads = omp_threads()
+    fma = measure_fma_peak(threads)
+    sgemm = measure_sgemm_peaks()
+    bandwidth = measure_bandwidth_gbs()
+    if fma:
+        log(f"arithmetic limit (fastnn's FMA loop, fastnn/backends/cython/fma_peak.h, {threads} threads, best of 5): "
+              f"{fma:.1f} GFLOP/s")
+    for lib, gflops in sorted(sgemm.items(), key=lambda kv: -kv[1]):
+        log(f"sgemm 2048^3 float32, best of 5, {lib}: {gflops:.1f} GFLOP/s")
+    log(f"memory bandwidth (256 MB copy, best of 5): {bandwidth:.1f} GB/s")
+    if coretypes:
+        log("\nnumpy's sgemm under each OPENBLAS_CORETYPE (fresh processes):")
+        for coretype, arch, big, small in measure_coretypes():
+            log(f"  {coretype:<12s} kernels {arch:<12s} 2048^3 {big:7.1f} GFLOP/s   "
+                  f"64x128 @ 128x64 {small:6.1f} GFLOP/s")
+    mismatch = blas_kernel_mismatch()
+    if mismatch:
+        log(f"\nnote: {mismatch}")
+    best_lib, best = max(sgemm.items(), key=lambda kv: kv[1])
+    ceilings = {}
+    if fma:
+        ceilings[f"FMA limit (fastnn's loop, {threads} threads)"] = fma
+    ceilings[f"best sgemm ({best_lib})"] = best
+    plot_kernels(rows, out / "benchmark_kernels.png")
+    written = [out / "benchmark_kernels.png"]
+    try:
+        table = plot_epoch(rows, out / "benchmark_epoch.png")
+        written.append(out / "benchmark_epoch.png")
+        log("\none MNIST epoch (median):")
+    except ValueError as exc:                           # only some benchmarks ran: plot what is there
+        table = []
+        log(f"\nnote: {exc}: no epoch figure")
+    for name, median, ratio, to_jax in table:
+        log(f"  {name:>14s}  {median:8.3f} s  {ratio:5.2f} x torch"
+              + (f"  {to_jax:5.2f} x jax-scan" if to_jax else ""))
+    inference = inference_table(rows)
+    if inference:
+        log("\ninference (batch-1 p50 of predict; throughput: best pass over the 10,000 test images):")
+        for name, p50, ips, lat_ratio, thr_ratio in inference:
+            log((f"  {name:>12s}  p50 {1e6 * p50:7.1f} us" if p50 else f"  {name:>12s}  p50       -  ")
+                + (f"  {ips:11,.0f} images/s" if ips else "")
+                + (f"  p50 {lat_ratio:.2f} x onnxruntime" if lat_ratio and name != "onnxruntime" else "")
+                + (f"  throughput {thr_ratio:.2f} x onnxruntime" if thr_ratio and name != "onnxruntime" else ""))
+    points = plot_roofline(rows, ceilings, bandwidth, out / "roofline.png")
+    log(f"\nroofline points (GFLOP/s; share of the best sgemm, {best:.0f} GFLOP/s"
+          + (f", and of the FMA limit, {fma:.0f}" if fma else "") + "):")
+    for what, backend, ai, gflops in sorted(points, key=lambda p: (p[0], p[1])):
+        log(f"  {what:<42s} {backend:>14s}  AI {ai:7.2f}  {gflops:8.2f} GFLOP/s  {100 * gflops / best:5.1f}%"
+              + (f"  {100 * gflops / fma:5.1f}%" if fma else ""))
+    written.append(out / "roofline.png")
+    log(f"\nwrote {', '.join(map(str, written))}")
+    return 0

@@ -1,4 +1,5 @@
-"""``python -m fastnn.scaling``: how the cost of training grows with batch size, width and threads.
+"""How the cost of training grows with batch size, width and threads: ``write_scaling`` behind
+``python -m fastnn.scaling``.
 
 For each backend (default numpy, numba, cython, torch) and each thread count (1 and 2), a fresh
 Python process (thread pools are fixed at start-up: ``OMP_NUM_THREADS`` and
@@ -21,17 +22,20 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
+from fastnn.common.cli import new_run_folder
 from fastnn.common.errors import UserError
+from fastnn.common.io import write_csv_rows
 
 BATCHES = [16, 32, 64, 128, 256, 512, 1024]
 WIDTHS = [64, 128, 256, 512, 1024]
 EPOCH = 60_000
 
 
-def _measure(backend: str, samples: int, repeats: int, data_dir) -> list[dict]:
+def measure(backend: str, samples: int, repeats: int, data_dir) -> list[dict]:
     """In this process: seconds per 60,000-sample epoch for every batch size and width."""
     from fastnn.data.datasets import load_dataset
     from fastnn.model.network import NeuralNetwork
@@ -100,3 +104,25 @@ def plot(rows, kind: str, path, xlabel: str, title: str) -> None:
     ax.grid(which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     save_figure(fig, path)
+
+def write_scaling(backends, threads, samples: int, repeats: int, data_dir=None, plots_dir=None, csv=None,
+                  log=print) -> int:
+    """The sweep behind ``python -m fastnn.scaling``: every point of ``run_all``, written as a CSV
+    (``csv``) and two figures (into ``plots_dir``; both default to a new folder under runs/), and
+    printed as a table. Returns 0."""
+    if plots_dir is None or csv is None:
+        folder = new_run_folder("scaling")
+        plots_dir = plots_dir or str(folder)
+        csv = csv or str(folder / "scaling.csv")
+    rows = run_all(backends, threads, samples, repeats, data_dir)
+    write_csv_rows(rows, csv)
+    out = Path(plots_dir)
+    plot(rows, "batch", out / "scaling_batch.png", "batch size",
+         "Epoch time against batch size (784-128-64-10; solid 2 threads, dashed 1)")
+    plot(rows, "width", out / "scaling_width.png", "hidden width H (layers 784-H-H/2-10, batch 64)",
+         "Epoch time against hidden width (solid 2 threads, dashed 1)")
+    log(f"{'backend':>8s} {'thr':>3s} {'sweep':>6s} {'value':>6s} {'epoch s':>9s}")
+    for r in rows:
+        log(f"{r['backend']:>8s} {r['threads']:3d} {r['sweep']:>6s} {r['value']:6d} {r['epoch_s']:9.3f}")
+    log(f"wrote {csv}, {out / 'scaling_batch.png'}, {out / 'scaling_width.png'}")
+    return 0

@@ -1,4 +1,4 @@
-"""``python -m fastnn.experiments [NAME ...]``: named grids of training runs, in parallel.
+"""Named grids of training runs, in parallel: ``run_experiments`` behind ``python -m fastnn.experiments``.
 
 Each experiment varies one thing and holds everything else at the trainer's defaults
 (``fastnn.training.config.TrainConfig``) without augmentation or dropout (the plain recipe), over
@@ -15,7 +15,7 @@ regularization      none, L2 (1e-3), dropout (0.3), both; on a setting that over
 batch-size          16, 32, 64, 128, 256, 512 (accuracy and wall time)
 augmentation        none, random shifts by up to 1 / 2 / 3 pixels, horizontal flips, shifts of 1
                     and flips; 40 epochs (the recipes' length). The recipes in
-                    ``fastnn.train.RECIPES`` are chosen on its validation accuracy
+                    ``fastnn.training.config.RECIPES`` are chosen on its validation accuracy
 recipe              40 epochs plain, label smoothing 0.1 (with weight decay 5e-4, or 60
                     epochs), shifts of 2 pixels with and without label smoothing 0.1
 backend             numpy, numba, cython, torch, and reference on the first 1,000 images for
@@ -35,8 +35,6 @@ Dask cluster instead (``pip install -e ".[dask]"`` in the project folder).
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 import time
 import traceback
@@ -46,10 +44,20 @@ import numpy as np
 
 from fastnn.common.cli import FolderBusy, output_folder, release_folder
 from fastnn.common.errors import UserError
-from fastnn.common.io import NotARegularFile, open_regular, read_history, write_csv_rows
+from fastnn.common.io import read_history, write_csv_rows
 from fastnn.common.provenance import git_commit
+from fastnn.inference.forward import inference_backend
+from fastnn.training.sweep_results import (  # noqa: F401
+    FIELDS,
+    NUMERIC,
+    append_rows,
+    plot_experiment,
+    print_markdown,
+    read_rows,
+    summarize,
+)
 
-AUGMENTATION_EPOCHS = 40   # the recipes' epochs (fastnn.train.RECIPES)
+AUGMENTATION_EPOCHS = 40   # the recipes' epochs (fastnn.training.config.RECIPES)
 
 EXPERIMENTS: dict[str, list[tuple[str, dict]]] = {
     "learning-rate": [(f"sgd lr={lr}", {"optimizer": "sgd", "lr": lr, "lr_schedule": "constant"})
@@ -75,11 +83,6 @@ EXPERIMENTS: dict[str, list[tuple[str, dict]]] = {
     "backend": [(b, {"backend": b}) for b in ("numpy", "numba", "cython", "torch")]
                + [("reference (subset)", {"backend": "reference", "limit": 1000, "test_limit": 1000, "epochs": 1})],
 }
-
-FIELDS = ["experiment", "dataset", "config", "seed", "backend", "epochs", "limit", "status", "train_accuracy",
-          "train_loss",
-          "val_accuracy", "val_loss", "test_accuracy", "test_loss", "best_epoch", "epoch_time_s", "wall_time_s",
-          "git_commit", "run_dir", "error"]
 
 
 def run_one(spec: dict) -> dict | None:
@@ -150,218 +153,6 @@ def _key(row) -> tuple:
             str(row.get("limit") or ""))
 
 
-NUMERIC = ("train_accuracy", "train_loss", "val_accuracy", "val_loss", "test_accuracy", "test_loss", "epoch_time_s",
-           "wall_time_s")
-
-
-def _learning_curve(history_csv: Path) -> list[dict]:
-    """A finished run's history.csv rows, or [] where it is gone or damaged (the plot goes on)."""
-    try:
-        return read_history(history_csv)
-    except (ValueError, OSError):
-        return []
-
-
-def read_rows(path: Path, warn=print) -> list[dict]:
-    """The rows of an experiments CSV written by ``append_rows``; rows that are cut short (the last
-    line without its newline: a writer was stopped mid-line) or whose numbers do not parse are
-    left out with a warning through ``warn``.
-
-    Raises:
-        UserError: the file is a folder, not text, or not an experiments CSV (no header of ours).
-    """
-    from fastnn.common.errors import UserError
-
-    path = Path(path)
-    if not path.exists():
-        return []
-    if path.is_dir():
-        raise UserError(f"{path} is a folder, not the experiments CSV; move it away or choose another --results")
-    try:
-        with open_regular(path, "r", encoding="utf-8") as f:
-            text = f.read()
-    except NotARegularFile as exc:
-        raise UserError(f"{path} {exc.strerror}: the experiments CSV must be one") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not a text CSV file; move it away (runs are recorded there)") from None
-    if not text.strip():
-        return []
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [f for f in ("experiment", "dataset", "config", "seed", "epochs", "status")
-               if f not in (reader.fieldnames or [])]
-    if missing:
-        raise UserError(f"{path} is not an experiments CSV (its header lacks {', '.join(missing)}); move it away")
-    rows, skipped = [], 0
-    complete_lines = text.endswith("\n")
-    all_rows = list(reader)
-    for i, row in enumerate(all_rows):
-        if None in row or None in row.values() or (i == len(all_rows) - 1 and not complete_lines):
-            skipped += 1                                    # too many or too few cells, or a cut last line
-            continue
-        row = {**dict.fromkeys(FIELDS, ""), **row}          # columns an older or hand-made file lacks: empty
-        if row["status"] == "completed":
-            try:
-                [float(row[k]) for k in NUMERIC]
-            except ValueError:
-                skipped += 1
-                continue
-        rows.append(row)
-    if skipped:
-        warn(f"warning: {path}: left out {skipped} damaged row(s) (cut short or not numeric)")
-    return rows
-
-
-def append_rows(rows: list[dict], path: Path) -> None:
-    """Append rows to the CSV, one line per row, under an exclusive lock (``fcntl.flock`` on
-    ``<path>.lock``), the header first when the file is new: two sweeps writing into one results
-    folder interleave their rows and lose none."""
-    import fcntl
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(path) + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            new = not path.exists() or path.stat().st_size == 0
-            if not new:                               # a file of an older format: its rows moved to ours once
-                with open(path, newline="", encoding="utf-8") as f:
-                    header = next(csv.reader(f), [])
-                if header != FIELDS:
-                    old = read_rows(path)
-                    if old:
-                        write_csv_rows([{k: r.get(k) or "" for k in FIELDS} for r in old], path)
-                    else:
-                        new = True
-            with open(path, "w" if new else "a", newline="", encoding="utf-8") as f:
-                writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
-                if new:
-                    writer.writeheader()
-                writer.writerows(rows)
-                f.flush()
-                os.fsync(f.fileno())
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def summarize(rows: list[dict], experiment: str) -> list[dict]:
-    """Mean and std (over seeds) per dataset and configuration, completed runs only, in the grid's order."""
-    order = [name for name, _ in EXPERIMENTS[experiment]]
-    out = []
-    for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        for config in order:
-            runs = [r for r in rows if r["experiment"] == experiment and r["dataset"] == dataset
-                    and r["config"] == config and r["status"] == "completed"]
-            if not runs:
-                continue
-            summary = {"experiment": experiment, "dataset": dataset, "config": config, "runs": len(runs),
-                       "backend": runs[0]["backend"], "epochs": runs[0]["epochs"]}
-            for field in ("test_accuracy", "val_accuracy", "train_accuracy", "test_loss", "epoch_time_s",
-                          "wall_time_s"):
-                vals = np.array([float(r[field]) for r in runs])
-                summary[f"{field}_mean"] = float(vals.mean())
-                summary[f"{field}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-            gap = np.array([float(r["train_accuracy"]) - float(r["val_accuracy"]) for r in runs])
-            summary["train_val_gap_mean"] = float(gap.mean())
-            out.append(summary)
-    return out
-
-
-def plot_experiment(summary: list[dict], experiment: str, dataset: str, rows: list[dict], path: Path) -> None:
-    from fastnn.common.plotting import plt, save_figure
-
-    s = [r for r in summary if r["dataset"] == dataset]
-    if not s:
-        return
-    names = [r["config"] for r in s]
-    x = np.arange(len(s))
-    extra = experiment in ("batch-size", "backend", "optimizer")
-    fig, axes = plt.subplots(1, 2 if extra else 1, figsize=(11 if extra else 6.5, 4), squeeze=False)
-    ax = axes[0, 0]
-    if experiment in ("regularization", "augmentation", "recipe"):
-        width = 0.38
-        left, label = (("train_accuracy", "train (last epoch)") if experiment == "regularization" else
-                       ("val_accuracy", "validation (last epoch): chooses"))
-        ax.bar(x - width / 2, [100 * r[f"{left}_mean"] for r in s], width, label=label, color="tab:gray",
-               yerr=[100 * r[f"{left}_std"] for r in s], capsize=3)
-        ax.bar(x + width / 2, [100 * r["test_accuracy_mean"] for r in s], width,
-               yerr=[100 * r["test_accuracy_std"] for r in s], capsize=3, label="test (best val model)")
-        ax.legend(fontsize=8, loc="lower left")
-    else:
-        ax.bar(x, [100 * r["test_accuracy_mean"] for r in s], yerr=[100 * r["test_accuracy_std"] for r in s],
-               capsize=3, color="tab:blue")
-    paired = experiment in ("regularization", "augmentation", "recipe")     # two bars per configuration
-    for xi, r in zip(x, s):
-        for key, dx in ((("val_accuracy", -0.19), ("test_accuracy", 0.19)) if experiment != "regularization"
-                        else (("test_accuracy", 0.19),)) if paired else (("test_accuracy", 0.0),):
-            ax.text(xi + dx, 100 * (r[f"{key}_mean"] + r[f"{key}_std"]), f"{100 * r[f'{key}_mean']:.2f}",
-                    ha="center", va="bottom", fontsize=7)
-    low = min(100 * r["test_accuracy_mean"] for r in s)
-    if experiment in ("augmentation", "recipe"):      # tenths of a percent apart: zoom in
-        values = [100 * r[k] for r in s for k in ("test_accuracy_mean", "val_accuracy_mean")]
-        ax.set_ylim(min(values) - 1, max(values) + 0.6)
-    else:
-        ax.set_ylim(max(0, low - (5 if low > 50 else low)), 100.5)
-    ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel(("accuracy" if paired else "test accuracy") + " (%), mean ± std over seeds")
-    ax.set_title(f"{experiment} on {dataset}", fontsize=10)
-    if experiment in ("batch-size", "backend"):
-        ax2 = axes[0, 1]
-        key = "wall_time_s_mean" if experiment == "batch-size" else "epoch_time_s_mean"
-        ax2.bar(x, [r[key] for r in s], color="tab:orange")
-        ax2.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
-        ax2.set_yscale("log")
-        ax2.set_ylabel("wall time per run (s)" if experiment == "batch-size" else "median epoch time (s)")
-        ax2.set_title("time" + (" (reference: 800-image subset)" if experiment == "backend" else ""), fontsize=10)
-    if experiment == "optimizer":
-        ax2 = axes[0, 1]
-        for r in s:
-            curves = [_learning_curve(Path(run["run_dir"]) / "history.csv") for run in rows
-                      if run["experiment"] == experiment and run["dataset"] == dataset and run["config"] == r["config"]
-                      and run["status"] == "completed"]
-            curves = [c for c in curves if c]
-            if not curves:
-                continue
-            n = min(len(c) for c in curves)
-            val = np.mean([[float(row["val_accuracy"]) for row in c[:n]] for c in curves], axis=0)
-            ax2.plot(range(1, n + 1), 100 * val, marker="o", ms=3, label=r["config"])
-        ax2.set_xlabel("epoch")
-        ax2.set_ylabel("validation accuracy (%), mean over seeds")
-        ax2.set_title("learning curves", fontsize=10)
-        ax2.legend(fontsize=8)
-    save_figure(fig, path)
-
-
-def print_markdown(rows: list[dict], names) -> None:
-    """The summaries as Markdown tables, one per experiment, both datasets side by side."""
-    for name in names:
-        summary = summarize(rows, name)
-        if not summary:
-            continue
-        datasets = list(dict.fromkeys(s["dataset"] for s in summary))
-        chooses = name in ("augmentation", "recipe")     # chosen on validation: show it first
-        head = " | ".join((f"{d} val accuracy | " if chooses else "") + f"{d} test accuracy | {d} train - val gap"
-                          for d in datasets)
-        backend = "per row" if name == "backend" else summary[0]["backend"]
-        print(f"\n{name} ({summary[0]['runs']} seeds, {summary[0]['epochs']} epochs, backend {backend}):\n")
-        print(f"| configuration | {head} | epoch time | run time |")
-        print("|---" * (3 + (3 if chooses else 2) * len(datasets)) + "|")
-        for config in dict.fromkeys(s["config"] for s in summary):
-            cells, times = [], []
-            for d in datasets:
-                s = next((x for x in summary if x["dataset"] == d and x["config"] == config), None)
-                if s is None:
-                    cells += ["", "", ""] if chooses else ["", ""]
-                    continue
-                if chooses:
-                    cells.append(f"{100 * s['val_accuracy_mean']:.2f} ± {100 * s['val_accuracy_std']:.2f}%")
-                cells += [f"{100 * s['test_accuracy_mean']:.2f} ± {100 * s['test_accuracy_std']:.2f}%",
-                          f"{100 * s['train_val_gap_mean']:+.2f} pp"]
-                times.append(s)
-            epoch = " / ".join(f"{t['epoch_time_s_mean']:.3f} s" for t in times)
-            run = " / ".join(f"{t['wall_time_s_mean']:.1f} s" for t in times)
-            print(f"| {config} | {' | '.join(cells)} | {epoch} | {run} |")
-
-
 def make_specs(names, datasets, seeds, epochs, backend, data_dir, results: Path, force: bool, done: set,
                limit: int | None = None) -> list[dict]:
     commit = git_commit()
@@ -422,3 +213,64 @@ def run_specs(specs, jobs: int, threads: int, scheduler: str | None = None, on_r
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def configs(experiment: str) -> list[str]:
+    """An experiment's configuration names, in its grid's order."""
+    return [name for name, _ in EXPERIMENTS[experiment]]
+
+
+def _print_now(text: str) -> None:
+    print(text, flush=True)                          # a sweep's progress, line by line, even into a pipe
+
+
+def run_experiments(names, *, datasets=("mnist",), seeds: int = 3, epochs: int = 10, backend: str = "auto",
+                    jobs: int = 1, scheduler: str | None = None, data_dir=None, results="runs/experiments",
+                    plots_dir=None, limit: int | None = None, force: bool = False, markdown: bool = False,
+                    log=_print_now) -> int:
+    """The sweep behind ``python -m fastnn.experiments``: run the named experiments' runs not yet
+    in ``<results>/experiments.csv`` (``jobs`` at a time, or on the Dask cluster at ``scheduler``),
+    then write each experiment's summary CSV and figures. ``markdown``: run nothing, print the
+    summaries as Markdown tables. Returns the exit status: 1 if a run failed, else 0."""
+    results = Path(results)
+    plots_dir = plots_dir or str(results / "plots")
+    csv_path = results / "experiments.csv"
+    if markdown:
+        print_markdown(read_rows(csv_path), {name: configs(name) for name in names})
+        return 0
+    done = {_key(r) for r in read_rows(csv_path) if r["status"] == "completed"}
+    backend = inference_backend(backend)
+    specs = make_specs(names, datasets, seeds, epochs, backend, data_dir, results, force, done, limit)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    log(f"{len(specs)} runs to do ({sum(1 for _ in done)} already in {csv_path}); {jobs} at a time, "
+        f"{threads} thread(s) each" + (f", on the Dask cluster at {scheduler}" if scheduler else ""))
+    t0 = time.perf_counter()
+
+    def save(row):                                   # each run's row (appended by its worker) as it finishes
+        log(f"  [{time.perf_counter() - t0:6.0f} s] {row['experiment']} {row['dataset']} {row['config']} "
+            f"seed {row['seed']}: {row['status']}"
+            + (f", test {100 * float(row['test_accuracy']):.2f}%" if row["status"] == "completed" else ""))
+
+    new_rows = run_specs(specs, jobs, threads, scheduler, on_result=save)
+    failed = [r for r in new_rows if r["status"] != "completed"]
+    log(f"{len(new_rows)} runs in {time.perf_counter() - t0:.0f} s; {len(failed)} failed")
+    for r in failed:
+        log(f"  failed: {r['experiment']} {r['dataset']} {r['config']} seed {r['seed']}: {r['error']}")
+    all_rows = read_rows(csv_path, warn=lambda *a: None)
+    wrote = []
+    for name in names:
+        summary = summarize(all_rows, name, configs(name))
+        if not summary:
+            continue
+        write_csv_rows(summary, results / f"{name}.csv")
+        log(f"\n{name}:")
+        for s in summary:
+            log(f"  {s['dataset']:>13s}  {s['config']:<20s} test {100 * s['test_accuracy_mean']:6.2f} ± "
+                f"{100 * s['test_accuracy_std']:.2f}%  train {100 * s['train_accuracy_mean']:6.2f}%  "
+                f"epoch {s['epoch_time_s_mean']:.3f} s  run {s['wall_time_s_mean']:.1f} s  (n={s['runs']})")
+        for dataset in dict.fromkeys(s["dataset"] for s in summary):
+            plot_experiment(summary, name, dataset, all_rows, Path(plots_dir) / f"{name}_{dataset}.png")
+        wrote.append(name)
+    log(f"\nwrote {csv_path}" + (f", {results}/{{{', '.join(f'{n}.csv' for n in wrote)}}}, {plots_dir}/"
+                                 if wrote else " (no completed runs to summarise: no tables or figures)"))
+    return 1 if failed else 0

@@ -8,6 +8,7 @@ import pytest
 
 from fastnn import benchmarks_report
 from fastnn.speed import machine as speed_machine
+from fastnn.speed import report as speed_report
 from fastnn.speed import scaling
 
 
@@ -34,10 +35,10 @@ def fake_results(tmp_path):
 
 
 def test_benchmarks_report_writes_three_plots(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(benchmarks_report, "measure_sgemm_peaks", lambda: {"numpy (OpenBLAS)": 150.0,
+    monkeypatch.setattr(speed_report, "measure_sgemm_peaks", lambda: {"numpy (OpenBLAS)": 150.0,
                                                                            "ONNX Runtime (MLAS)": 170.0})
-    monkeypatch.setattr(benchmarks_report, "measure_fma_peak", lambda threads: 200.0)  # keep the test fast
-    monkeypatch.setattr(benchmarks_report, "measure_bandwidth_gbs", lambda: 30.0)
+    monkeypatch.setattr(speed_report, "measure_fma_peak", lambda threads: 200.0)  # keep the test fast
+    monkeypatch.setattr(speed_report, "measure_bandwidth_gbs", lambda: 30.0)
     code = benchmarks_report.main([str(fake_results(tmp_path)), "--plots-dir", str(tmp_path / "plots")])
     assert code == 0
     for name in ("benchmark_kernels.png", "benchmark_epoch.png", "roofline.png"):
@@ -76,7 +77,7 @@ def test_machine_names_cpu_isa_and_blas():
 def test_scaling_worker_measures_every_point(mnist_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(scaling, "BATCHES", [32, 64])
     monkeypatch.setattr(scaling, "WIDTHS", [64, 128])
-    rows = scaling._measure("numpy", samples=256, repeats=1, data_dir=mnist_dir)
+    rows = scaling.measure("numpy", samples=256, repeats=1, data_dir=mnist_dir)
     assert [(r["sweep"], r["value"]) for r in rows] == [("batch", 32), ("batch", 64), ("width", 64), ("width", 128)]
     assert all(r["epoch_s"] > 0 for r in rows)
     scaling.plot(rows, "batch", tmp_path / "b.png", "batch size", "t")

@@ -2,12 +2,8 @@
 """The cython backend's augmentation: each call's rows, moved as the epoch's
 ``fastnn.data.augment.Augmenter`` says, into a batch-ordered CSR for the fused step
 (``fastnn/backends/numba/augment.py`` is the same algorithm, loop for loop)."""
-from cython.parallel cimport prange, parallel, threadid
-from libc.math cimport exp, log, sqrt, tanh
+from cython.parallel cimport prange
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t
-from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
-from cython cimport floating
 from fastnn.backends.cython._shared cimport _prefetch_row
 
 import numpy as np
@@ -104,7 +100,7 @@ def augment_csr(const int64_t[::1] indptr, const uint16_t[::1] indices, const ui
                 const uint16_t[::1] col_of, Py_ssize_t height, Py_ssize_t width, int n_threads,
                 int64_t[::1] out_indptr, uint16_t[::1] out_indices, uint8_t[::1] out_pixels):
     """Rows order[lo + j] of a CSR image set, each moved by moves[j] = (dx, dy, flip), into a
-    batch-ordered CSR (row j); returns the non-zeros written. Arguments: ``fastnn.augment``.
+    batch-ordered CSR (row j); returns the non-zeros written. Arguments: ``fastnn.data.augment``.
 
     Pixel p (row r, column c) goes to (r + dy) * W + c' + dx, c' = c or W - 1 - c (flipped),
     dropped where the column or the row leaves the canvas. Indices stay ascending within a row:

@@ -1,10 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The cython backend's fused forward: every layer of a batch in one call
 (``fastnn/backends/numba/fused_forward.py`` is the same algorithm)."""
-from cython.parallel cimport prange, parallel, threadid
-from libc.math cimport exp, log, sqrt, tanh
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t
-from libc.stdlib cimport free, malloc
+from cython.parallel cimport prange
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport free
 from libc.string cimport memcpy
 from cython cimport floating
 from fastnn.backends.cython._shared cimport (
@@ -47,7 +46,7 @@ cdef enum:
     FORWARD_PARALLEL_ROWS = 16     # rows from which the threads share a batch
     FORWARD_MAX_LAYERS = 64
     FORWARD_MAX_THREADS = 256      # threads whose first bad row fused_forward keeps
-    FORWARD_BLOCK_ROWS = 32        # rows that go through W0 together (fastnn.inference.FORWARD_BLOCK_ROWS)
+    FORWARD_BLOCK_ROWS = 32        # rows that go through W0 together (fastnn.backends.fused_interface.FORWARD_BLOCK_ROWS)
     FORWARD_BLOCK_BYTES = 16384    # W0's rows per pixel block: half of a 32 KB L1
 
 

@@ -4,7 +4,6 @@
 from cython.parallel cimport prange
 from libc.math cimport exp, log, sqrt
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
-from libc.string cimport memcpy
 from cython cimport floating
 from fastnn.backends.cython._shared cimport (
     _activate, _activate_backward, _gemm, _now, _prefetch_row, _sparse_pixels, _sparse_row,
@@ -31,7 +30,7 @@ from fastnn.backends.fused_interface import check_steps
 cdef inline void _update(floating* p, const floating* g, floating* s1, floating* s2, Py_ssize_t count,
                          floating wd, int opt, floating lr, floating mu, floating beta1, floating beta2,
                          floating eps, floating step_size, floating v_corr) noexcept nogil:
-    """One optimizer update of ``count`` parameters p from gradient g, as ``fastnn.optim``: with
+    """One optimizer update of ``count`` parameters p from gradient g, as ``fastnn.training.optim``: with
     g' = g + wd p, sgd: p -= lr g'; momentum: s1 = mu s1 + g', p -= lr s1; adam: s1 = b1 s1 +
     (1-b1) g', s2 = b2 s2 + (1-b2) g'^2, p -= step_size s1 / (sqrt(s2 / v_corr) + eps)."""
     cdef Py_ssize_t k

@@ -10,10 +10,9 @@ No BLAS in the kernel interface: matmul is a hand-written loop nest. The fused t
 path calls BLAS gemm for its dense layers (see there).
 """
 from cython.parallel cimport prange, parallel, threadid
-from libc.math cimport exp, log, sqrt, tanh
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t
+from libc.math cimport exp, log, tanh
+from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
 from cython cimport floating
 from fastnn.backends.cython._shared cimport _now, _sigmoid, _softmax_row
 

@@ -55,7 +55,7 @@ def read_cycles():
 
 
 # ---------------------------------------------------------------- elementwise pieces
-# In-place versions of the interface's activation kernels (numba_backend's ``_relu_kernel``
+# In-place versions of the interface's activation kernels (kernels.py's ``_relu_kernel``
 # etc.): here ``out`` is often the same slice as ``z`` (no dropout), and ``d`` is read and
 # written. Called on one array twice, the interface kernels fail LLVM's runtime alias check
 # and run scalar: the backward to layer 0 took 0.029 s per epoch against 0.012 s with these
@@ -95,7 +95,7 @@ def _activate_backward(d, out, act):
 @njit(cache=True, inline="always")
 def softmax_row(z, probs):
     """probs (C,) = softmax(z) with the row maximum subtracted (the sum in float64); returns
-    (sum of exp(z - max), max) for the log-sum-exp. Shared with ``numba_backend.softmax``."""
+    (sum of exp(z - max), max) for the log-sum-exp. Shared with the backend's ``softmax``."""
     mx = z[0]
     for j in range(1, z.size):
         if z[j] > mx:

@@ -150,7 +150,7 @@ def _forward_rows(weights, biases, X, act, mode, unit_range, out_f, out_i, work_
                 if logits[j] > logits[best]:
                     best = j
             out_i[i] = best
-        elif mode == 1:                                           # probs, as numba_backend.softmax
+        elif mode == 1:                                           # probs, as the backend's softmax
             softmax_row(logits, out_f[i])
         else:
             for j in range(c):

@@ -19,8 +19,8 @@ logits), where one compiler fuses a multiply-add that the other rounds twice.
 No bounds checks: the caller guarantees col0 + 8 L <= n_out and valid indices.
 
 ``sparse_row`` is the whole row (every column) on top of it, the numba twin of the Cython
-backend's ``sparse_row_T``/``sparse_pixels_T``: the fused forward (``numba_forward``) and the
-fused training path's layer 0 forward and weight gradient (``numba_fused``) call it.
+backend's ``sparse_row_T``/``sparse_pixels_T``: the fused forward (``fused_forward.py``) and the
+fused training path's layer 0 forward and weight gradient (``fused_step.py``) call it.
 """
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def accumulate_rows(typingctx, W, n_out, col0, idx, val, q0, q1, scale, z_in, z)
 
 @njit(cache=True, fastmath={"contract"}, inline="always")
 def sparse_row(W_flat, n_out, idx, val, q0, q1, scale, z_in, z):
-    """z (n_out,) = z_in + sum_{q0 <= q < q1} x_q W[idx[q]] (x_q as ``numba_simd.accumulate_rows``);
+    """z (n_out,) = z_in + sum_{q0 <= q < q1} x_q W[idx[q]] (x_q as ``accumulate_rows``);
     W_flat the (n_in * n_out,) row-major weights; z_in may be z (accumulate). Eight vectors of
     columns at a time in registers, then the last columns through z, each sum in q order (FMA):
     the same order of sums as the Cython backend's ``sparse_row_T`` (fastnn/backends/cython/sparse_row.h)."""
