@@ -52,9 +52,9 @@ def _trainer(name, dataset):
     model = NeuralNetwork(LAYERS, backend="numpy" if backend == "jax" else backend, seed=0)
     optimizer = make_optimizer("momentum", model, 0.05)
     if backend == "jax":
-        jax_baseline = pytest.importorskip("fastnn.comparators.jax_trainer",
+        jax_module = pytest.importorskip("fastnn.comparators.jax_trainer",
                                        reason="jax not installed: pip install -e '.[bench]'")
-        return jax_baseline.JaxTrainer(model, optimizer, dataset, mode=variant)
+        return jax_module.JaxTrainer(model, optimizer, dataset, mode=variant)
     if backend not in available_backends():
         pytest.skip(f"backend {backend} unavailable here")
     augmenter = Augmenter(parse_augment(AUGMENT), dataset.images.shape[1:]) if variant == "augment" else None

@@ -12,7 +12,9 @@ identical signatures and semantics (see ``reference`` for the specification):
 - ``softmax_cross_entropy_backward(probs, labels)`` -> (probs - one_hot(labels)) / N
 
 Use ``get_backend(name)`` and ``available_backends()``; the model and the
-trainer only ever see the returned module.
+trainer only ever see the returned module. The compiled backends (``numba/``, ``cython/``, the
+same files under the same names) also run whole training steps and whole forward passes: their
+``fused_steps`` and ``fused_forward`` take the named groups of ``fused_interface``.
 """
 from __future__ import annotations
 

@@ -176,30 +176,30 @@ def test_torch_trainer_follows_the_same_trajectory(torch, optimizer):
 def test_jax_comparator_follows_the_same_trajectory(mode, weight_decay):
     """The benchmark's JAX comparator trains the same network: same losses as the kernel path
     (float32, JAX's own summation order), in scan mode through the jitted lax.scan."""
-    jax_baseline = pytest.importorskip("fastnn.comparators.jax_trainer",
+    jax_module = pytest.importorskip("fastnn.comparators.jax_trainer",
                                    reason="jax not installed: pip install -e '.[bench]'")
 
     ref, ref_model, _ = trajectory(KernelTrainer, "numpy", "momentum", weight_decay, 0.0, "relu", np.float32,
                                    n_steps=60)
-    got, model, opt = trajectory(jax_baseline.JaxTrainer, "numpy", "momentum", weight_decay, 0.0, "relu",
+    got, model, opt = trajectory(jax_module.JaxTrainer, "numpy", "momentum", weight_decay, 0.0, "relu",
                                  np.float32, n_steps=60, mode=mode)
     np.testing.assert_allclose(got, ref, rtol=1e-3)
     assert opt.t >= 60
 
 
 def test_jax_comparator_run_epoch_brings_the_weights_back():
-    jax_baseline = pytest.importorskip("fastnn.comparators.jax_trainer",
+    jax_module = pytest.importorskip("fastnn.comparators.jax_trainer",
                                    reason="jax not installed: pip install -e '.[bench]'")
     ds = toy_dataset()
     models = [NeuralNetwork([50, 16, 5], backend="numpy", seed=1) for _ in range(2)]
     kernel = KernelTrainer(models[0], make_optimizer("momentum", models[0], 0.05), ds)
-    jax_trainer = jax_baseline.JaxTrainer(models[1], make_optimizer("momentum", models[1], 0.05), ds, mode="scan")
+    jax_trainer = jax_module.JaxTrainer(models[1], make_optimizer("momentum", models[1], 0.05), ds, mode="scan")
     order = np.random.default_rng(0).permutation(len(ds))
     np.testing.assert_allclose(jax_trainer.run_epoch(order, 32), kernel.run_epoch(order, 32), rtol=1e-4)
     for W_jax, W_ref in zip(models[1].weights, models[0].weights):              # synced at the epoch's end
         np.testing.assert_allclose(W_jax, W_ref, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="ReLU, no dropout"):
-        jax_baseline.JaxTrainer(NeuralNetwork([50, 5], backend="numpy", activation="tanh"),
+        jax_module.JaxTrainer(NeuralNetwork([50, 5], backend="numpy", activation="tanh"),
                                 make_optimizer("sgd", models[0], 0.1), ds)
 
 
