@@ -24,7 +24,7 @@ RESULTS: dict[tuple[str, str], dict] = {}
 # Training first: measured after the ~80 kernel benchmarks, the fused epochs came out ~25%
 # slower (0.35 x torch instead of 0.28 in the same session; REPORT.md), so the headline
 # numbers are taken while the process is fresh, and the kernels after them.
-FILE_ORDER = ["test_training.py", "test_inference.py", "test_kernels.py", "test_startup.py"]
+FILE_ORDER = ["test_training.py", "test_inference.py", "test_grid.py", "test_kernels.py", "test_startup.py"]
 
 
 def _file_rank(item) -> int:
@@ -102,7 +102,7 @@ def pytest_terminal_summary(terminalreporter):
                 else:
                     line += (f"  p50 {r['median_s'] / base['median_s']:5.2f} x onnxruntime's "
                              f"(p99 {r['p99_s'] / base['p99_s']:.2f})")
-            if group.startswith("epoch"):
+            if group.startswith(("epoch", "grid epoch")):
                 for ref in ("torch", "jax-scan"):
                     if ref in rows and name != ref:
                         base = rows[ref]

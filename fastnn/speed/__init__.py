@@ -1,2 +1,2 @@
-"""Measuring speed: the machine and its ceilings (machine), the profile (profiling), scaling, and the
-benchmark report (report)."""
+"""Measuring speed: the machine and its ceilings (machine), the profile (profiling), scaling, the
+shape grid (grid), and the benchmark report (report)."""

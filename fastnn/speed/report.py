@@ -35,6 +35,7 @@ import numpy as np
 from fastnn.backends import omp_threads
 from fastnn.common.errors import UserError
 from fastnn.common.io import open_regular
+from fastnn.speed.grid import plot_grid
 from fastnn.speed.machine import (
     blas_kernel_mismatch,
     measure_bandwidth_gbs,
@@ -87,6 +88,8 @@ def plot_kernels(rows, path) -> None:
     from fastnn.common.plotting import COLORS, plt, save_figure
 
     kernel_rows = [r for r in rows if r.get("kernel")]
+    if not kernel_rows:
+        raise ValueError("no kernel benchmarks in the run")
     groups = list(dict.fromkeys(r["group"] for r in kernel_rows))
     backends = _order(r["backend"] for r in kernel_rows)
     fig, ax = plt.subplots(figsize=(max(10, 0.9 * len(groups)), 5.5))
@@ -273,8 +276,12 @@ def write_report(results, plots_dir=None, coretypes: bool = False, log=print) ->
     if fma:
         ceilings[f"FMA limit (fastnn's loop, {threads} threads)"] = fma
     ceilings[f"best sgemm ({best_lib})"] = best
-    plot_kernels(rows, out / "benchmark_kernels.png")
-    written = [out / "benchmark_kernels.png"]
+    written = []
+    try:                                                # only some benchmarks ran: plot what is there
+        plot_kernels(rows, out / "benchmark_kernels.png")
+        written.append(out / "benchmark_kernels.png")
+    except ValueError as exc:
+        log(f"\nnote: {exc}: no kernel figure")
     try:
         table = plot_epoch(rows, out / "benchmark_epoch.png")
         written.append(out / "benchmark_epoch.png")
@@ -293,6 +300,16 @@ def write_report(results, plots_dir=None, coretypes: bool = False, log=print) ->
                 + (f"  {ips:11,.0f} images/s" if ips else "")
                 + (f"  p50 {lat_ratio:.2f} x onnxruntime" if lat_ratio and name != "onnxruntime" else "")
                 + (f"  throughput {thr_ratio:.2f} x onnxruntime" if thr_ratio and name != "onnxruntime" else ""))
+    grid = [{**r, "trainer": r["backend"], "epoch_s": r["median_s"]} for r in rows
+            if r["group"].startswith("grid epoch")]
+    if grid:
+        plot_grid(grid, out / "grid.png", best, grid[0].get("density", 0.19))
+        written.append(out / "grid.png")
+        log(f"\nthe shape grid (epoch of 60,000 samples, median; ratio to jax-scan; best sgemm {best:.0f} GFLOP/s):")
+        for r in grid:
+            jax = next((g for g in grid if g["group"] == r["group"] and g["trainer"] == "jax-scan"), None)
+            log(f"  {r['sweep']:>5s} {r['value']:>5}  {r['trainer']:>8s}  {r['epoch_s']:8.3f} s"
+                + (f"  {r['epoch_s'] / jax['epoch_s']:5.2f} x jax-scan" if jax and r is not jax else ""))
     points = plot_roofline(rows, ceilings, bandwidth, out / "roofline.png")
     log(f"\nroofline points (GFLOP/s; share of the best sgemm, {best:.0f} GFLOP/s"
           + (f", and of the FMA limit, {fma:.0f}" if fma else "") + "):")
