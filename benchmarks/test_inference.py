@@ -1,12 +1,18 @@
 """Inference per backend, side by side with ONNX Runtime (the usual way to serve a small model on
 a CPU): batch-1 latency of ``model.predict`` on real test images (p50 and p99 over
 ``LATENCY_CALLS`` calls per entry) and throughput on the 10,000 MNIST test images (the best and
-the median of ``THROUGHPUT_ROUNDS`` passes), 784-128-64-10 ReLU, the same weights everywhere.
+the median of ``THROUGHPUT_ROUNDS`` passes), the shipped pretrained MNIST model (784-128-64-10 ReLU) everywhere.
 
 ``onnxruntime``: the model exported by ``fastnn.export`` with the labels output alone
 (MatMul/Add/Relu/ArgMax, no Softmax), ``intra_op_num_threads`` = OMP_NUM_THREADS (else the
 core count); skipped with the reason where onnx/onnxruntime are not installed
-(``pip install -e ".[bench]"``). numba and cython run their fused forward (one compiled call,
+(``pip install -e ".[bench]"``). ``openvino``: the same ONNX file compiled by OpenVINO for its
+CPU device as its documentation advises ("High-level Performance Hints"): the LATENCY hint and
+one synchronous request for batch 1, the THROUGHPUT hint and an ``AsyncInferQueue`` of the
+device's optimal number of requests, the batch split between them, for the test set; both with
+``INFERENCE_NUM_THREADS`` = OMP_NUM_THREADS and float32 arithmetic (``INFERENCE_PRECISION_HINT``:
+on a CPU with bf16 instructions OpenVINO would otherwise compute in bf16, and its labels differed
+from the others' on 55 of the 10,000 images). numba and cython run their fused forward (one compiled call,
 ``fastnn.inference.forward``); numpy and torch kernel by kernel. Every entry's labels on the 10,000
 images are checked against ONNX Runtime's before anything is timed. Entries run interleaved
 (A B C ... A B C ...), so that the shared machine's noise falls on all of them alike, with a
@@ -39,7 +45,7 @@ def sparse_flop(X) -> int:
     other layers dense (ReLU's zeros, which the fused forward also skips, not counted)."""
     return 2 * (int(np.count_nonzero(X)) * LAYERS[1]
                 + len(X) * sum(a * b for a, b in zip(LAYERS[1:-1], LAYERS[2:])))
-ENTRIES = ["onnxruntime", "numpy", "numba", "cython", "torch"]
+ENTRIES = ["onnxruntime", "openvino", "numpy", "numba", "cython", "torch"]
 LATENCY_GROUP = "inference latency (batch 1)"
 THROUGHPUT_GROUP = "inference throughput (10,000 test images)"
 LATENCY_ROUNDS, LATENCY_CALLS = 10, 2_000          # per entry: 20,000 timed calls
@@ -73,21 +79,59 @@ def onnxruntime_predict(model):
     return lambda X: session.run(["labels"], {"pixels": X})[0]
 
 
-def predictors(mnist_test) -> dict:
-    """name -> predict(X) for every entry available here, validated: labels equal to ORT's."""
+def openvino_predict(model, hint: str):
+    """OpenVINO's ``predict`` for ``model`` under a performance ``hint`` ("LATENCY": one synchronous
+    request; "THROUGHPUT": the batch split over an AsyncInferQueue): X (N, D) float32 -> labels (N,)."""
+    ov = pytest.importorskip("openvino", reason="openvino not installed: pip install -e '.[bench]'")
+    pytest.importorskip("onnx", reason="onnx not installed: pip install -e '.[bench]'")
+    import tempfile
+    from pathlib import Path
+
+    from fastnn.model.onnx import to_onnx_bytes
+
+    core = ov.Core()
+    with tempfile.TemporaryDirectory() as tmp:                     # OpenVINO reads an ONNX file
+        path = Path(tmp) / "model.onnx"
+        path.write_bytes(to_onnx_bytes(model, outputs=("labels",)))
+        compiled = core.compile_model(core.read_model(path), "CPU",
+                                      {"PERFORMANCE_HINT": hint, "INFERENCE_NUM_THREADS": ort_threads(),
+                                       "INFERENCE_PRECISION_HINT": "f32"})      # not bf16: the others' float32
+    output = compiled.output(0)
+    if hint == "LATENCY":
+        request = compiled.create_infer_request()
+        return lambda X: request.infer({0: X})[output]
+    queue = ov.AsyncInferQueue(compiled, 0)                          # 0: the device's optimal number of requests
+    labels: dict = {}
+    queue.set_callback(lambda request, part: labels.__setitem__(part, request.get_output_tensor(0).data.copy()))
+
+    def predict(X):
+        labels.clear()
+        parts = np.array_split(np.arange(len(X)), len(queue))
+        for k, rows in enumerate(parts):
+            queue.start_async({0: X[rows[0]:rows[-1] + 1] if len(rows) else X[:0]}, k)
+        queue.wait_all()
+        return np.concatenate([labels[k] for k in range(len(parts))]).astype(np.int64)
+
+    return predict
+
+
+def predictors(mnist_test, hint: str = "LATENCY") -> dict:
+    """name -> predict(X) for every entry available here, validated: labels equal to ORT's.
+    ``hint``: what OpenVINO is configured for (LATENCY or THROUGHPUT)."""
     X = mnist_test.features()                                       # (10000, 784) float32
     out = {}
     for name in ENTRIES:
-        if name == "onnxruntime":
+        if name in ("onnxruntime", "openvino"):
+            model = NeuralNetwork.pretrained("mnist", backend="numpy")
             try:
-                out[name] = onnxruntime_predict(NeuralNetwork(LAYERS, backend="numpy", seed=0))
+                out[name] = onnxruntime_predict(model) if name == "onnxruntime" else openvino_predict(model, hint)
             except pytest.skip.Exception as exc:
                 print(f"skipped {name}: {exc}")
         elif name in available_backends():
-            out[name] = NeuralNetwork(LAYERS, backend=name, seed=0).predict
+            out[name] = NeuralNetwork.pretrained("mnist", backend=name).predict
         else:
             print(f"skipped {name}: backend unavailable here")
-    reference = out["onnxruntime"](X) if "onnxruntime" in out else NeuralNetwork(LAYERS, seed=0).predict(X)
+    reference = out["onnxruntime"](X) if "onnxruntime" in out else NeuralNetwork.pretrained("mnist").predict(X)
     for name, predict in out.items():
         labels = predict(X)
         assert np.array_equal(labels, reference), f"{name}: labels differ from the reference on " \
@@ -144,7 +188,7 @@ def test_latency_one_image(benchmark, mnist_test):
 def test_throughput_test_set(benchmark, mnist_test):
     """The 10,000 test images in one ``predict`` call, entries interleaved; images/s from the
     best pass (and the median, for the noise)."""
-    entries = predictors(mnist_test)
+    entries = predictors(mnist_test, hint="THROUGHPUT")
     X = mnist_test.features()                                       # (10000, 784)
 
     def one_pass(predict):
