@@ -1,7 +1,8 @@
 """Inference per backend, side by side with ONNX Runtime (the usual way to serve a small model on
 a CPU): batch-1 latency of ``model.predict`` on real test images (p50 and p99 over
 ``LATENCY_CALLS`` calls per entry) and throughput on the 10,000 MNIST test images (the best and
-the median of ``THROUGHPUT_ROUNDS`` passes), the shipped pretrained MNIST model (784-128-64-10 ReLU) everywhere.
+the median of ``THROUGHPUT_ROUNDS`` passes), each of the shipped pretrained models (MNIST, Fashion-MNIST; 784-128-64-10
+ReLU) on its own test set, the same model everywhere.
 
 ``onnxruntime``: the model exported by ``fastnn.export`` with the labels output alone
 (MatMul/Add/Relu/ArgMax, no Softmax), ``intra_op_num_threads`` = OMP_NUM_THREADS (else the
@@ -33,6 +34,7 @@ import pytest
 from fastnn import NeuralNetwork
 from fastnn.backends import available_backends
 from fastnn.data.datasets import load_dataset
+from fastnn.speed.report import inference_group
 
 from .conftest import record_result
 
@@ -46,19 +48,19 @@ def sparse_flop(X) -> int:
     return 2 * (int(np.count_nonzero(X)) * LAYERS[1]
                 + len(X) * sum(a * b for a, b in zip(LAYERS[1:-1], LAYERS[2:])))
 ENTRIES = ["onnxruntime", "openvino", "numpy", "numba", "cython", "torch"]
-LATENCY_GROUP = "inference latency (batch 1)"
-THROUGHPUT_GROUP = "inference throughput (10,000 test images)"
+MODELS = ["mnist", "fashion-mnist"]               # the shipped pretrained models
 LATENCY_ROUNDS, LATENCY_CALLS = 10, 2_000          # per entry: 20,000 timed calls
 THROUGHPUT_ROUNDS = 15
 PAUSE_S = 0.2                                      # before each entry's turn: the last one's threads go idle
 
 
-@pytest.fixture(scope="module")
-def mnist_test():
+@pytest.fixture(scope="module", params=MODELS)
+def test_set(request):
+    """(dataset name, its test set): each benchmark runs once per shipped model."""
     try:
-        return load_dataset("mnist", "test")
+        return request.param, load_dataset(request.param, "test")
     except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"real MNIST unavailable: {exc}")
+        pytest.skip(f"real {request.param} unavailable: {exc}")
 
 
 def ort_threads() -> int:
@@ -115,23 +117,24 @@ def openvino_predict(model, hint: str):
     return predict
 
 
-def predictors(mnist_test, hint: str = "LATENCY") -> dict:
+def predictors(test_set, hint: str = "LATENCY") -> dict:
     """name -> predict(X) for every entry available here, validated: labels equal to ORT's.
     ``hint``: what OpenVINO is configured for (LATENCY or THROUGHPUT)."""
-    X = mnist_test.features()                                       # (10000, 784) float32
+    dataset, data = test_set
+    X = data.features()                                             # (10000, 784) float32
     out = {}
     for name in ENTRIES:
         if name in ("onnxruntime", "openvino"):
-            model = NeuralNetwork.pretrained("mnist", backend="numpy")
+            model = NeuralNetwork.pretrained(dataset, backend="numpy")
             try:
                 out[name] = onnxruntime_predict(model) if name == "onnxruntime" else openvino_predict(model, hint)
             except pytest.skip.Exception as exc:
                 print(f"skipped {name}: {exc}")
         elif name in available_backends():
-            out[name] = NeuralNetwork.pretrained("mnist", backend=name).predict
+            out[name] = NeuralNetwork.pretrained(dataset, backend=name).predict
         else:
             print(f"skipped {name}: backend unavailable here")
-    reference = out["onnxruntime"](X) if "onnxruntime" in out else NeuralNetwork.pretrained("mnist").predict(X)
+    reference = out["onnxruntime"](X) if "onnxruntime" in out else NeuralNetwork.pretrained(dataset).predict(X)
     for name, predict in out.items():
         labels = predict(X)
         assert np.array_equal(labels, reference), f"{name}: labels differ from the reference on " \
@@ -158,11 +161,12 @@ def run_rounds(benchmark, group: str, entries: dict, time_entry, rounds: int) ->
     return times
 
 
-def test_latency_one_image(benchmark, mnist_test):
+def test_latency_one_image(benchmark, test_set):
     """Batch 1 through ``predict``, one image at a time from the test set; every call timed on its
     own (perf_counter_ns), entries interleaved in blocks of ``LATENCY_CALLS`` calls."""
-    entries = predictors(mnist_test)
-    X = mnist_test.features()
+    entries = predictors(test_set)
+    X = test_set[1].features()
+    group = inference_group("latency", test_set[0])
     rows = [X[i:i + 1] for i in range(LATENCY_CALLS)]              # (1, 784) views, as a caller's
 
     def block(predict):
@@ -173,7 +177,7 @@ def test_latency_one_image(benchmark, mnist_test):
             ns[k] = time.perf_counter_ns() - t0
         return ns
 
-    times = run_rounds(benchmark, LATENCY_GROUP, entries, block, LATENCY_ROUNDS)
+    times = run_rounds(benchmark, group, entries, block, LATENCY_ROUNDS)
     rounds = len(next(iter(times.values()), []))
     if rounds > 1:
         per_entry = {}
@@ -181,22 +185,23 @@ def test_latency_one_image(benchmark, mnist_test):
             seconds = np.concatenate(blocks) * 1e-9
             per_entry[name] = {"median_s": float(np.median(seconds)), "min_s": float(seconds.min()),
                                "p99_s": float(np.percentile(seconds, 99)), "calls": int(seconds.size)}
-            record_result(LATENCY_GROUP, name, **per_entry[name])
+            record_result(group, name, **per_entry[name])
         benchmark.extra_info["interleaved"] = per_entry
 
 
-def test_throughput_test_set(benchmark, mnist_test):
+def test_throughput_test_set(benchmark, test_set):
     """The 10,000 test images in one ``predict`` call, entries interleaved; images/s from the
     best pass (and the median, for the noise)."""
-    entries = predictors(mnist_test, hint="THROUGHPUT")
-    X = mnist_test.features()                                       # (10000, 784)
+    entries = predictors(test_set, hint="THROUGHPUT")
+    X = test_set[1].features()                                      # (10000, 784)
+    group = inference_group("throughput", test_set[0])
 
     def one_pass(predict):
         t0 = time.perf_counter()
         predict(X)
         return time.perf_counter() - t0
 
-    times = run_rounds(benchmark, THROUGHPUT_GROUP, entries, one_pass, THROUGHPUT_ROUNDS)
+    times = run_rounds(benchmark, group, entries, one_pass, THROUGHPUT_ROUNDS)
     rounds = len(next(iter(times.values()), []))
     if rounds > 1:
         per_entry = {}
@@ -206,5 +211,5 @@ def test_throughput_test_set(benchmark, mnist_test):
             per_entry[name] = {"median_s": float(np.median(t)), "min_s": best, "images_per_s": len(X) / best,
                                "gflops": flop / best / 1e9, "sparse_gflops": flop_sparse / best / 1e9,
                                "flop": flop, "sparse_flop": flop_sparse, "images": len(X), "times_s": t}
-            record_result(THROUGHPUT_GROUP, name, **{k: v for k, v in per_entry[name].items() if k != "times_s"})
+            record_result(group, name, **{k: v for k, v in per_entry[name].items() if k != "times_s"})
         benchmark.extra_info["interleaved"] = per_entry
