@@ -1,29 +1,7 @@
 """``python -m fastnn.benchmarks_report RESULTS.json``: figures from a saved pytest-benchmark run.
 
-    OMP_NUM_THREADS=2 python -m pytest benchmarks --benchmark-only --benchmark-json=RESULTS.json
-    OMP_NUM_THREADS=2 python -m fastnn.benchmarks_report RESULTS.json
-
-writes, into ``--plots-dir`` (default ``<results>-plots`` beside the JSON; the committed ones:
-``--plots-dir plots``), ``benchmark_kernels.png`` (median time per kernel and size, per backend,
-log scale), ``benchmark_epoch.png`` (one MNIST epoch per trainer, as a ratio to torch and to
-JAX) and ``roofline.png``: achieved GFLOP/s of each backend's matmuls and training
-steps against this machine's ceilings, which the command measures itself (run it on the
-machine that ran the benchmarks, with the same thread settings):
-
-- arithmetic: fastnn's own FMA-throughput loop (``fastnn/backends/cython/fma_peak.h``: independent fused
-  multiply-adds on the widest vectors the compiler targets) on every thread at once;
-- practical sgemm: the best float32 GEMM rate (2048^3, best of 5) of every BLAS at hand:
-  numpy's (OpenBLAS), torch's, JAX's (XLA) and ONNX Runtime's (MLAS), each named;
-- memory: the best copy bandwidth of a 256 MB array (read + write bytes, best of 5).
-
-One library alone is no ceiling: OpenBLAS may not recognise a new CPU and run older kernels
-(``fastnn.speed.machine.blas_kernel_mismatch``); ``--coretypes`` also times numpy's sgemm under
-each ``OPENBLAS_CORETYPE`` worth trying on this CPU, in fresh processes.
-
-A point's arithmetic intensity is its FLOP count over the bytes it must at least move
-(inputs and outputs once, float32); for a training step, the parameters five times (read
-forward, read backward, gradient write, optimizer read + write) and the activations three.
-It also prints the numbers behind the figures.
+Arguments for one library call, ``fastnn.speed.report.write_report``: the module ``fastnn.speed.report`` says what
+it does and writes; ``python -m fastnn.benchmarks_report --help`` lists the options.
 """
 from __future__ import annotations
 

@@ -1,18 +1,8 @@
 """``python -m fastnn.demo``: draw a digit (or a piece of clothing) and watch the network read it.
-(``--web``: the same in a web page, ``fastnn.demos.web``.)
 
-A matplotlib window (or a Jupyter cell with ``%matplotlib widget``, ipympl) with:
-
-- a drawing canvas (280 x 280 pixels; press and drag the mouse; a soft round brush),
-- the 28 x 28 input as the network sees it: the canvas after the MNIST-style preprocessing that
-  ``python -m fastnn.predict`` applies (``fastnn.predict.preprocess``, the same code),
-- the class probabilities as a live bar chart, and the two hidden layers' activations,
-- buttons: Clear; Random test image (a real test image, its label and the prediction);
-  MNIST / Fashion-MNIST (switch to that dataset's pretrained model).
-
-The pretrained model of ``--dataset`` by default (``NeuralNetwork.pretrained``), or ``--model``
-for your own (the dataset buttons then only change which test images are drawn). From Python:
-``Demo().show()``, or ``Demo()`` in a notebook cell.
+Arguments for one library call, ``fastnn.demos.window.Demo`` (with ``--web``:
+``fastnn.demos.web.serve``): those modules say what they do; ``python -m fastnn.demo --help``
+lists the options.
 """
 from __future__ import annotations
 

@@ -1,21 +1,7 @@
 """``python -m fastnn.evaluate --model PATH``: how good a trained model is, where it fails, what it learned.
 
-Computes on the test set (``fastnn.evaluation.metrics``): accuracy, per-class precision / recall / F1,
-macro and weighted averages, the confusion matrix (counts and row-normalized), the most
-confused class pairs, calibration (reliability bins, expected calibration error) and the
-fraction of dead hidden units per layer. Writes ``evaluation.json`` and these figures into
-``--out`` (default: ``evaluation-<dataset>/`` beside the model; new or empty unless
-``--overwrite``), and prints a table:
-
-- ``confusion_matrix.png``: row-normalized heatmap annotated with counts;
-- ``misclassified.png``: the most confident mistakes, with true / predicted label and confidence;
-- ``most_confused.png``: the class pairs confused most often;
-- ``first_layer_weights.png``: each first-layer unit's weights as a 28 x 28 image;
-- ``hidden_activations.png``: mean activation of each hidden unit for each class;
-- ``saliency.png``: |d score of the predicted class / d pixel| for a few test images, from the
-  model's own backward pass (``NeuralNetwork.input_gradient``);
-- ``calibration.png``: reliability diagram with the ECE;
-- ``learning_curves.png`` and ``dead_units.png``, when the run's ``history.csv`` sits beside the model.
+Arguments for one library call, ``fastnn.evaluation.report.run``: the module ``fastnn.evaluation.report`` says what
+it does and writes; ``python -m fastnn.evaluate --help`` lists the options.
 """
 from __future__ import annotations
 

@@ -1,37 +1,7 @@
 """``python -m fastnn.experiments [NAME ...]``: named grids of training runs, in parallel.
 
-Each experiment varies one thing and holds everything else at the trainer's defaults
-(``fastnn.training.config.TrainConfig``) without augmentation or dropout (the plain recipe), over
-several seeds per configuration:
-
-==================  ==========================================================================
-learning-rate       plain SGD, constant learning rate 0.001 / 0.01 / 0.1
-depth               784-128-10 against 784-128-64-10
-activation          sigmoid, tanh, ReLU
-init                zeros, normal(0, 0.01^2), Xavier, He
-optimizer           SGD (lr 0.1), SGD with momentum 0.9 (lr 0.05), Adam (lr 0.001)
-regularization      none, L2 (1e-3), dropout (0.3), both; on a setting that overfits: the
-                    first 2,000 training images and a 784-512-256-10 network, 40 epochs
-batch-size          16, 32, 64, 128, 256, 512 (accuracy and wall time)
-augmentation        none, random shifts by up to 1 / 2 / 3 pixels, horizontal flips, shifts of 1
-                    and flips; 40 epochs (the recipes' length). The recipes in
-                    ``fastnn.training.config.RECIPES`` are chosen on its validation accuracy
-recipe              40 epochs plain, label smoothing 0.1 (with weight decay 5e-4, or 60
-                    epochs), shifts of 2 pixels with and without label smoothing 0.1
-backend             numpy, numba, cython, torch, and reference on the first 1,000 images for
-                    1 epoch (labelled "reference (subset)")
-==================  ==========================================================================
-
-Every run appends a row to ``<results>/experiments.csv`` (experiment, dataset, configuration,
-seed, backend, final train / validation / test accuracy and loss, epochs, wall time, git
-commit, status); ``<results>/<experiment>.csv`` holds mean and std per configuration and
-``<plots-dir>/<experiment>_<dataset>.png`` the figure (``--results`` defaults to
-``runs/experiments``; the committed ones: ``--results results --plots-dir plots/experiments``). A failed run is
-recorded with
-its error and the others go on; configurations already in the CSV are skipped unless
-``--force``. Runs go through joblib, one process per run with its BLAS / Numba / OpenMP
-threads set so that ``--jobs`` x threads = the cores; ``--scheduler ADDRESS`` sends them to a
-Dask cluster instead (``pip install -e ".[dask]"`` in the project folder).
+Arguments for one library call, ``fastnn.training.sweeps.run_experiments``: the module
+``fastnn.training.sweeps`` says what it does and writes; ``python -m fastnn.experiments --help`` lists the options.
 """
 from __future__ import annotations
 

@@ -1,24 +1,7 @@
 """``python -m fastnn.export MODEL --onnx OUT``: a trained model as a standard ONNX file.
 
-The graph is the network's forward pass in inference mode, written with the ``onnx`` package
-(an optional extra: ``pip install -e ".[onnx]"`` in the project folder):
-
-    input  "pixels"  float (N, D), values in [0, 1] as fastnn.data.datasets.to_float makes them
-    for each layer l:  MatMul(W_l (n_in, n_out)) -> Add(b_l) -> Relu | Sigmoid | Tanh (hidden layers)
-    output "logits"  float (N, C)
-    output "probs"   float (N, C) = Softmax(logits, axis=1)
-    output "labels"  int64 (N,)   = ArgMax(logits, axis=1): the first maximum, as predict
-
-``to_onnx_bytes(model, outputs=...)`` writes a subset: ``("labels",)`` is the graph of
-``predict`` alone (MatMul/Add/activation/ArgMax, no Softmax), the benchmarks' comparator.
-
-Weights are stored as initializers in the model's dtype (float32 or float64); dropout is
-absent (inference). Class names, the architecture and the activation go into the model's
-metadata (the class names as a JSON list of strings). IR version 8 and opset 17: ONNX Runtime 1.10 and later read them.
-ONNX's Sigmoid and
-Tanh are the standard functions, as fastnn's; its Softmax subtracts the row maximum, as
-fastnn's does, so the outputs agree to float rounding (tests/model/test_onnx.py runs the file in
-ONNX Runtime on real test images).
+Arguments for one library call, ``fastnn.model.onnx.export_onnx``: the module ``fastnn.model.onnx`` says what
+it does and writes; ``python -m fastnn.export --help`` lists the options.
 """
 from __future__ import annotations
 

@@ -1,21 +1,7 @@
 """``python -m fastnn.profile --backend NAME``: where one epoch of training spends its time.
 
-Writes ``<backend>.txt`` (a readable report) and ``<backend>.prof`` (cProfile stats:
-``python -m pstats`` or ``snakeviz`` open it) into ``--out-dir``, and ``profile_<backend>.png``
-(the phase breakdown) into ``--plots-dir``; both default to a new folder under ``runs/`` (the
-committed ones: ``--out-dir profiles --plots-dir plots``). Three passes over the same data, each from the same initial
-weights:
-
-1. timed: the trainer the main job uses (fused path for numba/cython, ``nn.Module`` for torch,
-   kernel by kernel otherwise) with its phase timers on. The fused kernels time themselves
-   from the inside (``FusedTrainer.profile``): layer-0 sparse forward, each dense layer's
-   forward and backward, softmax cross-entropy, each layer's weight gradient with its
-   optimizer update, the wait at the end of the parallel regions, the Python between calls;
-2. for torch, fastnn's kernel-by-kernel path on the torch kernels, timed by phase and by
-   kernel, since autograd hides its kernels from the timers;
-3. under cProfile (which slows Python-heavy code; its times are for ranking functions only).
-
-The report names the machine (CPU, ISA, BLAS kernels, versions) and the peak resident memory.
+Arguments for one library call, ``fastnn.speed.profiling.profile``: the module ``fastnn.speed.profiling`` says what
+it does and writes; ``python -m fastnn.profile --help`` lists the options.
 """
 from __future__ import annotations
 

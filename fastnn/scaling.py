@@ -1,18 +1,7 @@
 """``python -m fastnn.scaling``: how the cost of training grows with batch size, width and threads.
 
-For each backend (default numpy, numba, cython, torch) and each thread count (1 and 2), a fresh
-Python process (thread pools are fixed at start-up: ``OMP_NUM_THREADS`` and
-``NUMBA_NUM_THREADS`` are set for it) times training on the first ``--samples`` MNIST
-images with the trainer the main job uses:
-
-- batch size 16 .. 1024 at 784-128-64-10;
-- hidden width H = 64 .. 1024 (layers 784-H-H/2-10) at batch 64.
-
-Each point is the best of ``--repeats`` passes after a warm-up pass, reported as the time of a
-60,000-sample epoch (seconds per sample x 60,000). Writes ``scaling_batch.png`` and
-``scaling_width.png`` into ``--plots-dir`` and ``scaling.csv`` (``--csv``), by default into a new
-folder under ``runs/`` (the committed ones: ``--plots-dir plots --csv profiles/scaling.csv``);
-runs one configuration at a time, so the measurements do not compete for the cores.
+Arguments for one library call, ``fastnn.speed.scaling.write_scaling``: the module ``fastnn.speed.scaling`` says what
+it does and writes; ``python -m fastnn.scaling --help`` lists the options.
 """
 from __future__ import annotations
 

@@ -226,15 +226,14 @@ class FusedTrainer(TrainerBase):
             self.state1, opt.m = flat_views(opt.m)
             self.state2, opt.v = flat_views(opt.v)
 
-    def hyperparameters(self, keep: float | None = None) -> Hyperparameters:
+    def hyperparameters(self) -> Hyperparameters:
         """This call's ``Hyperparameters``: the optimizer's settings now (its learning rate may
         have been scheduled), the floats in the model's dtype."""
         opt, dt = self.optimizer, self.model.dtype.type
         momentum = getattr(opt, "momentum", 0.0)
         beta1, beta2, eps = (opt.beta1, opt.beta2, opt.eps) if self._opt == OPT_CODES["adam"] else (0.0, 0.0, 0.0)
-        keep = 1.0 - self.model.dropout if keep is None else keep
         return Hyperparameters(lr=dt(opt.lr), momentum=dt(momentum), weight_decay=dt(opt.weight_decay),
-                               beta1=dt(beta1), beta2=dt(beta2), eps=dt(eps), keep=dt(keep),
+                               beta1=dt(beta1), beta2=dt(beta2), eps=dt(eps), keep=dt(1.0 - self.model.dropout),
                                label_smoothing=dt(self.label_smoothing), act=int(self._act), opt=int(self._opt),
                                t0=int(self.optimizer.t))
 

@@ -1,27 +1,19 @@
 """The numba backend's interface kernels: matmul, the activations and softmax cross-entropy as
 flat ``@njit(cache=True)`` loop nests (the checked wrappers are in ``fastnn.backends.numba``).
 
-
 Kernels are flat module-level ``@njit(cache=True)`` functions, so a second process loads
 them from Numba's on-disk cache instead of compiling again. ``matmul`` is written out as
 loop nests and never calls BLAS, so it shows what a hand-written kernel reaches: a row-axpy
 kernel (rows of the output in parallel, each accumulated from rows of ``b`` in a contiguous
 inner loop LLVM vectorizes, zero inputs skipped: the right one for MNIST pixels) and, for
 dense inputs, a dot-product kernel whose 2 x 4 output tiles stay in registers (columns of b
-packed as rows first, as BLAS packs its panels). Their GFLOP/s against BLAS at the network's shapes are in the README
-(``pytest benchmarks --benchmark-only``).
+packed as rows first, as BLAS packs its panels). Their GFLOP/s against BLAS at the network's
+shapes: ``pytest benchmarks/test_kernels.py --benchmark-only``.
 
 fastmath: ``contract`` (fused multiply-add), plus ``reassoc`` in the fused path's dot
 products; never the flags that assume no NaN or inf, so a diverging run still shows its NaN.
 
-``fused_steps`` (``fused_step.py``) runs whole training steps in one call, ``fused_forward``
-(``fused_forward.py``) a whole forward pass: see ``fastnn.backends.fused_interface``.
-
-Threads: Numba uses ``NUMBA_NUM_THREADS`` (default: all cores). The kernels of the interface
-call no BLAS, so Numba's pool has the cores to itself. The fused path calls BLAS from inside
-Numba's parallel loop; there BLAS must run single-threaded (``fastnn.training.fused`` sets that with
-threadpoolctl), because an earlier prototype that let OpenBLAS start 2 threads under each of
-Numba's 2 measured 11 s per epoch against 0.8 s with one BLAS thread.
+The kernels of the interface call no BLAS, so Numba's thread pool has the cores to itself.
 """
 from __future__ import annotations
 
