@@ -47,9 +47,8 @@ from fastnn.common.errors import UserError
 from fastnn.common.io import read_history, write_csv_rows
 from fastnn.common.provenance import git_commit
 from fastnn.inference.forward import inference_backend
-from fastnn.training.sweep_results import (  # noqa: F401
+from fastnn.training.sweep_results import (
     FIELDS,
-    NUMERIC,
     append_rows,
     plot_experiment,
     print_markdown,

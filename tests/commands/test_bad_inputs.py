@@ -219,35 +219,37 @@ def test_sigterm_keeps_the_best_model_and_every_output(tmp_path):
 def test_experiments_csv_damage_and_keys(tmp_path):
     """A row cut mid-number (no newline after it) is left out, not taken as complete; a --limit
     run is a different run from a full one; rows are appended, never rewritten."""
+    from fastnn.training import sweep_results as results
     from fastnn.training import sweeps as ex
 
     path = tmp_path / "experiments.csv"
-    full = {k: "" for k in ex.FIELDS} | {k: 0.5 for k in ex.NUMERIC} | {
+    full = {k: "" for k in results.FIELDS} | {k: 0.5 for k in results.NUMERIC} | {
         "experiment": "depth", "dataset": "mnist", "config": "a", "seed": 0, "epochs": 10, "status": "completed"}
     quick = full | {"limit": 1000, "test_accuracy": 0.9}
-    ex.append_rows([full, quick], path)
-    assert len(ex.read_rows(path)) == 2 and ex._key(ex.read_rows(path)[0]) != ex._key(ex.read_rows(path)[1])
+    results.append_rows([full, quick], path)
+    rows = results.read_rows(path)
+    assert len(rows) == 2 and ex._key(rows[0]) != ex._key(rows[1])
     path.write_text(path.read_text()[:-4])                           # the last row cut inside its number
     warnings = []
-    assert len(ex.read_rows(path, warn=warnings.append)) == 1 and "damaged" in warnings[0]
+    assert len(results.read_rows(path, warn=warnings.append)) == 1 and "damaged" in warnings[0]
 
 
 def test_experiments_csv_of_an_older_format_is_migrated(tmp_path):
     """Rows appended to a CSV written before the ``limit`` column keep every old row readable."""
     import csv
 
-    from fastnn.training import sweeps as ex
+    from fastnn.training import sweep_results as results
 
     path = tmp_path / "experiments.csv"
-    old_fields = [f for f in ex.FIELDS if f != "limit"]
-    row = {k: "" for k in old_fields} | {k: 0.5 for k in ex.NUMERIC} | {
+    old_fields = [f for f in results.FIELDS if f != "limit"]
+    row = {k: "" for k in old_fields} | {k: 0.5 for k in results.NUMERIC} | {
         "experiment": "depth", "dataset": "mnist", "config": "a", "seed": 0, "epochs": 10, "status": "completed"}
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=old_fields)
         writer.writeheader()
         writer.writerow(row)
-    ex.append_rows([row | {"limit": 100, "seed": 1}], path)
-    rows = ex.read_rows(path)
+    results.append_rows([row | {"limit": 100, "seed": 1}], path)
+    rows = results.read_rows(path)
     assert len(rows) == 2 and rows[0]["limit"] == "" and rows[1]["limit"] == "100"
 
 

@@ -72,6 +72,7 @@ def test_a_diverging_overwrite_leaves_no_stale_model(mnist_dir, tmp_path):
 def test_two_sweeps_into_one_folder_never_train_one_run_twice(tmp_path):
     """A run whose folder another sweep holds is left to it; a run another sweep finished
     meanwhile is not trained again (no duplicate rows)."""
+    from fastnn.training import sweep_results as results
     from fastnn.training import sweeps as ex
 
     specs = ex.make_specs(["depth"], ["mnist"], 1, 1, "numpy", None, tmp_path, False, set(), 500)
@@ -82,10 +83,11 @@ def test_two_sweeps_into_one_folder_never_train_one_run_twice(tmp_path):
         holder.kill()
         holder.wait()
     row = {k: specs[0][k] for k in ("experiment", "dataset", "config", "seed")}
-    numbers = dict.fromkeys(ex.NUMERIC, 0.5)
-    ex.append_rows([{**row, **numbers, "epochs": 1, "limit": 500, "status": "completed"}], tmp_path / "experiments.csv")
+    numbers = dict.fromkeys(results.NUMERIC, 0.5)
+    results.append_rows([{**row, **numbers, "epochs": 1, "limit": 500, "status": "completed"}],
+                        tmp_path / "experiments.csv")
     assert ex.run_one(specs[0]) is None                      # finished by "another sweep": not again
-    assert len(ex.read_rows(tmp_path / "experiments.csv")) == 1
+    assert len(results.read_rows(tmp_path / "experiments.csv")) == 1
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import csv
 import pytest
 
 from fastnn import experiments
+from fastnn.training import sweep_results as results
 from fastnn.training import sweeps
 
 pytestmark = pytest.mark.slow
@@ -27,7 +28,7 @@ def test_sweep_writes_rows_summary_and_plot_then_skips(tmp_path, mnist_dir, caps
     assert sweep(tmp_path, mnist_dir) == 0
     got = rows(tmp_path / "results" / "experiments.csv")
     assert len(got) == 4 and {r["config"] for r in got} == {"784-128-10", "784-128-64-10"}
-    assert set(sweeps.FIELDS) <= set(got[0]) and all(r["status"] == "completed" for r in got)
+    assert set(results.FIELDS) <= set(got[0]) and all(r["status"] == "completed" for r in got)
     assert all(0 < float(r["test_accuracy"]) <= 1 and r["git_commit"] for r in got)
     summary = rows(tmp_path / "results" / "depth.csv")
     assert [s["config"] for s in summary] == ["784-128-10", "784-128-64-10"] and summary[0]["runs"] == "2"
