@@ -2,7 +2,7 @@
 
 Metadata lives in pyproject.toml. Flags: -O3, plus -march=native unless FASTNN_PORTABLE=1
 (for wheels meant for other machines), plus -fopenmp when the compiler can build and link
-an OpenMP program (it also turns on the `omp simd` loop in fastnn/backends/cython/dot_tile.h); without it
+an OpenMP program (it also turns on the OpenMP threads of the packed GEMM in fastnn/backends/cython/gemm.h); without it
 the build still succeeds and ``prange`` runs serially
 (``fastnn.backends.cython.openmp_threads()`` then reports 1).
 """
@@ -16,10 +16,9 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 
-def _compiles(compiler, flags, needs_runtime=True) -> bool:
-    """Whether ``compiler`` can compile and link a small (OpenMP) program with ``flags``."""
-    src = ("#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n" if needs_runtime
-           else "int main(void) { return 0; }\n")
+def _compiles(compiler, flags) -> bool:
+    """Whether ``compiler`` can compile and link a small OpenMP program with ``flags``."""
+    src = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "check_openmp.c"
         path.write_text(src)
@@ -42,8 +41,6 @@ class BuildExt(build_ext):
             link_args.append("-fopenmp")
         else:
             print("fastnn: the C compiler has no OpenMP; building the Cython kernels single-threaded")
-            if _compiles(self.compiler, ["-fopenmp-simd"], needs_runtime=False):
-                compile_args.append("-fopenmp-simd")   # still vectorize fastnn/backends/cython/dot_tile.h
         for ext in self.extensions:
             ext.extra_compile_args = compile_args + ext.extra_compile_args
             ext.extra_link_args = link_args + ext.extra_link_args
@@ -51,7 +48,7 @@ class BuildExt(build_ext):
 
 
 CYTHON_DIR = "fastnn/backends/cython"
-HEADERS = [f"{CYTHON_DIR}/{h}" for h in ("dot_tile.h", "fma_peak.h", "sparse_row.h")]
+HEADERS = [f"{CYTHON_DIR}/{h}" for h in ("gemm.h", "gemm_impl.h", "fma_peak.h", "sparse_row.h")]
 # One extension per .pyx, named as the numba backend's files (kernels, fused_step, fused_forward,
 # augment); _shared.pxd holds the inlines they share.
 extensions = [

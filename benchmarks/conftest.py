@@ -24,7 +24,8 @@ RESULTS: dict[tuple[str, str], dict] = {}
 # Training first: measured after the ~80 kernel benchmarks, the fused epochs came out ~25%
 # slower (0.35 x torch instead of 0.28 in the same session; REPORT.md), so the headline
 # numbers are taken while the process is fresh, and the kernels after them.
-FILE_ORDER = ["test_training.py", "test_inference.py", "test_grid.py", "test_kernels.py", "test_startup.py"]
+FILE_ORDER = ["test_training.py", "test_inference.py", "test_grid.py", "test_gemm.py", "test_kernels.py",
+              "test_startup.py"]
 
 
 def _file_rank(item) -> int:
@@ -116,6 +117,8 @@ def pytest_terminal_summary(terminalreporter):
                 line += (f"  {r['median_s'] / rows[plain]['median_s']:5.3f} x {plain} without augmentation"
                          + (f" (per round: median {statistics.median(paired):.3f}, mins "
                             f"{r['min_s'] / rows[plain]['min_s']:.3f})" if paired else ""))
+            if "of_best_blas" in r:
+                line += f"  {100 * r['of_best_blas']:5.1f}% of the best BLAS in the run"
             if "matmul" in group and "gflops" in r and name != "numpy" and "numpy" in rows:
                 line += f"  {100 * r['gflops'] / rows['numpy']['gflops']:5.1f}% of numpy's BLAS"
             tr.write_line(line)

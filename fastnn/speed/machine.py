@@ -151,46 +151,21 @@ def measure_fma_peak(threads: int | None = None, seconds: float = 0.3, attempts:
 
 
 def measure_sgemm_peaks(n: int = 2048, repeats: int = 5) -> dict[str, float]:
-    """{library: GFLOP/s} of a float32 n x n x n GEMM (best of ``repeats``) for each BLAS at hand."""
+    """{library: GFLOP/s} of a float32 n x n x n GEMM (best of ``repeats``) for each BLAS at hand
+    (``fastnn.comparators.matmul``)."""
+    from fastnn.comparators.matmul import matmul_comparators
+
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
     flop = 2 * n ** 3
-    peaks = {"numpy (OpenBLAS)": flop / _best_time(lambda: a @ b, repeats) / 1e9}
-    try:
-        import torch
-
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        peaks[f"torch {torch.__version__.split('+')[0]}"] = flop / _best_time(lambda: ta @ tb, repeats) / 1e9
-    except ImportError:
-        pass
-    try:
-        import jax
-        import jax.numpy as jnp
-
-        ja, jb = jnp.asarray(a), jnp.asarray(b)
-        matmul = jax.jit(lambda x, y: x @ y)
-        peaks[f"JAX {jax.__version__} (XLA)"] = flop / _best_time(lambda: matmul(ja, jb).block_until_ready(),
-                                                                  repeats) / 1e9
-    except ImportError:
-        pass
-    try:
-        import onnxruntime as ort
-        from onnx import TensorProto, helper
-
-        graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"])], "sgemm",
-                                  [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n]),
-                                   helper.make_tensor_value_info("B", TensorProto.FLOAT, [n, n])],
-                                  [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        model.ir_version = 8                     # what every onnxruntime since 1.10 reads (onnx may write newer)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = omp_threads()
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        peaks[f"ONNX Runtime {ort.__version__} (MLAS)"] = flop / _best_time(
-            lambda: session.run(None, {"A": a, "B": b}), repeats) / 1e9
-    except ImportError:
-        pass
+    labels = {"numpy": "numpy (OpenBLAS)", "torch": "torch {}", "jax": "JAX {} (XLA)",
+              "onnxruntime": "ONNX Runtime {} (MLAS)"}
+    peaks = {}
+    for name, matmul in matmul_comparators(omp_threads()).items():
+        version = "" if name == "numpy" else __import__(name).__version__.split("+")[0]
+        matmul(a, b)                                                   # warm-up: JIT, sessions
+        peaks[labels[name].format(version)] = flop / _best_time(lambda: matmul(a, b), repeats) / 1e9
     return peaks
 
 

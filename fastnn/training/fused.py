@@ -19,12 +19,13 @@ function: ``_finish_step``, ``_layer0_forward``, ``_thread_step``):
    previous step for what it owns: each weight gradient is computed and the optimizer update
    applied in the same pass, row by row. W0's gradient row ``grad W0[p] = sum_i x[i, p] G0[i]``
    is gathered through the CSC index of its pixels (which batch rows have pixel p non-zero);
-   the dense layers' come from BLAS. Nothing is reduced across threads and no per-thread
-   gradient copy exists: W0 and its optimizer state stay in the owning core's cache. Then it
-   runs this step's layer 0 over its pixels, reading the sparse (CSR) input rows: its share
-   ``z0_parts[t]`` of z0 = x W0 for every batch row, and the CSC index of its pixels.
+   the dense layers' from fastnn's packed GEMM (``gemm.h`` / ``gemm.py``, no BLAS). Nothing is
+   reduced across threads and no per-thread gradient copy exists: W0 and its optimizer state
+   stay in the owning core's cache. Then it runs this step's layer 0 over its pixels, reading
+   the sparse (CSR) input rows: its share ``z0_parts[t]`` of z0 = x W0 for every batch row, and
+   the CSC index of its pixels.
 2. *by samples*: thread t takes batch rows i0:i1: z0 = b0 + the threads' shares, the dense
-   layers' forward (BLAS), the softmax cross-entropy and the backward products down to
+   layers' forward (packed GEMM), the softmax cross-entropy and the backward products down to
    G0 = dL/dz of layer 0.
 
 ``fused_steps(batch, params, work, hyper, first_step, n_steps, batch_size, losses, prof)`` takes
@@ -39,7 +40,6 @@ profile, ``read_cycles()`` and ``cycles_per_second()`` (its cycle counter's rate
 from __future__ import annotations
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from fastnn.backends import omp_threads
 from fastnn.backends.fused_interface import OPT_CODES, CsrBatch, Hyperparameters, Parameters, WorkBuffers
@@ -102,10 +102,10 @@ def aligned_zeros(shape, dtype, align: int = 64) -> np.ndarray:
 def profile_phases(n_layers: int) -> list[str]:
     return (["softmax cross-entropy", "(unused)"]
             + ["layer 0 forward (sparse input, CSC index) + activation"]
-            + [f"layer {l} forward (BLAS)" for l in range(1, n_layers)]
-            + ["(unused)"] + [f"layer {l} backward to layer {l - 1} (BLAS)" for l in range(1, n_layers)]
+            + [f"layer {l} forward (GEMM)" for l in range(1, n_layers)]
+            + ["(unused)"] + [f"layer {l} backward to layer {l - 1} (GEMM)" for l in range(1, n_layers)]
             + ["layer 0 weight gradient (CSC gather) + update"]
-            + [f"layer {l} weight gradient (BLAS) + update" for l in range(1, n_layers)])
+            + [f"layer {l} weight gradient (GEMM) + update" for l in range(1, n_layers)])
 
 
 REGIONS = ("region 1 (by parameters: gradients + update, layer-0 forward)",
@@ -180,9 +180,6 @@ class FusedTrainer(TrainerBase):
         self.max_row_nnz = int(np.diff(self.indptr).max()) if len(self.labels) else 0
         self.sizes = np.array(model.layer_sizes, dtype=np.int64)
         self._pack_parameters()
-        import scipy.linalg.cython_blas  # noqa: F401 - the BLAS the fused kernels call, loaded before we look
-
-        self._blas = ThreadpoolController()             # finds the loaded BLAS libraries once (~1 ms)
         self.n_threads = _num_threads(backend)
         self.col_bounds = np.stack([column_bounds(int(n), self.n_threads) for n in self.sizes[1:]])  # (L, T+1)
         self.row_bounds = row_bounds_by_nonzeros(self.indices, int(self.sizes[0]), self.n_threads)    # (T+1,)
@@ -315,9 +312,8 @@ class FusedTrainer(TrainerBase):
         if self.augmenter is not None:
             batch, first = self._moved_rows(order, first_step, n_steps, batch_size), 0
         losses = np.empty(n_steps)
-        with self._blas.limit(limits=1, user_api="blas"):   # one BLAS thread inside each kernel thread
-            self._kernel(batch, self.parameters(), self.work_buffers(drop_mask), self.hyperparameters(), first, n_steps,
-                         batch_size, losses, prof)
+        self._kernel(batch, self.parameters(), self.work_buffers(drop_mask), self.hyperparameters(), first, n_steps,
+                     batch_size, losses, prof)
         self.optimizer.t += n_steps
         return losses
 
@@ -332,9 +328,8 @@ class FusedTrainer(TrainerBase):
                                   np.zeros((0, 3), dtype=np.int32), a.col_of, a.height, a.width, self.n_threads,
                                   self._aug_indptr, self._aug_indices, self._aug_pixels)
         no_rows = CsrBatch(self.indptr, self.indices, self.pixels, self.labels, self._aug_order[:0])
-        with self._blas.limit(limits=1, user_api="blas"):
-            self._kernel(no_rows, self.parameters(), self.work_buffers(np.ones((1, 1), dtype=m.dtype)),
-                         self.hyperparameters(), 0, 0, batch_size, np.empty(0), np.zeros((0, 0), dtype=np.int64))
+        self._kernel(no_rows, self.parameters(), self.work_buffers(np.ones((1, 1), dtype=m.dtype)),
+                     self.hyperparameters(), 0, 0, batch_size, np.empty(0), np.zeros((0, 0), dtype=np.int64))
 
     def _moved_rows(self, order, first_step: int, n_steps: int, batch_size: int):
         """The call's rows, moved by this call's augmentation draws, as a batch-ordered

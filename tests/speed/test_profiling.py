@@ -22,7 +22,7 @@ def test_profile_writes_report_stats_and_plot(tmp_path, mnist_dir, backend):
     for section in ("machine:", "AVX", "peak resident memory", "total:", "time by phase", "cProfile", "by own time"):
         assert section in text, section
     if backend == "numba":                       # the fused kernels' own timers, phase by phase
-        for section in ("layer 0 forward (sparse input", "layer 1 forward (BLAS)", "softmax cross-entropy",
+        for section in ("layer 0 forward (sparse input", "layer 1 forward (GEMM)", "softmax cross-entropy",
                         "layer 2 backward to layer 1", "layer 0 weight gradient (CSC gather) + update",
                         "waiting at the end of a parallel region", "python between the compiled calls"):
             assert section in text, section

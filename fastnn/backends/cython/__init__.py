@@ -7,10 +7,10 @@ check first (shape, rank, dtype, labels, contiguity) with the same errors as the
 backends; the kernels only ever see C-contiguous arrays of one float dtype.
 
 ``matmul`` is hand-written (no BLAS), with two loop nests chosen as in the numba backend: for
-dense inputs, register-tiled dot products (2 x 4 output tiles, columns of b packed as rows;
-``fastnn/backends/cython/dot_tile.h``); for mostly-zero inputs such as MNIST pixels, blocks of 4 output rows
-accumulated from rows of b, zero entries skipped. OpenMP threads split the work when the
-build has OpenMP (``openmp_threads()``; thread count: ``OMP_NUM_THREADS``).
+dense inputs, the packed GEMM of ``fastnn/backends/cython/gemm.h`` (BLIS-style packing and an
+AVX-512 or AVX2 micro-kernel chosen at run time, ``gemm_isa()``); for mostly-zero inputs such as
+MNIST pixels, blocks of 4 output rows accumulated from rows of b, zero entries skipped. OpenMP
+threads split the work when the build has OpenMP (``openmp_threads()``; thread count: ``OMP_NUM_THREADS``).
 
 ``fused_steps`` runs whole training steps (see ``fastnn.training.fused``) and ``fused_forward`` the whole
 forward pass of a batch (see ``fastnn.inference.forward``), the same algorithms as the numba backend's.
@@ -51,6 +51,12 @@ def openmp_threads() -> int:
     return _ck.openmp_threads()
 
 
+def gemm_isa() -> str:
+    """The micro-kernel the packed GEMM chose for this CPU: 'avx512', 'avx2' or 'generic'
+    (``FASTNN_GEMM_ISA=avx2`` or ``generic`` in the environment asks for a narrower one)."""
+    return _ck.gemm_isa()
+
+
 def num_threads() -> int:
     """Threads the fused path uses: ``OMP_NUM_THREADS``, else every core (1 without OpenMP)."""
     if openmp_threads() == 1:
@@ -67,8 +73,11 @@ def matmul(a, b):
         if a.shape[1] == 0:
             out[...] = 0
         else:
-            kernel = _ck.matmul_dot if prefers_dot_kernel(a) else _ck.matmul
-            kernel(np.ascontiguousarray(a), np.ascontiguousarray(b), out)
+            a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+            if prefers_dot_kernel(a):
+                _ck.gemm(a, b, out, num_threads())
+            else:
+                _ck.matmul(a, b, out)
     return out
 
 

@@ -1,12 +1,11 @@
 """Inlines shared by the cython backend's compiled files (the counterpart of the numba backend's
 ``_shared.py``): the clock, the stable sigmoid, one row's softmax, the sparse-row kernels of
-``sparse_row.h``, row-major BLAS gemm, the in-place activations and their derivatives, and the
+``sparse_row.h``, the packed GEMM of ``gemm.h``, the in-place activations and their derivatives, and the
 CSR row prefetch. Each ``.pyx`` that cimports them gets its own inlined copy.
 """
 from libc.math cimport exp, tanh
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
 from cython cimport floating
-from scipy.linalg.cython_blas cimport dgemm, sgemm
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 
@@ -91,16 +90,27 @@ cdef extern from *:
 
 
 
-cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha, const floating* a,
-                       int lda, const floating* b, int ldb, floating beta, floating* c, int ldc) noexcept nogil:
+cdef extern from "gemm.h" nogil:
+    void fastnn_gemm_init()
+    const char* fastnn_gemm_isa()
+    void fastnn_sgemm(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
+                      const float* a, Py_ssize_t lda, const float* b, Py_ssize_t ldb, float beta, float* c,
+                      Py_ssize_t ldc, int threads)
+    void fastnn_dgemm(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
+                      const double* a, Py_ssize_t lda, const double* b, Py_ssize_t ldb, double beta, double* c,
+                      Py_ssize_t ldc, int threads)
+
+
+cdef inline void _gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, floating alpha,
+                       const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb, floating beta,
+                       floating* c, Py_ssize_t ldc) noexcept nogil:
     """Row-major C (m, n) = alpha op(A) @ op(B) + beta C, op(X) = X^T when trans_x; lda/ldb/ldc are
-    row strides. BLAS is column-major, so it computes C^T = op(B)^T op(A)^T with the operands swapped."""
-    cdef char ta = b'T' if trans_a else b'N'
-    cdef char tb = b'T' if trans_b else b'N'
+    row strides. fastnn's own packed GEMM (gemm.h) on the calling thread only; the module that
+    calls it runs ``fastnn_gemm_init()`` once at import to pick the micro-kernel."""
     if floating is float:
-        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda, &beta, c, &ldc)
+        fastnn_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 1)
     else:
-        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda, &beta, c, &ldc)
+        fastnn_dgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 1)
 
 
 cdef inline void _activate(floating* z, floating* out, Py_ssize_t count, int act) noexcept nogil:

@@ -6,12 +6,14 @@ from libc.math cimport exp, log, sqrt
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
 from cython cimport floating
 from fastnn.backends.cython._shared cimport (
-    _activate, _activate_backward, _gemm, _now, _prefetch_row, _sparse_pixels, _sparse_row,
+    _activate, _activate_backward, _gemm, _now, _prefetch_row, _sparse_pixels, _sparse_row, fastnn_gemm_init,
 )
 
 import numpy as np
 
 from fastnn.backends.fused_interface import check_steps
+
+fastnn_gemm_init()                     # pick gemm.h's micro-kernel for this CPU
 
 
 # ---------------------------------------------------------------- the fused training path
@@ -21,9 +23,8 @@ from fastnn.backends.fused_interface import check_steps
 # columns col_bounds[l, t].. of the biases and dense W_l: weight gradient fused with the
 # optimizer update) and runs this step's layer 0 over its pixels (its share of z0 and the
 # CSC index of its pixels). Region 2, by samples: z0 = b0 + the shares, the dense layers,
-# softmax cross-entropy and backward to dL/dz of layer 0. The dense products call BLAS
-# (scipy.linalg.cython_blas, single-threaded: the caller limits BLAS threads) through the
-# row-major ``_gemm`` below. Timers: ``clock_gettime`` nanoseconds into ``prof`` when it has rows.
+# softmax cross-entropy and backward to dL/dz of layer 0. The dense products call fastnn's
+# packed GEMM (gemm.h, on the calling thread) through the row-major ``_gemm`` of _shared.pxd. Timers: ``clock_gettime`` nanoseconds into ``prof`` when it has rows.
 
 
 
@@ -131,11 +132,11 @@ cdef void _dense_grad_update(const floating* A_in, const floating* G, floating* 
                              Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t nb,
                              floating* scratch, floating wd, int opt, floating lr, floating mu, floating beta1,
                              floating beta2, floating eps, floating step_size, floating v_corr) noexcept nogil:
-    """grad W[:, c0:c1] = A_in^T @ G[:, c0:c1] (BLAS, into scratch), then each row's update.
+    """grad W[:, c0:c1] = A_in^T @ G[:, c0:c1] (packed GEMM, into scratch), then each row's update.
     A_in (nb, n_in), G (nb, n_out), W (n_in, n_out)."""
     cdef Py_ssize_t r, w = c1 - c0
     cdef floating* gW = scratch                    # (n_in, w)
-    _gemm(True, False, <int>n_in, <int>w, <int>nb, 1, A_in, <int>n_in, G + c0, <int>n_out, 0, gW, <int>w)
+    _gemm(True, False, n_in, w, nb, 1, A_in, n_in, G + c0, n_out, 0, gW, w)
     for r in range(n_in):
         _update(W + r * n_out + c0, gW + r * w, S1 + r * n_out + c0, S2 + r * n_out + c0, w, wd, opt, lr, mu,
                 beta1, beta2, eps, step_size, v_corr)
@@ -254,8 +255,8 @@ cdef double _thread_step(Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t nb, const int6
                          floating* ac, floating* ou, floating* ga, int act, const floating* mask_s, bint dropout,
                          floating smooth, long long* prof_t) noexcept nogil:
     """Region 2: batch rows i0:i1 (sample ids batch[i]): z0 = b0 + the threads' shares of x W0,
-    the dense layers forward (BLAS), softmax cross-entropy, backward down to dL/dz of layer 0
-    (BLAS). Returns the rows' summed cross-entropy."""
+    the dense layers forward (packed GEMM), softmax cross-entropy, backward down to dL/dz of
+    layer 0 (packed GEMM). Returns the rows' summed cross-entropy."""
     cdef Py_ssize_t n_layers = sizes.shape[0] - 1, m = i1 - i0, H0 = sizes[1], l, i, j, u, n_in, n_out, c
     cdef floating inv_nb = <floating>1.0 / nb
     cdef floating* A
@@ -288,8 +289,8 @@ cdef double _thread_step(Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t nb, const int6
         for i in range(m):
             for j in range(n_out):
                 A[i * n_out + j] = th[b_off[l] + j]
-        _gemm(False, False, <int>m, <int>n_out, <int>n_in, 1, ac + act_off[l - 1] + i0 * n_in, <int>n_in,
-              th + w_off[l], <int>n_out, 1, A, <int>n_out)                             # A += A_in @ W
+        _gemm(False, False, m, n_out, n_in, 1, ac + act_off[l - 1] + i0 * n_in, n_in,
+              th + w_off[l], n_out, 1, A, n_out)                                       # A += A_in @ W
         if l < n_layers - 1:
             _hidden_output(A, ou + act_off[l] + i0 * n_out, mask_s + nb * mask_off[l] + i0 * n_out if dropout else A,
                            m, n_out, act, dropout)
@@ -309,8 +310,8 @@ cdef double _thread_step(Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t nb, const int6
         n_out = sizes[l + 1]
         G = ga + act_off[l] + i0 * n_out                                                # (m, n_out)
         G_in = ga + act_off[l - 1] + i0 * n_in                                          # (m, n_in)
-        _gemm(False, True, <int>m, <int>n_in, <int>n_out, 1, G, <int>n_out, th + w_off[l], <int>n_out, 0, G_in,
-              <int>n_in)                                                                # G_in = G @ W^T
+        _gemm(False, True, m, n_in, n_out, 1, G, n_out, th + w_off[l], n_out, 0, G_in,
+              n_in)                                                                     # G_in = G @ W^T
         O = ou + act_off[l - 1] + i0 * n_in                                             # (m, n_in)
         if dropout:
             mask = mask_s + nb * mask_off[l - 1] + i0 * n_in

@@ -6,17 +6,22 @@ with a one-line maths docstring; the Python wrapper ``fastnn/backends/cython/__i
 checks shapes, dtypes and labels before calling, because with boundscheck(False) nothing
 here does. Built by setup.py with -O3 and, where the compiler has it, -fopenmp: ``prange``
 then runs on OpenMP threads (``openmp_threads()`` reports how many; 1 means a serial build).
-No BLAS in the kernel interface: matmul is a hand-written loop nest. The fused training
-path calls BLAS gemm for its dense layers (see there).
+No BLAS anywhere: matmul is a zero-skipping loop nest for sparse inputs and the packed GEMM of
+``gemm.h`` (packing plus an AVX-512/AVX2 register-blocked micro-kernel chosen at run time) for
+dense ones; the fused training path calls the same GEMM for its dense layers.
 """
 from cython.parallel cimport prange, parallel, threadid
 from libc.math cimport exp, log, tanh
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from cython cimport floating
-from fastnn.backends.cython._shared cimport _now, _sigmoid, _softmax_row
+from fastnn.backends.cython._shared cimport (
+    _now, _sigmoid, _softmax_row, fastnn_dgemm, fastnn_gemm_init, fastnn_gemm_isa, fastnn_sgemm,
+)
 
 import numpy as np
+
+fastnn_gemm_init()                     # pick gemm.h's micro-kernel for this CPU
 
 
 # matmul works on blocks of MR rows of ``out``: each row of ``b`` is loaded once and used
@@ -101,56 +106,26 @@ cdef void _matmul_block(const floating[:, ::1] a, const floating[:, ::1] b, floa
                 o0[j] += a0 * b_row[j]
 
 
-cdef extern from "dot_tile.h" nogil:
-    void dot_tile_2x4_float(const float* a0, const float* a1, const float* b0, const float* b1,
-                            const float* b2, const float* b3, Py_ssize_t k, float* c)
-    void dot_tile_2x4_double(const double* a0, const double* a1, const double* b0, const double* b1,
-                             const double* b2, const double* b3, Py_ssize_t k, double* c)
+def gemm(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out, int threads):
+    """out (m, n) = a (m, k) @ b (k, n) by the packed GEMM of gemm.h on ``threads`` OpenMP threads.
 
-
-cdef void _matmul_dot_block(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out,
-                            Py_ssize_t j0, Py_ssize_t w, floating* bt) noexcept nogil:
-    """out[:, j0:j0+w] = a @ b[:, j0:j0+w] = a @ bt.T, after packing bt[jj, p] = b[p, j0 + jj].
-
-    Tiles of 2 rows x 4 columns are 8 dot products held in registers (dot_tile.h); a short
-    last group of columns repeats its last column, a last odd row repeats itself (stored once)."""
-    cdef Py_ssize_t m = a.shape[0], k = a.shape[1], i, jj, p, t
-    cdef floating c[8]
-    cdef const floating* a1
-    for p in range(k):
-        for jj in range(w):
-            bt[jj * k + p] = b[p, j0 + jj]
-    for i in range(0, m, 2):
-        a1 = &a[i + 1, 0] if i + 1 < m else &a[i, 0]
-        for jj in range(0, w, 4):
-            if floating is float:
-                dot_tile_2x4_float(&a[i, 0], a1, bt + jj * k, bt + min(jj + 1, w - 1) * k,
-                                   bt + min(jj + 2, w - 1) * k, bt + min(jj + 3, w - 1) * k, k, c)
-            else:
-                dot_tile_2x4_double(&a[i, 0], a1, bt + jj * k, bt + min(jj + 1, w - 1) * k,
-                                    bt + min(jj + 2, w - 1) * k, bt + min(jj + 3, w - 1) * k, k, c)
-            for t in range(min(4, w - jj)):
-                out[i, j0 + jj + t] = c[t]
-                if i + 1 < m:
-                    out[i + 1, j0 + jj + t] = c[4 + t]
-
-
-def matmul_dot(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out):
-    """out (m, n) = a (m, k) @ b (k, n) by register-tiled dot products; column blocks of 16 in
-    parallel, each packing its (16, k) block of b^T first (as BLAS packs its panels)."""
-    cdef Py_ssize_t n = b.shape[1], k = a.shape[1], blk, n_blocks = (b.shape[1] + 15) // 16
-    cdef floating* packed
-    cdef bint failed = False
+    Goto and van de Geijn (2008), BLIS loop order: B packed in KC x NC blocks, A in MC x KC blocks,
+    an MR x NR micro-tile of sums in vector registers over the depth. The caller checks shapes
+    (a, b, out non-empty, k = a.shape[1] = b.shape[0])."""
     with nogil:
-        for blk in prange(n_blocks, schedule="static"):
-            packed = <floating*>malloc(16 * k * sizeof(floating))
-            if packed == NULL:
-                failed = True
-            else:
-                _matmul_dot_block(a, b, out, blk * 16, min(16, n - blk * 16), packed)
-                free(packed)
-    if failed:
-        raise MemoryError("matmul_dot: could not allocate a packing buffer")
+        if floating is float:
+            fastnn_sgemm(0, 0, a.shape[0], b.shape[1], a.shape[1], 1, &a[0, 0],
+                         a.shape[1], &b[0, 0], b.shape[1], 0, &out[0, 0],
+                         out.shape[1], threads)
+        else:
+            fastnn_dgemm(0, 0, a.shape[0], b.shape[1], a.shape[1], 1, &a[0, 0],
+                         a.shape[1], &b[0, 0], b.shape[1], 0, &out[0, 0],
+                         out.shape[1], threads)
+
+
+def gemm_isa():
+    """The micro-kernel gemm.h chose for this CPU: 'avx512', 'avx2' or 'generic'."""
+    return fastnn_gemm_isa().decode()
 
 
 def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out):

@@ -5,10 +5,8 @@ the fused paths: ``fused_steps`` (``fused_step.py``) runs whole training steps i
 the augmentation's moved rows; their arguments are the named groups of
 ``fastnn.backends.fused_interface``. ``fastnn/backends/cython/`` holds the same files.
 
-Threads: Numba uses ``NUMBA_NUM_THREADS`` (default: all cores). The fused path calls BLAS from
-inside Numba's parallel loop; there BLAS must run single-threaded (``fastnn.training.fused``
-sets that with threadpoolctl), because an earlier prototype that let OpenBLAS start 2 threads
-under each of Numba's 2 measured 11 s per epoch against 0.8 s with one BLAS thread.
+Threads: Numba uses ``NUMBA_NUM_THREADS`` (default: all cores). No BLAS: dense products run
+fastnn's packed GEMM (``gemm.py``), on the calling thread inside the fused path's parallel loop.
 """
 from __future__ import annotations
 
@@ -25,8 +23,9 @@ from fastnn.backends._checks import (
     run_softmax_cross_entropy,
     run_softmax_cross_entropy_backward,
 )
+from fastnn.backends.numba.gemm import ISA as GEMM_ISA  # noqa: F401 - the micro-kernel in use, for users
+from fastnn.backends.numba.gemm import gemm_parallel
 from fastnn.backends.numba.kernels import (
-    _matmul_dot_kernel,
     _matmul_kernel,
     _relu_backward_kernel,
     _relu_kernel,
@@ -46,16 +45,17 @@ def matmul(a, b):
     """(m, k) @ (k, n) -> (m, n) with hand-written loop nests (no BLAS).
 
     Chosen by the input: a mostly-zero ``a`` (MNIST pixels) or a shallow k goes to the
-    row-axpy kernel, which skips zero entries; a dense ``a`` with a deep k goes to the
-    register-tiled dot-product kernel (2-3x faster on dense inputs, but it cannot skip zeros).
-    (``_checks.prefers_dot_kernel`` decides.)
+    row-axpy kernel, which skips zero entries; a dense ``a`` with a deep k goes to the packed
+    GEMM (``gemm.py``: packing and an AVX-512/AVX2 micro-kernel, ``GEMM_ISA`` names it), which
+    cannot skip zeros. (``_checks.prefers_dot_kernel`` decides.)
     """
     a, b = check_matmul(a, b)
     out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
     if out.size == 0:
         return out
     if prefers_dot_kernel(a):
-        _matmul_dot_kernel(np.ascontiguousarray(a), b, out)
+        one = a.dtype.type(1)
+        gemm_parallel(np.ascontiguousarray(a), np.ascontiguousarray(b), out, one, one - one, numba.get_num_threads())
     else:
         # the inner loop wants rows of b contiguous; a may be any layout (read one element at a time)
         _matmul_kernel(a, np.ascontiguousarray(b), out)

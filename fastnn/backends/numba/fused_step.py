@@ -10,14 +10,14 @@ local names. In short, each step is two parallel regions over the T threads:
   ``row_bounds[t]:row_bounds[t+1]`` of W0 (a range of pixels) and columns
   ``col_bounds[l, t]:col_bounds[l, t+1]`` of the biases and the dense W_l. It finishes the
   previous step for what it owns (each weight gradient fused with the optimizer update: W0's
-  rows gathered through the CSC index it built, the dense layers' columns through BLAS), then
+  rows gathered through the CSC index it built, the dense layers' columns through the packed GEMM), then
   runs this step's layer 0 over its pixels: its share of z0 for every batch row, and the CSC
   index of those pixels. A thread only ever writes parameters it owns, so nothing is reduced
   across threads and no per-thread copy of the gradient exists.
 
 - region 2, by **samples** (``_thread_step``): thread t takes batch rows i0:i1: z0 = b0 + the
   threads' shares, the dense layers forward, the softmax cross-entropy, and backward down to dL/dz of layer 0
-  (BLAS for the products).
+  (the packed GEMM of ``gemm.py`` for the products).
 
 fastmath: ``contract`` (FMA) and ``reassoc`` (vectorized sums); never the no-NaN/no-inf flags,
 so a diverging run still reports a NaN loss. Phase timers (``prof``) read the CPU's cycle
@@ -30,6 +30,7 @@ from numba import njit, prange
 
 from fastnn.backends.fused_interface import check_steps
 from fastnn.backends.numba._shared import _activate, _activate_backward, _prefetch_row, cycles
+from fastnn.backends.numba.gemm import gemm
 from fastnn.backends.numba.simd import sparse_row
 
 
@@ -126,16 +127,13 @@ def _layer0_grad_update(ptr, sample, value, G0, W0, S1, S2, r0, r1, acc, wd, opt
 @njit(cache=True, fastmath={"contract", "reassoc"})
 def _dense_grad_update(A_in, G, W, S1, S2, c0, c1, nb, scratch, wd, opt, lr, mu, beta1, beta2, eps,
                        step_size, v_corr):
-    """grad W[:, c0:c1] = A_in^T G[:, c0:c1] (BLAS on a packed copy of the columns), then each
-    row's update. A_in (nb, n_in), G (nb, n_out)."""
+    """grad W[:, c0:c1] = A_in^T G[:, c0:c1] (fastnn's packed GEMM, which packs the transposed
+    view as it reads it), then each row's update. A_in (nb, n_in), G (nb, n_out)."""
     n_in = W.shape[0]
     w = c1 - c0
-    G_cols = scratch[:nb * w].reshape(nb, w)                    # (nb, w) packed
-    gW = scratch[nb * w:nb * w + n_in * w].reshape(n_in, w)     # (n_in, w)
-    for i in range(nb):
-        for j in range(w):                                      # a loop: slice assignment compiles numba's
-            G_cols[i, j] = G[i, c0 + j]                         # broadcasting error messages (1.2 s)
-    np.dot(A_in.T, G_cols, gW)
+    gW = scratch[:n_in * w].reshape(n_in, w)                    # (n_in, w)
+    one = gW.dtype.type(1)
+    gemm(A_in.T, G[:, c0:c1], gW, one, one - one)
     for r in range(n_in):
         _update(W[r, c0:c1], gW[r], S1[r, c0:c1], S2[r, c0:c1], wd, opt, lr, mu, beta1, beta2, eps,
                 step_size, v_corr)
@@ -239,7 +237,8 @@ def _finish_step(t, nb, sizes, w_off, b_off, act_off, row_bounds, col_bounds, th
 def _thread_step(t, i0, i1, nb, s, lo, labels, order, sizes, w_off, b_off, act_off, mask_off, theta, z0_parts,
                  acts, outs, grads_act, act, drop_mask, dropout, smooth, prof):
     """Region 2: batch rows i0:i1 of step s: z0 = b0 + the threads' shares of x W0, the dense
-    layers forward (BLAS), softmax cross-entropy, backward down to dL/dz of layer 0 (BLAS).
+    layers forward, softmax cross-entropy, backward down to dL/dz of layer 0 (the products by
+    fastnn's packed GEMM, ``gemm.py``, on this thread).
     Returns the rows' summed cross-entropy."""
     n_layers = sizes.shape[0] - 1
     n_threads = z0_parts.shape[0]
@@ -247,6 +246,7 @@ def _thread_step(t, i0, i1, nb, s, lo, labels, order, sizes, w_off, b_off, act_o
     tick = cycles() if timing else 0
     m, H0 = i1 - i0, sizes[1]
     inv_nb = theta.dtype.type(1) / nb
+    one, zero = theta.dtype.type(1), theta.dtype.type(0)
     A = _rows(acts, act_off[0], H0, i0, i1)                                                 # (m, H0)
     b0 = theta[b_off[0]:b_off[0] + H0]
     for i in range(m):
@@ -270,7 +270,7 @@ def _thread_step(t, i0, i1, nb, s, lo, labels, order, sizes, w_off, b_off, act_o
         W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)                   # (n_in, n_out)
         A_in = _rows(acts, act_off[l - 1], n_in, i0, i1)                                   # (m, n_in)
         A = _rows(acts, act_off[l], n_out, i0, i1)                                         # (m, n_out)
-        np.dot(A_in, W, A)                                                                # BLAS, in place
+        gemm(A_in, W, A, one, zero)                                                       # A = A_in @ W
         bias = theta[b_off[l]:b_off[l] + n_out]
         for i in range(m):
             for j in range(n_out):
@@ -296,7 +296,7 @@ def _thread_step(t, i0, i1, nb, s, lo, labels, order, sizes, w_off, b_off, act_o
         W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)                   # (n_in, n_out)
         G = _rows(grads_act, act_off[l], n_out, i0, i1)                                    # (m, n_out)
         G_in = _rows(grads_act, act_off[l - 1], n_in, i0, i1)                              # (m, n_in)
-        np.dot(G, W.T, G_in)                                                              # BLAS, in place
+        gemm(G, W.T, G_in, one, zero)                                                     # G_in = G @ W^T
         O = _rows(outs if dropout else acts, act_off[l - 1], n_in, i0, i1)                 # (m, n_in)
         mask = _rows(drop_mask[s], nb * mask_off[l - 1], n_in, i0, i1) if dropout else O
         for i in range(m):

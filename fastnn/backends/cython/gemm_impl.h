@@ -1,0 +1,214 @@
+/* One element type of the packed GEMM of gemm.h; included twice by gemm.h, with FASTNN_T the
+ * element type (float, double) and FASTNN_S its suffix (s, d). Read gemm.h first.
+ *
+ * Names: fastnn_<S>uk_<isa> the micro-kernels, fastnn_<S>pack_a / _b the packing routines,
+ * fastnn_<S>gemm_part one thread's share of one call, fastnn_<S>gemm the entry point.
+ */
+#define FASTNN_CAT2(a, b) a##b
+#define FASTNN_CAT(a, b) FASTNN_CAT2(a, b)
+#define FASTNN_NAME(n) FASTNN_CAT(FASTNN_CAT(fastnn_, FASTNN_S), n)
+
+/* The micro-kernel: c (mr, nr) = alpha * a_panel^T b_panel + beta * c, with a_panel (kc, MR)
+ * packed (zero-padded past mr) and b_panel (kc, NR) with row stride ldb: packed (ldb = NR,
+ * zero-padded past nr) or read in place from a row-major B (a full panel), c row-major with row
+ * stride ldc. The MR x NV
+ * accumulators are vectors of L lanes (NR = NV * L) held in registers for the whole loop over kc:
+ * each step loads NV vectors of b, broadcasts MR values of a, and does MR * NV FMAs.
+ * beta == 0 never reads c (it may hold NaN). A partial tile (mr < MR or nr < NR) goes through a
+ * local tile. */
+#define FASTNN_UKERNEL(NAME, T, L, MR, NV, TARGET)                                                \
+TARGET static void NAME(ptrdiff_t kc, const T *restrict a, const T *restrict b, ptrdiff_t ldb,      \
+                        T *restrict c, ptrdiff_t ldc, int mr, int nr, T alpha, T beta) {         \
+    typedef T vec __attribute__((vector_size((L) * sizeof(T))));                                 \
+    typedef T uvec __attribute__((vector_size((L) * sizeof(T)), aligned(sizeof(T))));            \
+    vec acc[MR][NV];                                                /* (MR, NR) in registers */  \
+    for (int i = 0; i < (MR); i++)                                                               \
+        for (int v = 0; v < (NV); v++) acc[i][v] = (vec){0};                                     \
+    for (ptrdiff_t p = 0; p < kc; p++) {                                                         \
+        vec bv[NV];                                                                              \
+        for (int v = 0; v < (NV); v++) bv[v] = *(const uvec *)(b + p * ldb + v * (L));           \
+        for (int i = 0; i < (MR); i++) {                                                         \
+            const T ai = a[p * (MR) + i];                                                        \
+            for (int v = 0; v < (NV); v++) acc[i][v] += ai * bv[v];                              \
+        }                                                                                        \
+    }                                                                                            \
+    if (mr == (MR) && nr == (NV) * (L)) {                                                        \
+        for (int i = 0; i < (MR); i++)                                                           \
+            for (int v = 0; v < (NV); v++) {                                                     \
+                uvec *dst = (uvec *)(c + i * ldc + v * (L));                                     \
+                *dst = beta == 0 ? alpha * acc[i][v] : alpha * acc[i][v] + beta * *dst;           \
+            }                                                                                    \
+        return;                                                                                  \
+    }                                                                                            \
+    T tile[(MR) * (NV) * (L)] __attribute__((aligned(64)));             /* (MR, NR) */           \
+    for (int i = 0; i < (MR); i++)                                                               \
+        for (int v = 0; v < (NV); v++) *(vec *)(tile + i * (NV) * (L) + v * (L)) = acc[i][v];    \
+    for (int i = 0; i < mr; i++)                                                                 \
+        for (int j = 0; j < nr; j++) {                                                           \
+            T *dst = c + i * ldc + j;                                                            \
+            *dst = beta == 0 ? alpha * tile[i * (NV) * (L) + j]                                  \
+                             : alpha * tile[i * (NV) * (L) + j] + beta * *dst;                   \
+        }                                                                                        \
+}
+
+#if FASTNN_GEMM_X86
+FASTNN_UKERNEL(FASTNN_NAME(uk_avx512), FASTNN_T, 64 / sizeof(FASTNN_T), FASTNN_MR_AVX512,
+               FASTNN_NV_AVX512, __attribute__((target("avx512f,fma"))))
+FASTNN_UKERNEL(FASTNN_NAME(uk_avx2), FASTNN_T, 32 / sizeof(FASTNN_T), FASTNN_MR_AVX2,
+               FASTNN_NV_AVX2, __attribute__((target("avx2,fma"))))
+#endif
+FASTNN_UKERNEL(FASTNN_NAME(uk_generic), FASTNN_T, 16 / sizeof(FASTNN_T), FASTNN_MR_GENERIC,
+               FASTNN_NV_GENERIC, )
+
+/* Pack rows r0 .. r0 + m of op(A)[:, p0 : p0 + kc] as panels of mr_ rows: ap[panel][p][i]
+ * (kc, mr_), rows past m zero. op(A)[i, p] = a[i * lda + p], or a[p * lda + i] when trans. */
+static void FASTNN_NAME(pack_a)(int trans, const FASTNN_T *a, ptrdiff_t lda, ptrdiff_t r0, ptrdiff_t m,
+                                ptrdiff_t p0, ptrdiff_t kc, int mr_, FASTNN_T *ap,
+                                ptrdiff_t panel0, ptrdiff_t panel1) {
+    for (ptrdiff_t panel = panel0; panel < panel1; panel++) {
+        FASTNN_T *dst = ap + panel * kc * mr_;                                 /* (kc, mr_) */
+        ptrdiff_t i0 = panel * mr_, rows = m - i0 < mr_ ? m - i0 : mr_;
+        for (ptrdiff_t i = 0; i < rows; i++) {
+            if (trans) {
+                const FASTNN_T *src = a + p0 * lda + r0 + i0 + i;
+                for (ptrdiff_t p = 0; p < kc; p++) dst[p * mr_ + i] = src[p * lda];
+            } else {
+                const FASTNN_T *src = a + (r0 + i0 + i) * lda + p0;
+                for (ptrdiff_t p = 0; p < kc; p++) dst[p * mr_ + i] = src[p];
+            }
+        }
+        for (ptrdiff_t i = rows; i < mr_; i++)
+            for (ptrdiff_t p = 0; p < kc; p++) dst[p * mr_ + i] = 0;
+    }
+}
+
+/* Pack op(B)[p0 : p0 + kc, c0 : c0 + n] as panels of nr_ columns: bp[panel][p][j] (kc, nr_),
+ * columns past n zero. op(B)[p, j] = b[p * ldb + j], or b[j * ldb + p] when trans. */
+static void FASTNN_NAME(pack_b)(int trans, const FASTNN_T *b, ptrdiff_t ldb, ptrdiff_t p0, ptrdiff_t kc,
+                                ptrdiff_t c0, ptrdiff_t n, int nr_, FASTNN_T *bp,
+                                ptrdiff_t panel0, ptrdiff_t panel1) {
+    for (ptrdiff_t panel = panel0; panel < panel1; panel++) {
+        FASTNN_T *dst = bp + panel * kc * nr_;                                 /* (kc, nr_) */
+        ptrdiff_t j0 = panel * nr_, cols = n - j0 < nr_ ? n - j0 : nr_;
+        if (trans) {
+            for (ptrdiff_t p = 0; p < kc; p++)
+                for (ptrdiff_t j = cols; j < nr_; j++) dst[p * nr_ + j] = 0;
+            const FASTNN_T *src = b + (c0 + j0) * ldb + p0;        /* (cols, kc), row stride ldb */
+            for (ptrdiff_t pb = 0; pb < kc; pb += 16) {     /* 16 depths: one 64-byte line per source row */
+                const ptrdiff_t pe = pb + 16 < kc ? pb + 16 : kc;
+                for (ptrdiff_t j = 0; j < cols; j++)
+                    for (ptrdiff_t p = pb; p < pe; p++) dst[p * nr_ + j] = src[j * ldb + p];
+            }
+        } else {
+            for (ptrdiff_t p = 0; p < kc; p++) {
+                const FASTNN_T *src = b + (p0 + p) * ldb + c0 + j0;
+                ptrdiff_t j = 0;
+                for (; j < cols; j++) dst[p * nr_ + j] = src[j];
+                for (; j < nr_; j++) dst[p * nr_ + j] = 0;
+            }
+        }
+    }
+}
+
+typedef void (*FASTNN_NAME(uk_fn))(ptrdiff_t, const FASTNN_T *restrict, const FASTNN_T *restrict, ptrdiff_t,
+                                  FASTNN_T *restrict, ptrdiff_t, int, int, FASTNN_T, FASTNN_T);
+
+/* Thread tid of nt's share of C = alpha op(A) op(B) + beta C (m, n, k >= 1), with ap and bp the
+ * packing buffers every thread of the call shares (MC x KC and KC x NC). Loops as in BLIS:
+ * columns of NC, depth of KC (pack B), rows of MC (pack A), then the (row panel, column panel)
+ * micro-tiles of the block split evenly between the threads. Barriers (only when nt > 1) keep a
+ * buffer from being packed while another thread still reads it. When all of A fits one MC block
+ * and B is not transposed, each B element is used by one block only: the micro-kernel then
+ * reads B's full panels in place (packing them would copy as many bytes as the product reads:
+ * at m = 32, a third of the time) and only a last partial panel is packed. */
+static void FASTNN_NAME(gemm_part)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                                   FASTNN_T alpha, const FASTNN_T *a, ptrdiff_t lda, const FASTNN_T *b,
+                                   ptrdiff_t ldb, FASTNN_T beta, FASTNN_T *c, ptrdiff_t ldc,
+                                   FASTNN_T *ap, FASTNN_T *bp, int tid, int nt) {
+    const fastnn_gemm_shape *s = &FASTNN_CAT(FASTNN_CAT(fastnn_, FASTNN_S), gemm_shape);
+    const int MR = s->mr, NR = s->nr;
+    const ptrdiff_t MC = s->mc, KC = s->kc, NC = s->nc;
+    const FASTNN_NAME(uk_fn) uk = (FASTNN_NAME(uk_fn))s->kernel;
+    for (ptrdiff_t jc = 0; jc < n; jc += NC) {
+        const ptrdiff_t nc = n - jc < NC ? n - jc : NC, n_panels = (nc + NR - 1) / NR;
+        const int direct_b = !trans_b && m <= MC;
+        const ptrdiff_t first_packed = direct_b ? nc / NR : 0;      /* panels before it read in place */
+        for (ptrdiff_t pc = 0; pc < k; pc += KC) {
+            const ptrdiff_t kc = k - pc < KC ? k - pc : KC;
+            const FASTNN_T beta_pc = pc == 0 ? beta : 1;          /* later depth blocks accumulate */
+            if (nt > 1) {
+                _Pragma("omp barrier")
+            }
+            const ptrdiff_t n_packed = n_panels - first_packed;
+            FASTNN_NAME(pack_b)(trans_b, b, ldb, pc, kc, jc, nc, NR, bp,
+                                first_packed + n_packed * tid / nt, first_packed + n_packed * (tid + 1) / nt);
+            for (ptrdiff_t ic = 0; ic < m; ic += MC) {
+                const ptrdiff_t mc = m - ic < MC ? m - ic : MC, m_panels = (mc + MR - 1) / MR;
+                if (nt > 1) {
+                    _Pragma("omp barrier")
+                }
+                FASTNN_NAME(pack_a)(trans_a, a, lda, ic, mc, pc, kc, MR, ap,
+                                    m_panels * tid / nt, m_panels * (tid + 1) / nt);
+                if (nt > 1) {
+                    _Pragma("omp barrier")
+                }
+                const ptrdiff_t tiles = n_panels * m_panels;
+                for (ptrdiff_t t = tiles * tid / nt; t < tiles * (tid + 1) / nt; t++) {
+                    const ptrdiff_t jp = t / m_panels, ip = t % m_panels;     /* column-panel major */
+                    const ptrdiff_t i = ip * MR, j = jp * NR;
+                    const int in_place = jp < first_packed;
+                    uk(kc, ap + ip * kc * MR, in_place ? b + pc * ldb + jc + j : bp + jp * kc * NR,
+                       in_place ? ldb : NR, c + (ic + i) * ldc + jc + j, ldc,
+                       (int)(mc - i < MR ? mc - i : MR), (int)(nc - j < NR ? nc - j : NR), alpha, beta_pc);
+                }
+            }
+        }
+    }
+}
+
+/* The plain loop, for when no packing buffer can be had: the same sums in depth order, slowly. */
+static void FASTNN_NAME(gemm_unpacked)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                                       FASTNN_T alpha, const FASTNN_T *a, ptrdiff_t lda, const FASTNN_T *b,
+                                       ptrdiff_t ldb, FASTNN_T beta, FASTNN_T *c, ptrdiff_t ldc) {
+    for (ptrdiff_t i = 0; i < m; i++)
+        for (ptrdiff_t j = 0; j < n; j++) {
+            FASTNN_T sum = 0;
+            for (ptrdiff_t p = 0; p < k; p++)
+                sum += (trans_a ? a[p * lda + i] : a[i * lda + p]) * (trans_b ? b[j * ldb + p] : b[p * ldb + j]);
+            c[i * ldc + j] = beta == 0 ? alpha * sum : alpha * sum + beta * c[i * ldc + j];
+        }
+}
+
+/* C (m, n) = alpha op(A) op(B) + beta C on `threads` OpenMP threads (1: the calling thread only,
+ * no parallel region: safe inside another one). k == 0 gives C = beta C. Without memory for the
+ * packing buffer it falls back to the plain loop (same result, slower): it never fails. */
+static void FASTNN_NAME(gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, FASTNN_T alpha,
+                              const FASTNN_T *a, ptrdiff_t lda, const FASTNN_T *b, ptrdiff_t ldb,
+                              FASTNN_T beta, FASTNN_T *c, ptrdiff_t ldc, int threads) {
+    if (m <= 0 || n <= 0)
+        return;
+    const fastnn_gemm_shape *s = &FASTNN_CAT(FASTNN_CAT(fastnn_, FASTNN_S), gemm_shape);
+    FASTNN_T *buffer = k <= 0 ? NULL
+        : (FASTNN_T *)fastnn_gemm_buffer((size_t)(s->mc * s->kc + s->kc * s->nc) * sizeof(FASTNN_T));
+    if (buffer == NULL || s->kernel == NULL) {
+        FASTNN_NAME(gemm_unpacked)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    FASTNN_T *ap = buffer, *bp = buffer + s->mc * s->kc;         /* (MC, KC) and (KC, NC), packed */
+    if (threads <= 1) {
+        FASTNN_NAME(gemm_part)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ap, bp, 0, 1);
+        return;
+    }
+#ifdef _OPENMP
+    _Pragma("omp parallel num_threads(threads)")
+    FASTNN_NAME(gemm_part)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ap, bp,
+                           omp_get_thread_num(), omp_get_num_threads());
+#else
+    FASTNN_NAME(gemm_part)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ap, bp, 0, 1);
+#endif
+}
+
+#undef FASTNN_UKERNEL
+#undef FASTNN_NAME
+#undef FASTNN_CAT
+#undef FASTNN_CAT2

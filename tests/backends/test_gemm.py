@@ -1,0 +1,135 @@
+"""The packed GEMMs (``fastnn/backends/cython/gemm.h``, ``fastnn/backends/numba/gemm.py``) against
+a float64 NumPy oracle: edge sizes around the micro-tile and cache blocks, both dtypes, alpha and
+beta, transposed views, one and two threads, and every micro-kernel of the Cython build
+(``FASTNN_GEMM_ISA`` picks a narrower one in a fresh process)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastnn.backends import available_backends
+
+# around MR (4, 6, 8), NR (8-32), MC (120/128), KC (512/1024) and NC (2048), plus the network's
+SHAPES = [(1, 1, 1), (1, 5, 1), (7, 3, 9), (37, 71, 53), (32, 128, 64), (64, 64, 10), (129, 33, 65),
+          (9, 1100, 33), (32, 1024, 512), (3, 20, 2100)]
+
+
+def _inputs(m, k, n, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+
+
+def _tol(dtype, k):
+    return (1e-5 if dtype == np.float32 else 1e-12) * max(1.0, np.sqrt(k)) * 4
+
+
+numba_only = pytest.mark.skipif("numba" not in available_backends(), reason="numba not installed: pip install -e .")
+cython_only = pytest.mark.skipif("cython" not in available_backends(),
+                                 reason="the Cython kernels are not built: pip install -e .")
+
+
+@numba_only
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_numba_gemm_matches_float64(shape, dtype):
+    from fastnn.backends.numba.gemm import gemm, gemm_parallel
+
+    m, k, n = shape
+    a, b = _inputs(m, k, n, dtype)
+    ref = a.astype(np.float64) @ b                                                       # (m, n)
+    one, zero = dtype(1), dtype(0)
+    for run in (lambda c: gemm(a, b, c, one, zero), lambda c: gemm_parallel(a, b, c, one, zero, 2),
+                lambda c: gemm(np.asfortranarray(a), np.ascontiguousarray(b.T).T, c, one, zero)):
+        c = np.full((m, n), np.nan, dtype)                       # beta == 0 never reads c
+        run(c)
+        np.testing.assert_allclose(c, ref, rtol=0, atol=_tol(dtype, k) * np.abs(ref).max(initial=1))
+    c = np.ones((m, n), dtype)
+    gemm(a, b, c, dtype(2), dtype(0.5))                          # c = 2 a b + 0.5 c
+    np.testing.assert_allclose(c, 2 * ref + 0.5, rtol=0, atol=2 * _tol(dtype, k) * np.abs(ref).max(initial=1))
+
+
+@numba_only
+def test_numba_gemm_writes_into_views_only():
+    """c a column slice of a bigger array (as the fused step's weight gradient): nothing else moves."""
+    from fastnn.backends.numba.gemm import gemm
+
+    a, b = _inputs(20, 30, 40, np.float32)
+    big = np.full((20, 50), 7.0, np.float32)
+    gemm(a, b, big[:, 5:45], np.float32(1), np.float32(0))
+    np.testing.assert_allclose(big[:, 5:45], a.astype(np.float64) @ b, atol=1e-4)
+    assert (big[:, :5] == 7).all() and (big[:, 45:] == 7).all()
+
+
+@cython_only
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cython_gemm_matches_float64(shape, dtype, threads):
+    from fastnn.backends.cython import kernels
+
+    m, k, n = shape
+    a, b = _inputs(m, k, n, dtype)
+    c = np.full((m, n), np.nan, dtype)
+    kernels.gemm(a, b, c, threads)
+    ref = a.astype(np.float64) @ b
+    np.testing.assert_allclose(c, ref, rtol=0, atol=_tol(dtype, k) * np.abs(ref).max(initial=1))
+
+
+@cython_only
+def test_cython_gemm_extreme_values_propagate():
+    """inf and NaN in the inputs reach the outputs they touch, as in a plain loop (no fast-math)."""
+    from fastnn.backends.cython import kernels
+
+    a, b = _inputs(9, 40, 33, np.float32)
+    a[2, 3] = np.inf
+    b[5, 7] = np.nan
+    c = np.zeros((9, 33), np.float32)
+    kernels.gemm(a, b, c, 1)
+    with np.errstate(invalid="ignore"):
+        ref = a.astype(np.float64) @ b
+    np.testing.assert_array_equal(np.isnan(c), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(c), np.isinf(ref))
+
+
+ISA_SCRIPT = """
+import numpy as np
+from fastnn.backends.cython import kernels
+print(kernels.gemm_isa())
+rng = np.random.default_rng(1)
+for m, k, n in [(37, 71, 53), (130, 1030, 70), (1, 3, 1)]:
+    for dtype in (np.float32, np.float64):
+        a = rng.standard_normal((m, k)).astype(dtype); b = rng.standard_normal((k, n)).astype(dtype)
+        c = np.full((m, n), np.nan, dtype)
+        kernels.gemm(a, b, c, 2)
+        ref = a.astype(np.float64) @ b
+        assert np.abs(c - ref).max() <= (1e-4 if dtype == np.float32 else 1e-11) * np.abs(ref).max(), (m, k, n, dtype)
+print("ok")
+"""
+
+
+@cython_only
+@pytest.mark.parametrize("isa", ["avx2", "generic"])
+def test_cython_gemm_narrower_microkernels(isa):
+    """FASTNN_GEMM_ISA=avx2|generic runs the narrower micro-kernels, which must agree too (on a
+    CPU without AVX2 the avx2 request falls back to generic)."""
+    env = {**os.environ, "FASTNN_GEMM_ISA": isa}
+    out = subprocess.run([sys.executable, "-c", ISA_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    chosen, status = out.stdout.split()
+    assert status == "ok" and chosen in (isa, "generic")
+
+
+@pytest.mark.parametrize("backend", [b for b in ("numba", "cython") if b in available_backends()])
+def test_matmul_on_dense_inputs_matches_torch(backend):
+    """The interface's matmul on a dense input goes to the packed GEMM; torch as a second oracle."""
+    torch = pytest.importorskip("torch", reason="torch not installed: pip install -e '.[torch]'")
+    from fastnn.backends import get_backend
+
+    a, b = _inputs(70, 300, 90, np.float32, seed=3)
+    out = get_backend(backend).matmul(a, b)
+    expected = (torch.from_numpy(a).double() @ torch.from_numpy(b).double()).numpy()
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-4)
