@@ -81,12 +81,54 @@ static inline ptrdiff_t NAME(T *z, ptrdiff_t n, int32_t *idx, T *val) {         
     return m;                                                                                 \
 }
 
-#define FASTNN_SPARSE_ROW(NAME, T, V, IT, VT, CONV)                                                         \
+/* sparse_block: columns j0 .. j0 + K L of z = z_in + sum_q x_q W[idx[q]], K vectors V of L
+ * lanes as sums in registers (an array of vectors, indexed by constants once unrolled). */
+#define FASTNN_SPARSE_BLOCK(NAME, T, V, K, IT, VT, CONV)                                      \
+static inline void NAME(const T *restrict W, ptrdiff_t n_out, ptrdiff_t j0, const IT *restrict idx, \
+                        const VT *restrict val, ptrdiff_t m, T scale, const T *z_in, T *z) {  \
+    const ptrdiff_t L = sizeof(V) / sizeof(T);                                                \
+    V acc[K];                                                                                 \
+    for (int v = 0; v < (K); v++) memcpy(&acc[v], z_in + j0 + v * L, sizeof(V));             \
+    for (ptrdiff_t q = 0; q < m; q++) {                                                       \
+        const T *w = W + (ptrdiff_t)idx[q] * n_out + j0;                                      \
+        const V x = (V){0} + CONV(val[q], scale);                                             \
+        for (int v = 0; v < (K); v++) {                                                       \
+            V wv;                                                                             \
+            memcpy(&wv, w + v * L, sizeof wv);                                                \
+            acc[v] += x * wv;                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+    for (int v = 0; v < (K); v++) memcpy(z + j0 + v * L, &acc[v], sizeof(V));                \
+}
+
+#if defined(__AVX512F__)
+/* With AVX-512 (the -march=native build on such a CPU), the widest column blocks go 8 or 4
+ * 64-byte vectors at a time: one pass over the non-zeros for 128 float outputs instead of two,
+ * half the FMA instructions. The sums and their order are those of the 32-byte path. */
+typedef float fastnn_v16sf __attribute__((vector_size(64)));
+typedef double fastnn_v8df __attribute__((vector_size(64)));
+#define FASTNN_WIDE_BLOCKS(NAME)                                                              \
+    {                                                                                         \
+        const ptrdiff_t LW = 64 / (ptrdiff_t)sizeof(*z);                                      \
+        for (; j0 + 8 * LW <= n_out; j0 += 8 * LW) NAME##_wide8(W, n_out, j0, idx, val, m, scale, z_in, z); \
+        if (j0 + 4 * LW <= n_out) { NAME##_wide4(W, n_out, j0, idx, val, m, scale, z_in, z); j0 += 4 * LW; } \
+    }
+#define FASTNN_WIDE_DEFS(NAME, T, VW, IT, VT, CONV)                                           \
+    FASTNN_SPARSE_BLOCK(NAME##_wide8, T, VW, 8, IT, VT, CONV)                                 \
+    FASTNN_SPARSE_BLOCK(NAME##_wide4, T, VW, 4, IT, VT, CONV)
+#else
+#define FASTNN_WIDE_BLOCKS(NAME)
+#define FASTNN_WIDE_DEFS(NAME, T, VW, IT, VT, CONV)
+#endif
+
+#define FASTNN_SPARSE_ROW(NAME, T, V, VW, IT, VT, CONV)                                       \
+FASTNN_WIDE_DEFS(NAME, T, VW, IT, VT, CONV)                                                   \
 static inline V NAME##_load(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }          \
 static inline void NAME(const T *restrict W, ptrdiff_t n_out, const IT *restrict idx,        \
                         const VT *restrict val, ptrdiff_t m, T scale, const T *z_in, T *z) {  \
     const ptrdiff_t L = sizeof(V) / sizeof(T), BLOCK = 8 * L;                                 \
     ptrdiff_t j0 = 0;                                                                         \
+    FASTNN_WIDE_BLOCKS(NAME)                                                                  \
     for (; j0 + BLOCK <= n_out; j0 += BLOCK) {                                                \
         V a0 = NAME##_load(z_in + j0), a1 = NAME##_load(z_in + j0 + L),                       \
           a2 = NAME##_load(z_in + j0 + 2 * L), a3 = NAME##_load(z_in + j0 + 3 * L),           \
@@ -137,9 +179,9 @@ FASTNN_RELU_GATHER(relu_gather_double, double, uint64_t, fastnn_v4df, fastnn_v4d
 #define FASTNN_VALUE(v, scale) (v)                               /* gathered float values */
 #define FASTNN_PIXEL_FLOAT(v, scale) ((float)(v) * (scale))      /* uint8 pixels: x = pixel * (1/255) */
 #define FASTNN_PIXEL_DOUBLE(v, scale) ((double)(v) * (scale))
-FASTNN_SPARSE_ROW(sparse_row_float, float, fastnn_v8sf, int32_t, float, FASTNN_VALUE)
-FASTNN_SPARSE_ROW(sparse_row_double, double, fastnn_v4df, int32_t, double, FASTNN_VALUE)
-FASTNN_SPARSE_ROW(sparse_pixels_float, float, fastnn_v8sf, uint16_t, uint8_t, FASTNN_PIXEL_FLOAT)
-FASTNN_SPARSE_ROW(sparse_pixels_double, double, fastnn_v4df, uint16_t, uint8_t, FASTNN_PIXEL_DOUBLE)
+FASTNN_SPARSE_ROW(sparse_row_float, float, fastnn_v8sf, fastnn_v16sf, int32_t, float, FASTNN_VALUE)
+FASTNN_SPARSE_ROW(sparse_row_double, double, fastnn_v4df, fastnn_v8df, int32_t, double, FASTNN_VALUE)
+FASTNN_SPARSE_ROW(sparse_pixels_float, float, fastnn_v8sf, fastnn_v16sf, uint16_t, uint8_t, FASTNN_PIXEL_FLOAT)
+FASTNN_SPARSE_ROW(sparse_pixels_double, double, fastnn_v4df, fastnn_v8df, uint16_t, uint8_t, FASTNN_PIXEL_DOUBLE)
 
 #endif

@@ -22,24 +22,16 @@ per output with ``llvm.fmuladd`` (an FMA where the CPU has one), as the Cython k
 """
 from __future__ import annotations
 
-import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-
-def _host_isa() -> str:
-    features = llvm.get_host_cpu_features()
-    if features.get("avx512f"):
-        return "avx512"
-    if features.get("avx2") and features.get("fma"):
-        return "avx2"
-    return "generic"
+from fastnn.backends.numba.simd import host_isa
 
 
-ISA = _host_isa()
+ISA = host_isa()
 VECTOR_BYTES = {"avx512": 64, "avx2": 32, "generic": 16}[ISA]
 MR = {"avx512": 8, "avx2": 6, "generic": 4}[ISA]    # rows of a per micro-tile
 NV = 2                                               # vectors of columns per micro-tile row

@@ -24,6 +24,7 @@ fused training path's layer 0 forward and weight gradient (``fused_step.py``) ca
 """
 from __future__ import annotations
 
+import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -34,21 +35,44 @@ VECTOR_BYTES = 32    # AVX2 registers; AVX-512 CPUs run them as well (LLVM may f
 BLOCK_VECTORS = 8    # eight partial-sum vectors (16 AVX2 registers: 8 sums, the loads, the broadcast)
 
 
-def lanes(dtype) -> int:
-    """Vector lanes of one ``VECTOR_BYTES`` register for a numba float type."""
-    return VECTOR_BYTES // (dtype.bitwidth // 8)
+def host_isa() -> str:
+    """The widest vector ISA the CPU reports to LLVM: 'avx512', 'avx2' (with FMA) or 'generic'."""
+    features = llvm.get_host_cpu_features()
+    if features.get("avx512f"):
+        return "avx512"
+    if features.get("avx2") and features.get("fma"):
+        return "avx2"
+    return "generic"
 
 
-@intrinsic
-def accumulate_rows(typingctx, W, n_out, col0, idx, val, q0, q1, scale, z_in, z):
-    """See the module docstring. W, z_in, z: 1-D arrays of one float type; idx: integers; val:
-    that float type, or integers scaled by ``scale`` (of the float type)."""
+# With AVX-512, the widest column blocks go 8 or 4 64-byte vectors at a time (the Cython
+# backend's sparse_row.h does the same under __AVX512F__): one pass over the non-zeros for 128
+# float outputs instead of two. Same sums, same order.
+WIDE = host_isa() == "avx512"
+
+
+def lanes(dtype, vector_bytes: int = VECTOR_BYTES) -> int:
+    """Vector lanes of one ``vector_bytes`` register for a numba float type."""
+    return vector_bytes // (dtype.bitwidth // 8)
+
+
+def _accumulate_rows(vector_bytes: int, n_vectors: int):
+    """``accumulate_rows`` for ``n_vectors`` vectors of ``vector_bytes`` (see the module docstring)."""
+    @intrinsic
+    def accumulate(typingctx, W, n_out, col0, idx, val, q0, q1, scale, z_in, z):
+        return _accumulate_codegen(vector_bytes, n_vectors, W, n_out, col0, idx, val, q0, q1, scale, z_in, z)
+    return accumulate
+
+
+def _accumulate_codegen(vector_bytes, n_vectors, W, n_out, col0, idx, val, q0, q1, scale, z_in, z):
+    """The signature and code of ``accumulate_rows``. W, z_in, z: 1-D arrays of one float type;
+    idx: integers; val: that float type, or integers scaled by ``scale`` (of the float type)."""
     if not (isinstance(W, types.Array) and isinstance(W.dtype, types.Float) and W.dtype == z.dtype == z_in.dtype
             and isinstance(idx.dtype, types.Integer)
             and (val.dtype == W.dtype or isinstance(val.dtype, types.Integer))):
         return None
     fty = W.dtype
-    n_lanes = lanes(fty)
+    n_lanes = lanes(fty, vector_bytes)
     sig = types.none(W, n_out, col0, idx, val, q0, q1, scale, z_in, z)
 
     def codegen(context, builder, signature, args):
@@ -82,7 +106,7 @@ def accumulate_rows(typingctx, W, n_out, col0, idx, val, q0, q1, scale, z_in, z)
             inst.align = align
 
         start = [vload(builder.gep(zin_data, [builder.add(col0_v, ir.Constant(i64, k * n_lanes))]))
-                 for k in range(BLOCK_VECTORS)]
+                 for k in range(n_vectors)]
         entry = builder.block
         loop = builder.append_basic_block("rows.loop")
         body = builder.append_basic_block("rows.body")
@@ -92,7 +116,7 @@ def accumulate_rows(typingctx, W, n_out, col0, idx, val, q0, q1, scale, z_in, z)
         q = builder.phi(i64)
         q.add_incoming(q0_v, entry)
         accs = []
-        for k in range(BLOCK_VECTORS):
+        for k in range(n_vectors):
             phi = builder.phi(vec)
             phi.add_incoming(start[k], entry)
             accs.append(phi)
@@ -108,7 +132,7 @@ def accumulate_rows(typingctx, W, n_out, col0, idx, val, q0, q1, scale, z_in, z)
         xv = builder.shuffle_vector(xv, ir.Constant(vec, ir.Undefined),
                                     ir.Constant(ir.VectorType(ir.IntType(32), n_lanes), [0] * n_lanes))
         new = []
-        for k in range(BLOCK_VECTORS):
+        for k in range(n_vectors):
             w = vload(builder.gep(W_data, [builder.add(base, ir.Constant(i64, k * n_lanes))]))
             new.append(builder.call(fmuladd, [xv, w, accs[k]]))
         q_next = builder.add(q, ir.Constant(i64, 1))
@@ -118,11 +142,16 @@ def accumulate_rows(typingctx, W, n_out, col0, idx, val, q0, q1, scale, z_in, z)
         for phi, value in zip(accs, new):
             phi.add_incoming(value, body_end)
         builder.position_at_end(done)
-        for k in range(BLOCK_VECTORS):
+        for k in range(n_vectors):
             vstore(accs[k], builder.gep(z_data, [builder.add(col0_v, ir.Constant(i64, k * n_lanes))]))
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+accumulate_rows = _accumulate_rows(VECTOR_BYTES, BLOCK_VECTORS)
+accumulate_rows_wide8 = _accumulate_rows(64, 8)
+accumulate_rows_wide4 = _accumulate_rows(64, 4)
 
 
 @njit(cache=True, fastmath={"contract"}, inline="always")
@@ -131,8 +160,16 @@ def sparse_row(W_flat, n_out, idx, val, q0, q1, scale, z_in, z):
     W_flat the (n_in * n_out,) row-major weights; z_in may be z (accumulate). Eight vectors of
     columns at a time in registers, then the last columns through z, each sum in q order (FMA):
     the same order of sums as the Cython backend's ``sparse_row_T`` (fastnn/backends/cython/sparse_row.h)."""
-    block = 8 * lanes_of(z)
     j0 = 0
+    if WIDE:
+        wide = 8 * (64 // z.itemsize)
+        while j0 + wide <= n_out:
+            accumulate_rows_wide8(W_flat, n_out, j0, idx, val, q0, q1, scale, z_in, z)
+            j0 += wide
+        if j0 + wide // 2 <= n_out:
+            accumulate_rows_wide4(W_flat, n_out, j0, idx, val, q0, q1, scale, z_in, z)
+            j0 += wide // 2
+    block = 8 * lanes_of(z)
     while j0 + block <= n_out:
         accumulate_rows(W_flat, n_out, j0, idx, val, q0, q1, scale, z_in, z)
         j0 += block
