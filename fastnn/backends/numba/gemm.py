@@ -30,7 +30,6 @@ from numba.extending import intrinsic
 
 from fastnn.backends.numba.simd import host_isa
 
-
 ISA = host_isa()
 VECTOR_BYTES = {"avx512": 64, "avx2": 32, "generic": 16}[ISA]
 MR = {"avx512": 8, "avx2": 6, "generic": 4}[ISA]    # rows of a per micro-tile
