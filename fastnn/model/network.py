@@ -195,9 +195,12 @@ class NeuralNetwork:
             or ``batch_size`` < 1. InputRangeError (a ValueError): an input outside [0, 1] (NaN,
             infinite, or pixels not scaled from 0-255): garbage in gets an error, not a label.
         """
+        plan = self._fused_plan()
+        if (plan is not None and type(X) is np.ndarray and X.ndim == 2 and X.dtype == plan.dtype
+                and X.shape[1] == plan.num_features and batch_size >= 1):
+            return plan.run(X, "labels", self.pixel_inputs)         # already what _check_input returns
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        plan = self._fused_plan()
         X = self._check_input(X, check_range=plan is None)
         if plan is not None:
             return plan.run(X, "labels", self.pixel_inputs)
