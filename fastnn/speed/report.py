@@ -133,7 +133,7 @@ def plot_epoch(rows, path) -> list[tuple[str, float, float, float | None]]:
     table = [(b, epoch[b]["median_s"], epoch[b]["median_s"] / base, epoch[b]["median_s"] / jax if jax else None)
              for b in names]
     fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(names)), 4.5))
-    bars = ax.bar(names, [m for _, m, _, _ in table], color=[COLORS.get(b) for b in names])
+    bars = ax.bar(names, [m for _, m, _, _ in table], color=[COLORS.get(b, "tab:gray") for b in names])
     err = [[m - epoch[b]["min_s"] for b, m, _, _ in table], [0] * len(table)]
     ax.errorbar(names, [m for _, m, _, _ in table], yerr=err, fmt="none", ecolor="black", capsize=3)
     for bar, (_, m, ratio, to_jax) in zip(bars, table):

@@ -82,3 +82,13 @@ def test_scaling_worker_measures_every_point(mnist_dir, tmp_path, monkeypatch):
     assert all(r["epoch_s"] > 0 for r in rows)
     scaling.plot(rows, "batch", tmp_path / "b.png", "batch size", "t")
     assert (tmp_path / "b.png").exists()
+
+
+def test_plot_epoch_draws_trainers_without_their_own_colour(tmp_path):
+    """A trainer the colour table does not know (the augmented runs once were) still gets a bar."""
+    from fastnn.speed.report import plot_epoch
+
+    rows = [{"group": "epoch (60,000 MNIST samples)", "backend": b, "median_s": m, "min_s": m}
+            for b, m in (("torch", 0.4), ("jax-scan", 0.16), ("numba-augment", 0.09), ("a-new-trainer", 0.1))]
+    table = plot_epoch(rows, tmp_path / "epoch.png")
+    assert (tmp_path / "epoch.png").stat().st_size > 0 and len(table) == 4
