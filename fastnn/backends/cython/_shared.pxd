@@ -99,6 +99,23 @@ cdef extern from "gemm.h" nogil:
     void fastnn_dgemm(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
                       const double* a, Py_ssize_t lda, const double* b, Py_ssize_t ldb, double beta, double* c,
                       Py_ssize_t ldc, int threads)
+    void fastnn_sgemm_strided(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
+                              const float* a, Py_ssize_t lda, const float* b, Py_ssize_t ldb, float beta, float* c,
+                              Py_ssize_t ldc, Py_ssize_t cs, int threads)
+    void fastnn_dgemm_strided(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
+                              const double* a, Py_ssize_t lda, const double* b, Py_ssize_t ldb, double beta,
+                              double* c, Py_ssize_t ldc, Py_ssize_t cs, int threads)
+
+
+cdef inline void _gemm_into_transposed(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                                       const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
+                                       floating* c, Py_ssize_t ldc) noexcept nogil:
+    """C^T = op(A) @ op(B), op(A) (m, k), op(B) (k, n), into the row-major C (n, m) with row stride ldc:
+    element (i, j) of the product goes to c[j ldc + i]. gemm.h on the calling thread."""
+    if floating is float:
+        fastnn_sgemm_strided(trans_a, trans_b, m, n, k, 1, a, lda, b, ldb, 0, c, 1, ldc, 1)
+    else:
+        fastnn_dgemm_strided(trans_a, trans_b, m, n, k, 1, a, lda, b, ldb, 0, c, 1, ldc, 1)
 
 
 cdef inline void _gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, floating alpha,

@@ -6,7 +6,8 @@ from libc.math cimport exp, log, sqrt
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
 from cython cimport floating
 from fastnn.backends.cython._shared cimport (
-    _activate, _activate_backward, _gemm, _now, _prefetch_row, _sparse_pixels, _sparse_row, fastnn_gemm_init,
+    _activate, _activate_backward, _gemm, _gemm_into_transposed, _now, _prefetch_row, _sparse_pixels, _sparse_row,
+    fastnn_gemm_init,
 )
 
 import numpy as np
@@ -310,8 +311,8 @@ cdef double _thread_step(Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t nb, const int6
         n_out = sizes[l + 1]
         G = ga + act_off[l] + i0 * n_out                                                # (m, n_out)
         G_in = ga + act_off[l - 1] + i0 * n_in                                          # (m, n_in)
-        _gemm(False, True, m, n_in, n_out, 1, G, n_out, th + w_off[l], n_out, 0, G_in,
-              n_in)                                                                     # G_in = G @ W^T
+        _gemm_into_transposed(False, True, n_in, m, n_out, th + w_off[l], n_out, G, n_out, G_in,
+                              n_in)                                  # G_in^T = W @ G^T: W packed along its rows
         O = ou + act_off[l - 1] + i0 * n_in                                             # (m, n_in)
         if dropout:
             mask = mask_s + nb * mask_off[l - 1] + i0 * n_in

@@ -6,9 +6,10 @@
  * vector registers for the whole depth KC.
  *
  * fastnn_sgemm / fastnn_dgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
- * threads); shapes: op(A) (m, k),
- * op(B) (k, n), C (m, n); lda, ldb, ldc are row strides in elements. The caller checks them:
- * nothing here does. threads == 1 runs on the calling thread (the fused training step calls it
+ * threads); shapes: op(A) (m, k), op(B) (k, n), C (m, n); lda, ldb, ldc are row strides in
+ * elements. fastnn_sgemm_strided / _dgemm_strided take one more stride, cs, between C's columns
+ * (ldc = 1, cs = m writes C transposed: the fused backward computes G_in^T = W G^T, so that W is
+ * packed along its contiguous rows). The caller checks them: nothing here does. threads == 1 runs on the calling thread (the fused training step calls it
  * so, from inside its own OpenMP threads); threads > 1 opens an OpenMP parallel region.
  *
  * Micro-kernels, chosen once at run time by what the CPU reports (__builtin_cpu_supports):

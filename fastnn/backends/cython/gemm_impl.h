@@ -9,16 +9,17 @@
 #define FASTNN_NAME(n) FASTNN_CAT(FASTNN_CAT(fastnn_, FASTNN_S), n)
 
 /* The micro-kernel: c (mr, nr) = alpha * a_panel^T b_panel + beta * c, with a_panel (kc, MR)
- * packed (zero-padded past mr) and b_panel (kc, NR) with row stride ldb: packed (ldb = NR,
- * zero-padded past nr) or read in place from a row-major B (a full panel), c row-major with row
- * stride ldc. The MR x NV
+ * packed (lda = 0, zero-padded past mr) or MR full rows of a row-major A read in place (row
+ * stride lda), and b_panel (kc, NR) with row stride ldb: packed (ldb = NR,
+ * zero-padded past nr) or read in place from a row-major B (a full panel); element (i, j) of c at
+ * c[i ldc + j cs] (cs = 1: row-major, vector stores for a full tile; else through the tile). The MR x NV
  * accumulators are vectors of L lanes (NR = NV * L) held in registers for the whole loop over kc:
  * each step loads NV vectors of b, broadcasts MR values of a, and does MR * NV FMAs.
  * beta == 0 never reads c (it may hold NaN). A partial tile (mr < MR or nr < NR) goes through a
  * local tile. */
 #define FASTNN_UKERNEL(NAME, T, L, MR, NV, TARGET)                                                \
-TARGET static void NAME(ptrdiff_t kc, const T *restrict a, const T *restrict b, ptrdiff_t ldb,      \
-                        T *restrict c, ptrdiff_t ldc, int mr, int nr, T alpha, T beta) {         \
+TARGET static void NAME(ptrdiff_t kc, const T *restrict a, ptrdiff_t lda, const T *restrict b, ptrdiff_t ldb, \
+                        T *restrict c, ptrdiff_t ldc, ptrdiff_t cs, int mr, int nr, T alpha, T beta) { \
     typedef T vec __attribute__((vector_size((L) * sizeof(T))));                                 \
     typedef T uvec __attribute__((vector_size((L) * sizeof(T)), aligned(sizeof(T))));            \
     vec acc[MR][NV];                                                /* (MR, NR) in registers */  \
@@ -28,11 +29,11 @@ TARGET static void NAME(ptrdiff_t kc, const T *restrict a, const T *restrict b, 
         vec bv[NV];                                                                              \
         for (int v = 0; v < (NV); v++) bv[v] = *(const uvec *)(b + p * ldb + v * (L));           \
         for (int i = 0; i < (MR); i++) {                                                         \
-            const T ai = a[p * (MR) + i];                                                        \
+            const T ai = lda ? a[i * lda + p] : a[p * (MR) + i];                                 \
             for (int v = 0; v < (NV); v++) acc[i][v] += ai * bv[v];                              \
         }                                                                                        \
     }                                                                                            \
-    if (mr == (MR) && nr == (NV) * (L)) {                                                        \
+    if (mr == (MR) && nr == (NV) * (L) && cs == 1) {                                             \
         for (int i = 0; i < (MR); i++)                                                           \
             for (int v = 0; v < (NV); v++) {                                                     \
                 uvec *dst = (uvec *)(c + i * ldc + v * (L));                                     \
@@ -43,9 +44,9 @@ TARGET static void NAME(ptrdiff_t kc, const T *restrict a, const T *restrict b, 
     T tile[(MR) * (NV) * (L)] __attribute__((aligned(64)));             /* (MR, NR) */           \
     for (int i = 0; i < (MR); i++)                                                               \
         for (int v = 0; v < (NV); v++) *(vec *)(tile + i * (NV) * (L) + v * (L)) = acc[i][v];    \
-    for (int i = 0; i < mr; i++)                                                                 \
-        for (int j = 0; j < nr; j++) {                                                           \
-            T *dst = c + i * ldc + j;                                                            \
+    for (int j = 0; j < nr; j++)            /* C^T (ldc = 1, the backward pass) stores along i */ \
+        for (int i = 0; i < mr; i++) {                                                           \
+            T *dst = c + i * ldc + j * cs;                                                       \
             *dst = beta == 0 ? alpha * tile[i * (NV) * (L) + j]                                  \
                              : alpha * tile[i * (NV) * (L) + j] + beta * *dst;                   \
         }                                                                                        \
@@ -68,14 +69,18 @@ static void FASTNN_NAME(pack_a)(int trans, const FASTNN_T *a, ptrdiff_t lda, ptr
     for (ptrdiff_t panel = panel0; panel < panel1; panel++) {
         FASTNN_T *dst = ap + panel * kc * mr_;                                 /* (kc, mr_) */
         ptrdiff_t i0 = panel * mr_, rows = m - i0 < mr_ ? m - i0 : mr_;
-        for (ptrdiff_t i = 0; i < rows; i++) {
-            if (trans) {
-                const FASTNN_T *src = a + p0 * lda + r0 + i0 + i;
-                for (ptrdiff_t p = 0; p < kc; p++) dst[p * mr_ + i] = src[p * lda];
-            } else {
-                const FASTNN_T *src = a + (r0 + i0 + i) * lda + p0;
-                for (ptrdiff_t p = 0; p < kc; p++) dst[p * mr_ + i] = src[p];
+        if (trans) {                        /* op(A)'s rows are A's columns: each depth p is contiguous */
+            for (ptrdiff_t p = 0; p < kc; p++) {
+                const FASTNN_T *src = a + (p0 + p) * lda + r0 + i0;
+                ptrdiff_t i = 0;
+                for (; i < rows; i++) dst[p * mr_ + i] = src[i];
+                for (; i < mr_; i++) dst[p * mr_ + i] = 0;
             }
+            continue;
+        }
+        for (ptrdiff_t i = 0; i < rows; i++) {
+            const FASTNN_T *src = a + (r0 + i0 + i) * lda + p0;
+            for (ptrdiff_t p = 0; p < kc; p++) dst[p * mr_ + i] = src[p];
         }
         for (ptrdiff_t i = rows; i < mr_; i++)
             for (ptrdiff_t p = 0; p < kc; p++) dst[p * mr_ + i] = 0;
@@ -110,8 +115,8 @@ static void FASTNN_NAME(pack_b)(int trans, const FASTNN_T *b, ptrdiff_t ldb, ptr
     }
 }
 
-typedef void (*FASTNN_NAME(uk_fn))(ptrdiff_t, const FASTNN_T *restrict, const FASTNN_T *restrict, ptrdiff_t,
-                                  FASTNN_T *restrict, ptrdiff_t, int, int, FASTNN_T, FASTNN_T);
+typedef void (*FASTNN_NAME(uk_fn))(ptrdiff_t, const FASTNN_T *restrict, ptrdiff_t, const FASTNN_T *restrict, ptrdiff_t,
+                                  FASTNN_T *restrict, ptrdiff_t, ptrdiff_t, int, int, FASTNN_T, FASTNN_T);
 
 /* Thread tid of nt's share of C = alpha op(A) op(B) + beta C (m, n, k >= 1), with ap and bp the
  * packing buffers every thread of the call shares (MC x KC and KC x NC). Loops as in BLIS:
@@ -120,10 +125,12 @@ typedef void (*FASTNN_NAME(uk_fn))(ptrdiff_t, const FASTNN_T *restrict, const FA
  * buffer from being packed while another thread still reads it. When all of A fits one MC block
  * and B is not transposed, each B element is used by one block only: the micro-kernel then
  * reads B's full panels in place (packing them would copy as many bytes as the product reads:
- * at m = 32, a third of the time) and only a last partial panel is packed. */
+ * at m = 32, a third of the time) and only a last partial panel is packed. Likewise A's full
+ * row panels are read in place when B has a single column panel (n <= NR: the backward pass's
+ * W G^T at a thread's 32 rows). */
 static void FASTNN_NAME(gemm_part)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                    FASTNN_T alpha, const FASTNN_T *a, ptrdiff_t lda, const FASTNN_T *b,
-                                   ptrdiff_t ldb, FASTNN_T beta, FASTNN_T *c, ptrdiff_t ldc,
+                                   ptrdiff_t ldb, FASTNN_T beta, FASTNN_T *c, ptrdiff_t ldc, ptrdiff_t cs,
                                    FASTNN_T *ap, FASTNN_T *bp, int tid, int nt) {
     const fastnn_gemm_shape *s = &FASTNN_CAT(FASTNN_CAT(fastnn_, FASTNN_S), gemm_shape);
     const int MR = s->mr, NR = s->nr;
@@ -132,6 +139,7 @@ static void FASTNN_NAME(gemm_part)(int trans_a, int trans_b, ptrdiff_t m, ptrdif
     for (ptrdiff_t jc = 0; jc < n; jc += NC) {
         const ptrdiff_t nc = n - jc < NC ? n - jc : NC, n_panels = (nc + NR - 1) / NR;
         const int direct_b = !trans_b && m <= MC;
+        const int direct_a = !trans_a && n <= NR;       /* one column panel: each A element used once */
         const ptrdiff_t first_packed = direct_b ? nc / NR : 0;      /* panels before it read in place */
         for (ptrdiff_t pc = 0; pc < k; pc += KC) {
             const ptrdiff_t kc = k - pc < KC ? k - pc : KC;
@@ -147,8 +155,10 @@ static void FASTNN_NAME(gemm_part)(int trans_a, int trans_b, ptrdiff_t m, ptrdif
                 if (nt > 1) {
                     _Pragma("omp barrier")
                 }
+                const ptrdiff_t a_first = direct_a ? mc / MR : 0;        /* full panels read in place */
                 FASTNN_NAME(pack_a)(trans_a, a, lda, ic, mc, pc, kc, MR, ap,
-                                    m_panels * tid / nt, m_panels * (tid + 1) / nt);
+                                    a_first + (m_panels - a_first) * tid / nt,
+                                    a_first + (m_panels - a_first) * (tid + 1) / nt);
                 if (nt > 1) {
                     _Pragma("omp barrier")
                 }
@@ -157,8 +167,10 @@ static void FASTNN_NAME(gemm_part)(int trans_a, int trans_b, ptrdiff_t m, ptrdif
                     const ptrdiff_t jp = t / m_panels, ip = t % m_panels;     /* column-panel major */
                     const ptrdiff_t i = ip * MR, j = jp * NR;
                     const int in_place = jp < first_packed;
-                    uk(kc, ap + ip * kc * MR, in_place ? b + pc * ldb + jc + j : bp + jp * kc * NR,
-                       in_place ? ldb : NR, c + (ic + i) * ldc + jc + j, ldc,
+                    const int a_in_place = direct_a && i + MR <= mc;
+                    uk(kc, a_in_place ? a + (ic + i) * lda + pc : ap + ip * kc * MR, a_in_place ? lda : 0,
+                       in_place ? b + pc * ldb + jc + j : bp + jp * kc * NR,
+                       in_place ? ldb : NR, c + (ic + i) * ldc + (jc + j) * cs, ldc, cs,
                        (int)(mc - i < MR ? mc - i : MR), (int)(nc - j < NR ? nc - j : NR), alpha, beta_pc);
                 }
             }
@@ -169,43 +181,51 @@ static void FASTNN_NAME(gemm_part)(int trans_a, int trans_b, ptrdiff_t m, ptrdif
 /* The plain loop, for when no packing buffer can be had: the same sums in depth order, slowly. */
 static void FASTNN_NAME(gemm_unpacked)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                        FASTNN_T alpha, const FASTNN_T *a, ptrdiff_t lda, const FASTNN_T *b,
-                                       ptrdiff_t ldb, FASTNN_T beta, FASTNN_T *c, ptrdiff_t ldc) {
+                                       ptrdiff_t ldb, FASTNN_T beta, FASTNN_T *c, ptrdiff_t ldc, ptrdiff_t cs) {
     for (ptrdiff_t i = 0; i < m; i++)
         for (ptrdiff_t j = 0; j < n; j++) {
             FASTNN_T sum = 0;
             for (ptrdiff_t p = 0; p < k; p++)
                 sum += (trans_a ? a[p * lda + i] : a[i * lda + p]) * (trans_b ? b[j * ldb + p] : b[p * ldb + j]);
-            c[i * ldc + j] = beta == 0 ? alpha * sum : alpha * sum + beta * c[i * ldc + j];
+            c[i * ldc + j * cs] = beta == 0 ? alpha * sum : alpha * sum + beta * c[i * ldc + j * cs];
         }
 }
 
-/* C (m, n) = alpha op(A) op(B) + beta C on `threads` OpenMP threads (1: the calling thread only,
- * no parallel region: safe inside another one). k == 0 gives C = beta C. Without memory for the
+/* C (m, n) = alpha op(A) op(B) + beta C, element (i, j) of C at c[i ldc + j cs], on `threads`
+ * OpenMP threads (1: the calling thread only, no parallel region: safe inside another one). k == 0 gives C = beta C. Without memory for the
  * packing buffer it falls back to the plain loop (same result, slower): it never fails. */
-static void FASTNN_NAME(gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, FASTNN_T alpha,
+static void FASTNN_NAME(gemm_strided)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, FASTNN_T alpha,
                               const FASTNN_T *a, ptrdiff_t lda, const FASTNN_T *b, ptrdiff_t ldb,
-                              FASTNN_T beta, FASTNN_T *c, ptrdiff_t ldc, int threads) {
+                              FASTNN_T beta, FASTNN_T *c, ptrdiff_t ldc, ptrdiff_t cs,
+                                      int threads) {
     if (m <= 0 || n <= 0)
         return;
     const fastnn_gemm_shape *s = &FASTNN_CAT(FASTNN_CAT(fastnn_, FASTNN_S), gemm_shape);
     FASTNN_T *buffer = k <= 0 ? NULL
         : (FASTNN_T *)fastnn_gemm_buffer((size_t)(s->mc * s->kc + s->kc * s->nc) * sizeof(FASTNN_T));
     if (buffer == NULL || s->kernel == NULL) {
-        FASTNN_NAME(gemm_unpacked)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        FASTNN_NAME(gemm_unpacked)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, cs);
         return;
     }
     FASTNN_T *ap = buffer, *bp = buffer + s->mc * s->kc;         /* (MC, KC) and (KC, NC), packed */
     if (threads <= 1) {
-        FASTNN_NAME(gemm_part)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ap, bp, 0, 1);
+        FASTNN_NAME(gemm_part)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, cs, ap, bp, 0, 1);
         return;
     }
 #ifdef _OPENMP
     _Pragma("omp parallel num_threads(threads)")
-    FASTNN_NAME(gemm_part)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ap, bp,
+    FASTNN_NAME(gemm_part)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, cs, ap, bp,
                            omp_get_thread_num(), omp_get_num_threads());
 #else
-    FASTNN_NAME(gemm_part)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ap, bp, 0, 1);
+    FASTNN_NAME(gemm_part)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, cs, ap, bp, 0, 1);
 #endif
+}
+
+/* The row-major case, cs = 1. */
+static void FASTNN_NAME(gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, FASTNN_T alpha,
+                              const FASTNN_T *a, ptrdiff_t lda, const FASTNN_T *b, ptrdiff_t ldb,
+                              FASTNN_T beta, FASTNN_T *c, ptrdiff_t ldc, int threads) {
+    FASTNN_NAME(gemm_strided)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 1, threads);
 }
 
 #undef FASTNN_UKERNEL

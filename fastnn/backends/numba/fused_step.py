@@ -296,7 +296,7 @@ def _thread_step(t, i0, i1, nb, s, lo, labels, order, sizes, w_off, b_off, act_o
         W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)                   # (n_in, n_out)
         G = _rows(grads_act, act_off[l], n_out, i0, i1)                                    # (m, n_out)
         G_in = _rows(grads_act, act_off[l - 1], n_in, i0, i1)                              # (m, n_in)
-        gemm(G, W.T, G_in, one, zero)                                                     # G_in = G @ W^T
+        gemm(W, G.T, G_in.T, one, zero)                          # G_in^T = W @ G^T: W packed along its rows
         O = _rows(outs if dropout else acts, act_off[l - 1], n_in, i0, i1)                 # (m, n_in)
         mask = _rows(drop_mask[s], nb * mask_off[l - 1], n_in, i0, i1) if dropout else O
         for i in range(m):

@@ -40,31 +40,34 @@ NC = 2048
 
 
 @intrinsic
-def _tile_sums(typingctx, kc, ap, a_off, bp, b_off, ldb, tile):
-    """tile[i NR + j] = sum_{p < kc} ap[a_off + p MR + i] * bp[b_off + p ldb + j] for the MR x NR
-    micro-tile (NR = NV lanes), the MR * NV partial-sum vectors held as SSA values for the whole
-    loop over p, each sum accumulated in p order with ``llvm.fmuladd``. bp: the packed panels
-    (ldb = NR) or B itself (any rank; offsets and ldb in elements from its first one)."""
+def _tile_sums(typingctx, kc, ap, a_off, a_ps, a_is, bp, b_off, ldb, tile):
+    """tile[i NR + j] = sum_{p < kc} ap[a_off + p a_ps + i a_is] * bp[b_off + p ldb + j] for the
+    MR x NR micro-tile (NR = NV lanes), the MR * NV partial-sum vectors held as SSA values for the
+    whole loop over p, each sum accumulated in p order with ``llvm.fmuladd``. ap: the packed
+    panels (a_ps = MR, a_is = 1) or A itself (a_ps = 1, a_is = its row stride); bp: the packed
+    panels (ldb = NR) or B itself (any rank; offsets and strides in elements from the first one)."""
     if not (isinstance(ap, types.Array) and isinstance(ap.dtype, types.Float) and ap.dtype == bp.dtype == tile.dtype):
         return None
     fty = ap.dtype
     n_lanes = VECTOR_BYTES // (fty.bitwidth // 8)
     nr = NV * n_lanes
-    sig = types.none(kc, ap, a_off, bp, b_off, ldb, tile)
+    sig = types.none(kc, ap, a_off, a_ps, a_is, bp, b_off, ldb, tile)
 
     def codegen(context, builder, signature, args):
-        kc_v, ap_a, aoff_v, bp_a, boff_v, ldb_v, tile_a = args
+        kc_v, ap_a, aoff_v, aps_v, ais_v, bp_a, boff_v, ldb_v, tile_a = args
         i64 = ir.IntType(64)
         llf = context.get_value_type(fty)
         vec = ir.VectorType(llf, n_lanes)
         vptr = vec.as_pointer()
         ap_data = context.make_array(signature.args[1])(context, builder, ap_a).data
-        bp_data = context.make_array(signature.args[3])(context, builder, bp_a).data
-        tile_data = context.make_array(signature.args[6])(context, builder, tile_a).data
-        ldb_v = context.cast(builder, ldb_v, signature.args[5], types.int64)
+        bp_data = context.make_array(signature.args[5])(context, builder, bp_a).data
+        tile_data = context.make_array(signature.args[8])(context, builder, tile_a).data
+        ldb_v = context.cast(builder, ldb_v, signature.args[7], types.int64)
+        aps_v = context.cast(builder, aps_v, signature.args[3], types.int64)
+        ais_v = context.cast(builder, ais_v, signature.args[4], types.int64)
         kc_v = context.cast(builder, kc_v, signature.args[0], types.int64)
         aoff_v = context.cast(builder, aoff_v, signature.args[2], types.int64)
-        boff_v = context.cast(builder, boff_v, signature.args[4], types.int64)
+        boff_v = context.cast(builder, boff_v, signature.args[6], types.int64)
         align = fty.bitwidth // 8
         fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
                                                  f"llvm.fmuladd.v{n_lanes}f{fty.bitwidth}")
@@ -91,10 +94,10 @@ def _tile_sums(typingctx, kc, ap, a_off, bp, b_off, ldb, tile):
             load = builder.load(builder.bitcast(address, vptr))
             load.align = align
             b_vecs.append(load)
-        a_base = builder.add(aoff_v, builder.mul(p, ir.Constant(i64, MR)))
+        a_base = builder.add(aoff_v, builder.mul(p, aps_v))
         new = []
         for i in range(MR):
-            x = builder.load(builder.gep(ap_data, [builder.add(a_base, ir.Constant(i64, i))]))
+            x = builder.load(builder.gep(ap_data, [builder.add(a_base, builder.mul(ir.Constant(i64, i), ais_v))]))
             xv = builder.insert_element(ir.Constant(vec, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
             xv = builder.shuffle_vector(xv, ir.Constant(vec, ir.Undefined),
                                         ir.Constant(ir.VectorType(ir.IntType(32), n_lanes), [0] * n_lanes))
@@ -127,11 +130,21 @@ def _blocks(c):
 def _pack_a(a, r0, m, p0, kc, ap, panel0, panel1):
     """ap[panel][p][i] (kc, MR) = a[r0 + panel MR + i, p0 + p] for the row panels [panel0, panel1)
     of the m rows from r0; rows past m zero. (Slices, not 2-D indexing in the loops: on views
-    LLVM drops the per-element index arithmetic; 2-D indexing made packing 6-20x slower.)"""
+    LLVM drops the per-element index arithmetic; 2-D indexing made packing 6-20x slower.) A
+    transposed a (``A_in.T`` in the weight gradient) is read a depth at a time, its rows contiguous."""
+    by_columns = a.strides[0] < a.strides[1]               # a transposed view (A.T): depths contiguous
     for panel in range(panel0, panel1):
         out = ap[panel * kc * MR:(panel + 1) * kc * MR]                                    # (kc, MR)
         i0 = panel * MR
         rows = min(MR, m - i0)
+        if by_columns:
+            for p in range(kc):
+                col = a[r0 + i0:r0 + i0 + rows, p0 + p]                                    # (rows,)
+                for i in range(rows):
+                    out[p * MR + i] = col[i]
+                for i in range(rows, MR):
+                    out[p * MR + i] = 0
+            continue
         for i in range(rows):
             src = a[r0 + i0 + i, p0:p0 + kc]                                               # (kc,)
             for p in range(kc):
@@ -173,7 +186,19 @@ def _pack_b(b, p0, kc, c0, n, nr, bp, panel0, panel1):
 
 @njit(cache=True)
 def _store(tile, nr, c, i0, j0, mr, ncols, alpha, beta):
-    """c[i0 + i, j0 + j] = alpha tile[i nr + j] + beta c[...] (c not read when beta == 0)."""
+    """c[i0 + i, j0 + j] = alpha tile[i nr + j] + beta c[...] (c not read when beta == 0). A c with
+    contiguous columns (``G_in.T`` in the backward pass) is written a column at a time (row by
+    row, its strided writes halved the backward product's speed)."""
+    if c.strides[0] < c.strides[1]:
+        for j in range(ncols):
+            col = c[i0:i0 + mr, j0 + j]                                                    # (mr,)
+            if beta == 0:
+                for i in range(mr):
+                    col[i] = alpha * tile[i * nr + j]
+            else:
+                for i in range(mr):
+                    col[i] = alpha * tile[i * nr + j] + beta * col[i]
+        return
     for i in range(mr):
         src = tile[i * nr:i * nr + ncols]                                                  # (ncols,)
         dst = c[i0 + i, j0:j0 + ncols]                                                     # (ncols,)
@@ -186,19 +211,36 @@ def _store(tile, nr, c, i0, j0, mr, ncols, alpha, beta):
 
 
 @njit(cache=True)
-def _tiles(ap, bp, b, pc, first_packed, c, ic, mc, jc, nc, kc, nr, alpha, beta, t0, t1, tile):
-    """Micro-tiles t0 .. t1 of the (mc, nc) block at (ic, jc), column-panel major; column panels
-    before ``first_packed`` are read in place from b (rows pc.., C-contiguous), the rest from bp."""
+def _tiles(ap, a, a_first, bp, b, pc, first_packed, c, ic, mc, jc, nc, kc, nr, alpha, beta, t0, t1, tile):
+    """Micro-tiles t0 .. t1 of the (mc, nc) block at (ic, jc), column-panel major; row panels before
+    ``a_first`` are read in place from a (C-contiguous rows), column panels before
+    ``first_packed`` from b (rows pc..), the others from the packed ap and bp."""
     m_panels = (mc + MR - 1) // MR
     ldb = b.strides[0] // b.itemsize
+    lda = a.strides[0] // a.itemsize
     for t in range(t0, t1):
         jp = t // m_panels
         ip = t % m_panels
-        if jp < first_packed:
-            _tile_sums(kc, ap, ip * kc * MR, b, pc * ldb + jc + jp * nr, ldb, tile)
+        if ip < a_first:
+            if jp < first_packed:
+                _tile_sums(kc, a, (ic + ip * MR) * lda + pc, 1, lda, b, pc * ldb + jc + jp * nr, ldb, tile)
+            else:
+                _tile_sums(kc, a, (ic + ip * MR) * lda + pc, 1, lda, bp, jp * kc * nr, nr, tile)
+        elif jp < first_packed:
+            _tile_sums(kc, ap, ip * kc * MR, MR, 1, b, pc * ldb + jc + jp * nr, ldb, tile)
         else:
-            _tile_sums(kc, ap, ip * kc * MR, bp, jp * kc * nr, nr, tile)
+            _tile_sums(kc, ap, ip * kc * MR, MR, 1, bp, jp * kc * nr, nr, tile)
         _store(tile, nr, c, ic + ip * MR, jc + jp * nr, min(MR, mc - ip * MR), min(nr, nc - jp * nr), alpha, beta)
+
+
+@njit(cache=True, inline="always")
+def _a_in_place(a, mc, n, nr):
+    """Row panels of a read in place: all full ones when b has one column panel (n <= NR: each a
+    element then serves one micro-tile only; the backward pass's W G^T) and a's rows are
+    contiguous; else none (gemm.h's ``direct_a``)."""
+    if n <= nr and a.strides[1] == a.itemsize and a.strides[0] % a.itemsize == 0:
+        return mc // MR
+    return 0
 
 
 @njit(cache=True, inline="always")
@@ -245,8 +287,10 @@ def gemm(a, b, c, alpha, beta):
             for ic in range(0, m, MC):
                 mc = min(MC, m - ic)
                 m_panels = (mc + MR - 1) // MR
-                _pack_a(a, ic, mc, pc, kc, ap, 0, m_panels)
-                _tiles(ap, bp, b, pc, first, c, ic, mc, jc, nc, kc, nr, alpha, beta_pc, 0, n_panels * m_panels, tile)
+                a_first = _a_in_place(a, mc, n, nr)
+                _pack_a(a, ic, mc, pc, kc, ap, a_first, m_panels)
+                _tiles(ap, a, a_first, bp, b, pc, first, c, ic, mc, jc, nc, kc, nr, alpha, beta_pc, 0,
+                       n_panels * m_panels, tile)
 
 
 @njit(cache=True, parallel=True)
@@ -279,9 +323,11 @@ def gemm_parallel(a, b, c, alpha, beta, threads):
             for ic in range(0, m, MC):
                 mc = min(MC, m - ic)
                 m_panels = (mc + MR - 1) // MR
+                a_first = _a_in_place(a, mc, n, nr)
                 for t in prange(threads):
-                    _pack_a(a, ic, mc, pc, kc, ap, m_panels * t // threads, m_panels * (t + 1) // threads)
+                    _pack_a(a, ic, mc, pc, kc, ap, a_first + (m_panels - a_first) * t // threads,
+                            a_first + (m_panels - a_first) * (t + 1) // threads)
                 n_tiles = n_panels * m_panels
                 for t in prange(threads):
-                    _tiles(ap, bp, b, pc, first, c, ic, mc, jc, nc, kc, nr, alpha, beta_pc, n_tiles * t // threads,
-                           n_tiles * (t + 1) // threads, tiles[t])
+                    _tiles(ap, a, a_first, bp, b, pc, first, c, ic, mc, jc, nc, kc, nr, alpha, beta_pc,
+                           n_tiles * t // threads, n_tiles * (t + 1) // threads, tiles[t])
