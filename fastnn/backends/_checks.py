@@ -78,6 +78,9 @@ def check_logits_labels(logits, labels, name: str = "logits") -> tuple[np.ndarra
 
 # ---------------------------------------------------------------- shared by the compiled backends
 DOT_MIN_K = 32   # from this depth on, dense inputs go to the dot-product matmul kernels
+# Products smaller than this many multiply-adds run the packed GEMM on one thread: waking a
+# second costs more than it saves there (64 x 64 @ 64 x 10 took 9-26 us on two threads, 2-6 on one).
+GEMM_PARALLEL_MIN_FMAS = 1 << 20
 
 
 def prefers_dot_kernel(a: np.ndarray) -> bool:

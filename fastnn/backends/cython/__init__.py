@@ -21,6 +21,7 @@ import numpy as np
 
 from fastnn.backends import omp_threads
 from fastnn.backends._checks import (
+    GEMM_PARALLEL_MIN_FMAS,
     as_float_array,
     check_matmul,
     check_same_shape,
@@ -75,7 +76,8 @@ def matmul(a, b):
         else:
             a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
             if prefers_dot_kernel(a):
-                _ck.gemm(a, b, out, num_threads())
+                big = a.shape[0] * a.shape[1] * b.shape[1] >= GEMM_PARALLEL_MIN_FMAS
+                _ck.gemm(a, b, out, num_threads() if big else 1)
             else:
                 _ck.matmul(a, b, out)
     return out

@@ -14,6 +14,7 @@ import numba
 import numpy as np
 
 from fastnn.backends._checks import (
+    GEMM_PARALLEL_MIN_FMAS,
     as_float_array,
     check_matmul,
     check_same_shape,
@@ -24,7 +25,7 @@ from fastnn.backends._checks import (
     run_softmax_cross_entropy_backward,
 )
 from fastnn.backends.numba.gemm import ISA as GEMM_ISA  # noqa: F401 - the micro-kernel in use, for users
-from fastnn.backends.numba.gemm import gemm_parallel
+from fastnn.backends.numba.gemm import gemm, gemm_parallel
 from fastnn.backends.numba.kernels import (
     _matmul_kernel,
     _relu_backward_kernel,
@@ -55,7 +56,11 @@ def matmul(a, b):
         return out
     if prefers_dot_kernel(a):
         one = a.dtype.type(1)
-        gemm_parallel(np.ascontiguousarray(a), np.ascontiguousarray(b), out, one, one - one, numba.get_num_threads())
+        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+        if a.shape[0] * a.shape[1] * b.shape[1] >= GEMM_PARALLEL_MIN_FMAS:
+            gemm_parallel(a, b, out, one, one - one, numba.get_num_threads())
+        else:
+            gemm(a, b, out, one, one - one)
     else:
         # the inner loop wants rows of b contiguous; a may be any layout (read one element at a time)
         _matmul_kernel(a, np.ascontiguousarray(b), out)
