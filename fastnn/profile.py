@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int_at_least(1), default=None, metavar="N",
                    help=f"first N training samples (default all; {REFERENCE_DEFAULT_LIMIT} for reference)")
     p.add_argument("--batch-size", type=int_at_least(1), default=64, help="samples per step")
+    p.add_argument("--hidden", type=int_at_least(1), nargs="+", default=[128, 64], metavar="H",
+                   help="hidden layer sizes (e.g. --hidden 1024 512 for the shape grid's widest network)")
     p.add_argument("--seed", type=int_at_least(0), default=0, help="seeds the weights and the batch order")
     add_data_dir_option(p)
     p.add_argument("--out-dir", default=None,
@@ -61,7 +63,7 @@ def _main(argv) -> int:
     args_text = " ".join(sys.argv[1:] if argv is None else argv)
     command = (env + " " if env else "") + "python -m fastnn.profile " + args_text
     profile(args.backend, args.dataset, args.epochs, args.limit, args.batch_size, args.data_dir, args.out_dir,
-            args.plots_dir, args.seed, command=command)
+            args.plots_dir, args.seed, command=command, hidden=args.hidden)
     return 0
 
 

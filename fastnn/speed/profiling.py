@@ -146,12 +146,14 @@ def plot_phases(rows: list[tuple[str, float]], total: float, path, title: str) -
 
 def profile(backend: str, dataset: str = "mnist", epochs: int = 1, limit: int | None = None, batch_size: int = 64,
             data_dir=None, out_dir="profiles", plots_dir="plots", seed: int = 0, command: str | None = None,
-            log=print) -> Path:
-    """Profile ``epochs`` epochs of training with ``backend``; write the report files; return the .txt path."""
+            log=print, hidden=(128, 64)) -> Path:
+    """Profile ``epochs`` epochs of training with ``backend`` on a network with ``hidden`` layers; write
+    the report files; return the .txt path."""
     get_backend(backend)
     if limit is None and backend == "reference":
         limit = REFERENCE_DEFAULT_LIMIT
-    cfg = TrainConfig(backend=backend, dataset=dataset, batch_size=batch_size, seed=seed, data_dir=data_dir)
+    cfg = TrainConfig(backend=backend, dataset=dataset, batch_size=batch_size, seed=seed, data_dir=data_dir,
+                      hidden=list(hidden))
     train_set = load_dataset(dataset, "train", data_dir)
     if limit:
         train_set = train_set.subset(slice(0, limit))

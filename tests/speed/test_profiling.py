@@ -37,6 +37,15 @@ def test_profile_writes_report_stats_and_plot(tmp_path, mnist_dir, backend):
     assert (tmp_path / "plots" / f"profile_{backend}.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_profile_takes_the_hidden_layers(tmp_path, mnist_dir):
+    """--hidden sets the network, as in train (the wide network's profile in REPORT.md)."""
+    backend = "cython" if "cython" in available_backends() else "numpy"
+    code = profile_mod.main(["--backend", backend, "--hidden", "32", "16", "8", "--limit", "256", "--data-dir",
+                             str(mnist_dir), "--out-dir", str(tmp_path / "p"), "--plots-dir", str(tmp_path / "p")])
+    assert code == 0
+    assert "layers 784-32-16-8-10" in (tmp_path / "p" / f"{backend}.txt").read_text()
+
+
 @pytest.mark.parametrize("backend", [b for b in ("numba", "cython") if b in available_backends()])
 def test_profile_of_fewer_samples_than_a_warm_up_batch(tmp_path, mnist_dir, backend):
     """--limit below 256 once made the warm-up read past the training set in compiled code."""
