@@ -33,34 +33,56 @@ cython_only = pytest.mark.skipif("cython" not in available_backends(),
                                  reason="the Cython kernels are not built: pip install -e .")
 
 
+def _numba_gemm(a, b, c, alpha, beta, trans_a=False, trans_b=False, c_transposed=False, threads=1):
+    """numba's gemm on 2-D arrays: a (m, k) or its transpose stored (k, m) when trans_a, likewise b;
+    c (m, n), or stored (n, m) when c_transposed (gemm.h's column stride)."""
+    from fastnn.backends.numba.gemm import gemm, gemm_parallel
+
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    n = b.shape[0] if trans_b else b.shape[1]
+    ldc, cs = (1, m) if c_transposed else (n, 1)
+    args = (trans_a, trans_b, m, n, k, alpha, a.reshape(-1), a.shape[1], b.reshape(-1), b.shape[1], beta,
+            c.reshape(-1), ldc, cs)
+    if threads > 1:
+        gemm_parallel(*args, threads)
+    else:
+        gemm(*args)
+
+
 @numba_only
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_numba_gemm_matches_float64(shape, dtype):
-    from fastnn.backends.numba.gemm import gemm, gemm_parallel
-
     m, k, n = shape
     a, b = _inputs(m, k, n, dtype)
     ref = a.astype(np.float64) @ b                                                       # (m, n)
     one, zero = dtype(1), dtype(0)
-    for run in (lambda c: gemm(a, b, c, one, zero), lambda c: gemm_parallel(a, b, c, one, zero, 2),
-                lambda c: gemm(np.asfortranarray(a), np.ascontiguousarray(b.T).T, c, one, zero)):
+    tol = _tol(dtype, k) * np.abs(ref).max(initial=1)
+    for kwargs in ({}, {"threads": 2}):
         c = np.full((m, n), np.nan, dtype)                       # beta == 0 never reads c
-        run(c)
-        np.testing.assert_allclose(c, ref, rtol=0, atol=_tol(dtype, k) * np.abs(ref).max(initial=1))
+        _numba_gemm(a, b, c, one, zero, **kwargs)
+        np.testing.assert_allclose(c, ref, rtol=0, atol=tol)
+    at, bt = np.ascontiguousarray(a.T), np.ascontiguousarray(b.T)                      # stored transposed
+    c = np.full((m, n), np.nan, dtype)
+    _numba_gemm(at, bt, c, one, zero, trans_a=True, trans_b=True)
+    np.testing.assert_allclose(c, ref, rtol=0, atol=tol)
+    ct = np.full((n, m), np.nan, dtype)                                                 # C^T, the backward's
+    _numba_gemm(a, bt, ct, one, zero, trans_b=True, c_transposed=True)
+    np.testing.assert_allclose(ct, ref.T, rtol=0, atol=tol)
     c = np.ones((m, n), dtype)
-    gemm(a, b, c, dtype(2), dtype(0.5))                          # c = 2 a b + 0.5 c
-    np.testing.assert_allclose(c, 2 * ref + 0.5, rtol=0, atol=2 * _tol(dtype, k) * np.abs(ref).max(initial=1))
+    _numba_gemm(a, b, c, dtype(2), dtype(0.5))                   # c = 2 a b + 0.5 c
+    np.testing.assert_allclose(c, 2 * ref + 0.5, rtol=0, atol=2 * tol)
 
 
 @numba_only
-def test_numba_gemm_writes_into_views_only():
-    """c a column slice of a bigger array (as the fused step's weight gradient): nothing else moves."""
+def test_numba_gemm_writes_into_its_columns_only():
+    """c a block of columns of a wider array (ldc > n, as the fused step's buffers): nothing else moves."""
     from fastnn.backends.numba.gemm import gemm
 
     a, b = _inputs(20, 30, 40, np.float32)
     big = np.full((20, 50), 7.0, np.float32)
-    gemm(a, b, big[:, 5:45], np.float32(1), np.float32(0))
+    gemm(False, False, 20, 40, 30, np.float32(1), a.reshape(-1), 30, b.reshape(-1), 40, np.float32(0),
+         big.reshape(-1)[5:], 50, 1)
     np.testing.assert_allclose(big[:, 5:45], a.astype(np.float64) @ b, atol=1e-4)
     assert (big[:, :5] == 7).all() and (big[:, 45:] == 7).all()
 
@@ -134,3 +156,30 @@ def test_matmul_on_dense_inputs_matches_torch(backend):
     out = get_backend(backend).matmul(a, b)
     expected = (torch.from_numpy(a).double() @ torch.from_numpy(b).double()).numpy()
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", [b for b in ("numba", "cython") if b in available_backends()])
+def test_gemm_refuses_shapes_that_do_not_fit(backend):
+    """The compiled entry points check the sizes their loops rely on, once per call."""
+    a, b = _inputs(4, 5, 6, np.float32)
+    if backend == "numba":
+        from fastnn.backends.numba.gemm import gemm, gemm_parallel
+
+        one, zero = np.float32(1), np.float32(0)
+        for run in (gemm, lambda *args: gemm_parallel(*args, 2)):
+            with pytest.raises(ValueError, match="smaller"):           # c holds 4 x 5, not 4 x 6
+                run(False, False, 4, 6, 5, one, a.reshape(-1), 5, b.reshape(-1), 6, zero, np.zeros(20, np.float32),
+                    6, 1)
+            with pytest.raises(ValueError, match="smaller"):           # b read with a stride past its end
+                run(False, False, 4, 6, 5, one, a.reshape(-1), 5, b.reshape(-1), 7, zero, np.zeros(24, np.float32),
+                    6, 1)
+            with pytest.raises(ValueError, match="negative"):
+                run(False, False, 4, -6, 5, one, a.reshape(-1), 5, b.reshape(-1), 6, zero, np.zeros(24, np.float32),
+                    6, 1)
+        return
+    from fastnn.backends.cython import kernels
+
+    with pytest.raises(ValueError, match="shapes"):
+        kernels.gemm(a, b, np.zeros((4, 7), np.float32), 1)
+    with pytest.raises(ValueError, match="shapes"):
+        kernels.gemm(a, np.zeros((4, 6), np.float32), np.zeros((4, 6), np.float32), 1)

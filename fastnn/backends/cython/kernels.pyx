@@ -110,8 +110,16 @@ def gemm(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] ou
     """out (m, n) = a (m, k) @ b (k, n) by the packed GEMM of gemm.h on ``threads`` OpenMP threads.
 
     Goto and van de Geijn (2008), BLIS loop order: B packed in KC x NC blocks, A in MC x KC blocks,
-    an MR x NR micro-tile of sums in vector registers over the depth. The caller checks shapes
-    (a, b, out non-empty, k = a.shape[1] = b.shape[0])."""
+    an MR x NR micro-tile of sums in vector registers over the depth. Raises ValueError when the
+    shapes do not fit (a (m, k), b (k, n), out (m, n)); empty products leave out as it is, k = 0
+    zeroes it."""
+    if a.shape[1] != b.shape[0] or out.shape[0] != a.shape[0] or out.shape[1] != b.shape[1]:
+        raise ValueError("gemm: shapes must be a (m, k), b (k, n), out (m, n)")
+    if out.shape[0] == 0 or out.shape[1] == 0:
+        return
+    if a.shape[1] == 0:
+        out[:, :] = 0
+        return
     with nogil:
         if floating is float:
             fastnn_sgemm(0, 0, a.shape[0], b.shape[1], a.shape[1], 1, &a[0, 0],

@@ -57,10 +57,12 @@ def matmul(a, b):
     if prefers_dot_kernel(a):
         one = a.dtype.type(1)
         a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-        if a.shape[0] * a.shape[1] * b.shape[1] >= GEMM_PARALLEL_MIN_FMAS:
-            gemm_parallel(a, b, out, one, one - one, numba.get_num_threads())
+        (m, k), n = a.shape, b.shape[1]
+        args = (False, False, m, n, k, one, a.reshape(-1), k, b.reshape(-1), n, one - one, out.reshape(-1), n, 1)
+        if m * k * n >= GEMM_PARALLEL_MIN_FMAS:
+            gemm_parallel(*args, numba.get_num_threads())
         else:
-            gemm(a, b, out, one, one - one)
+            gemm(*args)
     else:
         # the inner loop wants rows of b contiguous; a may be any layout (read one element at a time)
         _matmul_kernel(a, np.ascontiguousarray(b), out)

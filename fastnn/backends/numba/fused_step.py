@@ -127,13 +127,15 @@ def _layer0_grad_update(ptr, sample, value, G0, W0, S1, S2, r0, r1, acc, wd, opt
 @njit(cache=True, fastmath={"contract", "reassoc"})
 def _dense_grad_update(A_in, G, W, S1, S2, c0, c1, nb, scratch, wd, opt, lr, mu, beta1, beta2, eps,
                        step_size, v_corr):
-    """grad W[:, c0:c1] = A_in^T G[:, c0:c1] (fastnn's packed GEMM, which packs the transposed
-    view as it reads it), then each row's update. A_in (nb, n_in), G (nb, n_out)."""
-    n_in = W.shape[0]
+    """grad W[:, c0:c1] = A_in^T G[:, c0:c1] (fastnn's packed GEMM, A_in transposed and G's columns
+    c0.. read through their strides), then each row's update. A_in (nb, n_in), G (nb, n_out)."""
+    n_in, n_out = W.shape
     w = c1 - c0
     gW = scratch[:n_in * w].reshape(n_in, w)                    # (n_in, w)
     one = gW.dtype.type(1)
-    gemm(A_in.T, G[:, c0:c1], gW, one, one - one)
+    yes, no, unit = np.bool_(True), np.bool_(False), np.int64(1)   # typed values, not literals: one
+    gemm(yes, no, n_in, w, nb, one, A_in.reshape(A_in.size), n_in, G.reshape(G.size)[c0:], n_out,  # compilation
+         one - one, gW.reshape(gW.size), w, unit)
     for r in range(n_in):
         _update(W[r, c0:c1], gW[r], S1[r, c0:c1], S2[r, c0:c1], wd, opt, lr, mu, beta1, beta2, eps,
                 step_size, v_corr)
@@ -247,6 +249,7 @@ def _thread_step(t, i0, i1, nb, s, lo, labels, order, sizes, w_off, b_off, act_o
     m, H0 = i1 - i0, sizes[1]
     inv_nb = theta.dtype.type(1) / nb
     one, zero = theta.dtype.type(1), theta.dtype.type(0)
+    yes, no, unit = np.bool_(True), np.bool_(False), np.int64(1)   # typed values, not literals (see gemm.py)
     A = _rows(acts, act_off[0], H0, i0, i1)                                                 # (m, H0)
     b0 = theta[b_off[0]:b_off[0] + H0]
     for i in range(m):
@@ -270,7 +273,8 @@ def _thread_step(t, i0, i1, nb, s, lo, labels, order, sizes, w_off, b_off, act_o
         W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)                   # (n_in, n_out)
         A_in = _rows(acts, act_off[l - 1], n_in, i0, i1)                                   # (m, n_in)
         A = _rows(acts, act_off[l], n_out, i0, i1)                                         # (m, n_out)
-        gemm(A_in, W, A, one, zero)                                                       # A = A_in @ W
+        gemm(no, no, i1 - i0, n_out, n_in, one, A_in.reshape(A_in.size), n_in, W.reshape(W.size), n_out, zero,
+             A.reshape(A.size), n_out, unit)                                              # A = A_in @ W
         bias = theta[b_off[l]:b_off[l] + n_out]
         for i in range(m):
             for j in range(n_out):
@@ -296,7 +300,8 @@ def _thread_step(t, i0, i1, nb, s, lo, labels, order, sizes, w_off, b_off, act_o
         W = theta[w_off[l]:w_off[l] + n_in * n_out].reshape(n_in, n_out)                   # (n_in, n_out)
         G = _rows(grads_act, act_off[l], n_out, i0, i1)                                    # (m, n_out)
         G_in = _rows(grads_act, act_off[l - 1], n_in, i0, i1)                              # (m, n_in)
-        gemm(W, G.T, G_in.T, one, zero)                          # G_in^T = W @ G^T: W packed along its rows
+        gemm(no, yes, n_in, i1 - i0, n_out, one, W.reshape(W.size), n_out, G.reshape(G.size), n_out, zero,
+             G_in.reshape(G_in.size), unit, n_in)                # G_in^T = W @ G^T: W read along its rows
         O = _rows(outs if dropout else acts, act_off[l - 1], n_in, i0, i1)                 # (m, n_in)
         mask = _rows(drop_mask[s], nb * mask_off[l - 1], n_in, i0, i1) if dropout else O
         for i in range(m):

@@ -13,12 +13,19 @@ AVX2: 6 x 16 / 6 x 8 (12 accumulators); otherwise 16-byte vectors, 4 x 8 / 4 x 4
 on-disk cache is keyed by the CPU, so another machine compiles its own; unlike the Cython
 GEMM, ``FASTNN_GEMM_ISA`` does not apply, since cached code does not see it.) ``ISA`` names it.
 
-``gemm(a, b, c, alpha, beta)`` runs on the calling thread (the fused training step calls it from
-inside its own threads); ``gemm_parallel(a, b, c, alpha, beta, threads)`` shares the packing and
-splits the micro-tiles between ``threads`` numba threads. a (m, k), b (k, n), c (m, n): 2-D
-arrays of one float dtype in any layout (``W.T`` is a view, packed as it is read); the caller
-checks shapes and dtypes: nothing here does. beta == 0 never reads c. Sums run in depth order
-per output with ``llvm.fmuladd`` (an FMA where the CPU has one), as the Cython kernel's do.
+The arguments are gemm.h's, on 1-D arrays (a slice gives the offset):
+``gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, cs)`` computes
+c[i ldc + j cs] = alpha sum_p op(A)[i, p] op(B)[p, j] + beta c[i ldc + j cs] with op(A)[i, p] =
+a[i lda + p] (a[p lda + i] when trans_a) and op(B)[p, j] = b[p ldb + j] (b[j ldb + p] when
+trans_b), on the calling thread (the fused training step calls it from inside its own
+threads); ``gemm_parallel(..., threads)`` shares the packing and splits the micro-tiles between
+``threads`` numba threads. One array type for every call, so Numba compiles each function once
+per dtype (callers pass the flags and unit strides as typed values, ``np.bool_``/``np.int64``:
+literals make a compilation each): with 2-D views of every layout (``W.T``, ``G[:, c0:c1]``)
+and literal flags the fused step's first compilation took 34 s against 16 without the GEMM.
+Each entry point checks that the extents it will touch lie inside a, b and c (ValueError), once
+per call. beta == 0 never reads c. Sums run in depth order per output with ``llvm.fmuladd`` (an
+FMA where the CPU has one), as the Cython kernel's do.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from fastnn.backends.numba.simd import host_isa
+from fastnn.backends.numba.simd import broadcast, host_isa
 
 ISA = host_isa()
 VECTOR_BYTES = {"avx512": 64, "avx2": 32, "generic": 16}[ISA]
@@ -98,9 +105,7 @@ def _tile_sums(typingctx, kc, ap, a_off, a_ps, a_is, bp, b_off, ldb, tile):
         new = []
         for i in range(MR):
             x = builder.load(builder.gep(ap_data, [builder.add(a_base, builder.mul(ir.Constant(i64, i), ais_v))]))
-            xv = builder.insert_element(ir.Constant(vec, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
-            xv = builder.shuffle_vector(xv, ir.Constant(vec, ir.Undefined),
-                                        ir.Constant(ir.VectorType(ir.IntType(32), n_lanes), [0] * n_lanes))
+            xv = broadcast(builder, x, vec)
             for v in range(NV):
                 new.append(builder.call(fmuladd, [xv, b_vecs[v], accs[i * NV + v]]))
         p_next = builder.add(p, ir.Constant(i64, 1))
@@ -127,26 +132,27 @@ def _blocks(c):
 
 
 @njit(cache=True)
-def _pack_a(a, r0, m, p0, kc, ap, panel0, panel1):
-    """ap[panel][p][i] (kc, MR) = a[r0 + panel MR + i, p0 + p] for the row panels [panel0, panel1)
-    of the m rows from r0; rows past m zero. (Slices, not 2-D indexing in the loops: on views
-    LLVM drops the per-element index arithmetic; 2-D indexing made packing 6-20x slower.) A
-    transposed a (``A_in.T`` in the weight gradient) is read a depth at a time, its rows contiguous."""
-    by_columns = a.strides[0] < a.strides[1]               # a transposed view (A.T): depths contiguous
+def _pack_a(trans, a, lda, r0, m, p0, kc, ap, panel0, panel1):
+    """ap[panel][p][i] (kc, MR) = op(A)[r0 + panel MR + i, p0 + p] for the row panels
+    [panel0, panel1) of the m rows from r0; rows past m zero. (Slices, not element indexing in
+    the loops: LLVM then drops the index arithmetic; indexing made packing 6-20x slower.) A
+    transposed A (the weight gradient's A_in^T) is read a depth at a time, its rows contiguous."""
     for panel in range(panel0, panel1):
         out = ap[panel * kc * MR:(panel + 1) * kc * MR]                                    # (kc, MR)
         i0 = panel * MR
         rows = min(MR, m - i0)
-        if by_columns:
+        if trans:
             for p in range(kc):
-                col = a[r0 + i0:r0 + i0 + rows, p0 + p]                                    # (rows,)
+                start = (p0 + p) * lda + r0 + i0
+                src = a[start:start + rows]                                                # (rows,)
                 for i in range(rows):
-                    out[p * MR + i] = col[i]
+                    out[p * MR + i] = src[i]
                 for i in range(rows, MR):
                     out[p * MR + i] = 0
             continue
         for i in range(rows):
-            src = a[r0 + i0 + i, p0:p0 + kc]                                               # (kc,)
+            start = (r0 + i0 + i) * lda + p0
+            src = a[start:start + kc]                                                      # (kc,)
             for p in range(kc):
                 out[p * MR + i] = src[p]
         for i in range(rows, MR):
@@ -155,20 +161,20 @@ def _pack_a(a, r0, m, p0, kc, ap, panel0, panel1):
 
 
 @njit(cache=True)
-def _pack_b(b, p0, kc, c0, n, nr, bp, panel0, panel1):
-    """bp[panel][p][j] (kc, nr) = b[p0 + p, c0 + panel nr + j] for the column panels
-    [panel0, panel1) of the n columns from c0; columns past n zero. A transposed b (its columns
-    contiguous, e.g. ``W.T``) is read 16 depths of a column at a time (one 64-byte line)."""
-    by_columns = b.strides[0] < b.strides[1]
+def _pack_b(trans, b, ldb, p0, kc, c0, n, nr, bp, panel0, panel1):
+    """bp[panel][p][j] (kc, nr) = op(B)[p0 + p, c0 + panel nr + j] for the column panels
+    [panel0, panel1) of the n columns from c0; columns past n zero. A transposed B is read 16
+    depths of a column at a time (one 64-byte line)."""
     for panel in range(panel0, panel1):
         j0 = panel * nr
         cols = min(nr, n - j0)
         out = bp[panel * kc * nr:(panel + 1) * kc * nr]                                    # (kc, nr)
-        if by_columns:
+        if trans:
             for pb in range(0, kc, 16):
                 pe = min(pb + 16, kc)
                 for j in range(cols):
-                    src = b[p0 + pb:p0 + pe, c0 + j0 + j]                                  # (pe - pb,)
+                    start = (c0 + j0 + j) * ldb + p0 + pb
+                    src = b[start:start + pe - pb]                                         # (pe - pb,)
                     for p in range(pe - pb):
                         out[(pb + p) * nr + j] = src[p]
                 for j in range(cols, nr):
@@ -176,7 +182,8 @@ def _pack_b(b, p0, kc, c0, n, nr, bp, panel0, panel1):
                         out[p * nr + j] = 0
         else:
             for p in range(kc):
-                src = b[p0 + p, c0 + j0:c0 + j0 + cols]                                    # (cols,)
+                start = (p0 + p) * ldb + c0 + j0
+                src = b[start:start + cols]                                                # (cols,)
                 dst = out[p * nr:(p + 1) * nr]                                             # (nr,)
                 for j in range(cols):
                     dst[j] = src[j]
@@ -185,149 +192,145 @@ def _pack_b(b, p0, kc, c0, n, nr, bp, panel0, panel1):
 
 
 @njit(cache=True)
-def _store(tile, nr, c, i0, j0, mr, ncols, alpha, beta):
-    """c[i0 + i, j0 + j] = alpha tile[i nr + j] + beta c[...] (c not read when beta == 0). A c with
-    contiguous columns (``G_in.T`` in the backward pass) is written a column at a time (row by
-    row, its strided writes halved the backward product's speed)."""
-    if c.strides[0] < c.strides[1]:
-        for j in range(ncols):
-            col = c[i0:i0 + mr, j0 + j]                                                    # (mr,)
-            if beta == 0:
-                for i in range(mr):
-                    col[i] = alpha * tile[i * nr + j]
-            else:
-                for i in range(mr):
-                    col[i] = alpha * tile[i * nr + j] + beta * col[i]
+def _store(tile, nr, c, ldc, cs, i0, j0, mr, ncols, alpha, beta):
+    """c[(i0 + i) ldc + (j0 + j) cs] = alpha tile[i nr + j] + beta c[...] (not read when beta == 0):
+    a row at a time when cs == 1, a column at a time when ldc == 1 (C^T, the backward pass: row
+    by row, its strided writes halved the product's speed)."""
+    if cs == 1 or ldc != 1:
+        for i in range(mr):
+            row = (i0 + i) * ldc + j0 * cs
+            for j in range(ncols):
+                v = alpha * tile[i * nr + j]
+                c[row + j * cs] = v if beta == 0 else v + beta * c[row + j * cs]
         return
-    for i in range(mr):
-        src = tile[i * nr:i * nr + ncols]                                                  # (ncols,)
-        dst = c[i0 + i, j0:j0 + ncols]                                                     # (ncols,)
-        if beta == 0:
-            for j in range(ncols):
-                dst[j] = alpha * src[j]
-        else:
-            for j in range(ncols):
-                dst[j] = alpha * src[j] + beta * dst[j]
+    for j in range(ncols):
+        start = (j0 + j) * cs + i0
+        col = c[start:start + mr]                                                          # (mr,)
+        for i in range(mr):
+            v = alpha * tile[i * nr + j]
+            col[i] = v if beta == 0 else v + beta * col[i]
 
 
 @njit(cache=True)
-def _tiles(ap, a, a_first, bp, b, pc, first_packed, c, ic, mc, jc, nc, kc, nr, alpha, beta, t0, t1, tile):
+def _tiles(ap, a, lda, a_first, bp, b, ldb, b_first, c, ldc, cs, ic, mc, jc, nc, pc, kc, nr, alpha, beta, t0, t1,
+           tile):
     """Micro-tiles t0 .. t1 of the (mc, nc) block at (ic, jc), column-panel major; row panels before
-    ``a_first`` are read in place from a (C-contiguous rows), column panels before
-    ``first_packed`` from b (rows pc..), the others from the packed ap and bp."""
+    ``a_first`` are read in place from a (rows lda apart), column panels before ``b_first`` from b
+    (rows ldb apart), the others from the packed ap and bp."""
     m_panels = (mc + MR - 1) // MR
-    ldb = b.strides[0] // b.itemsize
-    lda = a.strides[0] // a.itemsize
     for t in range(t0, t1):
         jp = t // m_panels
         ip = t % m_panels
         if ip < a_first:
-            if jp < first_packed:
-                _tile_sums(kc, a, (ic + ip * MR) * lda + pc, 1, lda, b, pc * ldb + jc + jp * nr, ldb, tile)
-            else:
-                _tile_sums(kc, a, (ic + ip * MR) * lda + pc, 1, lda, bp, jp * kc * nr, nr, tile)
-        elif jp < first_packed:
-            _tile_sums(kc, ap, ip * kc * MR, MR, 1, b, pc * ldb + jc + jp * nr, ldb, tile)
+            src_a, off_a, ps_a, is_a = a, (ic + ip * MR) * lda + pc, 1, lda
         else:
-            _tile_sums(kc, ap, ip * kc * MR, MR, 1, bp, jp * kc * nr, nr, tile)
-        _store(tile, nr, c, ic + ip * MR, jc + jp * nr, min(MR, mc - ip * MR), min(nr, nc - jp * nr), alpha, beta)
-
-
-@njit(cache=True, inline="always")
-def _a_in_place(a, mc, n, nr):
-    """Row panels of a read in place: all full ones when b has one column panel (n <= NR: each a
-    element then serves one micro-tile only; the backward pass's W G^T) and a's rows are
-    contiguous; else none (gemm.h's ``direct_a``)."""
-    if n <= nr and a.strides[1] == a.itemsize and a.strides[0] % a.itemsize == 0:
-        return mc // MR
-    return 0
-
-
-@njit(cache=True, inline="always")
-def _first_packed(b, m, nc, nr):
-    """Column panels of b read in place: all full ones when every row of a fits one MC block
-    (each b element then serves one block only, and packing would copy as many bytes as the
-    product reads) and b's rows are contiguous; else none (gemm.h's ``direct_b``)."""
-    if m <= MC and b.strides[1] == b.itemsize and b.strides[0] % b.itemsize == 0:
-        return nc // nr
-    return 0
+            src_a, off_a, ps_a, is_a = ap, ip * kc * MR, MR, 1
+        if jp < b_first:
+            src_b, off_b, ld_b = b, pc * ldb + jc + jp * nr, ldb
+        else:
+            src_b, off_b, ld_b = bp, jp * kc * nr, nr
+        _tile_sums(kc, src_a, off_a, ps_a, is_a, src_b, off_b, ld_b, tile)       # one copy of the IR
+        _store(tile, nr, c, ldc, cs, ic + ip * MR, jc + jp * nr, min(MR, mc - ip * MR), min(nr, nc - jp * nr),
+               alpha, beta)
 
 
 @njit(cache=True)
-def _scale(c, beta):
-    """c = beta c (0 when beta == 0, whatever c held): the product of an empty depth."""
-    for i in range(c.shape[0]):
-        for j in range(c.shape[1]):
-            c[i, j] = 0 if beta == 0 else beta * c[i, j]
-
-
-@njit(cache=True)
-def gemm(a, b, c, alpha, beta):
-    """c (m, n) = alpha a (m, k) @ b (k, n) + beta c on the calling thread (see the module docstring)."""
-    m, k = a.shape
-    n = b.shape[1]
+def _check(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, cs):
+    """The boundary check of both entry points: every element the loops will touch lies inside a,
+    b and c (rows and strides as gemm.h's); raises ValueError otherwise."""
+    if m < 0 or n < 0 or k < 0 or lda < 0 or ldb < 0 or ldc < 0 or cs < 0:
+        raise ValueError("gemm: negative size or stride")
     if m == 0 or n == 0:
         return
-    if k == 0:
-        _scale(c, beta)
-        return
+    if k > 0:
+        a_last = (k - 1) * lda + m - 1 if trans_a else (m - 1) * lda + k - 1
+        b_last = (n - 1) * ldb + k - 1 if trans_b else (k - 1) * ldb + n - 1
+        if a_last >= a.size or b_last >= b.size:
+            raise ValueError("gemm: a or b is smaller than its shape and stride say")
+    if (m - 1) * ldc + (n - 1) * cs >= c.size:
+        raise ValueError("gemm: c is smaller than its shape and stride say")
+
+
+@njit(cache=True)
+def _scale(m, n, c, ldc, cs, beta):
+    """c = beta c (0 when beta == 0, whatever c held): the product of an empty depth."""
+    for i in range(m):
+        for j in range(n):
+            c[i * ldc + j * cs] = 0 if beta == 0 else beta * c[i * ldc + j * cs]
+
+
+@njit(cache=True)
+def _packing_buffers(m, n, k, c):
+    """(NR, KC, ap, bp): the block sizes for c's dtype and the packing buffers, ap (MC, KC) and
+    bp (KC, NC), each no larger than this product needs."""
     nr, KC = _blocks(c)
     kc_max = min(k, KC)
     ap = np.empty(((min(m, MC) + MR - 1) // MR * MR) * kc_max, dtype=c.dtype)      # (MC, KC) packed
     bp = np.empty(((min(n, NC) + nr - 1) // nr * nr) * kc_max, dtype=c.dtype)      # (KC, NC) packed
+    return nr, KC, ap, bp
+
+
+@njit(cache=True)
+def gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, cs):
+    """See the module docstring: on the calling thread. Raises ValueError (``_check``)."""
+    _check(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, cs)
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        _scale(m, n, c, ldc, cs, beta)
+        return
+    nr, KC, ap, bp = _packing_buffers(m, n, k, c)
     tile = np.empty(MR * nr, dtype=c.dtype)                                         # (MR, NR)
     for jc in range(0, n, NC):
         nc = min(NC, n - jc)
         n_panels = (nc + nr - 1) // nr
-        first = _first_packed(b, m, nc, nr)
+        # B's full panels read in place when A has one row block (each B element then serves one
+        # block: packing would copy as many bytes as the product reads); gemm.h's direct_b
+        b_first = nc // nr if not trans_b and m <= MC else 0
         for pc in range(0, k, KC):
             kc = min(KC, k - pc)
             beta_pc = beta if pc == 0 else c.dtype.type(1)           # later depth blocks accumulate
-            _pack_b(b, pc, kc, jc, nc, nr, bp, first, n_panels)
+            _pack_b(trans_b, b, ldb, pc, kc, jc, nc, nr, bp, b_first, n_panels)
             for ic in range(0, m, MC):
                 mc = min(MC, m - ic)
                 m_panels = (mc + MR - 1) // MR
-                a_first = _a_in_place(a, mc, n, nr)
-                _pack_a(a, ic, mc, pc, kc, ap, a_first, m_panels)
-                _tiles(ap, a, a_first, bp, b, pc, first, c, ic, mc, jc, nc, kc, nr, alpha, beta_pc, 0,
-                       n_panels * m_panels, tile)
+                a_first = mc // MR if not trans_a and n <= nr else 0        # gemm.h's direct_a
+                _pack_a(trans_a, a, lda, ic, mc, pc, kc, ap, a_first, m_panels)
+                _tiles(ap, a, lda, a_first, bp, b, ldb, b_first, c, ldc, cs, ic, mc, jc, nc, pc, kc, nr, alpha,
+                       beta_pc, 0, n_panels * m_panels, tile)
 
 
 @njit(cache=True, parallel=True)
-def gemm_parallel(a, b, c, alpha, beta, threads):
+def gemm_parallel(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, cs, threads):
     """``gemm`` on ``threads`` numba threads: each packing shared by them (panels split), then the
     block's micro-tiles split evenly, column-panel major (as gemm.h's ``gemm_part``)."""
-    m, k = a.shape
-    n = b.shape[1]
+    _check(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, cs)
     if m == 0 or n == 0:
         return
     if k == 0:
-        _scale(c, beta)
+        _scale(m, n, c, ldc, cs, beta)
         return
-    nr, KC = _blocks(c)
-    kc_max = min(k, KC)
-    ap = np.empty(((min(m, MC) + MR - 1) // MR * MR) * kc_max, dtype=c.dtype)      # (MC, KC) packed
-    bp = np.empty(((min(n, NC) + nr - 1) // nr * nr) * kc_max, dtype=c.dtype)      # (KC, NC) packed
+    nr, KC, ap, bp = _packing_buffers(m, n, k, c)
     tiles = np.empty((threads, MR * nr), dtype=c.dtype)                             # (T, MR * NR)
     for jc in range(0, n, NC):
         nc = min(NC, n - jc)
         n_panels = (nc + nr - 1) // nr
-        first = _first_packed(b, m, nc, nr)
+        b_first = nc // nr if not trans_b and m <= MC else 0
         for pc in range(0, k, KC):
             kc = min(KC, k - pc)
             beta_pc = beta if pc == 0 else c.dtype.type(1)
-            n_packed = n_panels - first
+            n_packed = n_panels - b_first
             for t in prange(threads):
-                _pack_b(b, pc, kc, jc, nc, nr, bp, first + n_packed * t // threads,
-                        first + n_packed * (t + 1) // threads)
+                _pack_b(trans_b, b, ldb, pc, kc, jc, nc, nr, bp, b_first + n_packed * t // threads,
+                        b_first + n_packed * (t + 1) // threads)
             for ic in range(0, m, MC):
                 mc = min(MC, m - ic)
                 m_panels = (mc + MR - 1) // MR
-                a_first = _a_in_place(a, mc, n, nr)
+                a_first = mc // MR if not trans_a and n <= nr else 0
                 for t in prange(threads):
-                    _pack_a(a, ic, mc, pc, kc, ap, a_first + (m_panels - a_first) * t // threads,
+                    _pack_a(trans_a, a, lda, ic, mc, pc, kc, ap, a_first + (m_panels - a_first) * t // threads,
                             a_first + (m_panels - a_first) * (t + 1) // threads)
                 n_tiles = n_panels * m_panels
                 for t in prange(threads):
-                    _tiles(ap, a, a_first, bp, b, pc, first, c, ic, mc, jc, nc, kc, nr, alpha, beta_pc,
-                           n_tiles * t // threads, n_tiles * (t + 1) // threads, tiles[t])
+                    _tiles(ap, a, lda, a_first, bp, b, ldb, b_first, c, ldc, cs, ic, mc, jc, nc, pc, kc, nr, alpha,
+                           beta_pc, n_tiles * t // threads, n_tiles * (t + 1) // threads, tiles[t])

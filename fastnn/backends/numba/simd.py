@@ -56,6 +56,13 @@ def lanes(dtype, vector_bytes: int = VECTOR_BYTES) -> int:
     return vector_bytes // (dtype.bitwidth // 8)
 
 
+def broadcast(builder, x, vec):
+    """IR: the scalar x in every lane of the vector type ``vec`` (insert, then a zero shuffle)."""
+    xv = builder.insert_element(ir.Constant(vec, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(xv, ir.Constant(vec, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), vec.count), [0] * vec.count))
+
+
 def _accumulate_rows(vector_bytes: int, n_vectors: int):
     """``accumulate_rows`` for ``n_vectors`` vectors of ``vector_bytes`` (see the module docstring)."""
     @intrinsic
@@ -128,9 +135,7 @@ def _accumulate_codegen(vector_bytes, n_vectors, W, n_out, col0, idx, val, q0, q
         x = builder.load(builder.gep(val_data, [q]))
         if isinstance(val_ty, types.Integer):               # a pixel: float(pixel) * scale
             x = builder.fmul(builder.sitofp(x, llf) if val_ty.signed else builder.uitofp(x, llf), scale_v)
-        xv = builder.insert_element(ir.Constant(vec, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
-        xv = builder.shuffle_vector(xv, ir.Constant(vec, ir.Undefined),
-                                    ir.Constant(ir.VectorType(ir.IntType(32), n_lanes), [0] * n_lanes))
+        xv = broadcast(builder, x, vec)
         new = []
         for k in range(n_vectors):
             w = vload(builder.gep(W_data, [builder.add(base, ir.Constant(i64, k * n_lanes))]))
@@ -154,7 +159,7 @@ accumulate_rows_wide8 = _accumulate_rows(64, 8)
 accumulate_rows_wide4 = _accumulate_rows(64, 4)
 
 
-@njit(cache=True, fastmath={"contract"}, inline="always")
+@njit(cache=True, fastmath={"contract"})
 def sparse_row(W_flat, n_out, idx, val, q0, q1, scale, z_in, z):
     """z (n_out,) = z_in + sum_{q0 <= q < q1} x_q W[idx[q]] (x_q as ``accumulate_rows``);
     W_flat the (n_in * n_out,) row-major weights; z_in may be z (accumulate). Eight vectors of
