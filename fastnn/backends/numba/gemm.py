@@ -196,12 +196,24 @@ def _store(tile, nr, c, ldc, cs, i0, j0, mr, ncols, alpha, beta):
     """c[(i0 + i) ldc + (j0 + j) cs] = alpha tile[i nr + j] + beta c[...] (not read when beta == 0):
     a row at a time when cs == 1, a column at a time when ldc == 1 (C^T, the backward pass: row
     by row, its strided writes halved the product's speed)."""
-    if cs == 1 or ldc != 1:
+    if cs == 1:
         for i in range(mr):
-            row = (i0 + i) * ldc + j0 * cs
+            start = (i0 + i) * ldc + j0
+            src = tile[i * nr:i * nr + ncols]                                              # (ncols,)
+            dst = c[start:start + ncols]                                                   # (ncols,)
+            if beta == 0:
+                for j in range(ncols):
+                    dst[j] = alpha * src[j]
+            else:
+                for j in range(ncols):
+                    dst[j] = alpha * src[j] + beta * dst[j]
+        return
+    if ldc != 1:
+        for i in range(mr):
             for j in range(ncols):
                 v = alpha * tile[i * nr + j]
-                c[row + j * cs] = v if beta == 0 else v + beta * c[row + j * cs]
+                at = (i0 + i) * ldc + (j0 + j) * cs
+                c[at] = v if beta == 0 else v + beta * c[at]
         return
     for j in range(ncols):
         start = (j0 + j) * cs + i0

@@ -159,7 +159,7 @@ accumulate_rows_wide8 = _accumulate_rows(64, 8)
 accumulate_rows_wide4 = _accumulate_rows(64, 4)
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, inline="always")
 def sparse_row(W_flat, n_out, idx, val, q0, q1, scale, z_in, z):
     """z (n_out,) = z_in + sum_{q0 <= q < q1} x_q W[idx[q]] (x_q as ``accumulate_rows``);
     W_flat the (n_in * n_out,) row-major weights; z_in may be z (accumulate). Eight vectors of
