@@ -77,18 +77,19 @@ def check_logits_labels(logits, labels, name: str = "logits") -> tuple[np.ndarra
 
 
 # ---------------------------------------------------------------- shared by the compiled backends
-DOT_MIN_K = 32   # from this depth on, dense inputs go to the dot-product matmul kernels
+GEMM_MIN_K = 32   # from this depth on, dense inputs go to the packed GEMM (gemm.h, gemm.py)
 # Products smaller than this many multiply-adds run the packed GEMM on one thread: waking a
-# second costs more than it saves there (64 x 64 @ 64 x 10 took 9-26 us on two threads, 2-6 on one).
+# second costs more than it saves there (benchmarks/test_gemm.py, 64 x 64 @ 64 x 10: 9-31 us on two
+# threads, 3.8-4.5 us on one).
 GEMM_PARALLEL_MIN_FMAS = 1 << 20
 
 
-def prefers_dot_kernel(a: np.ndarray) -> bool:
-    """Whether ``a`` (m, k) should go to a register-tiled dot-product matmul rather than a
-    zero-skipping row kernel: k >= DOT_MIN_K and at most half zeros, judged on the first 8 rows
+def prefers_gemm(a: np.ndarray) -> bool:
+    """Whether ``a`` (m, k) should go to the packed GEMM rather than the zero-skipping row
+    kernel: k >= GEMM_MIN_K and at most half zeros, judged on the first 8 rows
     (cheap; a batch of images is uniformly sparse)."""
     head = a[:8]
-    return a.shape[1] >= DOT_MIN_K and 2 * np.count_nonzero(head) > head.size
+    return a.shape[1] >= GEMM_MIN_K and 2 * np.count_nonzero(head) > head.size
 
 
 def run_elementwise(kernel, *arrays) -> np.ndarray:

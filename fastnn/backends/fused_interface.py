@@ -66,7 +66,7 @@ class WorkBuffers(NamedTuple):
     csc_ptr: np.ndarray     # (T, D+1) int32: thread t's CSC index of its pixels for the batch
     csc_sample: np.ndarray  # (T, E) int32: the batch row of each entry, E = B * (most non-zeros in one row)
     csc_value: np.ndarray   # (T, >= E) float: the input value of each entry
-    scratch: np.ndarray     # (T, W) float: room for a packed gradient (``FusedTrainer.scratch_width``)
+    scratch: np.ndarray     # (T, W) float: a thread's widest weight gradient (``scratch_width``)
     drop_mask: np.ndarray   # (n_steps, B * sum(hidden)) float: inverted-dropout masks (0 or 1/keep); (1, 1) if none
 
 
@@ -106,6 +106,14 @@ class ForwardOptions(NamedTuple):
 
 
 # ---------------------------------------------------------------- the boundary check
+def scratch_width(sizes: np.ndarray, col_bounds: np.ndarray) -> int:
+    """Floats of per-thread scratch the fused step writes: a dense layer's (n_in, w) weight
+    gradient for the widest column share w a thread owns, or one row of W0's gradient (H0,)."""
+    widths = np.diff(col_bounds, axis=1).max(axis=1)                   # (L,) widest share per layer
+    dense = [int(n_in) * int(w) for n_in, w in zip(sizes[1:-1], widths[1:])]
+    return max([int(sizes[1]), *dense])
+
+
 def _require(ok: bool, what: str) -> None:
     if not ok:
         raise ValueError(f"fused_steps: {what} (fastnn.backends.fused_interface)")
@@ -169,7 +177,9 @@ def check_steps(batch: CsrBatch, params: Parameters, work: WorkBuffers, hyper: H
     _require(work.csc_sample.ndim == 2 and work.csc_sample.shape[0] == T and work.csc_value.ndim == 2
              and work.csc_value.shape[0] == T and work.csc_value.shape[1] >= work.csc_sample.shape[1],
              "csc_sample must be (T, E) and csc_value (T, >= E)")
-    _require(work.scratch.ndim == 2 and work.scratch.shape[0] == T, "scratch must be (T, W)")
+    width = scratch_width(sizes, cb)
+    _require(work.scratch.ndim == 2 and work.scratch.shape[0] == T and work.scratch.shape[1] >= width,
+             f"scratch must be (T, >= {width}): a thread's widest weight gradient")
     hidden = int(n_out[:-1].sum())
     _require(not dropout or n_steps == 0
              or (work.drop_mask.shape[0] >= n_steps and work.drop_mask.shape[1] >= B * hidden),

@@ -42,7 +42,14 @@ from __future__ import annotations
 import numpy as np
 
 from fastnn.backends import omp_threads
-from fastnn.backends.fused_interface import OPT_CODES, CsrBatch, Hyperparameters, Parameters, WorkBuffers
+from fastnn.backends.fused_interface import (
+    OPT_CODES,
+    CsrBatch,
+    Hyperparameters,
+    Parameters,
+    WorkBuffers,
+    scratch_width,
+)
 from fastnn.data.csr import MAX_FEATURES, images_to_csr
 from fastnn.training.optim import SGD, Adam
 from fastnn.training.trainers import TrainerBase, checked_order
@@ -245,13 +252,6 @@ class FusedTrainer(TrainerBase):
                            grads_act=self.grads_act, csc_ptr=self.csc_ptr, csc_sample=self.csc_sample,
                            csc_value=self.csc_value, scratch=self.scratch, drop_mask=drop_mask)
 
-    def scratch_width(self, batch_size: int) -> int:
-        """Floats of per-thread scratch: a packed (B, w) block of dL/dz plus an (n_in, w) weight
-        gradient for the widest column share w of a dense layer, or one whole row of W0's gradient."""
-        widths = np.diff(self.col_bounds, axis=1).max(axis=1)          # (L,) widest share per layer
-        dense = [int(batch_size * w + n_in * w) for n_in, w in zip(self.sizes[1:-1], widths[1:])]
-        return max([int(self.sizes[1]), *dense])
-
     def _allocate(self, batch_size: int) -> None:
         """(Re)size the activation, CSC and scratch buffers for ``batch_size``."""
         if batch_size == self._batch_size:
@@ -268,7 +268,7 @@ class FusedTrainer(TrainerBase):
         self.csc_ptr = np.zeros((T, self.sizes[0] + 1), dtype=np.int32)             # (T, D+1)
         self.csc_sample = np.zeros((T, entries), dtype=np.int32)                    # (T, E)
         self.csc_value = aligned_zeros((T, entries + ALIGN), dt)                    # (T, E)
-        self.scratch = aligned_zeros((T, self.scratch_width(batch_size) + ALIGN), dt)
+        self.scratch = aligned_zeros((T, scratch_width(self.sizes, self.col_bounds) + ALIGN), dt)
         self._batch_size = batch_size
 
     def num_steps(self, batch_size: int) -> int:

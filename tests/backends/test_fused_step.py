@@ -99,6 +99,7 @@ BAD_STEPS = [
     ("row_bounds off D", lambda a, t: _swap(a, 2, row_bounds=a[2].row_bounds - 1), "row_bounds"),
     ("col_bounds past a layer", lambda a, t: _swap(a, 2, col_bounds=a[2].col_bounds * 2), "col_bounds"),
     ("an unknown optimizer", lambda a, t: _swap(a, 3, opt=7), "act or opt"),
+    ("scratch too narrow", lambda a, t: _swap(a, 2, scratch=a[2].scratch[:, :3].copy()), "scratch"),
     ("losses too short", lambda a, t: [*a[:7], np.empty(0), a[8]], "losses"),
     ("non-contiguous acts", lambda a, t: _swap(a, 2, acts=np.repeat(a[2].acts, 2)[::2]), "C-contiguous"),
 ]

@@ -25,7 +25,7 @@ from fastnn.backends._checks import (
     as_float_array,
     check_matmul,
     check_same_shape,
-    prefers_dot_kernel,
+    prefers_gemm,
     run_elementwise,
     run_softmax,
     run_softmax_cross_entropy,
@@ -75,7 +75,7 @@ def matmul(a, b):
             out[...] = 0
         else:
             a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-            if prefers_dot_kernel(a):
+            if prefers_gemm(a):
                 big = a.shape[0] * a.shape[1] * b.shape[1] >= GEMM_PARALLEL_MIN_FMAS
                 _ck.gemm(a, b, out, num_threads() if big else 1)
             else:

@@ -18,7 +18,7 @@ from fastnn.backends._checks import (
     as_float_array,
     check_matmul,
     check_same_shape,
-    prefers_dot_kernel,
+    prefers_gemm,
     run_elementwise,
     run_softmax,
     run_softmax_cross_entropy,
@@ -48,13 +48,13 @@ def matmul(a, b):
     Chosen by the input: a mostly-zero ``a`` (MNIST pixels) or a shallow k goes to the
     row-axpy kernel, which skips zero entries; a dense ``a`` with a deep k goes to the packed
     GEMM (``gemm.py``: packing and an AVX-512/AVX2 micro-kernel, ``GEMM_ISA`` names it), which
-    cannot skip zeros. (``_checks.prefers_dot_kernel`` decides.)
+    cannot skip zeros. (``_checks.prefers_gemm`` decides.)
     """
     a, b = check_matmul(a, b)
     out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
     if out.size == 0:
         return out
-    if prefers_dot_kernel(a):
+    if prefers_gemm(a):
         one = a.dtype.type(1)
         a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
         (m, k), n = a.shape, b.shape[1]
