@@ -6,13 +6,15 @@ instead of compiling them one after another (~16 s on one core); it changes noth
 
 Numba compiles one function at a time under a global lock, and the fused step is most of the
 work: ``fused_steps`` links and re-optimizes its callees, so compiling its biggest callee,
-``_finish_step``, elsewhere first takes ~2 s off it. The split (measured: 9.4 s of wall time
-for both workers against 16.2 s in one process, each worker at ~266 MB peak):
+``_finish_step``, elsewhere first takes ~2 s off it. Both steps call fastnn's GEMM, which is a
+C-callable function of its own (``fastnn.backends.numba.gemm.use_dtype``, ~3 s): it must exist
+before either is compiled. The split (measured: 12.6 s of wall time for both workers, the GEMM
+included; 9.4 s before the fused step had its own GEMM):
 
-- worker "steps": ``_thread_step`` and ``_layer0_forward``, then, once the other worker has
-  saved ``_finish_step``, ``fused_steps`` (which loads it from the cache);
-- worker "rest": ``_finish_step``, then augmentation, the fused forward, the loss and the
-  interface kernels that evaluation calls.
+- worker "steps": ``_layer0_forward``; once the other worker has saved the GEMM,
+  ``_thread_step``; once it has saved ``_finish_step``, ``fused_steps`` (which loads it from the cache);
+- worker "rest": the GEMM, ``_finish_step``, then augmentation, the fused forward, the loss and
+  the interface kernels that evaluation calls.
 
 Each worker calls the kernels on a small made-up trainer with the run's dtype, depth and
 augmentation: Numba's signatures depend on types, never on sizes or values, so the training
@@ -59,41 +61,49 @@ def _made_up_trainer(spec: KernelSpec, batch_size: int = 64):
     return model, trainer
 
 
-def _compile_steps(spec: KernelSpec, finish_step_saved) -> None:
+def _compile_steps(spec: KernelSpec, saved) -> None:
     """Worker "steps" (see the module docstring)."""
     from fastnn.backends.numba import fused_step as nf
+    from fastnn.backends.numba.gemm import use_dtype
 
     model, tr = _made_up_trainer(spec)
     i64, none = np.int64, tr._aug_order[:0]                          # (0,) int64: no rows
     hyper = tr.hyperparameters()
     H0 = int(tr.sizes[1])
-    nf._thread_step(i64(0), i64(0), i64(0), i64(1), i64(0), i64(0), tr.labels, none, tr.sizes, tr.w_off, tr.b_off,
-                    tr.act_off, tr.mask_off, tr.theta, tr.z0_parts, tr.acts, tr.outs, tr.grads_act, i64(tr._act),
-                    np.ones((1, 1), dtype=model.dtype), False, hyper.label_smoothing, np.zeros((0, 0), dtype=np.int64))
     W0 = tr.theta[tr.w_off[0]:tr.w_off[0] + int(tr.sizes[0]) * H0].reshape(int(tr.sizes[0]), H0)   # (D, H0)
     nf._layer0_forward(tr.indptr, tr.indices, tr.pixels, none, i64(0), i64(0), W0, tr.row_bounds[0],
                        tr.row_bounds[1], tr.z0_parts[0, :0].reshape(0, H0), tr.csc_ptr[0], tr.csc_sample[0],
                        tr.csc_value[0])
-    finish_step_saved.wait(timeout=120)                              # then compile it here, if need be
+    saved["gemm"].wait(timeout=120)                                  # then load it (or compile it here)
+    use_dtype(model.dtype)
+    nf._thread_step(i64(0), i64(0), i64(0), i64(1), i64(0), i64(0), tr.labels, none, tr.sizes, tr.w_off, tr.b_off,
+                    tr.act_off, tr.mask_off, tr.theta, tr.z0_parts, tr.acts, tr.outs, tr.grads_act, i64(tr._act),
+                    np.ones((1, 1), dtype=model.dtype), False, hyper.label_smoothing, np.zeros((0, 0), dtype=np.int64))
+    saved["finish_step"].wait(timeout=120)                           # then compile it here, if need be
     tr.augmenter = None                                              # the other worker compiles augment_csr
     tr.warm_up(64)                                                   # fused_steps
 
 
-def _compile_rest(spec: KernelSpec, finish_step_saved) -> None:
+def _compile_rest(spec: KernelSpec, saved) -> None:
     """Worker "rest" (see the module docstring)."""
     from fastnn.backends.numba import fused_step as nf
+    from fastnn.backends.numba.gemm import use_dtype
     from fastnn.training.trainers import warm_up
 
     model, tr = _made_up_trainer(spec)
     i64 = np.int64
     hyper = tr.hyperparameters()
     try:
+        use_dtype(model.dtype)                                       # the GEMM both steps call
+    finally:
+        saved["gemm"].set()
+    try:
         nf._finish_step(i64(0), i64(0), tr.sizes, tr.w_off, tr.b_off, tr.act_off, tr.row_bounds, tr.col_bounds,
                         tr.theta, tr.state1, tr.state2, tr.acts, tr.grads_act, tr.csc_ptr, tr.csc_sample,
                         tr.csc_value, tr.scratch, hyper, hyper.lr, model.dtype.type(1),
                         np.zeros((0, 0), dtype=np.int64))
     finally:
-        finish_step_saved.set()
+        saved["finish_step"].set()
     tr._kernel = lambda *args: None                                  # the other worker compiles fused_steps
     warm_up(model, tr, 64)                                           # augment_csr, the forward, the loss
 
@@ -110,7 +120,7 @@ def compile_in_workers(spec: KernelSpec) -> float:
     workers = []
     try:
         context = multiprocessing.get_context("spawn")              # a fresh interpreter: no forked threads
-        saved = context.Event()
+        saved = {"gemm": context.Event(), "finish_step": context.Event()}
         workers = [context.Process(target=target, args=(spec, saved), daemon=True)
                    for target in (_compile_steps, _compile_rest)]
         for w in workers:

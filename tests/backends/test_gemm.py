@@ -183,3 +183,45 @@ def test_gemm_refuses_shapes_that_do_not_fit(backend):
         kernels.gemm(a, b, np.zeros((4, 7), np.float32), 1)
     with pytest.raises(ValueError, match="shapes"):
         kernels.gemm(a, np.zeros((4, 6), np.float32), np.zeros((4, 6), np.float32), 1)
+
+
+@numba_only
+def test_numba_gemm_refuses_strided_arrays():
+    """The C-callable GEMM reads a, b and c as contiguous memory: a strided 1-D view fails typing."""
+    from numba.core.errors import TypingError
+
+    from fastnn.backends.numba.gemm import gemm
+
+    a, b = _inputs(4, 5, 6, np.float32)
+    one, zero = np.float32(1), np.float32(0)
+    with pytest.raises(TypingError):
+        gemm(False, False, 4, 6, 5, one, np.repeat(a.reshape(-1), 2)[::2], 5, b.reshape(-1), 6, zero,
+             np.zeros(24, np.float32), 6, 1)
+
+
+_CACHED_GEMM = r"""
+import sys
+import numpy as np
+import fastnn.backends.numba.gemm
+module = sys.modules["fastnn.backends.numba.gemm"]
+print("registered", sorted(module._C_GEMMS))
+module.use_dtype("float32")
+a = np.arange(6, dtype=np.float32)
+c = np.zeros(4, np.float32)
+module.gemm(False, False, 2, 2, 3, np.float32(1), a, 3, a, 2, np.float32(0), c, 2, 1)
+print("c", c.tolist())
+"""
+
+
+@numba_only
+def test_numba_gemm_symbol_comes_from_the_cache(tmp_path):
+    """A second process registers the GEMM it finds in Numba's cache at import, compiling nothing,
+    so the cached callers that name its symbol link (a first process compiled it)."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", _CACHED_GEMM], env=env, capture_output=True, text=True,
+                           timeout=300) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert "c [10.0, 13.0, 28.0, 40.0]" in run.stdout         # [[0 1 2] [3 4 5]] @ [[0 1] [2 3] [4 5]]
+    assert "registered []" in runs[0].stdout
+    assert "registered ['float32']" in runs[1].stdout

@@ -30,7 +30,7 @@ from numba import njit, prange
 
 from fastnn.backends.fused_interface import check_steps
 from fastnn.backends.numba._shared import _activate, _activate_backward, _prefetch_row, cycles
-from fastnn.backends.numba.gemm import gemm
+from fastnn.backends.numba.gemm import gemm, use_dtype
 from fastnn.backends.numba.simd import sparse_row
 
 
@@ -323,6 +323,7 @@ def fused_steps(batch, params, work, hyper, first_step, n_steps, batch_size, los
     and ``prof`` are documented in ``fastnn.backends.fused_interface``, whose ``check_steps``
     checks every size and index first; the algorithm is in ``fastnn.training.fused``."""
     check_steps(batch, params, work, hyper, first_step, n_steps, batch_size, losses, prof)
+    use_dtype(params.theta.dtype)                     # the GEMM's symbol, before a cached _fused_steps loads
     _fused_steps(batch.indptr, batch.indices, batch.pixels, batch.labels, batch.order, np.int64(first_step),
                  np.int64(n_steps), np.int64(batch_size), params.sizes, params.w_off, params.b_off, work.act_off,
                  work.mask_off, work.row_bounds, work.col_bounds, params.theta, params.state1, params.state2,
