@@ -1,7 +1,8 @@
 """``python -m fastnn.evaluate --model PATH``: how good a trained model is, where it fails, what it learned.
 
-Arguments for one library call, ``fastnn.evaluation.report.run``: the module ``fastnn.evaluation.report`` says what
-it does and writes; ``python -m fastnn.evaluate --help`` lists the options.
+Arguments for one library call, ``fastnn.evaluation.report.run`` (``fastnn.evaluation.robustness.run_corruptions``
+with ``--corruptions``): those modules say what they do and write; ``python -m fastnn.evaluate --help`` lists
+the options.
 """
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import sys
 
 from fastnn.backends import backend_names
 from fastnn.common.cli import HelpFormatter, add_backend_option, add_data_dir_option, run_main
+from fastnn.common.errors import UserError
+from fastnn.data.corruptions import CORRUPTIONS, SEVERITIES
 from fastnn.data.datasets import DATASETS
 from fastnn.evaluation.report import run
+from fastnn.evaluation.robustness import run_corruptions
 
 
 def main(argv=None) -> int:
@@ -39,7 +43,35 @@ def _main(argv) -> int:
     add_data_dir_option(p)
     add_backend_option(p, "kernels for inference (cython and numba: one compiled call per forward pass)",
                        backend_names())
+    c = p.add_argument_group("robustness (--corruptions; needs scikit-image: pip install -e \".[robust]\")")
+    c.add_argument("--corruptions", action="store_true",
+                   help="instead of the evaluation above: accuracy on the test set under MNIST-C-style corruptions "
+                        "(noise, blur, affine, brightness, contrast, stripes, fog, spatter, lines, edges) at "
+                        "several severities, beside a torch-trained baseline; writes corruptions.json/.md and "
+                        "two figures")
+    c.add_argument("--corruption", nargs="+", default=None, metavar="KIND", choices=list(CORRUPTIONS),
+                   help=f"only these kinds (default: all): {', '.join(CORRUPTIONS)}")
+    c.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES), choices=list(SEVERITIES),
+                   help="severity levels, 1 mild to 3 strong")
+    c.add_argument("--held-out", nargs="+", default=None, metavar="KIND", choices=list(CORRUPTIONS),
+                   help="kinds a robust model did not train on, summarized apart")
+    c.add_argument("--baseline", nargs="*", default=None, metavar="MODEL",
+                   help="model files to evaluate side by side (default: the shipped torch-trained baseline of "
+                        "the dataset; no files: none)")
+    c.add_argument("--corruption-seed", type=int, default=0, help="seed of the corruptions' random draws")
+    c.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N test images")
     args = p.parse_args(argv)
+    if args.corruptions:
+        if args.data is not None:
+            raise UserError("--corruptions runs on the MNIST-style test sets; drop --data")
+        run_corruptions(args.model, args.dataset, args.out, args.data_dir, args.backend, overwrite=args.overwrite,
+                        kinds=args.corruption, severities=tuple(sorted(set(args.severities))),
+                        seed=args.corruption_seed, baselines=args.baseline, held_out=args.held_out,
+                        limit=args.limit)
+        return 0
+    for name in ("corruption", "held_out", "baseline", "limit"):
+        if getattr(args, name) is not None:
+            raise UserError(f"--{name.replace('_', '-')} belongs to --corruptions; add --corruptions")
     run(args.model, args.dataset, args.out, args.data_dir, args.backend, overwrite=args.overwrite, data=args.data)
     return 0
 

@@ -249,18 +249,12 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run(model_path=None, dataset: str | None = None, out=None, data_dir=None, backend: str = "auto", log=print,
-        overwrite: bool = False, data=None) -> dict:
-    """Evaluate the model file (None: the pretrained model of ``dataset``, else MNIST's) on
-    ``dataset``'s test split (None: the dataset the model file records, else MNIST), or on the
-    test split of the image folder ``data`` (``fastnn.data.folders.load_folder_dataset``: the same
-    split ``train --data`` made); write the JSON and figures into ``out`` (None: ``evaluation-<dataset>`` beside the
-    model; a new or empty folder unless ``overwrite``). ``backend`` "auto": the fastest with a
-    fused forward here (``fastnn.inference.forward.inference_backend``).
-
-    Raises:
-        UserError, ModelFileError, DataError: the model, the data or ``out`` (one line each).
-    """
+def load_model_and_test(model_path=None, dataset: str | None = None, data_dir=None, backend: str = "auto", log=print,
+                        data=None):
+    """(model, test set, dataset name, shipped, model_path) as ``run`` resolves them: the model file
+    (None: the pretrained model of ``dataset``, else MNIST's), the test split of ``dataset`` (None:
+    the dataset the model file records, else MNIST) or of the image folder ``data``. Raises
+    UserError, ModelFileError, DataError (one line each)."""
     from fastnn.inference.forward import inference_backend
 
     shipped = model_path is None
@@ -295,12 +289,33 @@ def run(model_path=None, dataset: str | None = None, out=None, data_dir=None, ba
         log(f"warning: the model was trained on {printable(model.dataset)}, evaluated here on {dataset}")
     if data is None:
         test = load_dataset(dataset, "test", data_dir)
-    if test.num_features != model.layer_sizes[0] or test.num_classes != model.layer_sizes[-1]:
-        raise UserError(f"{model_path}: model {model.layer_sizes[0]} inputs / {model.layer_sizes[-1]} classes does "
-                         f"not fit {dataset} ({test.num_features} / {test.num_classes})")
+    check_fits(model, test, model_path, dataset)
     if model.class_names is not None and list(model.class_names) != list(test.class_names):
         log(f"warning: the model was trained on classes {', '.join(printable(c) for c in model.class_names[:3])}..., "
             f"not {dataset}'s")
+    return model, test, dataset, shipped, model_path
+
+
+def check_fits(model, test, model_path, dataset) -> None:
+    """UserError unless the model's inputs and classes are the test set's."""
+    if test.num_features != model.layer_sizes[0] or test.num_classes != model.layer_sizes[-1]:
+        raise UserError(f"{model_path}: model {model.layer_sizes[0]} inputs / {model.layer_sizes[-1]} classes does "
+                         f"not fit {dataset} ({test.num_features} / {test.num_classes})")
+
+
+def run(model_path=None, dataset: str | None = None, out=None, data_dir=None, backend: str = "auto", log=print,
+        overwrite: bool = False, data=None) -> dict:
+    """Evaluate the model file (None: the pretrained model of ``dataset``, else MNIST's) on
+    ``dataset``'s test split (None: the dataset the model file records, else MNIST), or on the
+    test split of the image folder ``data`` (``fastnn.data.folders.load_folder_dataset``: the same
+    split ``train --data`` made); write the JSON and figures into ``out`` (None: ``evaluation-<dataset>`` beside the
+    model; a new or empty folder unless ``overwrite``). ``backend`` "auto": the fastest with a
+    fused forward here (``fastnn.inference.forward.inference_backend``).
+
+    Raises:
+        UserError, ModelFileError, DataError: the model, the data or ``out`` (one line each).
+    """
+    model, test, dataset, shipped, model_path = load_model_and_test(model_path, dataset, data_dir, backend, log, data)
     if out is None and shipped:                     # never into the installed package
         out = new_run_folder(f"evaluation-{dataset}-pretrained")
     out = output_folder(out or Path(model_path).parent / f"evaluation-{dataset}", overwrite)

@@ -13,10 +13,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["DATASETS", "model_path", "info"]
+__all__ = ["DATASETS", "BASELINES", "model_path", "baseline_path", "info"]
 
 DATASETS = ("mnist", "fashion-mnist")
 FOLDER = Path(__file__).resolve().parent
+# The same network trained by PyTorch's autograd and optimizer with the same command and recipe
+# (``--backend torch``): <dataset>-torch.npz, the professional baseline the robustness benchmark
+# (``python -m fastnn.evaluate --corruptions``) evaluates side by side.
+BASELINES = ("torch",)
 
 
 def model_path(dataset: str = "mnist") -> Path:
@@ -31,6 +35,19 @@ def model_path(dataset: str = "mnist") -> Path:
     return path
 
 
-def info(dataset: str = "mnist") -> dict:
-    """What ``<dataset>.json`` records: command, commit, test_accuracy, val_accuracy, ..."""
-    return json.loads(model_path(dataset).with_suffix(".json").read_text(encoding="utf-8"))
+def baseline_path(dataset: str = "mnist", trainer: str = "torch") -> Path | None:
+    """The shipped baseline model of ``dataset`` trained by ``trainer`` (``BASELINES``), or None
+    when none ships for that dataset."""
+    if trainer not in BASELINES:
+        raise ValueError(f"no baseline trainer {trainer!r}; there are {', '.join(BASELINES)}")
+    path = FOLDER / f"{dataset}-{trainer}.npz"
+    return path if dataset in DATASETS and path.is_file() else None
+
+
+def info(dataset: str = "mnist", trainer: str | None = None) -> dict:
+    """What ``<dataset>.json`` (``<dataset>-<trainer>.json`` for a baseline) records: command,
+    commit, test_accuracy, val_accuracy, ..."""
+    path = model_path(dataset) if trainer is None else baseline_path(dataset, trainer)
+    if path is None:
+        raise FileNotFoundError(f"no {trainer} baseline ships for {dataset}")
+    return json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
