@@ -1,7 +1,8 @@
 """``python -m fastnn.evaluate --model PATH``: how good a trained model is, where it fails, what it learned.
 
 Arguments for one library call, ``fastnn.evaluation.report.run`` (``fastnn.evaluation.robustness.run_corruptions``
-with ``--corruptions``): those modules say what they do and write; ``python -m fastnn.evaluate --help`` lists
+with ``--corruptions``, ``fastnn.evaluation.numbers.run_numbers`` with ``--numbers``): those modules say what they
+do and write; ``python -m fastnn.evaluate --help`` lists
 the options.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fastnn.common.cli import HelpFormatter, add_backend_option, add_data_dir_op
 from fastnn.common.errors import UserError
 from fastnn.data.corruptions import CORRUPTIONS, SEVERITIES
 from fastnn.data.datasets import DATASETS
+from fastnn.evaluation.numbers import run_numbers
 from fastnn.evaluation.report import run
 from fastnn.evaluation.robustness import run_corruptions
 
@@ -59,8 +61,18 @@ def _main(argv) -> int:
                    help="model files to evaluate side by side (default: the shipped torch-trained baseline of "
                         "the dataset; no files: none)")
     c.add_argument("--corruption-seed", type=int, default=0, help="seed of the corruptions' random draws")
-    c.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N test images")
+    c.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="only the first N test images (with --numbers: N numbers per set, default 1000)")
+    p.add_argument("--numbers", action="store_true",
+                   help="instead of the evaluation above: read multi-digit numbers (composed from MNIST test "
+                        "digits, and drawn in fonts) with the digit model; writes numbers.json/.md and a figure")
     args = p.parse_args(argv)
+    if args.numbers:
+        if args.corruptions or args.data is not None or args.dataset not in (None, "mnist"):
+            raise UserError("--numbers reads numbers made of MNIST digits; drop --corruptions, --data and --dataset")
+        run_numbers(args.model, args.out, args.data_dir, args.backend, overwrite=args.overwrite,
+                    n=1000 if args.limit is None else args.limit)
+        return 0
     if args.corruptions:
         if args.data is not None:
             raise UserError("--corruptions runs on the MNIST-style test sets; drop --data")

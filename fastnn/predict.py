@@ -10,6 +10,10 @@ images scaled by their range. It then prints, per file, the predicted label, its
 and the top 3. A file that cannot be read as an image (or is a decompression bomb, a pipe, a
 folder) is reported and skipped; the other files are still classified (exit status 1 if any
 failed). A folder given as IMAGE stands for the image files in it.
+
+``--number`` reads each image as a multi-digit number instead (``fastnn.model.numbers.read_number``):
+it prints the number, its confidence (the product of the digits' probabilities) and each digit;
+``--annotate DIR`` also writes the image with each digit's box and label drawn in.
 """
 from __future__ import annotations
 
@@ -57,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="without --model: whose pretrained model (default mnist); with it: class names to print "
                         "when the model file has none (default: the model's own, else 0..C-1)")
     p.add_argument("--top", type=int_at_least(1), default=3, help="how many classes to list per image (>= 1)")
+    p.add_argument("--number", action="store_true",
+                   help="read each image as a multi-digit number: find the digits (connected components and column "
+                        "projections), classify each; print the number and its confidence (the product of the "
+                        "digits' probabilities)")
+    p.add_argument("--annotate", default=None, metavar="DIR",
+                   help="with --number: also write DIR/<image name>-number.png, each digit's box and label drawn in")
     return p
 
 
@@ -87,6 +97,10 @@ def _main(argv) -> int:
     else:
         names = [str(i) for i in range(n_classes)]
     names = [printable(n) for n in names]                     # from a file: never obeyed as terminal codes
+    if args.annotate and not args.number:
+        raise UserError("--annotate draws the digits --number finds; add --number")
+    if args.number:
+        return _read_numbers(model, image_paths(args.images), args.annotate)
     failed = 0
     for path in image_paths(args.images):
         try:
@@ -100,6 +114,33 @@ def _main(argv) -> int:
         top = ", ".join(f"{names[k]} {probs[k]:.3f}" for k in order)
         print(f"{printable(Path(path).name)}: {names[order[0]]} (probability {probs[order[0]]:.3f}); "
               f"top {len(order)}: {top}")
+    return 1 if failed else 0
+
+
+def _read_numbers(model, paths, annotate) -> int:
+    """--number: each image read as a number; exit status 1 if any could not be read."""
+    from fastnn.model.numbers import draw_reading, read_number
+
+    if annotate:
+        folder = Path(annotate)
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"--annotate {annotate} is a file; give a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in paths:
+        try:
+            reading = read_number(model, path)
+        except ImageError as exc:
+            print(f"error: {printable(Path(path).name)}: {printable(exc)}", file=sys.stderr)
+            failed += 1
+            continue
+        digits = ", ".join(f"{label} {p:.3f}" for label, p, _ in reading.digits)
+        print(f"{printable(Path(path).name)}: {reading.text} (confidence {reading.confidence:.3f}); "
+              f"digits: {digits}")
+        if annotate:
+            target = Path(annotate) / f"{Path(path).stem}-number.png"
+            draw_reading(path, reading, target)
+            print(f"  wrote {printable(target)}")
     return 1 if failed else 0
 
 

@@ -171,6 +171,8 @@ def finite_float(low: float | None = None, high: float | None = None, low_open: 
 RUN_LOCK = ".fastnn-run.lock"          # held, inside the folder, by the run that writes into it
 # What ``--overwrite`` may delete: the files and folders fastnn's commands write into a run folder.
 RUN_OUTPUT_SUFFIXES = (".npz", ".csv", ".png", ".json", ".txt", ".prof", ".onnx")
+RUN_OUTPUT_NAMES = ("corruptions.md", "numbers.md")                  # the evaluations' tables
+RUN_OUTPUT_FOLDERS = ("evaluation-", "corruptions-", "numbers")      # evaluations written beside a model
 _claimed: dict = {}                    # resolved folder -> its FileLock, held by this process
 
 
@@ -181,7 +183,8 @@ def output_folder(path, overwrite: bool = False, option: str = "--out") -> Path:
     process already holds is claimed again (a sweep's run inside its own claim).
 
     ``overwrite`` empties a folder holding a previous run first, but only of what fastnn writes
-    (files ending in ``RUN_OUTPUT_SUFFIXES``, ``evaluation-*`` folders): anything else is refused.
+    (files ending in ``RUN_OUTPUT_SUFFIXES`` or named in ``RUN_OUTPUT_NAMES``, folders starting with
+    ``RUN_OUTPUT_FOLDERS``): anything else is refused.
 
     Raises:
         UserError: ``path`` is a file; another process holds it; it is not empty (without
@@ -214,7 +217,8 @@ def output_folder(path, overwrite: bool = False, option: str = "--out") -> Path:
             raise UserError(f"{option} {path} is not empty (it holds another run's files); choose a new folder "
                             f"or pass --overwrite to replace them")
         foreign = [e for e in entries if e.is_symlink() or not (
-            e.is_file() and e.suffix in RUN_OUTPUT_SUFFIXES or e.is_dir() and e.name.startswith("evaluation-"))]
+            e.is_file() and (e.suffix in RUN_OUTPUT_SUFFIXES or e.name in RUN_OUTPUT_NAMES)
+            or e.is_dir() and e.name.startswith(RUN_OUTPUT_FOLDERS))]
         if foreign:
             raise UserError(f"{option} {path} holds {foreign[0].name!r}, which no fastnn run writes; --overwrite "
                             f"empties only run folders: choose another folder")

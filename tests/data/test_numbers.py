@@ -1,0 +1,70 @@
+"""Finding the digits of a number (``fastnn.data.numbers``): composed and drawn numbers with known
+digit positions, fragments joined, specks dropped, touching digits cut, bad images refused."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastnn.data.images import BlankImage, ImageError
+from fastnn.data.numbers import compose_number, number_fonts, render_number, segment_digits
+from tests.data.test_corruptions import digits as made_up_digits
+
+
+def test_composed_digits_are_found_left_to_right():
+    rng = np.random.default_rng(0)
+    for k in (1, 2, 3, 4):
+        gray = compose_number(made_up_digits(k, seed=k), rng, gap=(3, 6), noise=0.05)
+        found = segment_digits(gray)
+        assert len(found) == k
+        lefts = [d.box[1] for d in found]
+        assert lefts == sorted(lefts)
+        for d in found:
+            assert d.image.shape == (784,) and d.image.dtype == np.float32
+            assert 0 <= d.image.min() and d.image.max() <= 1 and d.image.max() > 0.5
+
+
+def test_either_polarity_gives_the_same_digits():
+    gray = compose_number(made_up_digits(3), np.random.default_rng(1), gap=(3, 5))
+    dark_on_light = segment_digits(1.0 - gray)
+    light_on_dark = segment_digits(gray)
+    assert [d.box for d in dark_on_light] == [d.box for d in light_on_dark]
+
+
+def test_a_detached_bar_joins_its_digit_and_specks_are_dropped():
+    gray = np.zeros((40, 60), np.float32)
+    gray[10:30, 10:13] = 1.0          # a tall stroke
+    gray[8:10, 10:20] = 1.0           # a short bar above it, overlapping its columns: one digit
+    gray[10:30, 35:38] = 1.0          # a second digit
+    gray[38, 55] = 1.0                # a speck of noise
+    found = segment_digits(gray)
+    assert [d.box for d in found] == [(8, 10, 30, 20), (10, 35, 30, 38)]
+
+
+def test_touching_digits_are_cut_by_width():
+    gray = np.zeros((40, 80), np.float32)
+    gray[10:30, 10:25] = np.where(np.random.default_rng(2).random((20, 15)) < 0.9, 1.0, 0.0)
+    gray[10:30, 2:5] = 1.0            # a tall neighbour apart: the line's height is 20
+    gray[18:20, 25:29] = 1.0          # a thin bridge ...
+    gray[10:30, 29:44] = 1.0          # ... to a second block: one component 34 wide, cut at the bridge
+    found = segment_digits(gray)
+    assert len(found) == 3
+    assert 25 <= found[1].box[3] <= 29 and 25 <= found[2].box[1] <= 29
+
+
+@pytest.mark.parametrize("font", number_fonts(), ids=lambda f: f.name)
+def test_font_numbers_split_into_their_digits(font):
+    gray = render_number("4721", font, rng=np.random.default_rng(0), noise=0.05)
+    assert len(segment_digits(gray)) == 4
+
+
+def test_bad_images_are_refused():
+    with pytest.raises(BlankImage, match="blank"):
+        segment_digits(np.zeros((20, 20), np.float32))
+    with pytest.raises(ImageError, match=r"\(H, W\)"):
+        segment_digits(np.zeros((3, 20, 20), np.float32))
+    with pytest.raises(ImageError, match="NaN"):
+        segment_digits(np.full((20, 20), np.nan, np.float32))
+    stripes = np.zeros((20, 400), np.float32)
+    stripes[5:15, ::4] = 1.0                                  # 100 vertical bars: not a number
+    with pytest.raises(ImageError, match="more than 32 digits"):
+        segment_digits(stripes)
