@@ -26,6 +26,8 @@ from fastnn.common.cli import (
 from fastnn.common.errors import UserError
 from fastnn.data.augment import AUGMENT_HELP, parse_augment
 from fastnn.data.datasets import DATASETS
+from fastnn.data.distort import DISTORT_HELP, parse_distortions
+from fastnn.data.normalize import INPUT_NORMS
 from fastnn.model.initializers import INITIALIZERS
 from fastnn.model.network import ACTIVATIONS
 from fastnn.training.config import LR_SCHEDULES, RECIPES, TrainConfig
@@ -76,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="L2 regularization strength (>= 0)")
     p.add_argument("--augment", default=None, metavar="SPEC",
                    help=AUGMENT_HELP + " (default: " + per_dataset("augment") + ")")
+    p.add_argument("--corrupt", default=d.corrupt, metavar="SPEC",
+                   help=DISTORT_HELP + "; the robust recipe: blur,affine,noise,lines:p=0.5 with --input-norm "
+                        "background")
+    p.add_argument("--input-norm", default=d.input_norm, choices=list(INPUT_NORMS),
+                   help="background: subtract each image's background level and stretch its ink to [0, 1], in "
+                        "training and in every later use of the model (saved with it): robust to brightness and "
+                        "contrast; none: images as they are")
     p.add_argument("--seed", type=int_at_least(0), default=d.seed, help="seeds init, split, shuffling and dropout")
     p.add_argument("--val-split", type=finite_float(0, 1, low_open=True, high_open=True), default=d.val_split,
                    help="validation fraction (stratified), in (0, 1): the best model is chosen on it")
@@ -128,6 +137,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         parse_augment(args.augment or "none")
     except ValueError as exc:
         raise UserError(f"--augment: {exc}") from None
+    try:
+        kinds, _ = parse_distortions(args.corrupt)
+    except ValueError as exc:
+        raise UserError(f"--corrupt: {exc}") from None
+    if (kinds or args.input_norm != "none") and args.data is not None:
+        raise UserError("--corrupt and --input-norm are for MNIST-style digit images; drop them with --data")
     values["backend"] = inference_backend(args.backend)
     if not args.fused and values["backend"] == "torch":
         raise UserError("--no-fused has no effect with --backend torch (it trains through torch.optim); drop it")

@@ -6,7 +6,8 @@ architecture, settings' sizes), and by ``load_model``, which builds the network 
 
 Arrays: ``format_version`` () int (``MODEL_FORMAT_VERSION``); ``layer_sizes`` (L+1,) int64;
 ``activation``, ``init``, ``dtype`` () str; ``dropout`` () float; optional ``class_names`` (C,)
-str, ``dataset`` () str, ``pixel_inputs`` () bool; ``W{l}`` (sizes[l], sizes[l+1]) and ``b{l}``
+str, ``dataset`` () str, ``pixel_inputs`` () bool, optional ``input_norm`` () str ("background";
+absent: "none"); ``W{l}`` (sizes[l], sizes[l+1]) and ``b{l}``
 (sizes[l+1],) float for each layer l.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from fastnn.common.errors import UserError
 from fastnn.common.io import atomic_write, open_regular
+from fastnn.data.normalize import INPUT_NORMS
 from fastnn.model.initializers import INITIALIZERS
 
 __all__ = ["MODEL_FORMAT_VERSION", "ModelFileError", "class_name", "load_model", "read_model_arrays", "save_model"]
@@ -39,6 +41,8 @@ def save_model(model, path) -> None:
     if model.class_names is not None:
         arrays["class_names"] = np.array([class_name(n) for n in model.class_names])    # fixed-width unicode
     arrays["pixel_inputs"] = np.array(bool(model.pixel_inputs))
+    if model.input_norm != "none":                      # absent: "none" (files before it, and most models)
+        arrays["input_norm"] = np.array(str(model.input_norm))
     if model.dataset is not None:
         arrays["dataset"] = np.array(str(model.dataset))
     for i, (W, b) in enumerate(zip(model.weights, model.biases)):
@@ -80,6 +84,13 @@ def load_model(network_class, path, backend="numpy", layer_sizes=None):
     # files written before pixel_inputs was saved: a model of MNIST or Fashion-MNIST takes pixels
     model.pixel_inputs = (bool(data["pixel_inputs"]) if "pixel_inputs" in data
                           else model.dataset in ("mnist", "fashion-mnist"))
+    if "input_norm" in data:
+        norm = str(data["input_norm"])
+        if norm not in INPUT_NORMS:
+            raise ModelFileError(f"{path}: unknown input_norm {norm!r} (this fastnn knows {', '.join(INPUT_NORMS)})")
+        if norm != "none" and not model.pixel_inputs:
+            raise ModelFileError(f"{path}: input_norm {norm!r} is for models of pixels; pixel_inputs is false")
+        model.input_norm = norm
     return model
 
 
@@ -145,7 +156,7 @@ def read_model_arrays(path) -> dict:
             missing = [k for k in required if k not in members]
             if missing:
                 raise ModelFileError(f"{path}: not a fastnn model file (missing {', '.join(missing)})")
-            data = {k: read(k) for k in (*required, "dropout", "class_names", "dataset", "pixel_inputs")
+            data = {k: read(k) for k in (*required, "dropout", "class_names", "dataset", "pixel_inputs", "input_norm")
                     if k in members}
             version = data["format_version"]
             if version.shape != () or version.dtype.kind not in "iu" or int(version) != MODEL_FORMAT_VERSION:
@@ -157,7 +168,7 @@ def read_model_arrays(path) -> dict:
                 raise ModelFileError(f"{path}: layer_sizes must be a list of 2 or more sizes in 1..{MAX_UNITS}, "
                                      f"got {np.array2string(sizes, threshold=8)[:80]}")
             sizes = [int(v) for v in sizes]
-            for key in ("activation", "init", "dtype", "dataset"):
+            for key in ("activation", "init", "dtype", "dataset", "input_norm"):
                 if key in data and (data[key].shape != () or data[key].dtype.kind != "U"):
                     raise ModelFileError(f"{path}: {key} must be a string")
             if "class_names" in data and (data["class_names"].ndim != 1 or data["class_names"].dtype.kind != "U"):

@@ -11,6 +11,7 @@ import numpy as np
 
 from fastnn.backends import get_backend
 from fastnn.backends.timing import phase
+from fastnn.data.normalize import normalize_background
 from fastnn.inference.forward import ForwardPlan, has_fused_forward, input_range_error
 from fastnn.model.file_format import load_model, save_model
 from fastnn.model.initializers import INITIALIZERS, init_weights
@@ -40,6 +41,9 @@ class NeuralNetwork:
         weights, biases: lists of arrays, (n_in, n_out) and (n_out,).
         grad_weights, grad_biases: same shapes, set by ``backward`` (None before).
         class_names: names of the C output classes (saved and loaded with the model), or None.
+        input_norm: "background" for a model trained on normalized images (``fastnn.data.normalize``:
+            each image's background subtracted and its ink stretched): logits/forward/predict then
+            normalize every input first; "none" (the default) leaves inputs as they are.
         pixel_inputs: True for a model of images, whose inputs are pixels in [0, 1] (every model
             ``fastnn.train`` makes): ``predict``/``forward``/``logits`` then refuse inputs outside
             [0, 1]; False (the default for a model built here): they refuse only NaN and inf.
@@ -79,6 +83,7 @@ class NeuralNetwork:
         self.class_names: list[str] | None = None     # saved with the model when set (the trainer sets it)
         self.dataset: str | None = None               # the dataset it was trained on (saved; evaluate/predict use it)
         self.pixel_inputs = False                      # inputs are pixels in [0, 1] (saved; fastnn.train sets it)
+        self.input_norm = "none"                       # "background": inputs normalized first (saved)
         self._plan: ForwardPlan | None = None          # the fused forward, where the backend has one
 
     # ------------------------------------------------------------------ basics
@@ -167,10 +172,17 @@ class NeuralNetwork:
             self._plan = ForwardPlan(self.backend, self.weights, self.biases, self.activation, self.dtype)
         return self._plan
 
+    def _evaluation_input(self, X):
+        """(plan or None, X checked and, for a model with ``input_norm`` "background", normalized
+        (``fastnn.data.normalize``)): what logits/forward/predict run on."""
+        plan = self._fused_plan()
+        if self.input_norm == "none":
+            return plan, self._check_input(X, check_range=plan is None)
+        return plan, normalize_background(self._check_input(X))                    # checked before it is changed
+
     def logits(self, X) -> np.ndarray:
         """Logits (N, C) for X (N, D) float, evaluation mode (no dropout). Raises as ``predict``."""
-        plan = self._fused_plan()
-        X = self._check_input(X, check_range=plan is None)
+        plan, X = self._evaluation_input(X)
         if plan is not None:
             return plan.run(X, "logits", self.pixel_inputs)
         return self._forward(X, training=False)[0]
@@ -178,15 +190,15 @@ class NeuralNetwork:
     def forward(self, X) -> np.ndarray:
         """Class probabilities (N, C) for X (N, D) float, evaluation mode (no dropout). Raises as
         ``predict``."""
-        plan = self._fused_plan()
-        X = self._check_input(X, check_range=plan is None)
+        plan, X = self._evaluation_input(X)
         if plan is not None:
             return plan.run(X, "probs", self.pixel_inputs)
         return self.backend.softmax(self._forward(X, training=False)[0])
 
     def predict(self, X, batch_size: int = 4096) -> np.ndarray:
         """Predicted labels (N,) int64 for X (N, D) float (images (N, 28, 28) are flattened):
-        the first maximum of each row's logits.
+        the first maximum of each row's logits. A model with ``input_norm`` "background"
+        normalizes each row first (``fastnn.data.normalize``).
 
         One compiled call for the whole batch where the backend has a fused forward (numba,
         cython: ``fastnn.inference.forward``); else kernel by kernel, ``batch_size`` rows at a time.
@@ -196,12 +208,12 @@ class NeuralNetwork:
             infinite, or pixels not scaled from 0-255): garbage in gets an error, not a label.
         """
         plan = self._fused_plan()
-        if (plan is not None and type(X) is np.ndarray and X.ndim == 2 and X.dtype == plan.dtype
-                and X.shape[1] == plan.num_features and batch_size >= 1):
+        if (plan is not None and self.input_norm == "none" and type(X) is np.ndarray and X.ndim == 2
+                and X.dtype == plan.dtype and X.shape[1] == plan.num_features and batch_size >= 1):
             return plan.run(X, "labels", self.pixel_inputs)         # already what _check_input returns
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        X = self._check_input(X, check_range=plan is None)
+        plan, X = self._evaluation_input(X)
         if plan is not None:
             return plan.run(X, "labels", self.pixel_inputs)
         out = [np.argmax(self._forward(X[i:i + batch_size], False)[0], axis=1)
@@ -272,11 +284,12 @@ class NeuralNetwork:
         """dS/dX (N, D) for a score S with dS/dlogits = ``grad_logits`` (N, C), evaluation mode.
 
         With ``grad_logits`` one-hot on the predicted class this is the saliency map of
-        K. Simonyan et al., "Deep Inside Convolutional Networks", ICLR 2014 workshop.
+        K. Simonyan et al., "Deep Inside Convolutional Networks", ICLR 2014 workshop. For a model
+        with ``input_norm`` the gradient is with respect to the normalized input.
         Raises:
             ValueError: ``grad_logits`` is not (N, C) for X's N.
         """
-        X = self._check_input(X)
+        X = self._evaluation_input(X)[1]
         grad_logits = np.asarray(grad_logits, dtype=self.dtype)
         if grad_logits.shape != (X.shape[0], self.layer_sizes[-1]):
             raise ValueError(f"grad_logits shape {grad_logits.shape} does not match X shape {X.shape}: "
@@ -286,7 +299,7 @@ class NeuralNetwork:
 
     def hidden_outputs(self, X) -> list[np.ndarray]:
         """Each hidden layer's activations, (N, H_l) per layer, in evaluation mode (no dropout)."""
-        _, cache = self._forward(self._check_input(X), training=False)
+        _, cache = self._forward(self._evaluation_input(X)[1], training=False)
         return [out for _, _, out, _ in cache[:-1]]
 
     def update_weights(self, learning_rate: float) -> None:

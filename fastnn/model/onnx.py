@@ -56,7 +56,7 @@ def to_onnx_bytes(model, outputs=OUTPUTS) -> bytes:
     Raises:
         ImportError: the onnx package is not installed (the message says how to get it).
         ValueError: an activation ONNX has no operator for here, a dtype other than float32/64,
-            or an unknown or empty ``outputs``.
+            a model with ``input_norm``, or an unknown or empty ``outputs``.
     """
     outputs = tuple(outputs)
     unknown = [o for o in outputs if o not in OUTPUTS]
@@ -65,6 +65,9 @@ def to_onnx_bytes(model, outputs=OUTPUTS) -> bytes:
     onnx, helper, numpy_helper = _onnx()
     if model.activation not in ONNX_OPS:
         raise ValueError(f"activation {model.activation!r} has no ONNX export; one of {', '.join(ONNX_OPS)}")
+    if getattr(model, "input_norm", "none") != "none":
+        raise ValueError(f"the model normalizes its inputs first (input_norm {model.input_norm!r}), which the ONNX "
+                         f"export does not include; export a model trained without --input-norm")
     elem = {np.dtype(np.float32): onnx.TensorProto.FLOAT, np.dtype(np.float64): onnx.TensorProto.DOUBLE}.get(
         np.dtype(model.dtype))
     if elem is None:

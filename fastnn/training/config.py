@@ -48,6 +48,8 @@ class TrainConfig:
     augment: str | None = None
     label_smoothing: float | None = None
     data: str | None = None
+    corrupt: str = "none"          # training-time corruptions (fastnn.data.distort): the robust recipe
+    input_norm: str = "none"       # "background": every image normalized (fastnn.data.normalize), here and after
 
     def __post_init__(self):
         recipe = RECIPES["folder"] if self.data else RECIPES.get(self.dataset, RECIPES["mnist"])

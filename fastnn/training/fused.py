@@ -271,14 +271,12 @@ class FusedTrainer(TrainerBase):
         self.scratch = aligned_zeros((T, scratch_width(self.sizes, self.col_bounds) + ALIGN), dt)
         self._batch_size = batch_size
 
-    def num_steps(self, batch_size: int) -> int:
-        return -(-len(self.labels) // batch_size)
-
     def run_steps(self, order: np.ndarray, first_step: int, n_steps: int, batch_size: int) -> np.ndarray:
         """Run steps ``first_step`` .. ``first_step + n_steps - 1`` of the epoch ordered by ``order``.
 
         Args:
-            order: (n,) integer indices of the training samples in this epoch's order (a permutation).
+            order: (n,) integer indices of the training samples in this epoch's order (a permutation,
+                or n of a larger set's rows: the robust recipe's pool of clean and corrupted images).
         Returns:
             (n_steps,) float64: each step's mean cross-entropy (before that step's update).
         Raises:
@@ -286,9 +284,10 @@ class FusedTrainer(TrainerBase):
             IndexError: an index this call would use is outside [0, n).
         """
         m = self.model
-        n = len(self.labels)
-        order = np.ascontiguousarray(checked_order(order, n, first_step, n_steps, batch_size), dtype=np.int64)
-        n_steps = min(n_steps, self.num_steps(batch_size) - first_step)
+        order = np.ascontiguousarray(checked_order(order, len(self.labels), first_step, n_steps, batch_size),
+                                     dtype=np.int64)
+        n = len(order)                                 # the epoch's samples (the set may hold more: a pool)
+        n_steps = min(n_steps, -(-n // batch_size) - first_step)
         if n_steps <= 0:
             return np.empty(0)
         if m.dropout:                                  # the kernel path's masks, drawn in its order

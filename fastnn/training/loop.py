@@ -112,6 +112,8 @@ class _Run:
     val_set: object
     n_test: int
     shuffle_rng: np.random.Generator
+    pool: object = None                 # CorruptedPool of the robust recipe, or None
+    corrupt_p: float = 0.0              # the share of each epoch's samples drawn corrupted
 
 
 @dataclass
@@ -144,10 +146,12 @@ def _build(cfg: TrainConfig, out: Path, log) -> _Run:
     model.class_names = list(train_set.class_names)
     model.dataset = cfg.dataset
     model.pixel_inputs = True                     # images: predict refuses inputs outside [0, 1]
+    model.input_norm = cfg.input_norm             # evaluation normalizes every input itself
     optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.momentum)
     augmentation = parse_augment(cfg.augment)
     augmenter = Augmenter(augmentation, train_set.images.shape[1:], cfg.seed) if augmentation.enabled else None
-    trainer = make_trainer(model, optimizer, train_set, fused=cfg.fused, seed=cfg.seed, log=log, augmenter=augmenter,
+    fed, pool, corrupt_p = _training_images(cfg, train_set, log)
+    trainer = make_trainer(model, optimizer, fed, fused=cfg.fused, seed=cfg.seed, log=log, augmenter=augmenter,
                            label_smoothing=cfg.label_smoothing)
     log(f"{model}\n{optimizer}  {cfg.lr_schedule} lr schedule, batch {cfg.batch_size}, {cfg.epochs} epochs, "
         + (f"label smoothing {cfg.label_smoothing:g}, " if cfg.label_smoothing else "")
@@ -159,7 +163,29 @@ def _build(cfg: TrainConfig, out: Path, log) -> _Run:
            f"{FOLDER_TEST_FRACTION:.0%} of each class (seed {FOLDER_SPLIT_SEED}, the same for evaluate --data)"
            if cfg.data and not folder_has_splits(cfg.data) else ""))
     # the test set is loaded again after training: not held through it
-    return _Run(model, optimizer, trainer, train_set, val_set, len(test_set), np.random.default_rng([cfg.seed, 1]))
+    return _Run(model, optimizer, trainer, train_set, val_set, len(test_set), np.random.default_rng([cfg.seed, 1]),
+                pool, corrupt_p)
+
+
+def _training_images(cfg: TrainConfig, train_set, log):
+    """(the data set the trainer draws from, the CorruptedPool or None, p): the training images,
+    followed by one corrupted copy of each when ``cfg.corrupt`` names kinds (``fastnn.data.distort``),
+    normalized when ``cfg.input_norm`` is "background" (``fastnn.data.normalize``)."""
+    from fastnn.data.datasets import Dataset
+    from fastnn.data.distort import CorruptedPool, parse_distortions
+    from fastnn.data.normalize import normalize_images
+
+    kinds, p = parse_distortions(cfg.corrupt)
+    fed, pool = train_set, None
+    if kinds:
+        t0 = time.perf_counter()
+        pool = CorruptedPool(train_set.images, train_set.labels, kinds, cfg.seed)
+        fed = Dataset(pool.images, pool.labels, train_set.class_names, f"{train_set.name}+corrupted")
+        log(f"training corruptions: {', '.join(kinds)}; each epoch draws a sample's corrupted copy with p = {p:g} "
+            f"(copies made in {time.perf_counter() - t0:.1f} s)")
+    if cfg.input_norm == "background":
+        fed = Dataset(normalize_images(fed.images), fed.labels, fed.class_names, fed.name)
+    return fed, pool, p
 
 
 def _run_epochs(cfg: TrainConfig, run: _Run, out: Path, progress: bool, log, signals) -> _Progress:
@@ -210,6 +236,8 @@ def _train_epoch(cfg: TrainConfig, run: _Run, epoch: int, progress: bool) -> flo
 
     t0 = time.perf_counter()
     order = run.shuffle_rng.permutation(len(run.train_set))
+    if run.pool is not None:                      # the robust recipe: some samples' corrupted copies
+        order = run.pool.order(order, run.corrupt_p, run.shuffle_rng)
     bar = tqdm(total=math.ceil(len(run.train_set) / cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
                disable=not progress, mininterval=0.5)
     running = {"loss": 0.0, "done": 0}

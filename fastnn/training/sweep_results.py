@@ -15,7 +15,11 @@ from fastnn.common.io import NotARegularFile, open_regular, read_history, write_
 FIELDS = ["experiment", "dataset", "config", "seed", "backend", "epochs", "limit", "status", "train_accuracy",
           "train_loss",
           "val_accuracy", "val_loss", "test_accuracy", "test_loss", "best_epoch", "epoch_time_s", "wall_time_s",
-          "git_commit", "run_dir", "error"]
+          "git_commit", "run_dir", "error",
+          # the robustness experiment's (fastnn.training.sweeps.ROBUSTNESS): empty for the others
+          "val_corrupted_accuracy", "test_corrupted_accuracy", "test_heldout_corrupted_accuracy", "test_error_gap",
+          "test_heldout_error_gap"]
+CORRUPTION_FIELDS = FIELDS[-5:]
 
 
 NUMERIC = ("train_accuracy", "train_loss", "val_accuracy", "val_loss", "test_accuracy", "test_loss", "epoch_time_s",
@@ -130,6 +134,11 @@ def summarize(rows: list[dict], experiment: str, order) -> list[dict]:
                 summary[f"{field}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
             gap = np.array([float(r["train_accuracy"]) - float(r["val_accuracy"]) for r in runs])
             summary["train_val_gap_mean"] = float(gap.mean())
+            for field in CORRUPTION_FIELDS:
+                vals = np.array([float(r[field]) for r in runs if r.get(field) not in ("", None)])
+                if vals.size:
+                    summary[f"{field}_mean"] = float(vals.mean())
+                    summary[f"{field}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
             out.append(summary)
     return out
 
@@ -199,12 +208,30 @@ def plot_experiment(summary: list[dict], experiment: str, dataset: str, rows: li
     save_figure(fig, path)
 
 
+def _print_robustness(name: str, summary: list[dict]) -> None:
+    """The robustness experiment's table: chosen on the validation columns, then the test ones."""
+    def pm(s, field, points=False):
+        return f"{100 * s[field + '_mean']:.2f} ± {100 * s[field + '_std']:.2f}" + (" points" if points else "%")
+
+    print(f"\n{name} ({summary[0]['runs']} seeds, {summary[0]['epochs']} epochs, backend {summary[0]['backend']}):\n")
+    print("| configuration | dataset | val accuracy | val accuracy under the trained kinds' corruptions "
+          "| test accuracy | test gap, all kinds | test gap, held-out kinds | epoch time |")
+    print("|---|---|---|---|---|---|---|---|")
+    for s in summary:
+        print(f"| {s['config']} | {s['dataset']} | {pm(s, 'val_accuracy')} | {pm(s, 'val_corrupted_accuracy')} | "
+              f"{pm(s, 'test_accuracy')} | {pm(s, 'test_error_gap', True)} | {pm(s, 'test_heldout_error_gap', True)} | "
+              f"{s['epoch_time_s_mean']:.3f} s |")
+
+
 def print_markdown(rows: list[dict], grids: dict) -> None:
     """The summaries as Markdown tables, one per experiment (``grids``: name -> its configuration
     names, in order), both datasets side by side."""
     for name, order in grids.items():
         summary = summarize(rows, name, order)
         if not summary:
+            continue
+        if "val_corrupted_accuracy_mean" in summary[0]:
+            _print_robustness(name, summary)
             continue
         datasets = list(dict.fromkeys(s["dataset"] for s in summary))
         chooses = name in ("augmentation", "recipe")     # chosen on validation: show it first

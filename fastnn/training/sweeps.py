@@ -58,6 +58,15 @@ from fastnn.training.sweep_results import (
 
 AUGMENTATION_EPOCHS = 40   # the recipes' epochs (fastnn.training.config.RECIPES)
 
+# The robustness experiment's corruption scores (fastnn.data.corruptions' kinds): the recipe is chosen
+# on the validation split under the kinds whose families the robust recipe trains on (blur, affine,
+# noise, lines: fastnn.data.distort); the others are held out, reported on the test set apart.
+ROBUSTNESS = {
+    "chosen_on": ("impulse_noise", "shot_noise", "glass_blur", "motion_blur", "shear", "scale", "rotate",
+                  "dotted_line", "zigzag"),
+    "held_out": ("translate", "brightness", "contrast", "stripe", "fog", "spatter", "canny_edges"),
+}
+
 EXPERIMENTS: dict[str, list[tuple[str, dict]]] = {
     "learning-rate": [(f"sgd lr={lr}", {"optimizer": "sgd", "lr": lr, "lr_schedule": "constant"})
                       for lr in (0.001, 0.01, 0.1)],
@@ -79,6 +88,16 @@ EXPERIMENTS: dict[str, list[tuple[str, dict]]] = {
         ("LS 0.1 + wd 5e-4", {"label_smoothing": 0.1, "weight_decay": 5e-4}),
         ("LS 0.1, 60 epochs", {"label_smoothing": 0.1, "epochs": 60}),
         ("shift 2", {"augment": "shift=2"}), ("shift 2 + LS 0.1", {"augment": "shift=2", "label_smoothing": 0.1}))],
+    # the robust recipe (issue 24), chosen on validation: each run's best model is also scored on the
+    # validation split under the benchmark corruptions of the trained families (ROBUSTNESS["chosen_on"]),
+    # and on the test set under all of them, the held-out ones apart (fastnn.evaluation.robustness)
+    "robustness": [(name, {"epochs": AUGMENTATION_EPOCHS, **overrides}) for name, overrides in (
+        ("today's recipe", {}),
+        ("input norm", {"input_norm": "background"}),
+        ("corrupt p=0.5", {"corrupt": "blur,affine,noise,lines:p=0.5"}),
+        ("norm + corrupt p=0.3", {"input_norm": "background", "corrupt": "blur,affine,noise,lines:p=0.3"}),
+        ("norm + corrupt p=0.5", {"input_norm": "background", "corrupt": "blur,affine,noise,lines:p=0.5"}),
+        ("norm + corrupt p=0.7", {"input_norm": "background", "corrupt": "blur,affine,noise,lines:p=0.7"}))],
     "backend": [(b, {"backend": b}) for b in ("numpy", "numba", "cython", "torch")]
                + [("reference (subset)", {"backend": "reference", "limit": 1000, "test_limit": 1000, "epochs": 1})],
 }
@@ -133,11 +152,33 @@ def _train_row(spec: dict) -> dict:
             "best_epoch": metrics["best_epoch"], "epoch_time_s": float(np.median(metrics["epoch_times_s"])),
             "error": "" if metrics["status"] == "completed" else metrics["status"],
         })
+        if spec["experiment"] == "robustness" and metrics["status"] == "completed":
+            row.update(_corruption_scores(cfg))
     except Exception as exc:  # noqa: BLE001 - a failed run is a result, not a crash
         row.update({"backend": spec["overrides"].get("backend", spec["defaults"].get("backend")),
                     "status": "failed", "error": f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500]})
         traceback.print_exc()
     return _finish_row(row, spec, t0)
+
+
+def _corruption_scores(cfg) -> dict:
+    """The robustness experiment's columns for the finished run ``cfg``: its best model on the
+    validation split under ROBUSTNESS["chosen_on"], and on the test set under every kind (the
+    held-out ones apart), severities 1-3, corruption seed 0."""
+    from fastnn.evaluation.robustness import evaluate_corruptions
+    from fastnn.model.network import NeuralNetwork
+    from fastnn.training.loop import load_test_set, prepare_data
+
+    model = NeuralNetwork.load(Path(cfg.out) / "best_model.npz", backend=cfg.backend)
+    _, val_set, _ = prepare_data(cfg)
+    val = evaluate_corruptions({"m": model}, val_set, ROBUSTNESS["chosen_on"], progress=False)["models"]["m"]
+    kinds = ROBUSTNESS["chosen_on"] + ROBUSTNESS["held_out"]
+    test = evaluate_corruptions({"m": model}, load_test_set(cfg), kinds, held_out=ROBUSTNESS["held_out"],
+                                progress=False)["models"]["m"]
+    return {"val_corrupted_accuracy": val["all"]["mean_corrupted_accuracy"],
+            "test_corrupted_accuracy": test["all"]["mean_corrupted_accuracy"],
+            "test_heldout_corrupted_accuracy": test["held_out"]["mean_corrupted_accuracy"],
+            "test_error_gap": test["all"]["error_gap"], "test_heldout_error_gap": test["held_out"]["error_gap"]}
 
 
 def _finish_row(row: dict, spec: dict, t0: float) -> dict:
@@ -266,7 +307,11 @@ def run_experiments(names, *, datasets=("mnist",), seeds: int = 3, epochs: int =
         for s in summary:
             log(f"  {s['dataset']:>13s}  {s['config']:<20s} test {100 * s['test_accuracy_mean']:6.2f} ± "
                 f"{100 * s['test_accuracy_std']:.2f}%  train {100 * s['train_accuracy_mean']:6.2f}%  "
-                f"epoch {s['epoch_time_s_mean']:.3f} s  run {s['wall_time_s_mean']:.1f} s  (n={s['runs']})")
+                f"epoch {s['epoch_time_s_mean']:.3f} s  run {s['wall_time_s_mean']:.1f} s  (n={s['runs']})"
+                + (f"\n  {'':>13s}  {'':<20s} val clean {100 * s['val_accuracy_mean']:.2f}%, corrupted (chosen on) "
+                   f"{100 * s['val_corrupted_accuracy_mean']:.2f}%; test gap {100 * s['test_error_gap_mean']:.2f} "
+                   f"points, held-out gap {100 * s['test_heldout_error_gap_mean']:.2f}"
+                   if "val_corrupted_accuracy_mean" in s else ""))
         for dataset in dict.fromkeys(s["dataset"] for s in summary):
             plot_experiment(summary, name, dataset, all_rows, Path(plots_dir) / f"{name}_{dataset}.png")
         wrote.append(name)

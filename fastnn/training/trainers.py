@@ -117,15 +117,18 @@ class KernelTrainer(TrainerBase):
 def checked_order(order, n: int, first_step: int, n_steps: int, batch_size: int) -> np.ndarray:
     """``order`` as an array, after checking every index that steps ``first_step`` ..
     ``first_step + n_steps - 1`` will use: the fused kernels index the training set with them
-    and check nothing themselves, and NumPy would wrap a negative one. Once per call.
+    and check nothing themselves, and NumPy would wrap a negative one. Once per call. An epoch
+    may draw fewer rows than the set holds (the robust recipe's pool: n clean and n corrupted
+    images, n drawn per epoch).
 
     Raises:
-        ValueError: ``order`` is not (n,) integers; ``batch_size`` < 1; ``first_step`` or ``n_steps`` < 0.
+        ValueError: ``order`` is not 1-D integers, at most n of them; ``batch_size`` < 1;
+            ``first_step`` or ``n_steps`` < 0.
         IndexError: an index the call would use is outside [0, n).
     """
     order = np.asarray(order)
-    if order.ndim != 1 or len(order) != n or not (np.issubdtype(order.dtype, np.integer) or order.size == 0):
-        raise ValueError(f"order must be ({n},) integer indices of the training samples, got "
+    if order.ndim != 1 or len(order) > n or not (np.issubdtype(order.dtype, np.integer) or order.size == 0):
+        raise ValueError(f"order must be at most {n} integer indices of the training samples, got "
                          f"{order.shape} {order.dtype}")
     if batch_size < 1 or first_step < 0 or n_steps < 0:
         raise ValueError(f"batch_size must be >= 1 and first_step, n_steps >= 0; got {batch_size}, "
