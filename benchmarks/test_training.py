@@ -8,11 +8,14 @@ epoch as a ratio to PyTorch's (``torch``: nn.Module + autograd + torch.optim) an
 
 Entries: numba and cython take their fused path (``*-timers``: the same with the fused kernels'
 phase timers on, to show what they cost; ``*-augment``: the same with the MNIST recipe's
-augmentation, each sample shifted as it is drawn, to show what that costs); ``numba-kernels`` is numba kernel by kernel
-(``--no-fused``); numpy runs kernel by kernel (its only path); ``jax-step`` calls a jitted step
-per batch; ``reference`` (Python loops) only in the step benchmark. JAX entries skip with the
-reason where jax is not installed (``pip install -e ".[bench]"``). Each epoch round trains on
-from where the previous one stopped (same model), as epochs do.
+augmentation, each sample shifted as it is drawn, to show what that costs; ``*-robust``: the robust
+recipe, ``*-augment`` drawing half its samples from a pool of corrupted, normalized copies,
+``fastnn.data.distort``; the pool is made once, outside the timing, as a training run makes it
+once); ``numba-kernels`` is numba kernel by kernel (``--no-fused``); numpy runs kernel by kernel
+(its only path); ``jax-step`` calls a jitted step per batch; ``reference`` (Python loops) only in
+the step benchmark. JAX entries skip with the reason where jax is not installed (``pip install -e
+".[bench]"``). Each epoch round trains on from where the previous one stopped (same model), as
+epochs do.
 
 FLOP counts are the dense-equivalent model FLOPs (2 per multiply-add of every product in the
 forward and backward pass); the fused path skips zero pixels, so it does fewer than it is
@@ -36,9 +39,25 @@ from .conftest import record, record_result
 
 LAYERS = [784, 128, 64, 10]
 BATCH = 64
-BACKENDS = ["torch", "jax-scan", "jax-step", "numpy", "numba-kernels", "numba", "numba-augment", "numba-timers",
-            "cython", "cython-augment", "cython-timers"]
+BACKENDS = ["torch", "jax-scan", "jax-step", "numpy", "numba-kernels", "numba", "numba-augment", "numba-robust",
+            "numba-timers", "cython", "cython-augment", "cython-robust", "cython-timers"]
 AUGMENT = RECIPES["mnist"]["augment"]          # the MNIST recipe's augmentation, for the *-augment entries
+ROBUST = "blur,affine,noise,lines:p=0.5"       # the robust recipe's corruptions (with AUGMENT and input norm)
+_POOLS: dict = {}                              # the robust entries' pool and data set, made once
+
+
+def _robust_data(dataset):
+    """(CorruptedPool, p, the normalized pool as a Dataset) of the robust recipe, made once per set."""
+    from fastnn.data.datasets import Dataset
+    from fastnn.data.distort import CorruptedPool, parse_distortions
+    from fastnn.data.normalize import normalize_images
+
+    if id(dataset) not in _POOLS:
+        kinds, p = parse_distortions(ROBUST)
+        pool = CorruptedPool(dataset.images, dataset.labels, kinds, seed=0)
+        _POOLS[id(dataset)] = (pool, p, Dataset(normalize_images(pool.images), pool.labels, dataset.class_names,
+                                                "mnist+corrupted"))
+    return _POOLS[id(dataset)]
 
 
 def step_flop(batch: int = BATCH, layers=LAYERS) -> int:
@@ -57,7 +76,11 @@ def _trainer(name, dataset):
         return jax_module.JaxTrainer(model, optimizer, dataset, mode=variant)
     if backend not in available_backends():
         pytest.skip(f"backend {backend} unavailable here")
-    augmenter = Augmenter(parse_augment(AUGMENT), dataset.images.shape[1:]) if variant == "augment" else None
+    augmenter = (Augmenter(parse_augment(AUGMENT), dataset.images.shape[1:]) if variant in ("augment", "robust")
+                 else None)
+    if variant == "robust":
+        model.input_norm = "background"
+        dataset = _robust_data(dataset)[2]
     trainer = make_trainer(model, optimizer, dataset, fused=variant != "kernels", log=lambda *a: None,
                            augmenter=augmenter)
     if variant == "timers":
@@ -88,6 +111,9 @@ def test_epoch(benchmark, mnist_train):
 
     def epoch(name):
         order = rng.permutation(len(mnist_train))
+        if name.endswith("-robust"):                    # each sample's corrupted copy with probability p
+            pool, p, _ = _robust_data(mnist_train)
+            order = pool.order(order, p, rng)
         t0 = time.perf_counter()
         losses = trainers[name].run_epoch(order, BATCH)
         seconds = time.perf_counter() - t0

@@ -195,7 +195,7 @@ def run_corruptions(model_path=None, dataset: str | None = None, out=None, data_
     """
     from fastnn.evaluation.report import check_fits, load_model_and_test
     from fastnn.inference.forward import inference_backend
-    from fastnn.pretrained import baseline_path
+    from fastnn.pretrained import variant_path
 
     require_scikit_image()                          # before any work: the one-line fix first
     if limit is not None and limit < 1:
@@ -207,7 +207,7 @@ def run_corruptions(model_path=None, dataset: str | None = None, out=None, data_
         test = type(test)(test.images[:limit], test.labels[:limit], test.class_names, test.name)
     models = {"fastnn" if shipped else printable(Path(model_path).name): model}
     if baselines is None:
-        path = baseline_path(dataset) if dataset in ("mnist", "fashion-mnist") else None
+        path = variant_path(dataset, "torch") if dataset in ("mnist", "fashion-mnist") else None
         baselines = [path] if path is not None else []
         if path is None:
             log(f"no torch-trained baseline ships for {dataset}: --baseline MODEL to compare with one")
@@ -216,7 +216,7 @@ def run_corruptions(model_path=None, dataset: str | None = None, out=None, data_
     for b in baselines:
         other = NeuralNetwork.load(regular_file(b, "baseline model file"), backend=inference_backend(backend))
         check_fits(other, test, b, dataset)
-        label = "torch" if Path(b) == baseline_path(dataset) else printable(Path(b).name)
+        label = "torch" if Path(b) == variant_path(dataset, "torch") else printable(Path(b).name)
         while label in models:
             label += "'"
         models[label] = other

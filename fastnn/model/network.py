@@ -333,21 +333,27 @@ class NeuralNetwork:
         return export_onnx(self, path)
 
     @classmethod
-    def pretrained(cls, dataset: str = "mnist", backend: str = "auto") -> "NeuralNetwork":
+    def pretrained(cls, dataset: str = "mnist", backend: str = "auto", variant: str | None = None) -> "NeuralNetwork":
         """The model that ships with fastnn for ``dataset`` ("mnist" or "fashion-mnist"), trained
         by ``python -m fastnn.train`` with that dataset's recipe (``fastnn.pretrained.info(dataset)``
-        gives the command, the commit and its test accuracy).
+        gives the command, the commit and its test accuracy); ``variant`` "robust" (the robust
+        recipe) or "torch" (trained by PyTorch) for another that ships (``fastnn.pretrained.VARIANTS``).
 
         Args:
             backend: kernels for the model; "auto": the fastest with a fused forward here.
         Raises:
-            ValueError: no pretrained model for ``dataset``.
-            FileNotFoundError: the installation lost the file.
+            ValueError: no pretrained model for ``dataset``, or an unknown variant.
+            FileNotFoundError: the installation lost the file, or that variant does not ship for ``dataset``.
         """
         from fastnn.inference.forward import inference_backend
-        from fastnn.pretrained import model_path
+        from fastnn.pretrained import model_path, variant_path
 
-        return cls.load(model_path(dataset), backend=inference_backend(backend))
+        if variant is None:
+            return cls.load(model_path(dataset), backend=inference_backend(backend))
+        path = variant_path(dataset, variant)
+        if path is None:
+            raise FileNotFoundError(f"no {variant} model ships for {dataset}")
+        return cls.load(path, backend=inference_backend(backend))
 
     @classmethod
     def load(cls, path, backend="numpy", layer_sizes=None) -> "NeuralNetwork":

@@ -13,14 +13,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["DATASETS", "BASELINES", "model_path", "baseline_path", "info"]
+__all__ = ["DATASETS", "VARIANTS", "model_path", "variant_path", "info"]
 
 DATASETS = ("mnist", "fashion-mnist")
 FOLDER = Path(__file__).resolve().parent
-# The same network trained by PyTorch's autograd and optimizer with the same command and recipe
-# (``--backend torch``): <dataset>-torch.npz, the professional baseline the robustness benchmark
-# (``python -m fastnn.evaluate --corruptions``) evaluates side by side.
-BASELINES = ("torch",)
+# Other models of the same network, <dataset>-<variant>.npz beside the default one:
+# "torch": trained by PyTorch's autograd and optimizer with the same command and recipe
+# (``--backend torch``), the professional baseline the robustness benchmark (``python -m
+# fastnn.evaluate --corruptions``) evaluates side by side; "robust": the robust recipe
+# (``--corrupt ... --input-norm background``: training-time corruptions, normalized inputs).
+VARIANTS = ("torch", "robust")
 
 
 def model_path(dataset: str = "mnist") -> Path:
@@ -35,19 +37,19 @@ def model_path(dataset: str = "mnist") -> Path:
     return path
 
 
-def baseline_path(dataset: str = "mnist", trainer: str = "torch") -> Path | None:
-    """The shipped baseline model of ``dataset`` trained by ``trainer`` (``BASELINES``), or None
-    when none ships for that dataset."""
-    if trainer not in BASELINES:
-        raise ValueError(f"no baseline trainer {trainer!r}; there are {', '.join(BASELINES)}")
-    path = FOLDER / f"{dataset}-{trainer}.npz"
+def variant_path(dataset: str = "mnist", variant: str = "torch") -> Path | None:
+    """The shipped ``variant`` (``VARIANTS``) of ``dataset``'s model, or None when none ships for
+    that dataset. Raises ValueError for an unknown variant."""
+    if variant not in VARIANTS:
+        raise ValueError(f"no model variant {variant!r}; there are {', '.join(VARIANTS)}")
+    path = FOLDER / f"{dataset}-{variant}.npz"
     return path if dataset in DATASETS and path.is_file() else None
 
 
-def info(dataset: str = "mnist", trainer: str | None = None) -> dict:
-    """What ``<dataset>.json`` (``<dataset>-<trainer>.json`` for a baseline) records: command,
+def info(dataset: str = "mnist", variant: str | None = None) -> dict:
+    """What ``<dataset>.json`` (``<dataset>-<variant>.json`` for a variant) records: command,
     commit, test_accuracy, val_accuracy, ..."""
-    path = model_path(dataset) if trainer is None else baseline_path(dataset, trainer)
+    path = model_path(dataset) if variant is None else variant_path(dataset, variant)
     if path is None:
-        raise FileNotFoundError(f"no {trainer} baseline ships for {dataset}")
+        raise FileNotFoundError(f"no {variant} model ships for {dataset}")
     return json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))

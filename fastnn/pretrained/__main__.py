@@ -10,12 +10,13 @@ from pathlib import Path
 from fastnn.common.cli import HelpFormatter, regular_file, run_main
 from fastnn.common.errors import UserError
 from fastnn.common.io import atomic_write, open_regular, write_json
-from fastnn.pretrained import BASELINES, DATASETS, info
+from fastnn.pretrained import DATASETS, VARIANTS, info
 
 
 def package(run_dir, out) -> Path:
     """Copy RUN_DIR/best_model.npz to OUT/<dataset>.npz (OUT/<dataset>-torch.npz for a run of
-    ``--backend torch``, the baseline) and write the .json beside it from the run's
+    ``--backend torch``, OUT/<dataset>-robust.npz for one of the robust recipe: ``fastnn.pretrained.VARIANTS``)
+    and write the .json beside it from the run's
     metrics.json (command, commit, test and validation accuracy, epochs, machine). Returns the
     model's new path. Raises UserError for a run that did not complete or is not a training run."""
     from fastnn.model.network import NeuralNetwork
@@ -39,8 +40,11 @@ def package(run_dir, out) -> Path:
     if model.dataset != dataset:
         raise UserError(f"{model_file} records dataset {model.dataset!r}, its metrics.json {dataset!r}")
     out.mkdir(parents=True, exist_ok=True)
-    trainer = metrics.get("backend")
-    target = out / (f"{dataset}-{trainer}.npz" if trainer in BASELINES else f"{dataset}.npz")
+    hyper = metrics.get("hyperparameters") or {}
+    variant = ("torch" if metrics.get("backend") == "torch"
+               else "robust" if hyper.get("corrupt", "none") != "none" or hyper.get("input_norm", "none") != "none"
+               else None)
+    target = out / (f"{dataset}-{variant}.npz" if variant else f"{dataset}.npz")
     with open_regular(model_file, "rb") as src, atomic_write(target) as dst:   # a reader sees old or new
         shutil.copyfileobj(src, dst)
     record = {
@@ -68,8 +72,9 @@ def _main(argv) -> int:
     p.add_argument("--from", dest="run_dir", default=None, metavar="RUN_DIR",
                    help="a folder written by python -m fastnn.train (best_model.npz, metrics.json)")
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="where to write <dataset>.npz and <dataset>.json, or <dataset>-torch.* for a run of "
-                        "--backend torch (required with --from; the shipped ones: fastnn/pretrained)")
+                   help="where to write <dataset>.npz and <dataset>.json (<dataset>-torch.* for a run of --backend "
+                        "torch, <dataset>-robust.* for the robust recipe; required with --from; the shipped ones: "
+                        "fastnn/pretrained)")
     args = p.parse_args(argv)
     if args.run_dir is None:
         if args.out:
@@ -82,12 +87,12 @@ def _main(argv) -> int:
                 continue
             print(f"{dataset}: test accuracy {100 * meta['test_accuracy']:.2f}%, {meta['epochs']} epochs, "
                   f"commit {meta['git_commit']}; made by: {meta['command']}")
-            for trainer in BASELINES:
+            for variant in VARIANTS:
                 try:
-                    meta = info(dataset, trainer)
+                    meta = info(dataset, variant)
                 except FileNotFoundError:
                     continue
-                print(f"{dataset} ({trainer} baseline): test accuracy {100 * meta['test_accuracy']:.2f}%, "
+                print(f"{dataset} ({variant}): test accuracy {100 * meta['test_accuracy']:.2f}%, "
                       f"{meta['epochs']} epochs; made by: {meta['command']}")
         return 0
     if not args.out:

@@ -91,8 +91,8 @@ EXPERIMENTS: dict[str, list[tuple[str, dict]]] = {
     # the robust recipe (issue 24), chosen on validation: each run's best model is also scored on the
     # validation split under the benchmark corruptions of the trained families (ROBUSTNESS["chosen_on"]),
     # and on the test set under all of them, the held-out ones apart (fastnn.evaluation.robustness)
-    "robustness": [(name, {"epochs": AUGMENTATION_EPOCHS, **overrides}) for name, overrides in (
-        ("today's recipe", {}),
+    "robustness": [(name, {"epochs": AUGMENTATION_EPOCHS, "augment": "shift=2", **overrides}) for name, overrides in (
+        ("today's recipe", {}),                                       # MNIST's: shifts of up to 2 pixels
         ("input norm", {"input_norm": "background"}),
         ("corrupt p=0.5", {"corrupt": "blur,affine,noise,lines:p=0.5"}),
         ("norm + corrupt p=0.3", {"input_norm": "background", "corrupt": "blur,affine,noise,lines:p=0.3"}),

@@ -76,13 +76,13 @@ def test_package_refuses_an_unfinished_run(tmp_path):
 
 
 def test_the_torch_baseline_is_the_same_network_trained_by_torch():
-    path = pretrained.baseline_path("mnist")
+    path = pretrained.variant_path("mnist", "torch")
     model = NeuralNetwork.load(path)
     meta = pretrained.info("mnist", "torch")
     assert model.layer_sizes == NeuralNetwork.pretrained("mnist").layer_sizes == meta["layer_sizes"]
     assert "--backend torch" in meta["command"] and meta["backend"] == "torch"
     assert "+changes" not in meta["git_commit"]
     assert meta["hyperparameters"]["augment"] == pretrained.info("mnist")["hyperparameters"]["augment"]
-    assert pretrained.baseline_path("fashion-mnist") is None or pretrained.info("fashion-mnist", "torch")
-    with pytest.raises(ValueError, match="no baseline trainer 'jax'"):
-        pretrained.baseline_path("mnist", "jax")
+    assert pretrained.variant_path("fashion-mnist", "torch") is None or pretrained.info("fashion-mnist", "torch")
+    with pytest.raises(ValueError, match="no model variant 'jax'"):
+        pretrained.variant_path("mnist", "jax")

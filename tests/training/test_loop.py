@@ -153,3 +153,25 @@ def test_fused_path_is_announced_and_can_be_turned_off(tmp_path, mnist_dir, caps
     assert code == 0 and "fused path" in capsys.readouterr().out
     code, _ = run_cli(tmp_path, mnist_dir, "--backend", "numba", "--no-fused", name="run2")
     assert code == 0 and "kernel by kernel" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("backend, fused", [("numba", True), ("cython", True), ("numpy", False)])
+def test_the_robust_recipe_trains_on_every_path(tmp_path, mnist_dir, capsys, backend, fused):
+    from fastnn.backends import available_backends
+
+    if backend not in available_backends():
+        pytest.skip(f"{backend} not available here")
+    code, out = run_cli(tmp_path, mnist_dir, "--backend", backend, "--corrupt", "blur,noise:p=0.5",
+                        "--input-norm", "background", *([] if fused else ["--no-fused"]))
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "training corruptions: blur, noise; each epoch draws a sample's corrupted copy with p = 0.5" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_samples"] == 2400 and metrics["test_accuracy"] > 0.75
+    assert metrics["hyperparameters"]["corrupt"] == "blur,noise:p=0.5"
+    assert NeuralNetwork.load(out / "best_model.npz").input_norm == "background"
+
+
+def test_bad_robust_options_are_named(tmp_path, capsys):
+    assert train_mod.main(["--corrupt", "snow", "--out", str(tmp_path / "o")]) == 2
+    assert "--corrupt: unknown kind 'snow'" in capsys.readouterr().err
