@@ -42,7 +42,7 @@ BATCH = 64
 BACKENDS = ["torch", "jax-scan", "jax-step", "numpy", "numba-kernels", "numba", "numba-augment", "numba-robust",
             "numba-timers", "cython", "cython-augment", "cython-robust", "cython-timers"]
 AUGMENT = RECIPES["mnist"]["augment"]          # the MNIST recipe's augmentation, for the *-augment entries
-ROBUST = "blur,affine,noise,lines:p=0.5"       # the robust recipe's corruptions (with AUGMENT and input norm)
+ROBUST = "blur,affine,noise,lines:p=0.7"       # the robust recipe's corruptions (with AUGMENT and input norm)
 _POOLS: dict = {}                              # the robust entries' pool and data set, made once
 
 

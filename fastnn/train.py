@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", default=None, metavar="SPEC",
                    help=AUGMENT_HELP + " (default: " + per_dataset("augment") + ")")
     p.add_argument("--corrupt", default=d.corrupt, metavar="SPEC",
-                   help=DISTORT_HELP + "; the robust recipe: blur,affine,noise,lines:p=0.5 with --input-norm "
+                   help=DISTORT_HELP + "; the robust recipe: blur,affine,noise,lines:p=0.7 with --input-norm "
                         "background")
     p.add_argument("--input-norm", default=d.input_norm, choices=list(INPUT_NORMS),
                    help="background: subtract each image's background level and stretch its ink to [0, 1], in "
