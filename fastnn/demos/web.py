@@ -11,7 +11,15 @@ so it works offline) and two endpoints:
   ``input`` (784 values in [0, 1],
   the 28x28 input after ``fastnn.predict.preprocess``, the same code as ``predict``), or
   ``{"blank": true}`` for an empty drawing;
+- ``POST /read?dataset=D``: the same body, read as a multi-digit number
+  (``fastnn.model.numbers.read_number``): ``number``, ``confidence`` and per digit its ``label``,
+  ``probability``, ``box`` (top, left, bottom, right in the image's pixels) and ``input`` (784);
 - ``GET /random?dataset=D``: a random test image with its ``label``, and the same fields.
+
+``/classify`` and ``/read`` also take the robustness sliders: ``noise=S`` (Gaussian noise of
+standard deviation S, 0-1) and ``blur=S`` (a Gaussian blur of S pixels, 0-8), applied to the
+image first (``fastnn.demos.state.degrade``), and ``model=robust`` for the dataset's robust model
+(``NeuralNetwork.pretrained(dataset, variant="robust")``, MNIST's) instead of ``standard``.
 
 A bad request gets a 4xx status with a JSON ``{"error": ...}`` message and the server keeps
 serving: an unknown path (404), a wrong method (405), a body that is not an image or a missing
@@ -39,7 +47,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 
 from fastnn.data.datasets import DATASETS
-from fastnn.demos.state import DemoState
+from fastnn.demos.state import MAX_BLUR, MAX_NOISE, VARIANTS, DemoState, degrade
 from fastnn.model.file_format import ModelFileError
 
 __all__ = ["make_server", "serve", "MAX_BODY", "MAX_PIXELS"]
@@ -87,10 +95,56 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError(400, f"unknown dataset {dataset!r}; use one of {', '.join(DATASETS)}")
         return dataset
 
+    def _sliders(self, query: dict) -> tuple[float, float, str]:
+        """(noise, blur, variant) of the query, each checked."""
+        values = []
+        for name, top in (("noise", MAX_NOISE), ("blur", MAX_BLUR)):
+            text = query.get(name, ["0"])[0]
+            try:
+                value = float(text)
+            except ValueError:
+                raise RequestError(400, f"{name}={text!r} is not a number") from None
+            if not 0 <= value <= top:
+                raise RequestError(400, f"{name} must be in [0, {top:g}], got {text}")
+            values.append(value)
+        variant = query.get("model", ["standard"])[0]
+        if variant not in VARIANTS:
+            raise RequestError(400, f"unknown model {variant!r}; use one of {', '.join(VARIANTS)}")
+        return values[0], values[1], variant
+
+    def _image_body(self):
+        """The request's image (a Pillow image), read and checked."""
+        from fastnn.data.images import ImageError, ImageTooLarge, read_image
+
+        length = self.headers.get("Content-Length")
+        if length is None:
+            raise RequestError(411, "send the image with a Content-Length header")
+        try:
+            length = int(length)
+        except ValueError:
+            raise RequestError(400, f"Content-Length {length!r} is not a number") from None
+        if length > MAX_BODY or length < 0:
+            self.close_connection = True                   # the body is not read: the connection is done
+            raise RequestError(413, f"the image is {length} bytes; the demo takes at most {MAX_BODY}")
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:
+            self.close_connection = True
+            raise RequestError(408, f"the body stopped arriving: less than the {length} bytes declared, "
+                                    f"nothing for {self.timeout:g} s") from None
+        if self.headers.get_content_type() == "multipart/form-data":
+            body = uploaded_file(self.headers.get("Content-Type", ""), body)
+        try:
+            return read_image(io.BytesIO(body), MAX_PIXELS)
+        except ImageError as exc:
+            raise RequestError(413 if isinstance(exc, ImageTooLarge) else 400,
+                               f"the body is not an image the demo reads: {exc}") from None
+
     def _route(self, method: str) -> None:
         url = urlparse(self.path)
         routes = {"/": ("GET", self._page), "/index.html": ("GET", self._page),
-                  "/classify": ("POST", self._classify), "/random": ("GET", self._random)}
+                  "/classify": ("POST", self._classify), "/read": ("POST", self._read),
+                  "/random": ("GET", self._random)}
         try:
             if url.path not in routes:
                 raise RequestError(404, f"no such page {url.path!r}: the demo is at /")
@@ -130,40 +184,48 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
 
     def _classify(self, query) -> None:
-        from fastnn.data.images import BlankImage, ImageError, ImageTooLarge, preprocess, read_image
+        from PIL import Image
+
+        from fastnn.data.images import BlankImage, ImageError, as_gray, preprocess
 
         dataset = self._dataset(query)
-        length = self.headers.get("Content-Length")
-        if length is None:
-            raise RequestError(411, "send the image with a Content-Length header")
+        noise, blur, variant = self._sliders(query)
+        image = self._image_body()
         try:
-            length = int(length)
-        except ValueError:
-            raise RequestError(400, f"Content-Length {length!r} is not a number") from None
-        if length > MAX_BODY or length < 0:
-            self.close_connection = True                   # the body is not read: the connection is done
-            raise RequestError(413, f"the image is {length} bytes; the demo takes at most {MAX_BODY}")
-        try:
-            body = self.rfile.read(length)
-        except TimeoutError:
-            self.close_connection = True
-            raise RequestError(408, f"the body stopped arriving: less than the {length} bytes declared, "
-                                    f"nothing for {self.timeout:g} s") from None
-        if self.headers.get_content_type() == "multipart/form-data":
-            body = uploaded_file(self.headers.get("Content-Type", ""), body)
-        try:
-            image = read_image(io.BytesIO(body), MAX_PIXELS)
-        except ImageError as exc:
-            raise RequestError(413 if isinstance(exc, ImageTooLarge) else 400,
-                               f"the body is not an image the demo reads: {exc}") from None
-        try:
+            if noise or blur:                                                      # the robustness sliders
+                image = Image.fromarray(np.rint(degrade(as_gray(image), noise, blur) * 255).astype(np.uint8))
             x = preprocess(image)                                                  # (784,) float32
         except BlankImage:
             self._json(200, {"blank": True, "dataset": dataset})
             return
         except ImageError as exc:
             raise RequestError(400, f"the image cannot be classified: {exc}") from None
-        self._json(200, self.state.answer(dataset, x))
+        self._json(200, self._answer(dataset, x, variant))
+
+    def _answer(self, dataset: str, x, variant: str) -> dict:
+        try:
+            return self.state.answer(dataset, x, variant)
+        except FileNotFoundError:
+            raise RequestError(400, f"no robust model ships for {dataset}; use model=standard") from None
+
+    def _read(self, query) -> None:
+        from fastnn.common.errors import UserError
+        from fastnn.data.images import BlankImage, ImageError, as_gray
+
+        dataset = self._dataset(query)
+        noise, blur, variant = self._sliders(query)
+        image = self._image_body()
+        try:
+            gray = degrade(as_gray(image), noise, blur)                              # (H, W) in [0, 1]
+            self._json(200, self.state.read(dataset, gray, variant))
+        except BlankImage:
+            self._json(200, {"blank": True, "dataset": dataset})
+        except ImageError as exc:
+            raise RequestError(400, f"the image cannot be read as a number: {exc}") from None
+        except FileNotFoundError:
+            raise RequestError(400, f"no robust model ships for {dataset}; use model=standard") from None
+        except UserError as exc:
+            raise RequestError(400, str(exc)) from None
 
     def _random(self, query) -> None:
         from fastnn.data.datasets import DataError, DownloadError

@@ -9,7 +9,11 @@ A matplotlib window (or a Jupyter cell with ``%matplotlib widget``, ipympl) with
   ``python -m fastnn.predict`` applies (``fastnn.predict.preprocess``, the same code),
 - the class probabilities as a live bar chart, and the two hidden layers' activations,
 - buttons: Clear; Random test image (a real test image, its label and the prediction);
-  MNIST / Fashion-MNIST (switch to that dataset's pretrained model).
+  MNIST / Fashion-MNIST (switch to that dataset's pretrained model); Number (a wide canvas: draw
+  a whole number, read digit by digit, ``fastnn.model.numbers.read_number``, each digit boxed);
+  Robust model (MNIST's robust model, ``NeuralNetwork.pretrained("mnist", variant="robust")``);
+- two sliders, noise and blur: the drawing is read through Gaussian noise and a Gaussian blur of
+  that strength (``fastnn.demos.state.degrade``, the web page's too), so robustness shows live.
 
 The pretrained model of ``--dataset`` by default (``NeuralNetwork.pretrained``), or ``--model``
 for your own (the dataset buttons then only change which test images are drawn). From Python:
@@ -24,6 +28,7 @@ from fastnn.data.datasets import DATASETS
 __all__ = ["Demo", "brush_stroke"]
 
 CANVAS = 280          # drawing canvas, pixels per side (10 per input pixel)
+NUMBER_CANVAS = (200, 600)   # the Number mode's canvas, (height, width) pixels
 # A 7 as two mouse strokes on the canvas (pixels): the bar, then the stem
 SAMPLE_SEVEN = [[(70, 60), (130, 58), (190, 57), (215, 60)],
                 [(215, 60), (190, 110), (165, 160), (145, 215), (135, 240)]]
@@ -62,13 +67,15 @@ class Demo:
 
     def __init__(self, dataset: str = "mnist", model_path=None, data_dir=None, seed: int = 0):
         import matplotlib.pyplot as plt
-        from matplotlib.widgets import Button
+        from matplotlib.widgets import Button, Slider
 
-        from fastnn.demos.state import DemoState
+        from fastnn.demos.state import MAX_BLUR, DemoState
 
         self.data_dir, self.model_path = data_dir, model_path
         self.state = DemoState(model_path, data_dir, seed)                  # the models and test sets, cached
         self.rng = self.state.rng
+        self.noise, self.blur, self.variant, self.number_mode = 0.0, 0.0, "standard", False
+        self.reading = None                                                 # the Number mode's last reading
         self.canvas = np.zeros((CANVAS, CANVAS), dtype=np.float32)          # (280, 280) ink in [0, 1]
         self._last = None                                                   # the stroke's previous point
         self.fig = plt.figure(figsize=(11, 6.2))
@@ -85,23 +92,33 @@ class Demo:
             ax.set_title(title, fontsize=9)
         buttons = [("Clear", self.clear), ("Random test image", self.random_test_image),
                    ("MNIST", lambda event: self.set_dataset("mnist")),
-                   ("Fashion-MNIST", lambda event: self.set_dataset("fashion-mnist"))]
+                   ("Fashion-MNIST", lambda event: self.set_dataset("fashion-mnist")),
+                   ("Number", lambda event: self.set_number_mode(not self.number_mode)),
+                   ("Robust model", lambda event: self.set_variant("standard" if self.variant == "robust"
+                                                                    else "robust"))]
         self.buttons = {}
         for i, (label, action) in enumerate(buttons):
-            ax = self.fig.add_axes((0.06 + 0.225 * i, 0.03, 0.2, 0.06))
+            ax = self.fig.add_axes((0.04 + 0.16 * i, 0.02, 0.145, 0.055))
             self.buttons[label] = Button(ax, label)
             self.buttons[label].on_clicked(action)
+        self.sliders = {"noise": Slider(self.fig.add_axes((0.1, 0.095, 0.3, 0.03)), "noise", 0.0, 0.6, valinit=0.0),
+                        "blur": Slider(self.fig.add_axes((0.58, 0.095, 0.3, 0.03)), "blur", 0.0, MAX_BLUR,
+                                       valinit=0.0)}
+        self.sliders["noise"].on_changed(lambda value: self.set_degradation(noise=value))
+        self.sliders["blur"].on_changed(lambda value: self.set_degradation(blur=value))
         self.fig.canvas.mpl_connect("button_press_event", self._press)
         self.fig.canvas.mpl_connect("motion_notify_event", self._move)
         self.fig.canvas.mpl_connect("button_release_event", self._release)
         self.set_dataset(dataset, redraw=False)
-        self.fig.subplots_adjust(left=0.04, right=0.98, top=0.9, bottom=0.17, hspace=0.55, wspace=0.25)
+        self.fig.subplots_adjust(left=0.04, right=0.98, top=0.9, bottom=0.2, hspace=0.55, wspace=0.25)
 
     # ------------------------------------------------------------------ model and data
     def set_dataset(self, dataset: str, redraw: bool = True) -> None:
         """Switch to ``dataset``: its pretrained model (unless a --model was given) and test images."""
         self.dataset = dataset
-        self.model = self.state.model(dataset)
+        if self.variant != "standard" and self.model_path is None and dataset != "mnist":
+            self.variant = "standard"                                       # only MNIST has a robust model
+        self.model = self.state.model(dataset, self.variant)
         names = self.model.class_names or list(DATASETS[dataset].classes)
         self.class_names = [str(n) for n in names]
         self.ax_probs.clear()
@@ -111,7 +128,8 @@ class Demo:
         self.ax_probs.invert_yaxis()
         self.ax_probs.set_xlim(0, 1)
         self.ax_probs.set_xlabel("probability", fontsize=8)
-        source = "pretrained " + dataset if self.model_path is None else str(self.model_path)
+        source = (f"pretrained {dataset}{' robust' if self.variant == 'robust' else ''}" if self.model_path is None
+                  else str(self.model_path))
         self.fig.suptitle(f"fastnn demo: {source} model, {'-'.join(map(str, self.model.layer_sizes))} MLP",
                           fontsize=10)
         self.hidden_images = []
@@ -125,6 +143,35 @@ class Demo:
     def test_set(self):
         """The current dataset's test images (loaded on first use)."""
         return self.state.test_set(self.dataset)
+
+    def set_variant(self, variant: str) -> None:
+        """"robust": MNIST's robust model (on Fashion-MNIST, or with --model, nothing changes);
+        "standard": the dataset's default one. The drawing is read again."""
+        if self.model_path is not None or self.dataset != "mnist":
+            variant = "standard"
+        self.variant = variant
+        drawing = self.canvas.copy()
+        self.set_dataset(self.dataset, redraw=False)                     # the model, its bars and title
+        self.canvas[...] = drawing                                        # the drawing stays
+        self.draw_image.set_data(self.canvas)
+        self.classify_canvas()
+
+    def set_degradation(self, noise: float | None = None, blur: float | None = None) -> None:
+        """The sliders: read the drawing through Gaussian noise of ``noise`` and a blur of ``blur``
+        canvas pixels (``fastnn.demos.state.degrade``)."""
+        self.noise = self.noise if noise is None else float(noise)
+        self.blur = self.blur if blur is None else float(blur)
+        self.classify_canvas()
+
+    def set_number_mode(self, on: bool) -> None:
+        """Number mode: a wide canvas whose drawing is read as a multi-digit number."""
+        self.number_mode = bool(on)
+        self.canvas = np.zeros(NUMBER_CANVAS if on else (CANVAS, CANVAS), dtype=np.float32)
+        self.ax_draw.clear()
+        self.draw_image = self.ax_draw.imshow(self.canvas, cmap="gray", vmin=0, vmax=1)
+        self.ax_draw.set_xticks([])
+        self.ax_draw.set_yticks([])
+        self.clear()
 
     # ------------------------------------------------------------------ drawing
     def _press(self, event):
@@ -151,30 +198,74 @@ class Demo:
         """Empty the canvas and the read-outs."""
         self.canvas[...] = 0
         self.draw_image.set_data(self.canvas)
+        self._show_boxes(())
+        self.reading = None
         self.show_input(None)
-        self.ax_draw.set_title("draw here (press and drag)", fontsize=9)
+        self.ax_draw.set_title("draw a number (press and drag)" if self.number_mode else "draw here (press and drag)",
+                               fontsize=9)
         if redraw:
             self.fig.canvas.draw_idle()
 
     # ------------------------------------------------------------------ the network
     def classify_canvas(self) -> np.ndarray | None:
-        """Preprocess the canvas like ``predict`` does and show what the network makes of it;
-        returns the probabilities (C,), or None for an empty canvas."""
+        """Preprocess the canvas (through the sliders' noise and blur) like ``predict`` does and
+        show what the network makes of it; returns the probabilities (C,), or None for an empty
+        canvas (in Number mode: the last digit's, and ``self.reading`` holds the number)."""
         from PIL import Image
 
+        from fastnn.common.errors import UserError
         from fastnn.data.images import ImageError, preprocess
+        from fastnn.demos.state import degrade
 
+        gray = degrade(self.canvas, self.noise, self.blur)                          # (H, W) in [0, 1]
+        if self.number_mode:
+            return self._read_number(gray, UserError, ImageError)
         try:
-            x = preprocess(Image.fromarray((self.canvas * 255).astype(np.uint8)))   # (784,) float32
+            x = preprocess(Image.fromarray((gray * 255).astype(np.uint8)))          # (784,) float32
         except ImageError:                                                         # nothing drawn yet
             self.show_input(None)
             return None
         return self.show_input(x)
 
+    def _read_number(self, gray, user_error, image_error) -> np.ndarray | None:
+        """Number mode: read ``gray`` as a number, box its digits, show their inputs side by side."""
+        try:
+            answer = self.state.read(self.dataset, gray, self.variant)
+        except (image_error, user_error) as exc:                                   # blank, or not a digit model
+            self.reading = None
+            self._show_boxes(())
+            self.show_input(None)
+            if not isinstance(exc, image_error):
+                self.ax_draw.set_title(str(exc)[:80], fontsize=8)
+            return None
+        self.reading = answer
+        self._show_boxes(answer["digits"])
+        inputs = [np.array(d["input"], dtype=np.float32).reshape(28, 28) for d in answer["digits"]]
+        probs = self.show_input(inputs[-1].reshape(-1))                             # bars: the last digit
+        self.input_image.set_data(np.hstack(inputs))
+        self.input_image.set_extent((-0.5, 28 * len(inputs) - 0.5, 27.5, -0.5))
+        self.ax_input.set_title(f"number: {answer['number']} (confidence {answer['confidence']:.2f})", fontsize=9)
+        self.fig.canvas.draw_idle()
+        return probs
+
+    def _show_boxes(self, digits) -> None:
+        """Each digit's box and label on the drawing (removing the previous ones)."""
+        from matplotlib.patches import Rectangle
+
+        for artist in getattr(self, "_boxes", []):
+            artist.remove()
+        self._boxes = []
+        for d in digits:
+            top, left, bottom, right = d["box"]
+            self._boxes.append(self.ax_draw.add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top,
+                                                                fill=False, ec="tab:red", lw=1.2)))
+            self._boxes.append(self.ax_draw.text(left, top - 3, d["label"], color="tab:red", fontsize=9))
+
     def show_input(self, x) -> np.ndarray | None:
         """Show input ``x`` (784,) in [0, 1] (None: empty), its probabilities and hidden activations."""
         if x is None:
             self.input_image.set_data(np.zeros((28, 28)))
+            self.input_image.set_extent((-0.5, 27.5, 27.5, -0.5))
             for bar in self.bars:
                 bar.set_width(0)
             for img in self.hidden_images:
@@ -186,6 +277,7 @@ class Demo:
         probs = self.model.forward(X)[0]                                            # (C,)
         hidden = self.model.hidden_outputs(X)                                       # [(1, H1), (1, H2)]
         self.input_image.set_data(x.reshape(28, 28))
+        self.input_image.set_extent((-0.5, 27.5, 27.5, -0.5))
         best = int(np.argmax(probs))
         for k, bar in enumerate(self.bars):
             bar.set_width(float(probs[k]))
@@ -200,6 +292,8 @@ class Demo:
     def random_test_image(self, event=None) -> tuple[str, str]:
         """Show a random test image (as the canvas, upscaled) and what the network says; returns
         (true label, predicted label)."""
+        if self.number_mode:
+            self.set_number_mode(False)                                     # a test image is one digit
         test = self.test_set()
         i = int(self.rng.integers(len(test)))
         image = test.images[i].astype(np.float32) / 255                            # (28, 28)

@@ -101,6 +101,10 @@ def test_classify_takes_a_form_upload(server):
     ("/classify", {}, 405, "GET is not allowed on /classify"),
     ("/classify", {"method": "POST", "data": b"not an image"}, 400, "not an image"),
     ("/classify?dataset=cifar", {"method": "POST", "data": b"x"}, 400, "unknown dataset 'cifar'"),
+    ("/classify?noise=2", {"method": "POST", "data": b"x"}, 400, "noise must be in [0, 1]"),
+    ("/read?blur=abc", {"method": "POST", "data": b"x"}, 400, "blur='abc' is not a number"),
+    ("/read?model=huge", {"method": "POST", "data": b"x"}, 400, "unknown model 'huge'"),
+    ("/read", {}, 405, "GET is not allowed on /read"),
     ("/classify", {"method": "POST", "data": b"x" * 16, "headers": {"Content-Length": str(MAX_BODY + 1)}}, 413,
      "at most"),
 ])
@@ -108,6 +112,44 @@ def test_bad_requests_get_a_4xx_and_the_server_goes_on(server, path, kwargs, sta
     got, body = call(server + path, **kwargs)
     assert got == status and message in json.loads(body)["error"]
     assert call(server + "/")[0] == 200                      # still serving
+
+
+def png_of_a_number(text="47", size=(360, 140)) -> bytes:
+    """The number drawn in DejaVu Sans, white on black, as PNG."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from fastnn.data.numbers import number_fonts, render_number
+
+    gray = 1.0 - render_number(text, number_fonts()[0], size=96)
+    buf = io.BytesIO()
+    Image.fromarray((gray * 255).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_read_answers_a_number_with_boxes_and_inputs(server):
+    status, body = call(server + "/read", data=png_of_a_number("47"), method="POST",
+                        headers={"Content-Type": "image/png"})
+    answer = json.loads(body)
+    assert status == 200 and answer["number"] == "47" and 0 < answer["confidence"] <= 1
+    assert [d["label"] for d in answer["digits"]] == ["4", "7"]
+    assert all(len(d["input"]) == 784 and len(d["box"]) == 4 for d in answer["digits"])
+    left, right = answer["digits"][0]["box"][1], answer["digits"][1]["box"][1]
+    assert 0 <= left < right < answer["width"]
+
+
+def test_the_sliders_change_what_the_network_sees(server):
+    png = png_of_a_one()
+    plain = json.loads(call(server + "/classify", data=png, method="POST")[1])
+    noisy = json.loads(call(server + "/classify?noise=0.4&blur=3", data=png, method="POST")[1])
+    again = json.loads(call(server + "/classify?noise=0.4&blur=3", data=png, method="POST")[1])
+    assert noisy["input"] != plain["input"] and noisy["input"] == again["input"]     # seeded: no flicker
+    robust = json.loads(call(server + "/classify?noise=0.4&blur=3&model=robust", data=png, method="POST")[1])
+    assert robust["prediction"] == "1"
+    status, body = call(server + "/classify?dataset=fashion-mnist&model=robust", data=png, method="POST")
+    assert status == 400 and "no robust model ships for fashion-mnist" in json.loads(body)["error"]
 
 
 def chromium_path() -> str | None:
@@ -143,6 +185,28 @@ def test_drawing_in_a_real_browser(server, tmp_path):
                 shutil.copyfile(shot, os.environ["FASTNN_DEMO_SCREENSHOT"])
             page.click("#clear")
             assert page.locator("#prediction").get_attribute("data-label") == ""
+            # a number: the wide canvas, two digits drawn, read with boxes; then noise from the slider
+            page.select_option("#mode", "number")
+            box = page.locator("#draw").bounding_box()
+            assert box["width"] > 2 * box["height"]
+            for dx in (40, 300):                                   # a 7, then another 7 to its right
+                for stroke in SEVEN:
+                    page.mouse.move(box["x"] + dx + stroke[0][0] * 0.7, box["y"] + stroke[0][1] * 0.7)
+                    page.mouse.down()
+                    for x, y in stroke[1:]:
+                        page.mouse.move(box["x"] + dx + x * 0.7, box["y"] + y * 0.7, steps=6)
+                    page.mouse.up()
+            page.wait_for_timeout(800)
+            page.wait_for_function("document.getElementById('prediction').dataset.label.length === 2")
+            assert page.locator("#prediction").get_attribute("data-label") == "77"
+            assert page.locator("#digits canvas").count() == 2
+            page.locator("#noise").fill("0.3")                     # the slider: the same drawing, noisier
+            page.wait_for_timeout(800)
+            assert page.locator("#noise-value").inner_text() == "0.3"
+            assert page.locator("#status").inner_text() == ""
+            assert len(page.locator("#prediction").get_attribute("data-label")) >= 1
+            if os.environ.get("FASTNN_DEMO_SCREENSHOT"):
+                page.screenshot(path=os.environ["FASTNN_DEMO_SCREENSHOT"].replace(".png", "_number.png"))
         finally:
             browser.close()
 

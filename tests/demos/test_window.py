@@ -100,3 +100,28 @@ def test_demo_runs_in_jupyter_with_ipympl():
     nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
     printed = "".join(o.get("text", "") for o in notebook.cells[1].outputs)
     assert printed.startswith("ipympl") and printed.strip().endswith(" 7")
+
+
+def test_number_mode_reads_two_drawn_digits_and_boxes_them(demo):
+    demo.set_number_mode(True)
+    assert demo.canvas.shape[1] > 2 * demo.canvas.shape[0]
+    strokes = [[(x * 0.6 + dx, y * 0.6 + 10) for x, y in stroke] for dx in (40, 300) for stroke in SAMPLE_SEVEN]
+    demo.draw_strokes(strokes)
+    assert demo.reading["number"] == "77"
+    assert len(demo._boxes) == 4                                        # a box and a label per digit
+    assert demo.input_image.get_array().shape == (28, 56)
+    demo.clear()
+    assert demo.reading is None and demo._boxes == []
+
+
+def test_the_sliders_and_the_robust_model(demo):
+    demo.draw_strokes(ONE)
+    clean = demo.input_image.get_array().copy()
+    demo.sliders["noise"].set_val(0.2)                                  # through the widget, as a user does
+    assert not np.array_equal(demo.input_image.get_array(), clean)
+    demo.set_variant("robust")
+    assert demo.model.input_norm == "background"
+    demo.sliders["noise"].set_val(0.0)
+    assert demo.prediction == "1" and np.array_equal(demo.input_image.get_array(), clean)
+    demo.set_dataset("fashion-mnist")                                   # no robust model there: the standard one
+    assert demo.variant == "standard" and demo.model.input_norm == "none"
