@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="L2 regularization strength (>= 0)")
     p.add_argument("--augment", default=None, metavar="SPEC",
                    help=AUGMENT_HELP + " (default: " + per_dataset("augment") + ")")
+    p.add_argument("--average-from", type=int_at_least(1), default=None, metavar="EPOCH",
+                   help="weight averaging (SWA): from this epoch on, evaluate and keep the mean of every epoch's "
+                        "weights (training goes on from its own)")
     p.add_argument("--corrupt", default=d.corrupt, metavar="SPEC",
                    help=DISTORT_HELP + "; the robust recipe: blur,affine,noise,lines:p=0.7 with --input-norm "
                         "background")
@@ -137,6 +140,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         parse_augment(args.augment or "none")
     except ValueError as exc:
         raise UserError(f"--augment: {exc}") from None
+    if args.average_from is not None and args.epochs is not None and args.average_from > args.epochs:
+        raise UserError(f"--average-from {args.average_from} comes after the last epoch ({args.epochs}): nothing "
+                        f"would be averaged")
     try:
         kinds, _ = parse_distortions(args.corrupt)
     except ValueError as exc:

@@ -48,6 +48,7 @@ class TrainConfig:
     augment: str | None = None
     label_smoothing: float | None = None
     data: str | None = None
+    average_from: int | None = None  # weight averaging (SWA) of every epoch's weights from this epoch on
     corrupt: str = "none"          # training-time corruptions (fastnn.data.distort): the robust recipe
     input_norm: str = "none"       # "background": every image normalized (fastnn.data.normalize), here and after
 

@@ -193,6 +193,7 @@ def _run_epochs(cfg: TrainConfig, run: _Run, out: Path, progress: bool, log, sig
     validation accuracy improves). Ctrl-C, SIGTERM or a non-finite loss stop them; what was
     done is kept."""
     done = _Progress()
+    average = _WeightAverage(run.model) if cfg.average_from else None
     # dead-ReLU monitor: units that output 0 for every one of the first 1,024 training samples
     monitor_X = run.train_set.features(np.arange(min(1024, len(run.train_set))), dtype=run.model.dtype)
     # a diverging run shows as a non-finite loss (caught below): no overflow warnings on the way
@@ -201,6 +202,10 @@ def _run_epochs(cfg: TrainConfig, run: _Run, out: Path, progress: bool, log, sig
             for epoch in range(1, cfg.epochs + 1):
                 run.optimizer.lr = learning_rate(cfg, epoch)
                 epoch_time = _train_epoch(cfg, run, epoch, progress)
+                averaging = average is not None and epoch >= cfg.average_from
+                if averaging:
+                    average.add()
+                    average.swap_in()                    # evaluated and saved as the average
                 train_loss, train_acc = evaluate(run.model, run.train_set)
                 val_loss, val_acc = evaluate(run.model, run.val_set)
                 dead = [dead_unit_fraction(h) for h in run.model.hidden_outputs(monitor_X)]
@@ -213,7 +218,10 @@ def _run_epochs(cfg: TrainConfig, run: _Run, out: Path, progress: bool, log, sig
                 if improved:
                     done.best_val, done.best_epoch = val_acc, epoch
                     run.model.save(out / "best_model.npz")
-                log(f"epoch {epoch:3d}/{cfg.epochs}  train loss {train_loss:.4f} acc {100 * train_acc:6.2f}%  "
+                if averaging:
+                    average.swap_out()                   # training goes on from its own weights
+                log(f"epoch {epoch:3d}/{cfg.epochs}{' (averaged)' if averaging else ''}  train loss {train_loss:.4f} "
+                    f"acc {100 * train_acc:6.2f}%  "
                     f"val loss {val_loss:.4f} acc {100 * val_acc:6.2f}%  {epoch_time:6.2f}s  dead units "
                     + "/".join(f"{100 * d:.0f}%" for d in dead) + ("  *" if improved else ""))
                 write_csv_rows(done.history, out / "history.csv")
@@ -227,6 +235,35 @@ def _run_epochs(cfg: TrainConfig, run: _Run, out: Path, progress: bool, log, sig
             done.status = "non-finite loss"
             log(f"stopped: {exc}")
     return done
+
+
+class _WeightAverage:
+    """Stochastic weight averaging (P. Izmailov et al., "Averaging Weights Leads to Wider Optima
+    and Better Generalization", UAI 2018): the running mean of the weights and biases at the end
+    of each epoch from ``--average-from`` on, in float64. ``swap_in`` puts the mean into the
+    model's arrays in place (the trainers and the fused forward hold those very arrays) for
+    evaluation and saving; ``swap_out`` puts the trained weights back."""
+
+    def __init__(self, model: NeuralNetwork):
+        self.model = model
+        self.count = 0
+        self.mean = [np.zeros(a.shape) for a in model.parameters()]
+        self.saved = None
+
+    def add(self) -> None:
+        self.count += 1
+        for m, a in zip(self.mean, self.model.parameters()):
+            m += (a - m) / self.count
+
+    def swap_in(self) -> None:
+        self.saved = [a.copy() for a in self.model.parameters()]
+        for a, m in zip(self.model.parameters(), self.mean):
+            a[...] = m
+
+    def swap_out(self) -> None:
+        for a, s in zip(self.model.parameters(), self.saved):
+            a[...] = s
+        self.saved = None
 
 
 def _train_epoch(cfg: TrainConfig, run: _Run, epoch: int, progress: bool) -> float:

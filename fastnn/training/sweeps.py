@@ -98,6 +98,11 @@ EXPERIMENTS: dict[str, list[tuple[str, dict]]] = {
         ("norm + corrupt p=0.3", {"input_norm": "background", "corrupt": "blur,affine,noise,lines:p=0.3"}),
         ("norm + corrupt p=0.5", {"input_norm": "background", "corrupt": "blur,affine,noise,lines:p=0.5"}),
         ("norm + corrupt p=0.7", {"input_norm": "background", "corrupt": "blur,affine,noise,lines:p=0.7"}))],
+    # Fashion-MNIST at 90% with the seed network (issue 24): weight averaging on its recipe
+    "averaging": [(name, {"epochs": AUGMENTATION_EPOCHS, "label_smoothing": 0.1, **overrides}) for name, overrides in (
+        ("recipe", {}), ("average from 21", {"average_from": 21}), ("average from 31", {"average_from": 31}),
+        ("constant lr 0.02, average from 21", {"lr_schedule": "constant", "lr": 0.02, "average_from": 21}),
+        ("60 epochs, average from 41", {"epochs": 60, "average_from": 41}))],
     "backend": [(b, {"backend": b}) for b in ("numpy", "numba", "cython", "torch")]
                + [("reference (subset)", {"backend": "reference", "limit": 1000, "test_limit": 1000, "epochs": 1})],
 }
