@@ -234,7 +234,7 @@ def print_markdown(rows: list[dict], grids: dict) -> None:
             _print_robustness(name, summary)
             continue
         datasets = list(dict.fromkeys(s["dataset"] for s in summary))
-        chooses = name in ("augmentation", "recipe")     # chosen on validation: show it first
+        chooses = name in ("augmentation", "recipe", "averaging")     # chosen on validation: show it first
         head = " | ".join((f"{d} val accuracy | " if chooses else "") + f"{d} test accuracy | {d} train - val gap"
                           for d in datasets)
         backend = "per row" if name == "backend" else summary[0]["backend"]

@@ -175,3 +175,33 @@ def test_the_robust_recipe_trains_on_every_path(tmp_path, mnist_dir, capsys, bac
 def test_bad_robust_options_are_named(tmp_path, capsys):
     assert train_mod.main(["--corrupt", "snow", "--out", str(tmp_path / "o")]) == 2
     assert "--corrupt: unknown kind 'snow'" in capsys.readouterr().err
+
+
+def test_weight_averaging_keeps_the_mean_and_gives_training_its_weights_back():
+    from fastnn.training.loop import _WeightAverage
+
+    model = NeuralNetwork([6, 4, 3], backend="numpy", seed=0)
+    average = _WeightAverage(model)
+    seen = []
+    for step in range(3):
+        for a in model.parameters():
+            a += 1.0 + step                                    # "training"
+        seen.append([a.copy() for a in model.parameters()])
+        average.add()
+    trained = [a.copy() for a in model.parameters()]
+    average.swap_in()
+    for a, *versions in zip(model.parameters(), *seen):
+        np.testing.assert_allclose(a, np.mean(versions, axis=0), rtol=1e-6)
+    average.swap_out()
+    for a, t in zip(model.parameters(), trained):
+        np.testing.assert_array_equal(a, t)
+
+
+def test_averaging_runs_and_after_the_last_epoch_is_refused(tmp_path, mnist_dir, capsys):
+    code, out = run_cli(tmp_path, mnist_dir, "--backend", "numba", "--epochs", "3", "--average-from", "2")
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "epoch   2/3 (averaged)" in printed and "epoch   1/3 (averaged)" not in printed
+    assert json.loads((out / "metrics.json").read_text())["hyperparameters"]["average_from"] == 2
+    assert train_mod.main(["--epochs", "5", "--average-from", "6", "--out", str(tmp_path / "o")]) == 2
+    assert "comes after the last epoch" in capsys.readouterr().err
