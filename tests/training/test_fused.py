@@ -221,7 +221,10 @@ def test_cython_prange_is_parallel():
     from fastnn.backends.cython import openmp_threads
 
     wanted = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
-    assert openmp_threads() == min(wanted, os.cpu_count() or 1), \
+    # at least what OMP_NUM_THREADS asks: Numba's OpenMP threading layer, once a parallel Numba kernel
+    # has run in this process, raises the shared OpenMP runtime's default to every core (the fused
+    # path passes its own thread count, fastnn.backends.cython.num_threads, so it is not affected)
+    assert openmp_threads() >= min(wanted, os.cpu_count() or 1), \
         "the Cython extension runs prange serially: rebuild with a compiler that supports -fopenmp"
 
 
