@@ -83,14 +83,13 @@ class DemoState:
         """The JSON answer for a drawn number ``gray`` (H, W) in [0, 1]: the number, its confidence
         and each digit's label, probability, box (top, left, bottom, right) and 28 x 28 input.
         Raises UserError for a model that does not read digits, BlankImage for no ink."""
-        from fastnn.data.numbers import segment_digits
         from fastnn.model.numbers import read_number
 
         with self.lock:
             model = self.model(dataset, variant)
             reading = read_number(model, gray)
-        inputs = {d.box: d.image for d in segment_digits(gray)}
         return {"dataset": dataset, "number": reading.text, "confidence": round(reading.confidence, 5),
                 "height": int(gray.shape[0]), "width": int(gray.shape[1]),
                 "digits": [{"label": label, "probability": round(p, 5), "box": list(box),
-                            "input": [round(float(v), 3) for v in inputs[box]]} for label, p, box in reading.digits]}
+                            "input": [round(float(v), 3) for v in image]}
+                           for (label, p, box), image in zip(reading.digits, reading.inputs)]}

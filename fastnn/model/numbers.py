@@ -10,7 +10,7 @@ image with each digit's box and label drawn in (Pillow).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,10 +24,12 @@ __all__ = ["NumberReading", "read_number", "draw_reading"]
 @dataclass(frozen=True)
 class NumberReading:
     """text: the digits read, left to right; confidence: the product of their top probabilities;
-    digits: one (label, probability, box) per digit, box (top, left, bottom, right) in pixels."""
+    digits: one (label, probability, box) per digit, box (top, left, bottom, right) in pixels;
+    inputs: (k, 784) float32, the digits' 28 x 28 images as the model saw them."""
     text: str
     confidence: float
     digits: tuple
+    inputs: np.ndarray = field(default=None, compare=False, repr=False)
 
 
 def _gray(image) -> np.ndarray:
@@ -54,11 +56,12 @@ def read_number(model, image) -> NumberReading:
         raise UserError(f"reading numbers needs a digit model (784 inputs, classes 0-9); this one has "
                         f"{model.layer_sizes[0]} inputs and classes {', '.join(names[:4])}...")
     digits = segment_digits(_gray(image))
-    probs = model.forward(np.stack([d.image for d in digits]).astype(model.dtype))    # (k, 10)
+    inputs = np.stack([d.image for d in digits])                                      # (k, 784)
+    probs = model.forward(inputs.astype(model.dtype))                                 # (k, 10)
     labels = probs.argmax(axis=1)
     top = probs[np.arange(len(digits)), labels]
     return NumberReading("".join(names[k] for k in labels), float(np.prod(top.astype(np.float64))),
-                         tuple((names[k], float(p), d.box) for k, p, d in zip(labels, top, digits)))
+                         tuple((names[k], float(p), d.box) for k, p, d in zip(labels, top, digits)), inputs)
 
 
 def draw_reading(image, reading: NumberReading, path) -> None:

@@ -28,6 +28,7 @@ def test_a_drawn_number_is_read_with_its_confidence(tmp_path):
     assert reading.text == "4721"
     assert len(reading.digits) == 4
     assert reading.confidence == pytest.approx(np.prod([p for _, p, _ in reading.digits]))
+    assert reading.inputs.shape == (4, 784) and reading.inputs.dtype == np.float32
     assert 0 < reading.confidence <= 1
     draw_reading(path, reading, tmp_path / "drawn.png")
     assert (tmp_path / "drawn.png").read_bytes()[:4] == b"\x89PNG"
