@@ -89,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "training and in every later use of the model (saved with it): robust to brightness and "
                         "contrast; none: images as they are")
     p.add_argument("--seed", type=int_at_least(0), default=d.seed, help="seeds init, split, shuffling and dropout")
-    p.add_argument("--val-split", type=finite_float(0, 1, low_open=True, high_open=True), default=d.val_split,
-                   help="validation fraction (stratified), in (0, 1): the best model is chosen on it")
+    p.add_argument("--val-split", type=finite_float(0, 1, high_open=True), default=d.val_split,
+                   help="validation fraction (stratified), in [0, 1): the best model is chosen on it; 0: train "
+                        "on every sample once the settings are chosen, and keep the last epoch's model")
     add_data_dir_option(p)
     p.add_argument("--limit", type=int_at_least(10), default=None, metavar="N",
                    help="use only the first N training samples (default: all)")

@@ -135,16 +135,18 @@ def write_csv_rows(rows: list[dict], path) -> None:
 
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss")
+VAL_COLUMNS = ("val_loss", "val_accuracy")      # NaN in a run without a validation split (--val-split 0)
 
 
 def read_history(path) -> list[dict]:
     """The rows of a run's ``history.csv`` (``python -m fastnn.train``), each value a float and
-    ``epoch`` an int; [] for a file with a header and no rows.
+    ``epoch`` an int; [] for a file with a header and no rows. The validation columns are NaN
+    in a run trained without a validation split.
 
     Raises:
         ValueError: the file is not a history.csv (not UTF-8 text, not CSV, no
-            epoch / train_loss / val_loss columns, a value that is not a finite number); the
-            message says which, not where (the caller names the file).
+            epoch / train_loss / val_loss columns, a value that is not a finite number outside
+            the validation columns); the message says which, not where (the caller names the file).
         OSError: it cannot be read.
     """
     with open_regular(path, "r", newline="", encoding="utf-8") as f:
@@ -156,7 +158,8 @@ def read_history(path) -> list[dict]:
     for r in rows:
         if not set(HISTORY_COLUMNS) <= set(r):
             raise ValueError(f"no {' / '.join(HISTORY_COLUMNS)} columns")
-        if not all(math.isfinite(v) for v in r.values()) or r["epoch"] != int(r["epoch"]):
+        if not all(math.isfinite(v) or (k in VAL_COLUMNS and math.isnan(v)) for k, v in r.items()) \
+                or r["epoch"] != int(r["epoch"]):
             raise ValueError(f"epoch {r['epoch']}: a value that is not a finite number")
         r["epoch"] = int(r["epoch"])
     return rows

@@ -25,6 +25,7 @@ import numpy as np
 from fastnn.common.cli import new_run_folder, output_folder, regular_file, release_folder
 from fastnn.common.errors import UserError
 from fastnn.common.io import atomic_write, write_json
+from fastnn.data.datasets import to_float
 from fastnn.data.images import ImageError
 from fastnn.data.numbers import compose_number, number_fonts, render_number
 from fastnn.model.network import NeuralNetwork
@@ -37,8 +38,10 @@ COMPOSED_SETS = {"mnist-composed": (-1, 6), "mnist-spaced": (1, 6), "mnist-overl
 
 
 def number_sets(test, n: int = 1000, seed: int = 0) -> dict:
-    """{set name: [(gray image (H, W) float32, the number's digits as text)]}: ``n`` numbers per
-    MNIST-composed set from ``test`` (a digit ``Dataset``) and ``n`` in fonts (spread over them)."""
+    """{set name: [(gray image (H, W) float32, the number's digits as text, the digits' own images
+    (k, 28, 28) uint8 or None)]}: ``n`` numbers per MNIST-composed set from ``test`` (a digit
+    ``Dataset``), with the test images they were composed of, and ``n`` in fonts (spread over them,
+    None)."""
     sets = {}
     for index, (name, gap) in enumerate(COMPOSED_SETS.items()):
         rng = np.random.default_rng([seed, index])
@@ -46,14 +49,14 @@ def number_sets(test, n: int = 1000, seed: int = 0) -> dict:
         for _ in range(n):
             idx = rng.integers(0, len(test), size=int(rng.integers(2, 5)))
             items.append((compose_number(test.images[idx], rng, gap=gap, noise=0.08),
-                          "".join(str(int(test.labels[i])) for i in idx)))
+                          "".join(str(int(test.labels[i])) for i in idx), test.images[idx]))
         sets[name] = items
     rng = np.random.default_rng([seed, len(COMPOSED_SETS)])
     fonts = number_fonts()
     items = []
     for i in range(n if fonts else 0):
         text = "".join(str(d) for d in rng.integers(0, 10, size=int(rng.integers(2, 5))))
-        items.append((render_number(text, fonts[i % len(fonts)], rng=rng, noise=0.05), text))
+        items.append((render_number(text, fonts[i % len(fonts)], rng=rng, noise=0.05), text, None))
     sets["fonts"] = items
     return sets
 
@@ -61,16 +64,23 @@ def number_sets(test, n: int = 1000, seed: int = 0) -> dict:
 def evaluate_numbers(model: NeuralNetwork, sets: dict, progress: bool = True) -> dict:
     """Per set: numbers, the share read entirely right, the share with the right digit count, the
     per-digit accuracy where the count is right, the mean confidence of right and of wrong
-    readings; and up to 8 readings per set for the figure (wrong ones first)."""
+    readings; for sets composed of known digit images, ``read_right_perfect_cuts``: the share whose
+    digits the model all classifies right from their own 28x28 images (what perfect segmentation
+    would reach: the bound the digit classifier sets); and up to 8 readings per set for the
+    figure (wrong ones first)."""
     from tqdm import tqdm
 
     result = {}
     total = sum(len(v) for v in sets.values())
     with tqdm(total=total, desc="numbers", unit="image", disable=not progress, leave=False) as bar:
         for name, items in sets.items():
-            right = count_right = digits_right = digits_total = 0
+            right = count_right = digits_right = digits_total = alone_right = 0
             conf_right, conf_wrong, shown = [], [], []
-            for gray, truth in items:
+            composed = all(item[2] is not None for item in items) and len(items) > 0
+            for gray, truth, sources in items:
+                if composed:
+                    labels = model.predict(to_float(sources.reshape(len(sources), -1)))  # (k,)
+                    alone_right += "".join(str(int(v)) for v in labels) == truth
                 try:
                     reading = read_number(model, gray)
                     text, confidence = reading.text, reading.confidence
@@ -91,6 +101,7 @@ def evaluate_numbers(model: NeuralNetwork, sets: dict, progress: bool = True) ->
             result[name] = {
                 "numbers": len(items), "read_right": right / n, "digit_count_right": count_right / n,
                 "digit_accuracy_when_count_right": digits_right / digits_total if digits_total else None,
+                "read_right_perfect_cuts": alone_right / n if composed else None,
                 "mean_confidence_right": float(np.mean(conf_right)) if conf_right else None,
                 "mean_confidence_wrong": float(np.mean(conf_wrong)) if conf_wrong else None,
                 "examples": shown[:4] + [s for s in shown if s[0]][:4],
@@ -100,7 +111,7 @@ def evaluate_numbers(model: NeuralNetwork, sets: dict, progress: bool = True) ->
 
 def format_markdown(result: dict) -> str:
     lines = ["| set | numbers | read entirely right | digit count right | digits right (count right) | "
-             "confidence: right / wrong |", "|---|---|---|---|---|---|"]
+             "confidence: right / wrong | right with perfect cuts |", "|---|---|---|---|---|---|---|"]
     for name, r in result.items():
         def pct(v):
             return "-" if v is None else f"{100 * v:.1f}%"
@@ -110,7 +121,7 @@ def format_markdown(result: dict) -> str:
 
         lines.append(f"| {name} | {r['numbers']} | **{pct(r['read_right'])}** | {pct(r['digit_count_right'])} | "
                      f"{pct(r['digit_accuracy_when_count_right'])} | {conf(r['mean_confidence_right'])} / "
-                     f"{conf(r['mean_confidence_wrong'])} |")
+                     f"{conf(r['mean_confidence_wrong'])} | {pct(r.get('read_right_perfect_cuts'))} |")
     return "\n".join(lines) + "\n"
 
 

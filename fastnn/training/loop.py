@@ -65,7 +65,8 @@ def load_test_set(cfg: TrainConfig):
 
 
 def prepare_data(cfg: TrainConfig):
-    """(train, val, test) Datasets for the config: limit, stratified split, test limit.
+    """(train, val, test) Datasets for the config: limit, stratified split, test limit; val is
+    None at ``val_split`` 0 (every sample trains).
 
     The split copies the rows out and lets the full set go: at this point, before any
     trainer exists, the two copies cost less than a full-size buffer kept through training."""
@@ -73,6 +74,8 @@ def prepare_data(cfg: TrainConfig):
     test = load_test_set(cfg)
     if cfg.limit:
         full = full.subset(slice(0, cfg.limit))
+    if cfg.val_split == 0:
+        return full, None, test
     train_idx, val_idx = train_val_split(full.labels, cfg.val_split, cfg.seed)
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise UserError(f"--val-split {cfg.val_split} of {len(full)} samples leaves {len(train_idx)} for training "
@@ -156,7 +159,9 @@ def _build(cfg: TrainConfig, out: Path, log) -> _Run:
     log(f"{model}\n{optimizer}  {cfg.lr_schedule} lr schedule, batch {cfg.batch_size}, {cfg.epochs} epochs, "
         + (f"label smoothing {cfg.label_smoothing:g}, " if cfg.label_smoothing else "")
         + f"{trainer.description}\n"
-        f"data: {cfg.dataset} train {len(train_set)}, val {len(val_set)}, test {len(test_set)}; output {out}"
+        f"data: {cfg.dataset} train {len(train_set)}, "
+        + (f"val {len(val_set)}" if val_set is not None else "no validation split (the last epoch's model is kept)")
+        + f", test {len(test_set)}; output {out}"
         + (f"\nclasses (the folder names): {', '.join(printable(c) for c in train_set.class_names)}"
            if cfg.data else "")
         + (f"\n{cfg.data} has no train/ and test/ folders: the test set is a stratified "
@@ -207,14 +212,15 @@ def _run_epochs(cfg: TrainConfig, run: _Run, out: Path, progress: bool, log, sig
                     average.add()
                     average.swap_in()                    # evaluated and saved as the average
                 train_loss, train_acc = evaluate(run.model, run.train_set)
-                val_loss, val_acc = evaluate(run.model, run.val_set)
+                val_loss, val_acc = evaluate(run.model, run.val_set) if run.val_set is not None else (math.nan,
+                                                                                                      math.nan)
                 dead = [dead_unit_fraction(h) for h in run.model.hidden_outputs(monitor_X)]
                 done.epoch_times.append(epoch_time)
                 done.history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                                      "val_loss": val_loss, "val_accuracy": val_acc, "lr": run.optimizer.lr,
                                      "epoch_time_s": epoch_time,
                                      **{f"dead_units_layer{i + 1}": d for i, d in enumerate(dead)}})
-                improved = val_acc > done.best_val
+                improved = val_acc > done.best_val or run.val_set is None    # no validation: the last epoch
                 if improved:
                     done.best_val, done.best_epoch = val_acc, epoch
                     run.model.save(out / "best_model.npz")
@@ -222,7 +228,8 @@ def _run_epochs(cfg: TrainConfig, run: _Run, out: Path, progress: bool, log, sig
                     average.swap_out()                   # training goes on from its own weights
                 log(f"epoch {epoch:3d}/{cfg.epochs}{' (averaged)' if averaging else ''}  train loss {train_loss:.4f} "
                     f"acc {100 * train_acc:6.2f}%  "
-                    f"val loss {val_loss:.4f} acc {100 * val_acc:6.2f}%  {epoch_time:6.2f}s  dead units "
+                    + (f"val loss {val_loss:.4f} acc {100 * val_acc:6.2f}%  " if run.val_set is not None else "")
+                    + f"{epoch_time:6.2f}s  dead units "
                     + "/".join(f"{100 * d:.0f}%" for d in dead) + ("  *" if improved else ""))
                 write_csv_rows(done.history, out / "history.csv")
         except KeyboardInterrupt:
@@ -314,7 +321,8 @@ def _finish(cfg: TrainConfig, run: _Run, done: _Progress, out: Path, compile_tim
         "epochs_completed": len(history), "epoch_times_s": epoch_times, "compile_time_s": compile_time,
         "total_time_s": total_time,
         "seed": cfg.seed, "layer_sizes": model.layer_sizes, "num_parameters": model.num_parameters(),
-        "train_samples": len(run.train_set), "val_samples": len(run.val_set), "test_samples": run.n_test,
+        "train_samples": len(run.train_set), "val_samples": len(run.val_set) if run.val_set is not None else 0,
+        "test_samples": run.n_test,
         "hyperparameters": {k: v for k, v in asdict(cfg).items() if k not in ("backend", "dataset", "seed", "out")},
         "command": command,
         "environment": {"fastnn": __version__, "git_commit": git_commit(), "python": platform.python_version(),
@@ -334,7 +342,9 @@ def _finish(cfg: TrainConfig, run: _Run, done: _Progress, out: Path, compile_tim
             f"({1e6 * float(np.median(epoch_times)) / len(run.train_set):.1f} us per training sample)")
     if done.best_epoch:
         log(f"test accuracy {100 * test_acc:.2f}% (best model, epoch {done.best_epoch}, val accuracy "
-            f"{100 * done.best_val:.2f}%)")
+            f"{100 * done.best_val:.2f}%)" if run.val_set is not None else
+            f"test accuracy {100 * test_acc:.2f}% (the last epoch's model, epoch {done.best_epoch}: "
+            "no validation split)")
     else:
         log("no epoch completed: no model and no test accuracy")
     return metrics

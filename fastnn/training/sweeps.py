@@ -102,7 +102,20 @@ EXPERIMENTS: dict[str, list[tuple[str, dict]]] = {
     "averaging": [(name, {"epochs": AUGMENTATION_EPOCHS, "label_smoothing": 0.1, **overrides}) for name, overrides in (
         ("recipe", {}), ("average from 21", {"average_from": 21}), ("average from 31", {"average_from": 31}),
         ("constant lr 0.02, average from 21", {"lr_schedule": "constant", "lr": 0.02, "average_from": 21}),
-        ("60 epochs, average from 41", {"epochs": 60, "average_from": 41}))],
+        ("60 epochs, average from 41", {"epochs": 60, "average_from": 41}),
+        ("constant lr 0.01, average from 21", {"lr_schedule": "constant", "lr": 0.01, "average_from": 21}),
+        ("constant lr 0.03, average from 21", {"lr_schedule": "constant", "lr": 0.03, "average_from": 21}),
+        ("constant lr 0.02, average from 11", {"lr_schedule": "constant", "lr": 0.02, "average_from": 11}),
+        ("60 epochs, constant lr 0.02, average from 21",
+         {"epochs": 60, "lr_schedule": "constant", "lr": 0.02, "average_from": 21}),
+        ("constant lr 0.02, average from 21, smoothing 0.05",
+         {"lr_schedule": "constant", "lr": 0.02, "average_from": 21, "label_smoothing": 0.05}))],
+    # the configuration chosen on validation, trained again on all 60,000 training images
+    "averaging-all": [(name, {"epochs": AUGMENTATION_EPOCHS, "label_smoothing": 0.1, "val_split": 0.0, **overrides})
+                      for name, overrides in (
+        ("recipe, all 60,000", {}),
+        ("constant lr 0.02, average from 21, all 60,000",
+         {"lr_schedule": "constant", "lr": 0.02, "average_from": 21}))],
     "backend": [(b, {"backend": b}) for b in ("numpy", "numba", "cython", "torch")]
                + [("reference (subset)", {"backend": "reference", "limit": 1000, "test_limit": 1000, "epochs": 1})],
 }

@@ -76,7 +76,7 @@ CASES = [
     ("train", ["--target-accuracy", "101"], 2, "must be <= 100", False),
     ("train", ["--test-limit", "0"], 2, "argument --test-limit: must be >= 1", False),
     ("train", ["--test-limit", "-1"], 2, "argument --test-limit: must be >= 1", False),
-    ("train", ["--val-split", "0"], 2, "argument --val-split: must be > 0", False),
+    ("train", ["--val-split", "-0.1"], 2, "argument --val-split: must be >= 0", False),
     ("train", ["--hidden", "0"], 2, "argument --hidden: must be >= 1", False),
     ("train", ["--augment", "rotate=5"], 2, "--augment: cannot read 'rotate=5'", False),
     ("train", ["--augment", "shift=40"], 2, "--augment: shift=40 is more than 8 pixels", False),

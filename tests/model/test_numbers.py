@@ -59,6 +59,9 @@ def test_evaluate_numbers_writes_the_table(mnist_dir, tmp_path, capsys):
     record = json.loads((out / "numbers.json").read_text())
     assert set(record["sets"]) == {"mnist-composed", "mnist-spaced", "mnist-overlapping", "fonts"}
     assert record["sets"]["mnist-spaced"]["numbers"] == 40 and record["sets"]["mnist-spaced"]["read_right"] > 0.8
+    spaced = record["sets"]["mnist-spaced"]
+    assert spaced["read_right"] <= spaced["read_right_perfect_cuts"] + 0.1         # the classifier's bound
+    assert record["sets"]["fonts"]["read_right_perfect_cuts"] is None               # no digit images to cut
     assert "| mnist-composed | 40 |" in (out / "numbers.md").read_text()
     assert (out / "number_examples.png").read_bytes()[:4] == b"\x89PNG"
     assert evaluate.main(["--numbers", "--dataset", "fashion-mnist", "--out", str(tmp_path / "o")]) == 2

@@ -205,3 +205,17 @@ def test_averaging_runs_and_after_the_last_epoch_is_refused(tmp_path, mnist_dir,
     assert json.loads((out / "metrics.json").read_text())["hyperparameters"]["average_from"] == 2
     assert train_mod.main(["--epochs", "5", "--average-from", "6", "--out", str(tmp_path / "o")]) == 2
     assert "comes after the last epoch" in capsys.readouterr().err
+
+
+def test_no_validation_split_trains_on_every_sample_and_keeps_the_last_epoch(tmp_path, mnist_dir, capsys):
+    code, out = run_cli(tmp_path, mnist_dir, "--epochs", "2", "--val-split", "0")
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "no validation split" in printed and "val loss" not in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_samples"] == 3000 and metrics["val_samples"] == 0 and metrics["best_epoch"] == 2
+    assert metrics["test_accuracy"] > 0.8
+    with open(out / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and rows[0]["val_accuracy"] == "nan"
+    assert (out / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
