@@ -1,4 +1,5 @@
-"""The models that ship with fastnn: one per dataset, trained by the project's default command.
+"""The models that ship with fastnn: one per dataset, trained by the project's default command,
+and variants of the same network beside them (``VARIANTS``).
 
 ``fastnn/pretrained/<dataset>.npz`` is a model file as ``python -m fastnn.train`` writes it
 (``best_model.npz``; read by ``NeuralNetwork.load``, never unpickled) and
@@ -21,8 +22,10 @@ FOLDER = Path(__file__).resolve().parent
 # "torch": trained by PyTorch's autograd and optimizer with the same command and recipe
 # (``--backend torch``), the professional baseline the robustness benchmark (``python -m
 # fastnn.evaluate --corruptions``) evaluates side by side; "robust": the robust recipe
-# (``--corrupt ... --input-norm background``: training-time corruptions, normalized inputs).
-VARIANTS = ("torch", "robust")
+# (``--corrupt ... --input-norm background``: training-time corruptions, normalized inputs);
+# "all-data": the recipe chosen on validation, trained again on every training image
+# (``--val-split 0``): Fashion-MNIST's 90% model.
+VARIANTS = ("torch", "robust", "all-data")
 
 
 def model_path(dataset: str = "mnist") -> Path:

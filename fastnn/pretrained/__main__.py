@@ -15,7 +15,8 @@ from fastnn.pretrained import DATASETS, VARIANTS, info
 
 def package(run_dir, out) -> Path:
     """Copy RUN_DIR/best_model.npz to OUT/<dataset>.npz (OUT/<dataset>-torch.npz for a run of
-    ``--backend torch``, OUT/<dataset>-robust.npz for one of the robust recipe: ``fastnn.pretrained.VARIANTS``)
+    ``--backend torch``, OUT/<dataset>-robust.npz for one of the robust recipe, OUT/<dataset>-all-data.npz for
+    one trained without a validation split: ``fastnn.pretrained.VARIANTS``)
     and write the .json beside it from the run's
     metrics.json (command, commit, test and validation accuracy, epochs, machine). Returns the
     model's new path. Raises UserError for a run that did not complete or is not a training run."""
@@ -43,6 +44,7 @@ def package(run_dir, out) -> Path:
     hyper = metrics.get("hyperparameters") or {}
     variant = ("torch" if metrics.get("backend") == "torch"
                else "robust" if hyper.get("corrupt", "none") != "none" or hyper.get("input_norm", "none") != "none"
+               else "all-data" if hyper.get("val_split") == 0
                else None)
     target = out / (f"{dataset}-{variant}.npz" if variant else f"{dataset}.npz")
     with open_regular(model_file, "rb") as src, atomic_write(target) as dst:   # a reader sees old or new
@@ -73,7 +75,8 @@ def _main(argv) -> int:
                    help="a folder written by python -m fastnn.train (best_model.npz, metrics.json)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="where to write <dataset>.npz and <dataset>.json (<dataset>-torch.* for a run of --backend "
-                        "torch, <dataset>-robust.* for the robust recipe; required with --from; the shipped ones: "
+                        "torch, <dataset>-robust.* for the robust recipe, <dataset>-all-data.* for --val-split 0; "
+                        "required with --from; the shipped ones: "
                         "fastnn/pretrained)")
     args = p.parse_args(argv)
     if args.run_dir is None:

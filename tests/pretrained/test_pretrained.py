@@ -86,3 +86,12 @@ def test_the_torch_baseline_is_the_same_network_trained_by_torch():
     assert pretrained.variant_path("fashion-mnist", "torch") is None or pretrained.info("fashion-mnist", "torch")
     with pytest.raises(ValueError, match="no model variant 'jax'"):
         pretrained.variant_path("mnist", "jax")
+
+
+def test_fashion_mnist_all_data_model_is_the_seed_network_at_90_percent():
+    path = pretrained.variant_path("fashion-mnist", "all-data")
+    meta = pretrained.info("fashion-mnist", "all-data")
+    assert NeuralNetwork.load(path).layer_sizes == [784, 128, 64, 10] == meta["layer_sizes"]
+    assert meta["hyperparameters"]["val_split"] == 0 and "--val-split 0" in meta["command"]
+    assert meta["test_accuracy"] >= 0.90 and "+changes" not in meta["git_commit"]
+    assert pretrained.variant_path("mnist", "all-data") is None
