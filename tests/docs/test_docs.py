@@ -143,6 +143,8 @@ class PageRun:
             return
         argv = [sys.executable, "-m", f"fastnn.{name}" if module.startswith("fastnn") else module, *args]
         argv += PYTEST_BUDGET[args[0]] if module == "pytest" else BUDGET.get(name, [])
+        if name == "train" and "--average-from" in args:
+            argv += ["--average-from", "1"]            # the budget's one epoch, averaged
         if name == "demo" and "--web" in args:
             self.start_server(argv, env, where)
             return
