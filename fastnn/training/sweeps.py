@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastnn.common.cli import FolderBusy, output_folder, release_folder
+from fastnn.common.cli import FolderBusy, output_folder, release_folder, stop_signals
 from fastnn.common.errors import UserError
 from fastnn.common.io import read_history, write_csv_rows
 from fastnn.common.provenance import git_commit
@@ -239,7 +239,9 @@ def make_specs(names, datasets, seeds, epochs, backend, data_dir, results: Path,
 def run_specs(specs, jobs: int, threads: int, scheduler: str | None = None, on_result=None) -> list[dict]:
     """Run the specs through joblib: local processes (loky), or a Dask cluster at ``scheduler``.
 
-    ``on_result(row)`` is called as each run finishes (its worker has appended it to the CSV)."""
+    ``on_result(row)`` is called as each run finishes (its worker has appended it to the CSV).
+    Ctrl-C or SIGTERM kills the local workers before KeyboardInterrupt goes on: a stopped sweep
+    leaves no run going that would append its row later."""
     import joblib
 
     if not specs:
@@ -265,8 +267,13 @@ def run_specs(specs, jobs: int, threads: int, scheduler: str | None = None, on_r
     os.environ.update({"OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads),
                        "OPENBLAS_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "MPLBACKEND": "Agg"})
     try:                        # the workers start with these in their environment
-        with joblib.parallel_config(backend="loky", inner_max_num_threads=threads):
+        with stop_signals(), joblib.parallel_config(backend="loky", inner_max_num_threads=threads):
             return collect(joblib.Parallel(n_jobs=jobs, return_as="generator_unordered"))
+    except KeyboardInterrupt:   # Ctrl-C or SIGTERM: the workers stop too, so no run appends a row after it
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True, kill_workers=True)
+        raise
     finally:
         for k, v in saved.items():
             if v is None:

@@ -93,3 +93,51 @@ def test_every_named_experiment_runs_end_to_end(tmp_path, mnist_dir, names):
     for name in names:
         assert (tmp_path / "results" / f"{name}.csv").exists()
         assert (tmp_path / "results" / "plots" / f"{name}_mnist.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (Linux /proc), []: none or no /proc."""
+    from pathlib import Path
+
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return " Z " not in Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1][:4]   # a zombie is gone
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/task").exists(), reason="needs Linux's /proc")
+def test_sigterm_stops_the_sweep_and_its_workers(tmp_path, mnist_dir):
+    """A stopped sweep leaves no worker training a run that would append its row afterwards
+    (before, SIGTERM killed the command and its joblib workers ran on)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "FASTNN_DATA_DIR": str(mnist_dir)}
+    proc = subprocess.Popen([sys.executable, "-m", "fastnn.experiments", "averaging", "--seeds", "3", "--backend",
+                             "numpy", "--jobs", "2", "--results", str(tmp_path / "r"), "--data-dir", str(mnist_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    workers, deadline = [], time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers = [c for c in _children(proc.pid) for c in [c, *_children(c)]]
+        if len(workers) >= 3:                      # the resource tracker and the two workers, training
+            break
+        time.sleep(0.5)
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err, out + err
+    time.sleep(1)
+    assert workers and not [p for p in workers if _alive(p)]
