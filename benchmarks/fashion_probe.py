@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -67,6 +68,12 @@ def main(argv=None) -> None:
     p.add_argument("--save-teacher", default=None, help="write the trained weights here (npz)")
     p.add_argument("--data-dir", default=None, help="folder holding fashion-mnist/ (default: $FASTNN_DATA_DIR)")
     a = p.parse_args(argv)
+    if a.epochs < 1 or min(a.hidden + a.teacher_hidden) < 1 or a.seed < 0 or a.temperature <= 0:
+        p.error("--epochs, --hidden, --teacher-hidden and --temperature must be positive, --seed >= 0")
+    if not 0 <= a.average_from <= a.epochs or not 0 <= a.alpha <= 1 or not 0 <= a.mix <= 1:
+        p.error("--average-from must be in [0, --epochs], --alpha and --mix in [0, 1]")
+    if a.teacher and not Path(a.teacher).is_file():
+        p.error(f"--teacher {a.teacher}: no such file (write one with --save-teacher)")
 
     import torch
     import torch.nn.functional as F

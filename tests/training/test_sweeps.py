@@ -3,6 +3,7 @@ cluster, CSV rows and summaries, failures recorded without stopping the others, 
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 
@@ -97,8 +98,6 @@ def test_every_named_experiment_runs_end_to_end(tmp_path, mnist_dir, names):
 
 def _children(pid: int) -> list[int]:
     """The live child processes of ``pid`` (Linux /proc), []: none or no /proc."""
-    from pathlib import Path
-
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     except OSError:
@@ -107,15 +106,14 @@ def _children(pid: int) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
-    from pathlib import Path
-
+    """Whether ``pid`` runs (a zombie, or no process, does not)."""
     try:
         return " Z " not in Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1][:4]   # a zombie is gone
     except OSError:
         return False
 
 
-@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/task").exists(), reason="needs Linux's /proc")
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux's /proc")
 def test_sigterm_stops_the_sweep_and_its_workers(tmp_path, mnist_dir):
     """A stopped sweep leaves no worker training a run that would append its row afterwards
     (before, SIGTERM killed the command and its joblib workers ran on)."""
@@ -131,7 +129,8 @@ def test_sigterm_stops_the_sweep_and_its_workers(tmp_path, mnist_dir):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     workers, deadline = [], time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        workers = [c for c in _children(proc.pid) for c in [c, *_children(c)]]
+        children = _children(proc.pid)                  # the workers and joblib's resource tracker
+        workers = children + [g for c in children for g in _children(c)]
         if len(workers) >= 3:                      # the resource tracker and the two workers, training
             break
         time.sleep(0.5)
