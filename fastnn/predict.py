@@ -11,7 +11,8 @@ and the top 3. A file that cannot be read as an image (or is a decompression bom
 folder) is reported and skipped; the other files are still classified (exit status 1 if any
 failed). A folder given as IMAGE stands for the image files in it.
 
-``--number`` reads each image as a multi-digit number instead (``fastnn.model.numbers.read_number``):
+``--number`` reads each image as a multi-digit number instead (``fastnn.model.numbers.read_number``;
+without ``--model``, with MNIST's number reader, ``NeuralNetwork.pretrained("mnist", variant="numbers")``):
 it prints the number, its confidence (the product of the digits' probabilities) and each digit;
 ``--annotate DIR`` also writes the image with each digit's box and label drawn in.
 """
@@ -62,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "when the model file has none (default: the model's own, else 0..C-1)")
     p.add_argument("--top", type=int_at_least(1), default=3, help="how many classes to list per image (>= 1)")
     p.add_argument("--number", action="store_true",
-                   help="read each image as a multi-digit number: find the digits (connected components and column "
-                        "projections), classify each; print the number and its confidence (the product of the "
-                        "digits' probabilities)")
+                   help="read each image as a multi-digit number: find the digits (connected components, cuts "
+                        "chosen where the pieces read best), classify each; print the number and its confidence "
+                        "(the product of the digits' probabilities); without --model, MNIST's number reader")
     p.add_argument("--annotate", default=None, metavar="DIR",
                    help="with --number: also write DIR/<image name>-number.png, each digit's box and label drawn in")
     return p
@@ -77,7 +78,10 @@ def main(argv=None) -> int:
 def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     if args.model is None:
-        model = NeuralNetwork.pretrained(args.dataset or "mnist")
+        if args.number and (args.dataset or "mnist") == "mnist":            # the number reader (classes 0-9, none)
+            model = NeuralNetwork.pretrained("mnist", variant="numbers")
+        else:
+            model = NeuralNetwork.pretrained(args.dataset or "mnist")
         args.model = f"the pretrained {model.dataset} model"
     else:
         model = NeuralNetwork.load(regular_file(args.model, "model file"), backend=inference_backend())

@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corrupt", default=d.corrupt, metavar="SPEC",
                    help=DISTORT_HELP + "; the robust recipe: blur,affine,noise,lines:p=0.7 with --input-norm "
                         "background")
+    p.add_argument("--number-pieces", type=int_at_least(1), default=None, metavar="N",
+                   help="train a number reader for python -m fastnn.predict --number instead of a digit "
+                        "classifier: classes 0-9 and 'none' (not one whole digit), trained on the candidate "
+                        "pieces of N numbers composed from the training digits, plus the digits; tested on "
+                        "those of N/20 test numbers (MNIST only; the shipped one: N 40000)")
     p.add_argument("--input-norm", default=d.input_norm, choices=list(INPUT_NORMS),
                    help="background: subtract each image's background level and stretch its ink to [0, 1], in "
                         "training and in every later use of the model (saved with it): robust to brightness and "
@@ -150,6 +155,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise UserError(f"--corrupt: {exc}") from None
     if (kinds or args.input_norm != "none") and args.data is not None:
         raise UserError("--corrupt and --input-norm are for MNIST-style digit images; drop them with --data")
+    if args.number_pieces is not None:
+        if args.data is not None or values["dataset"] != "mnist":
+            raise UserError("--number-pieces cuts its pieces from MNIST digits; drop --data / use --dataset mnist")
+    else:
+        values.pop("number_pieces", None)
     values["backend"] = inference_backend(args.backend)
     if not args.fused and values["backend"] == "torch":
         raise UserError("--no-fused has no effect with --backend torch (it trains through torch.optim); drop it")

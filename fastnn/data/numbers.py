@@ -23,6 +23,17 @@ Finding the digits (scipy.ndimage; no hand-written filters):
 5. each digit's own ink (other components masked out, its mask grown by ``EDGE_PIXELS`` to keep
    the faint edges of the strokes) cropped, fitted into 20 x 20 and centred in 28 x 28 by
    centre of mass, as ``preprocess`` does for one digit.
+
+Recognition-based segmentation (for a number reader: a classifier with a "not one digit" class,
+``NOT_A_DIGIT``): steps 1-3 as above, then ``candidate_pieces`` offers every stretch of a part
+between two candidate cuts (the part's ends and the columns where its column ink is a local
+minimum) up to ``MAX_PIECE_ASPECT`` times the tallest part's height wide, each as a 28 x 28
+image made as in step 5; ``choose_pieces`` keeps, per part, the pieces that cover it end to end
+with the highest total score, by dynamic programming over the cuts (Viterbi): the classic
+over-segment-then-recognise scheme of handwritten digit strings (Casey & Lecolinet, "A survey of
+methods and strategies in character segmentation", IEEE PAMI 1996). With the classifier's log
+probability of its best digit as the score, a piece it calls "not a digit" (half a digit, two
+joined) scores low, so touching digits are cut where the pieces read best.
 """
 from __future__ import annotations
 
@@ -32,7 +43,8 @@ import numpy as np
 
 from fastnn.data.images import BlankImage, ImageError, preprocess
 
-__all__ = ["Digit", "segment_digits", "digit_parts", "ink_of", "compose_number", "render_number", "number_fonts"]
+__all__ = ["Digit", "Piece", "NOT_A_DIGIT", "segment_digits", "digit_parts", "ink_of", "candidate_pieces",
+           "choose_pieces", "compose_number", "render_number", "number_fonts"]
 
 INK_THRESHOLD = 0.3          # of the peak ink level
 MIN_AREA_FRACTION = 0.08     # components smaller than this share of the largest are specks
@@ -42,6 +54,11 @@ FRAGMENT_HEIGHT = 0.5        # parts shorter than this share of the tallest are 
 SAME_DIGIT_OVERLAP = 0.5     # tall parts sharing more than this share of the narrower's columns: one digit
 MAX_DIGITS = 32
 EDGE_PIXELS = 1              # a digit's mask grown by this, to keep the faint edges of its strokes
+NOT_A_DIGIT = "none"         # a number reader's extra class: a piece that is not one whole digit
+MAX_PIECE_ASPECT = 1.3       # candidate pieces at most this times the tallest part's height wide
+CUT_WINDOW = 2               # a candidate cut: a column with the least ink within this many each side
+MIN_CUT_ASPECT = 0.5         # parts narrower than this times the tallest part's height are never cut
+MAX_PIECES = 4096            # candidate pieces per image, at most (an image of a number, not a page)
 
 
 @dataclass(frozen=True)
@@ -50,6 +67,20 @@ class Digit:
     (bottom and right exclusive); ``image`` (784,) float32 in [0, 1], MNIST-style."""
     box: tuple
     image: np.ndarray
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A candidate digit (``candidate_pieces``): the ink of part ``part`` (parts numbered left to
+    right) between its cuts ``start`` and ``stop`` (indices into the part's cuts); ``box`` (top,
+    left, bottom, right) its ink's box; ``image`` (784,) float32 in [0, 1], MNIST-style;
+    ``mask`` (H, W) bool, its ink pixels in the image."""
+    part: int
+    start: int
+    stop: int
+    box: tuple
+    image: np.ndarray
+    mask: np.ndarray
 
 
 def ink_of(gray: np.ndarray) -> np.ndarray:
@@ -186,13 +217,90 @@ def segment_digits(gray: np.ndarray) -> list:
     return sorted(digits, key=lambda d: d.box[1])
 
 
+def _cuts(own, part, tallest) -> list:
+    """The candidate cut columns of a part, its ends included: [left, c1, ..., right]. A cut at
+    column c gives columns < c to the left piece. Cut candidates are the columns whose ink (the
+    column projection) is least within CUT_WINDOW each side, 3 or more from either end; none in
+    a part narrower than MIN_CUT_ASPECT times the tallest part's height."""
+    _, top, left, bottom, right = part
+    width = right - left
+    if width < MIN_CUT_ASPECT * tallest:
+        return [left, right]
+    column_ink = own[top:bottom, left:right].sum(axis=0)                            # (width,)
+    cuts = [left + c for c in range(3, width - 2)
+            if column_ink[c] <= column_ink[max(0, c - CUT_WINDOW):c + CUT_WINDOW + 1].min()]
+    return [left, *cuts, right]
+
+
+def candidate_pieces(gray: np.ndarray) -> tuple:
+    """Recognition-based segmentation's candidates (module docstring): (cuts per part (one list of
+    columns per part, left to right), [Piece]). Every part's whole ink is a piece, so the pieces
+    always cover the parts. Raises BlankImage for an image without ink, ImageError for one with
+    more than MAX_PIECES pieces or an unusable array."""
+    ink, labels, parts, tallest = digit_parts(gray)
+    all_cuts, pieces = [], []
+    for index, part in enumerate(sorted(parts, key=lambda p: p[2])):
+        _, top, left, bottom, right = part
+        own = np.isin(labels, list(part[0]))                                    # (H, W): this part's ink
+        cuts = _cuts(own, part, tallest)
+        all_cuts.append(cuts)
+        for i in range(len(cuts) - 1):
+            for j in range(i + 1, len(cuts)):
+                whole = i == 0 and j == len(cuts) - 1
+                if cuts[j] - cuts[i] > MAX_PIECE_ASPECT * tallest and not whole:
+                    break
+                mask = np.zeros_like(own)                                       # (H, W)
+                mask[top:bottom, cuts[i]:cuts[j]] = own[top:bottom, cuts[i]:cuts[j]]
+                box = _tight(mask, top, cuts[i], bottom, cuts[j])
+                if box is None or (box[3] - box[1] < 2 and not whole):
+                    continue
+                if len(pieces) >= MAX_PIECES:
+                    raise ImageError(f"more than {MAX_PIECES} candidate digits found: is this a number?")
+                pieces.append(Piece(index, i, j, tuple(int(v) for v in box), _digit_image(ink, mask, box), mask))
+    return all_cuts, pieces
+
+
+def choose_pieces(all_cuts: list, pieces: list, scores) -> list:
+    """The indices into ``pieces`` of the segmentation with the highest total score, left to right:
+    per part, the pieces that run from its first cut to its last, chosen by dynamic programming
+    over the cuts (Viterbi). ``scores`` (len(pieces),) float: each piece's score, e.g. the log
+    probability of its best digit. Raises ValueError when a part has no covering (pieces made
+    elsewhere than ``candidate_pieces``)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (len(pieces),):
+        raise ValueError(f"{len(pieces)} pieces but scores of shape {scores.shape}")
+    by_part = {}
+    for k, piece in enumerate(pieces):
+        by_part.setdefault(piece.part, []).append(k)
+    chosen = []
+    for index, cuts in enumerate(all_cuts):
+        best = np.full(len(cuts), -np.inf)                                       # best[j]: cuts[0]..cuts[j]
+        best[0] = 0.0
+        came_from = [None] * len(cuts)
+        for k in sorted(by_part.get(index, []), key=lambda k: pieces[k].stop):
+            piece = pieces[k]
+            total = best[piece.start] + scores[k]
+            if total > best[piece.stop]:
+                best[piece.stop], came_from[piece.stop] = total, k
+        path, j = [], len(cuts) - 1
+        while j > 0:
+            if came_from[j] is None:
+                raise ValueError(f"part {index}: no pieces cover it from its first cut to its last")
+            path.append(came_from[j])
+            j = pieces[came_from[j]].start
+        chosen += path[::-1]
+    return chosen
+
+
 # ---------------------------------------------------------------- test images of numbers
 def compose_number(digit_images: np.ndarray, rng, gap=(-2, 6), jitter: int = 2, noise: float = 0.0,
-                   margin: int = 6) -> np.ndarray:
+                   margin: int = 6, owners: bool = False):
     """One image (H, W) float32 in [0, 1] of the digits ``digit_images`` (k, 28, 28) uint8 side by
     side, left to right: each cropped to its ink, the gaps between them drawn from ``gap``
     (pixels, negative: the digits overlap, the brighter ink kept), each moved up or down by up
-    to ``jitter``, then Gaussian noise of standard deviation ``noise`` added and clipped."""
+    to ``jitter``, then Gaussian noise of standard deviation ``noise`` added and clipped.
+    With ``owners``: (image, owner), owner (H, W) int16 the index of the digit whose ink each
+    pixel shows (the brighter where two overlap), -1 where none has ink."""
     crops = []
     for img in digit_images:
         rows = np.flatnonzero(img.max(axis=1) > 0)
@@ -203,15 +311,17 @@ def compose_number(digit_images: np.ndarray, rng, gap=(-2, 6), jitter: int = 2, 
     height = max(c.shape[0] for c in crops) + 2 * jitter + 2 * margin
     width = sum(c.shape[1] for c in crops) + int(gaps.sum()) + 2 * margin
     canvas = np.zeros((height, max(width, 2 * margin + 1)), dtype=np.float32)
+    owner = np.full(canvas.shape, -1, dtype=np.int16)                           # (H, W)
     x = margin
     for i, c in enumerate(crops):
         y = margin + jitter + shifts[i] + (height - 2 * margin - 2 * jitter - c.shape[0]) // 2
         region = canvas[y:y + c.shape[0], x:x + c.shape[1]]
+        owner[y:y + c.shape[0], x:x + c.shape[1]][c > region] = i
         np.maximum(region, c, out=region)
         x += c.shape[1] + (int(gaps[i]) if i < len(gaps) else 0)
     if noise:
         canvas = np.clip(canvas + rng.normal(0.0, noise, size=canvas.shape).astype(np.float32), 0.0, 1.0)
-    return canvas
+    return (canvas, owner) if owners else canvas
 
 
 def number_fonts() -> list:

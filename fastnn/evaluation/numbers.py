@@ -150,7 +150,7 @@ def plot_examples(result: dict, path, title: str) -> None:
 
 def run_numbers(model_path=None, out=None, data_dir=None, backend: str = "auto", log=print, overwrite: bool = False,
                 n: int = 1000, seed: int = 0) -> dict:
-    """``python -m fastnn.evaluate --numbers``: the model file (None: the shipped MNIST model) on
+    """``python -m fastnn.evaluate --numbers``: the model file (None: the shipped MNIST number reader) on
     ``number_sets`` of ``n`` numbers each; writes the files of the module docstring into ``out``
     (None: ``numbers`` beside the model, or a new folder under runs/ for the shipped one).
 
@@ -165,9 +165,11 @@ def run_numbers(model_path=None, out=None, data_dir=None, backend: str = "auto",
     shipped = model_path is None
     if shipped:
         from fastnn.pretrained import model_path as pretrained_path
+        from fastnn.pretrained import variant_path
 
-        model_path = pretrained_path("mnist")
-        log(f"model: the pretrained mnist model that ships with fastnn ({model_path.name}; --model for your own)")
+        model_path = variant_path("mnist", "numbers") or pretrained_path("mnist")
+        log(f"model: the pretrained mnist number reader that ships with fastnn ({model_path.name}; --model for "
+            f"your own)")
     model = NeuralNetwork.load(regular_file(model_path, "model file"), backend=inference_backend(backend))
     test = load_dataset("mnist", "test", data_dir)
     if out is None and shipped:

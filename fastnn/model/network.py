@@ -337,8 +337,9 @@ class NeuralNetwork:
         """The model that ships with fastnn for ``dataset`` ("mnist" or "fashion-mnist"), trained
         by ``python -m fastnn.train`` with that dataset's recipe (``fastnn.pretrained.info(dataset)``
         gives the command, the commit and its test accuracy); ``variant`` "robust" (the robust
-        recipe), "torch" (trained by PyTorch) or "all-data" (trained on every training image:
-        Fashion-MNIST's 90% model) for another that ships (``fastnn.pretrained.VARIANTS``).
+        recipe), "torch" (trained by PyTorch), "all-data" (trained on every training image:
+        Fashion-MNIST's 90% model) or "numbers" (MNIST's number reader, classes 0-9 and "none", for
+        ``fastnn.model.numbers.read_number``) for another that ships (``fastnn.pretrained.VARIANTS``).
 
         Args:
             backend: kernels for the model; "auto": the fastest with a fused forward here.

@@ -1,8 +1,19 @@
 """Reading a whole number: the digits of an image found, each classified, the number and a confidence.
 
 Contract: ``read_number(model, image)`` finds the digits of a multi-digit number in ``image``
-(``fastnn.data.numbers.segment_digits``: connected components and column projections through
-scipy.ndimage), classifies all of them in one forward pass and returns a ``NumberReading``:
+and classifies them, and returns a ``NumberReading``. How it finds them depends on the model:
+
+- a digit classifier (classes 0-9): ``fastnn.data.numbers.segment_digits`` (connected
+  components, touching digits cut at the column of least ink), all digits classified in one
+  forward pass;
+- a number reader (classes 0-9 and ``NOT_A_DIGIT``, trained with ``python -m fastnn.train
+  --number-pieces N``; the shipped ``NeuralNetwork.pretrained("mnist", variant="numbers")``):
+  recognition-based segmentation, every candidate piece (``candidate_pieces``) classified in
+  one forward pass and the cuts chosen whose pieces read best (``choose_pieces``, each piece
+  scored by the log probability of its best digit), so touching digits are cut where the
+  pieces are whole digits.
+
+The reading holds
 the number as text, its confidence (the product of the digits' top probabilities: the
 probability that every digit is right, if the model's probabilities are calibrated and the
 digits independent) and each digit's label, probability and box. ``draw_reading`` writes the
@@ -16,7 +27,7 @@ import numpy as np
 
 from fastnn.common.errors import UserError
 from fastnn.data.images import as_gray, read_image
-from fastnn.data.numbers import segment_digits
+from fastnn.data.numbers import NOT_A_DIGIT, candidate_pieces, choose_pieces, segment_digits
 
 __all__ = ["NumberReading", "read_number", "draw_reading"]
 
@@ -44,24 +55,38 @@ def _gray(image) -> np.ndarray:
 
 def read_number(model, image) -> NumberReading:
     """Read the number in ``image`` (a file path, a Pillow image, or gray (H, W) floats in [0, 1],
-    either polarity) with ``model``, a digit classifier on 28 x 28 images whose classes are the
-    digits 0-9.
+    either polarity) with ``model``: a digit classifier on 28 x 28 images whose classes are the
+    digits 0-9, or a number reader whose classes are the digits and NOT_A_DIGIT (module
+    docstring). A digit's probability is the model's probability of that digit.
 
     Raises:
         UserError: the model does not classify digits.
         ImageError: the file is not an image fastnn reads, or holds no ink (BlankImage).
     """
     names = [str(c) for c in (model.class_names or range(model.layer_sizes[-1]))]
-    if model.layer_sizes[0] != 784 or names != [str(d) for d in range(10)]:
-        raise UserError(f"reading numbers needs a digit model (784 inputs, classes 0-9); this one has "
-                        f"{model.layer_sizes[0]} inputs and classes {', '.join(names[:4])}...")
-    digits = segment_digits(_gray(image))
-    inputs = np.stack([d.image for d in digits])                                      # (k, 784)
-    probs = model.forward(inputs.astype(model.dtype))                                 # (k, 10)
+    digit_names = [str(d) for d in range(10)]
+    reader = names == [*digit_names, NOT_A_DIGIT]
+    if model.layer_sizes[0] != 784 or not (names == digit_names or reader):
+        raise UserError(f"reading numbers needs a digit model (784 inputs, classes 0-9, optionally "
+                        f"{NOT_A_DIGIT!r}); this one has {model.layer_sizes[0]} inputs and classes "
+                        f"{', '.join(names[:4])}...")
+    gray = _gray(image)
+    if reader:
+        all_cuts, pieces = candidate_pieces(gray)
+        probs = model.forward(np.stack([p.image for p in pieces]).astype(model.dtype))  # (pieces, 11)
+        best = probs[:, :10].max(axis=1).astype(np.float64)                            # (pieces,)
+        chosen = choose_pieces(all_cuts, pieces, np.log(np.maximum(best, 1e-30)))
+        boxes = [pieces[k].box for k in chosen]
+        inputs, probs = np.stack([pieces[k].image for k in chosen]), probs[chosen, :10]  # (k, 784), (k, 10)
+    else:
+        digits = segment_digits(gray)
+        boxes = [d.box for d in digits]
+        inputs = np.stack([d.image for d in digits])                                  # (k, 784)
+        probs = model.forward(inputs.astype(model.dtype))                             # (k, 10)
     labels = probs.argmax(axis=1)
-    top = probs[np.arange(len(digits)), labels]
+    top = probs[np.arange(len(boxes)), labels]
     return NumberReading("".join(names[k] for k in labels), float(np.prod(top.astype(np.float64))),
-                         tuple((names[k], float(p), d.box) for k, p, d in zip(labels, top, digits)), inputs)
+                         tuple((names[k], float(p), box) for k, p, box in zip(labels, top, boxes)), inputs)
 
 
 def draw_reading(image, reading: NumberReading, path) -> None:

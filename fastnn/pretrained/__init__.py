@@ -24,8 +24,9 @@ FOLDER = Path(__file__).resolve().parent
 # fastnn.evaluate --corruptions``) evaluates side by side; "robust": the robust recipe
 # (``--corrupt ... --input-norm background``: training-time corruptions, normalized inputs);
 # "all-data": the recipe chosen on validation, trained again on every training image
-# (``--val-split 0``): Fashion-MNIST's 90% model.
-VARIANTS = ("torch", "robust", "all-data")
+# (``--val-split 0``): Fashion-MNIST's 90% model; "numbers": MNIST's number reader (``--number-pieces``:
+# classes 0-9 and "none"), what ``python -m fastnn.predict --number`` reads numbers with.
+VARIANTS = ("torch", "robust", "all-data", "numbers")
 
 
 def model_path(dataset: str = "mnist") -> Path:

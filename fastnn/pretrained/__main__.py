@@ -15,7 +15,8 @@ from fastnn.pretrained import DATASETS, VARIANTS, info
 
 def package(run_dir, out) -> Path:
     """Copy RUN_DIR/best_model.npz to OUT/<dataset>.npz (OUT/<dataset>-torch.npz for a run of
-    ``--backend torch``, OUT/<dataset>-robust.npz for one of the robust recipe, OUT/<dataset>-all-data.npz for
+    ``--backend torch``, OUT/<dataset>-numbers.npz for a number reader (``--number-pieces``),
+    OUT/<dataset>-robust.npz for one of the robust recipe, OUT/<dataset>-all-data.npz for
     one trained without a validation split: ``fastnn.pretrained.VARIANTS``)
     and write the .json beside it from the run's
     metrics.json (command, commit, test and validation accuracy, epochs, machine). Returns the
@@ -43,6 +44,7 @@ def package(run_dir, out) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     hyper = metrics.get("hyperparameters") or {}
     variant = ("torch" if metrics.get("backend") == "torch"
+               else "numbers" if hyper.get("number_pieces")
                else "robust" if hyper.get("corrupt", "none") != "none" or hyper.get("input_norm", "none") != "none"
                else "all-data" if hyper.get("val_split") == 0
                else None)
@@ -75,7 +77,8 @@ def _main(argv) -> int:
                    help="a folder written by python -m fastnn.train (best_model.npz, metrics.json)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="where to write <dataset>.npz and <dataset>.json (<dataset>-torch.* for a run of --backend "
-                        "torch, <dataset>-robust.* for the robust recipe, <dataset>-all-data.* for --val-split 0; "
+                        "torch, <dataset>-numbers.* for --number-pieces, <dataset>-robust.* for the robust recipe, "
+                        "<dataset>-all-data.* for --val-split 0; "
                         "required with --from; the shipped ones: "
                         "fastnn/pretrained)")
     args = p.parse_args(argv)

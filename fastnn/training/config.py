@@ -51,6 +51,7 @@ class TrainConfig:
     average_from: int | None = None  # weight averaging (SWA) of every epoch's weights from this epoch on
     corrupt: str = "none"          # training-time corruptions (fastnn.data.distort): the robust recipe
     input_norm: str = "none"       # "background": every image normalized (fastnn.data.normalize), here and after
+    number_pieces: int = 0         # > 0: train a number reader on the pieces of this many composed numbers
 
     def __post_init__(self):
         recipe = RECIPES["folder"] if self.data else RECIPES.get(self.dataset, RECIPES["mnist"])

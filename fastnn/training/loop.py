@@ -58,13 +58,33 @@ def default_run_dir(dataset: str, backend: str) -> Path:
     return new_run_folder(f"{dataset}-{backend}")
 
 
+NUMBER_PIECES_TEST_SHARE = 20    # a number reader's test set: the pieces of number_pieces / 20 test numbers
+NUMBER_PIECES_TEST_SEED = 0      # ... always the same ones, whatever the training seed
+
+
 def load_test_set(cfg: TrainConfig):
-    """The test Dataset for the config (``--test-limit`` applied)."""
+    """The test Dataset for the config (``--test-limit`` applied); for a number reader
+    (``number_pieces``), the pieces of numbers composed from the test split."""
     test = load_folder_dataset(cfg.data, "test") if cfg.data else load_dataset(cfg.dataset, "test", cfg.data_dir)
+    if cfg.number_pieces:
+        from fastnn.data.number_pieces import number_pieces
+
+        test = number_pieces(test, max(1, cfg.number_pieces // NUMBER_PIECES_TEST_SHARE), NUMBER_PIECES_TEST_SEED)
     return test.subset(slice(0, cfg.test_limit)) if cfg.test_limit else test
 
 
-def prepare_data(cfg: TrainConfig):
+def _number_reader_set(cfg: TrainConfig, digits, progress: bool):
+    """A number reader's training set: the labelled pieces of ``cfg.number_pieces`` numbers
+    composed from ``digits`` (``fastnn.data.number_pieces``), followed by the digits themselves."""
+    from fastnn.data.datasets import Dataset
+    from fastnn.data.number_pieces import number_pieces
+
+    pieces = number_pieces(digits, cfg.number_pieces, cfg.seed, progress=progress)
+    return Dataset(np.concatenate([pieces.images, digits.images]), np.concatenate([pieces.labels, digits.labels]),
+                   pieces.class_names, f"{digits.name} + {cfg.number_pieces} numbers' pieces")
+
+
+def prepare_data(cfg: TrainConfig, progress: bool = False):
     """(train, val, test) Datasets for the config: limit, stratified split, test limit; val is
     None at ``val_split`` 0 (every sample trains).
 
@@ -74,6 +94,8 @@ def prepare_data(cfg: TrainConfig):
     test = load_test_set(cfg)
     if cfg.limit:
         full = full.subset(slice(0, cfg.limit))
+    if cfg.number_pieces:
+        full = _number_reader_set(cfg, full, progress)
     if cfg.val_split == 0:
         return full, None, test
     train_idx, val_idx = train_val_split(full.labels, cfg.val_split, cfg.seed)
@@ -130,7 +152,7 @@ class _Progress:
 
 
 def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals, command: str | None = None) -> dict:
-    run = _build(cfg, out, log)
+    run = _build(cfg, out, log, progress)
     compile_time = compile_kernels(run.model, run.trainer, cfg.batch_size, log)
     t_start = time.perf_counter()
     done = _run_epochs(cfg, run, out, progress, log, signals)
@@ -140,9 +162,9 @@ def _train(cfg: TrainConfig, out: Path, progress: bool, log, signals, command: s
     return _finish(cfg, run, done, out, compile_time, total_time, command, log)
 
 
-def _build(cfg: TrainConfig, out: Path, log) -> _Run:
+def _build(cfg: TrainConfig, out: Path, log, progress: bool = False) -> _Run:
     """Load and split the data, build the model, the optimizer and the trainer, and say so."""
-    train_set, val_set, test_set = prepare_data(cfg)
+    train_set, val_set, test_set = prepare_data(cfg, progress)
     layer_sizes = [train_set.num_features, *cfg.hidden, train_set.num_classes]
     model = NeuralNetwork(layer_sizes, activation=cfg.activation, init=cfg.init, backend=cfg.backend,
                           dtype=np.dtype(cfg.dtype), seed=cfg.seed, dropout=cfg.dropout)

@@ -1,0 +1,96 @@
+"""Training data for a number reader: the candidate pieces of generated numbers, labelled.
+
+Contract: ``number_pieces(digits, n, seed)`` composes ``n`` numbers of 1-4 digits from ``digits``
+(a digit ``Dataset``: MNIST's training split to train, its test split to test), offers each one's
+candidate pieces (``fastnn.data.numbers.candidate_pieces``, exactly what ``read_number`` offers
+its model) and labels them: a piece holding one digit whole and little else is that digit; a
+piece that holds a part of a digit, or two digits, or a digit and a large part of another, is
+``NOT_A_DIGIT``; pieces between the two are left out. A number reader trained on them
+(``python -m fastnn.train --number-pieces N``) learns to tell a whole digit from the pieces a
+cut in the wrong place makes, which a digit classifier reads as digits with confidence.
+
+Labelling (counts of ink pixels, ink over ``INK_THRESHOLD``, each pixel owned by the digit whose
+ink it shows, ``compose_number(owners=True)``): the digit that owns most of the piece's ink is
+its digit; *cover* is the share of that digit's ink in the piece, *purity* the share of the
+piece's ink that is that digit's. Cover and purity >= ``WHOLE`` (0.9): the digit; cover <
+``PART_COVER`` (0.75) or purity < ``PART_PURITY`` (0.8): not a digit; else left out.
+
+The numbers: 1-4 digits, the gaps between them drawn from -2..6, -2..1 and -1..6 pixels in turn
+(so a third have every pair touching or overlapping), moved up or down by up to 2 pixels,
+Gaussian noise of a standard deviation drawn from 0..0.12. ``keep_none`` of the not-a-digit pieces
+are kept (there are about six for every digit).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fastnn.data.datasets import Dataset
+from fastnn.data.images import ImageError
+from fastnn.data.numbers import INK_THRESHOLD, NOT_A_DIGIT, candidate_pieces, compose_number, ink_of
+
+__all__ = ["WHOLE", "PART_COVER", "PART_PURITY", "GAPS", "number_pieces", "label_piece"]
+
+WHOLE = 0.9            # cover and purity at least this: the piece is the digit
+PART_COVER = 0.75      # cover below this: part of a digit
+PART_PURITY = 0.8      # purity below this: more than one digit
+GAPS = ((-2, 6), (-2, 1), (-1, 6))   # the numbers' gaps between digits (pixels), in turn
+MAX_NOISE = 0.12
+
+
+def label_piece(piece_ink: np.ndarray, owner: np.ndarray, digit_ink: np.ndarray, digit_labels) -> int | None:
+    """The label of one piece (module docstring): its digit's label, -1 for NOT_A_DIGIT, or None
+    (left out). ``piece_ink`` (H, W) bool the piece's ink pixels; ``owner`` (H, W) int the digit index
+    per pixel (-1: none); ``digit_ink`` (k,) each digit's ink pixel count; ``digit_labels`` (k,)."""
+    counts = np.bincount(owner[piece_ink] + 1, minlength=len(digit_ink) + 1)[1:]   # (k,)
+    total = int(piece_ink.sum())
+    if total == 0:
+        return None
+    d = int(counts.argmax())
+    cover, purity = counts[d] / max(int(digit_ink[d]), 1), counts[d] / total
+    if cover >= WHOLE and purity >= WHOLE:
+        return int(digit_labels[d])
+    if cover < PART_COVER or purity < PART_PURITY:
+        return -1
+    return None
+
+
+def number_pieces(digits: Dataset, n: int, seed: int = 0, keep_none: float = 0.3,
+                  progress: bool = False) -> Dataset:
+    """A ``Dataset`` of the labelled candidate pieces of ``n`` numbers composed from ``digits``
+    (module docstring): images (N, 28, 28) uint8, labels (N,) uint8, classes "0".."9" and
+    NOT_A_DIGIT (label 10). Seeded: the same arguments give the same set.
+
+    Raises:
+        ValueError: ``n`` < 1, ``keep_none`` outside [0, 1], or ``digits`` not ten digit classes.
+    """
+    from tqdm import tqdm
+
+    if n < 1:
+        raise ValueError(f"n must be a positive number of numbers, got {n}")
+    if not 0.0 <= keep_none <= 1.0:
+        raise ValueError(f"keep_none must be in [0, 1], got {keep_none}")
+    if [str(c) for c in digits.class_names] != [str(d) for d in range(10)]:
+        raise ValueError(f"number pieces are cut from digits 0-9; {digits.name} has classes "
+                         f"{', '.join(map(str, digits.class_names[:4]))}...")
+    rng = np.random.default_rng([seed, 7])
+    images, labels = [], []
+    for t in tqdm(range(n), desc="number pieces", unit="number", disable=not progress, leave=False):
+        idx = rng.integers(0, len(digits), size=int(rng.integers(1, 5)))
+        gray, owner = compose_number(digits.images[idx], rng, gap=GAPS[t % len(GAPS)],
+                                     noise=float(rng.uniform(0.0, MAX_NOISE)), owners=True)
+        try:
+            _, pieces = candidate_pieces(gray)
+        except ImageError:                                    # noise can hide a faint digit: no pieces
+            continue
+        inked = ink_of(gray) > INK_THRESHOLD                                      # (H, W)
+        digit_ink = np.bincount(owner[inked] + 1, minlength=len(idx) + 1)[1:]     # (k,)
+        keep = rng.random(len(pieces)) < keep_none
+        for piece, kept in zip(pieces, keep):
+            label = label_piece(piece.mask & inked, owner, digit_ink, digits.labels[idx])
+            if label is None or (label < 0 and not kept):
+                continue
+            images.append(np.round(piece.image * 255).astype(np.uint8))
+            labels.append(10 if label < 0 else label)
+    classes = tuple(str(d) for d in range(10)) + (NOT_A_DIGIT,)
+    return Dataset(np.stack(images).reshape(-1, 28, 28), np.asarray(labels, dtype=np.uint8), classes,
+                   f"{digits.name} number pieces")
