@@ -248,7 +248,7 @@ def candidate_pieces(gray: np.ndarray) -> tuple:
             for j in range(i + 1, len(cuts)):
                 whole = i == 0 and j == len(cuts) - 1
                 if cuts[j] - cuts[i] > MAX_PIECE_ASPECT * tallest and not whole:
-                    break
+                    continue                                            # too wide for one digit
                 mask = np.zeros_like(own)                                       # (H, W)
                 mask[top:bottom, cuts[i]:cuts[j]] = own[top:bottom, cuts[i]:cuts[j]]
                 box = _tight(mask, top, cuts[i], bottom, cuts[j])

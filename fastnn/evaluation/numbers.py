@@ -78,8 +78,9 @@ def evaluate_numbers(model: NeuralNetwork, sets: dict, progress: bool = True) ->
             conf_right, conf_wrong, shown = [], [], []
             composed = all(item[2] is not None for item in items) and len(items) > 0
             for gray, truth, sources in items:
-                if composed:
-                    labels = model.predict(to_float(sources.reshape(len(sources), -1)))  # (k,)
+                if composed:                                   # a number reader's "none" class left out
+                    probs = model.forward(to_float(sources.reshape(len(sources), -1), model.dtype))  # (k, C)
+                    labels = probs[:, :10].argmax(axis=1)                                          # (k,)
                     alone_right += "".join(str(int(v)) for v in labels) == truth
                 try:
                     reading = read_number(model, gray)

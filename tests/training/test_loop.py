@@ -219,3 +219,23 @@ def test_no_validation_split_trains_on_every_sample_and_keeps_the_last_epoch(tmp
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2] and rows[0]["val_accuracy"] == "nan"
     assert (out / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_number_pieces_trains_a_number_reader(tmp_path, mnist_dir, capsys):
+    from fastnn import pretrained as pretrained_mod
+    from fastnn.model.numbers import read_number
+    from fastnn.pretrained.__main__ import package
+
+    code, out = run_cli(tmp_path, mnist_dir, "--number-pieces", "60", "--val-split", "0")
+    assert code == 0
+    model = NeuralNetwork.load(out / "best_model.npz")
+    assert model.layer_sizes == [784, 128, 64, 11] and model.class_names[-1] == "none"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["hyperparameters"]["number_pieces"] == 60
+    assert metrics["train_samples"] > 3000                       # the 3,000 digits and the numbers' pieces
+    gray = np.zeros((30, 60), np.float32)
+    gray[5:25, 10:14] = gray[5:25, 30:34] = 1.0
+    reading = read_number(model, gray)                           # the reader's path: pieces and cuts chosen
+    assert 1 <= len(reading.text) <= 2 and reading.inputs.shape == (len(reading.text), 784)
+    target = package(out, tmp_path / "shipped")
+    assert target.name == "mnist-numbers.npz" and "numbers" in pretrained_mod.VARIANTS

@@ -1,0 +1,59 @@
+"""A number reader's training data (``fastnn.data.number_pieces``): pieces of composed numbers,
+labelled a digit when whole and clean, NOT_A_DIGIT when a part or a pair; seeded; bad arguments refused."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastnn.data.datasets import Dataset
+from fastnn.data.number_pieces import label_piece, number_pieces
+from fastnn.data.numbers import NOT_A_DIGIT
+from tests.data.test_corruptions import digits as made_up_digits
+
+
+def _digits(n=20):
+    images = made_up_digits(n, seed=3)
+    return Dataset(images, (np.arange(n) % 10).astype(np.uint8), tuple(str(d) for d in range(10)), "made-up")
+
+
+def test_label_piece_tells_whole_digits_from_parts_and_pairs():
+    owner = np.full((10, 20), -1, np.int16)
+    owner[:, 0:8], owner[:, 10:18] = 0, 1                               # digit 0 left, digit 1 right
+    ink = owner >= 0
+    digit_ink = np.array([80, 80])
+    labels = np.array([7, 3])
+    left = ink.copy()
+    left[:, 10:] = False
+    assert label_piece(left, owner, digit_ink, labels) == 7             # digit 0 whole and alone
+    half = left.copy()
+    half[:, 4:] = False
+    assert label_piece(half, owner, digit_ink, labels) == -1            # half a digit
+    assert label_piece(ink, owner, digit_ink, labels) == -1             # two digits
+    most = left.copy()
+    most[:, 7] = False                                                  # 7 of 8 columns: between, left out
+    assert label_piece(most, owner, digit_ink, labels) is None
+    assert label_piece(np.zeros_like(ink), owner, digit_ink, labels) is None
+
+
+def test_number_pieces_are_labelled_images_and_seeded():
+    pieces = number_pieces(_digits(), 30, seed=1)
+    assert pieces.class_names == tuple(str(d) for d in range(10)) + (NOT_A_DIGIT,)
+    assert pieces.images.dtype == np.uint8 and pieces.images.shape[1:] == (28, 28)
+    assert pieces.labels.max() <= 10 and (pieces.labels == 10).any() and (pieces.labels < 10).any()
+    again = number_pieces(_digits(), 30, seed=1)
+    assert np.array_equal(again.images, pieces.images) and np.array_equal(again.labels, pieces.labels)
+    other = number_pieces(_digits(), 30, seed=2)
+    assert len(other) != len(pieces) or not np.array_equal(other.images, pieces.images)
+    assert (number_pieces(_digits(), 30, seed=1, keep_none=0.0).labels < 10).all()
+
+
+@pytest.mark.parametrize("kwargs, match", [({"n": 0}, "positive number"), ({"keep_none": 1.5}, r"\[0, 1\]")])
+def test_bad_arguments_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        number_pieces(_digits(), **{"n": 5, **kwargs})
+
+
+def test_only_digits_are_cut_into_pieces():
+    clothes = Dataset(made_up_digits(5), np.zeros(5, np.uint8), ("shirt",) * 10, "clothes")
+    with pytest.raises(ValueError, match="from digits 0-9"):
+        number_pieces(clothes, 5)
