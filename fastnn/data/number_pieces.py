@@ -28,7 +28,7 @@ from fastnn.data.datasets import Dataset
 from fastnn.data.images import ImageError
 from fastnn.data.numbers import INK_THRESHOLD, NOT_A_DIGIT, candidate_pieces, compose_number, ink_of
 
-__all__ = ["WHOLE", "PART_COVER", "PART_PURITY", "GAPS", "number_pieces", "label_piece"]
+__all__ = ["WHOLE", "PART_COVER", "PART_PURITY", "GAPS", "CHUNK", "number_pieces", "label_piece"]
 
 WHOLE = 0.9            # cover and purity at least this: the piece is the digit
 PART_COVER = 0.75      # cover below this: part of a digit
@@ -54,27 +54,14 @@ def label_piece(piece_ink: np.ndarray, owner: np.ndarray, digit_ink: np.ndarray,
     return None
 
 
-def number_pieces(digits: Dataset, n: int, seed: int = 0, keep_none: float = 0.3,
-                  progress: bool = False) -> Dataset:
-    """A ``Dataset`` of the labelled candidate pieces of ``n`` numbers composed from ``digits``
-    (module docstring): images (N, 28, 28) uint8, labels (N,) uint8, classes "0".."9" and
-    NOT_A_DIGIT (label 10). Seeded: the same arguments give the same set.
+CHUNK = 500            # numbers per piece of work (each seeded by its index: the same set for any jobs)
 
-    Raises:
-        ValueError: ``n`` < 1, ``keep_none`` outside [0, 1], or ``digits`` not ten digit classes.
-    """
-    from tqdm import tqdm
 
-    if n < 1:
-        raise ValueError(f"n must be a positive number of numbers, got {n}")
-    if not 0.0 <= keep_none <= 1.0:
-        raise ValueError(f"keep_none must be in [0, 1], got {keep_none}")
-    if [str(c) for c in digits.class_names] != [str(d) for d in range(10)]:
-        raise ValueError(f"number pieces are cut from digits 0-9; {digits.name} has classes "
-                         f"{', '.join(map(str, digits.class_names[:4]))}...")
-    rng = np.random.default_rng([seed, 7])
+def _chunk(digits: Dataset, first: int, count: int, seed: int, keep_none: float):
+    """Images (m, 784) uint8 and labels (m,) of numbers ``first`` .. ``first + count - 1``."""
+    rng = np.random.default_rng([seed, 7, first])
     images, labels = [], []
-    for t in tqdm(range(n), desc="number pieces", unit="number", disable=not progress, leave=False):
+    for t in range(first, first + count):
         idx = rng.integers(0, len(digits), size=int(rng.integers(1, 5)))
         gray, owner = compose_number(digits.images[idx], rng, gap=GAPS[t % len(GAPS)],
                                      noise=float(rng.uniform(0.0, MAX_NOISE)), owners=True)
@@ -91,6 +78,41 @@ def number_pieces(digits: Dataset, n: int, seed: int = 0, keep_none: float = 0.3
                 continue
             images.append(np.round(piece.image * 255).astype(np.uint8))
             labels.append(10 if label < 0 else label)
+    return (np.stack(images) if images else np.zeros((0, 784), np.uint8)), np.asarray(labels, dtype=np.uint8)
+
+
+def number_pieces(digits: Dataset, n: int, seed: int = 0, keep_none: float = 0.3,
+                  progress: bool = False, jobs: int = 1) -> Dataset:
+    """A ``Dataset`` of the labelled candidate pieces of ``n`` numbers composed from ``digits``
+    (module docstring): images (N, 28, 28) uint8, labels (N,) uint8, classes "0".."9" and
+    NOT_A_DIGIT (label 10). Seeded per ``CHUNK`` numbers: the same arguments give the same set,
+    whatever ``jobs`` (processes, joblib; -1: one per core).
+
+    Raises:
+        ValueError: ``n`` < 1, ``keep_none`` outside [0, 1], or ``digits`` not ten digit classes.
+    """
+    from joblib import Parallel, delayed
+    from tqdm import tqdm
+
+    if n < 1:
+        raise ValueError(f"n must be a positive number of numbers, got {n}")
+    if not 0.0 <= keep_none <= 1.0:
+        raise ValueError(f"keep_none must be in [0, 1], got {keep_none}")
+    if [str(c) for c in digits.class_names] != [str(d) for d in range(10)]:
+        raise ValueError(f"number pieces are cut from digits 0-9; {digits.name} has classes "
+                         f"{', '.join(map(str, digits.class_names[:4]))}...")
+    starts = range(0, n, CHUNK)
+    work = (delayed(_chunk)(digits, first, min(CHUNK, n - first), seed, keep_none) for first in starts)
+    if jobs == 1 or len(starts) == 1:
+        parts = (_chunk(digits, first, min(CHUNK, n - first), seed, keep_none) for first in starts)
+    else:
+        parts = Parallel(n_jobs=jobs, return_as="generator")(work)
+    images, labels = [], []
+    with tqdm(total=n, desc="number pieces", unit="number", disable=not progress, leave=False) as bar:
+        for first, (chunk_images, chunk_labels) in zip(starts, parts):
+            images.append(chunk_images)
+            labels.append(chunk_labels)
+            bar.update(min(CHUNK, n - first))
     classes = tuple(str(d) for d in range(10)) + (NOT_A_DIGIT,)
-    return Dataset(np.stack(images).reshape(-1, 28, 28), np.asarray(labels, dtype=np.uint8), classes,
+    return Dataset(np.concatenate(images).reshape(-1, 28, 28), np.concatenate(labels), classes,
                    f"{digits.name} number pieces")

@@ -81,10 +81,13 @@ class DemoState:
 
     def read(self, dataset: str, gray: np.ndarray, variant: str = "standard") -> dict:
         """The JSON answer for a drawn number ``gray`` (H, W) in [0, 1]: the number, its confidence
-        and each digit's label, probability, box (top, left, bottom, right) and 28 x 28 input.
+        and each digit's label, probability, box (top, left, bottom, right) and 28 x 28 input; read
+        by MNIST's number reader (the "numbers" variant) when the standard MNIST model is chosen.
         Raises UserError for a model that does not read digits, BlankImage for no ink."""
         from fastnn.model.numbers import read_number
 
+        if not self.model_path and dataset == "mnist" and variant == "standard":
+            variant = "numbers"                                  # MNIST's number reader reads touching digits
         with self.lock:
             model = self.model(dataset, variant)
             reading = read_number(model, gray)

@@ -69,7 +69,8 @@ def load_test_set(cfg: TrainConfig):
     if cfg.number_pieces:
         from fastnn.data.number_pieces import number_pieces
 
-        test = number_pieces(test, max(1, cfg.number_pieces // NUMBER_PIECES_TEST_SHARE), NUMBER_PIECES_TEST_SEED)
+        test = number_pieces(test, max(1, cfg.number_pieces // NUMBER_PIECES_TEST_SHARE), NUMBER_PIECES_TEST_SEED,
+                             jobs=-1)
     return test.subset(slice(0, cfg.test_limit)) if cfg.test_limit else test
 
 
@@ -79,7 +80,7 @@ def _number_reader_set(cfg: TrainConfig, digits, progress: bool):
     from fastnn.data.datasets import Dataset
     from fastnn.data.number_pieces import number_pieces
 
-    pieces = number_pieces(digits, cfg.number_pieces, cfg.seed, progress=progress)
+    pieces = number_pieces(digits, cfg.number_pieces, cfg.seed, progress=progress, jobs=-1)
     return Dataset(np.concatenate([pieces.images, digits.images]), np.concatenate([pieces.labels, digits.labels]),
                    pieces.class_names, f"{digits.name} + {cfg.number_pieces} numbers' pieces")
 

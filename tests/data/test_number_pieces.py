@@ -57,3 +57,12 @@ def test_only_digits_are_cut_into_pieces():
     clothes = Dataset(made_up_digits(5), np.zeros(5, np.uint8), ("shirt",) * 10, "clothes")
     with pytest.raises(ValueError, match="from digits 0-9"):
         number_pieces(clothes, 5)
+
+
+def test_the_same_pieces_whatever_the_number_of_processes(monkeypatch):
+    import fastnn.data.number_pieces as module
+
+    monkeypatch.setattr(module, "CHUNK", 10)                            # three pieces of work
+    alone = number_pieces(_digits(), 30, seed=4, jobs=1)
+    shared = number_pieces(_digits(), 30, seed=4, jobs=2)
+    assert np.array_equal(alone.images, shared.images) and np.array_equal(alone.labels, shared.labels)

@@ -65,3 +65,24 @@ def test_evaluate_numbers_writes_the_table(mnist_dir, tmp_path, capsys):
     assert "| mnist-composed | 40 |" in (out / "numbers.md").read_text()
     assert (out / "number_examples.png").read_bytes()[:4] == b"\x89PNG"
     assert evaluate.main(["--numbers", "--dataset", "fashion-mnist", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_the_number_reader_cuts_touching_digits_the_digit_model_leaves_whole(mnist_dir):
+    from fastnn.data.datasets import load_dataset
+    from fastnn.data.numbers import compose_number
+
+    test = load_dataset("mnist", "test", mnist_dir)
+    rng = np.random.default_rng(11)
+    numbers = []
+    for _ in range(60):
+        idx = rng.integers(0, len(test), size=3)
+        numbers.append((compose_number(test.images[idx], rng, gap=(-2, 0), noise=0.08),
+                        "".join(str(int(test.labels[i])) for i in idx)))
+    reader = NeuralNetwork.pretrained("mnist", variant="numbers")
+    digits = NeuralNetwork.pretrained("mnist")
+    read = sum(read_number(reader, gray).text == truth for gray, truth in numbers)
+    whole = sum(read_number(digits, gray).text == truth for gray, truth in numbers)
+    assert read >= 0.75 * len(numbers) and read > whole + 10           # every pair touches
+    reading = read_number(reader, numbers[0][0])
+    assert len(reading.digits) == len(reading.text) == reading.inputs.shape[0]
+    assert all(label in "0123456789" for label, _, _ in reading.digits)  # "none" is never read out

@@ -95,3 +95,13 @@ def test_fashion_mnist_all_data_model_is_the_seed_network_at_90_percent():
     assert meta["hyperparameters"]["val_split"] == 0 and "--val-split 0" in meta["command"]
     assert meta["test_accuracy"] >= 0.90 and "+changes" not in meta["git_commit"]
     assert pretrained.variant_path("mnist", "all-data") is None
+
+
+def test_mnist_number_reader_has_a_none_class_and_its_command():
+    path = pretrained.variant_path("mnist", "numbers")
+    meta = pretrained.info("mnist", "numbers")
+    model = NeuralNetwork.load(path)
+    assert list(model.class_names) == [str(d) for d in range(10)] + ["none"]
+    assert meta["hyperparameters"]["number_pieces"] > 0 and "--number-pieces" in meta["command"]
+    assert "+changes" not in meta["git_commit"]
+    assert pretrained.variant_path("fashion-mnist", "numbers") is None
