@@ -65,7 +65,8 @@ def _main(argv) -> int:
                    help="only the first N test images (with --numbers: N numbers per set, default 1000)")
     p.add_argument("--numbers", action="store_true",
                    help="instead of the evaluation above: read multi-digit numbers (composed from MNIST test "
-                        "digits, and drawn in fonts) with the digit model; writes numbers.json/.md and a figure")
+                        "digits, and drawn in fonts) with --model (default: MNIST's number reader, the pretrained "
+                        "'numbers' variant); writes numbers.json/.md and a figure")
     args = p.parse_args(argv)
     if args.numbers:
         if args.corruptions or args.data is not None or args.dataset not in (None, "mnist"):

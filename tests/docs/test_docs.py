@@ -145,6 +145,8 @@ class PageRun:
         argv += PYTEST_BUDGET[args[0]] if module == "pytest" else BUDGET.get(name, [])
         if name == "train" and "--average-from" in args:
             argv += ["--average-from", "1"]            # the budget's one epoch, averaged
+        if name == "train" and "--number-pieces" in args:
+            argv += ["--number-pieces", "100"]         # a number reader's pieces: of 100 numbers, not 40,000
         if name == "demo" and "--web" in args:
             self.start_server(argv, env, where)
             return
