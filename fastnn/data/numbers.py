@@ -43,8 +43,9 @@ import numpy as np
 
 from fastnn.data.images import BlankImage, ImageError, preprocess
 
-__all__ = ["Digit", "Piece", "NOT_A_DIGIT", "segment_digits", "digit_parts", "ink_of", "candidate_pieces",
-           "choose_pieces", "compose_number", "render_number", "number_fonts"]
+__all__ = ["Digit", "Piece", "NOT_A_DIGIT", "TEST_FONTS", "TRAINING_FONTS", "VALIDATION_FONTS",
+           "segment_digits", "digit_parts", "ink_of", "candidate_pieces", "choose_pieces", "compose_number",
+           "render_number", "number_fonts"]
 
 INK_THRESHOLD = 0.3          # of the peak ink level
 MIN_AREA_FRACTION = 0.08     # components smaller than this share of the largest are specks
@@ -324,31 +325,57 @@ def compose_number(digit_images: np.ndarray, rng, gap=(-2, 6), jitter: int = 2, 
     return (canvas, owner) if owners else canvas
 
 
-def number_fonts() -> list:
-    """TrueType fonts to draw numbers with: those matplotlib ships (DejaVu Sans, Serif, Sans Mono,
-    STIX...), sorted by name; the same on every machine with the same matplotlib."""
+# TrueType fonts that matplotlib ships, in three disjoint groups: the evaluation's (``number_fonts``),
+# those a number reader learns printed digits from, and those its settings are validated on.
+TEST_FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf",
+              "STIXGeneral.ttf", "cmr10.ttf")
+TRAINING_FONTS = ("DejaVuSans-BoldOblique.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSansMono-Oblique.ttf",
+                  "DejaVuSansMono-BoldOblique.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf",
+                  "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf", "cmtt10.ttf", "cmb10.ttf", "cmti10.ttf")
+VALIDATION_FONTS = ("DejaVuSans-Oblique.ttf", "DejaVuSerif-Bold.ttf", "STIXGeneralBol.ttf", "cmss10.ttf")
+
+
+def number_fonts(group: str = "test") -> list:
+    """TrueType fonts to draw numbers with, from those matplotlib ships (the same on every machine
+    with the same matplotlib): ``group`` "test" (DejaVu Sans, Sans Bold, Serif, Sans Mono, STIX,
+    Computer Modern: ``python -m fastnn.evaluate --numbers``), "training" (11 others, for a
+    number reader's pieces) or "validation" (4 more). Raises ValueError for another group."""
     from pathlib import Path
 
     import matplotlib
 
+    groups = {"test": TEST_FONTS, "training": TRAINING_FONTS, "validation": VALIDATION_FONTS}
+    if group not in groups:
+        raise ValueError(f"no font group {group!r}; there are {', '.join(groups)}")
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-    wanted = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf",
-              "STIXGeneral.ttf", "cmr10.ttf")
-    return [folder / name for name in wanted if (folder / name).is_file()]
+    return [folder / name for name in groups[group] if (folder / name).is_file()]
 
 
-def render_number(text: str, font_path, size: int = 48, rng=None, noise: float = 0.0) -> np.ndarray:
+def render_number(text: str, font_path, size: int = 48, rng=None, noise: float = 0.0, owners: bool = False):
     """``text`` drawn in the TrueType font ``font_path`` at ``size`` pixels, dark on white, as gray
-    (H, W) float32 in [0, 1] (1 = white), with Gaussian noise of ``noise`` when ``rng`` is given."""
+    (H, W) float32 in [0, 1] (1 = white), with Gaussian noise of ``noise`` when ``rng`` is given.
+    With ``owners``: (image, owner), each character drawn on its own at its place in the line and
+    owner (H, W) int16 the index of the character whose ink each pixel shows, -1 where none."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.truetype(str(font_path), size)
     left, top, right, bottom = font.getbbox(text)
     pad = size // 3
-    img = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 255)
-    ImageDraw.Draw(img).text((pad - left, pad - top), text, fill=0, font=font)
-    gray = np.asarray(img, dtype=np.float32) / 255
+    shape = (right - left + 2 * pad, bottom - top + 2 * pad)
+    if owners:
+        layers = []
+        for i, char in enumerate(text):                       # each character where the line puts it
+            img = Image.new("L", shape, 0)
+            ImageDraw.Draw(img).text((pad - left + font.getlength(text[:i]), pad - top), char, fill=255, font=font)
+            layers.append(np.asarray(img, dtype=np.float32) / 255)                # (H, W) ink
+        ink = np.stack(layers)                                                    # (k, H, W)
+        owner = np.where(ink.max(axis=0) > 0, ink.argmax(axis=0), -1).astype(np.int16)
+        gray = 1.0 - ink.max(axis=0)
+    else:
+        img = Image.new("L", shape, 255)
+        ImageDraw.Draw(img).text((pad - left, pad - top), text, fill=0, font=font)
+        gray = np.asarray(img, dtype=np.float32) / 255
     if rng is not None and noise:
         gray = np.clip(gray + rng.normal(0.0, noise, size=gray.shape).astype(np.float32), 0.0, 1.0)
-    return gray
+    return (gray, owner) if owners else gray
 

@@ -47,7 +47,15 @@ def test_number_pieces_are_labelled_images_and_seeded():
     assert (number_pieces(_digits(), 30, seed=1, keep_none=0.0).labels < 10).all()
 
 
-@pytest.mark.parametrize("kwargs, match", [({"n": 0}, "positive number"), ({"keep_none": 1.5}, r"\[0, 1\]")])
+def test_printed_numbers_add_pieces_of_their_own():
+    handwritten = number_pieces(_digits(), 20, seed=5, fonts=0.0)
+    printed = number_pieces(_digits(), 20, seed=5, fonts=1.0)
+    assert len(printed) and (printed.labels < 10).any()
+    assert len(printed) != len(handwritten) or not np.array_equal(printed.images, handwritten.images)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"n": 0}, "positive number"), ({"keep_none": 1.5}, r"\[0, 1\]"),
+                                           ({"fonts": -0.1}, r"fonts must be in \[0, 1\]")])
 def test_bad_arguments_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         number_pieces(_digits(), **{"n": 5, **kwargs})

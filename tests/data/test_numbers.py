@@ -136,3 +136,18 @@ def test_composed_numbers_know_which_digit_owns_each_pixel():
     assert set(np.unique(owner)) == {-1, 0, 1, 2}
     again = compose_number(images, np.random.default_rng(3), gap=(-2, 0))
     assert np.array_equal(again, gray)                                  # owners change nothing else
+
+
+def test_font_groups_are_disjoint_and_printed_numbers_know_their_characters():
+    groups = {g: {f.name for f in number_fonts(g)} for g in ("test", "training", "validation")}
+    assert len(groups["test"]) == 6 and groups["training"] and groups["validation"]
+    assert not (groups["test"] & groups["training"] or groups["test"] & groups["validation"]
+                or groups["training"] & groups["validation"])
+    with pytest.raises(ValueError, match="no font group"):
+        number_fonts("italic")
+    font = number_fonts("training")[0]
+    gray, owner = render_number("4721", font, owners=True)
+    assert np.abs(gray - render_number("4721", font)).max() < 1e-3       # the same line, drawn per character
+    assert set(np.unique(owner)) == {-1, 0, 1, 2, 3} and ((owner >= 0) == (gray < 1)).all()
+    lefts = [np.flatnonzero((owner == i).any(axis=0))[0] for i in range(4)]
+    assert lefts == sorted(lefts)                                        # characters left to right
