@@ -97,7 +97,7 @@ def evaluate_numbers(model: NeuralNetwork, sets: dict, progress: bool = True) ->
                 if reading is not None:
                     shown.append((ok, gray, reading, truth))
                 bar.update()
-            shown.sort(key=lambda s: s[0])
+            wrong = [s for s in shown if not s[0]][:4]              # up to 4 wrong, then right ones
             n = max(len(items), 1)
             result[name] = {
                 "numbers": len(items), "read_right": right / n, "digit_count_right": count_right / n,
@@ -105,7 +105,7 @@ def evaluate_numbers(model: NeuralNetwork, sets: dict, progress: bool = True) ->
                 "read_right_perfect_cuts": alone_right / n if composed else None,
                 "mean_confidence_right": float(np.mean(conf_right)) if conf_right else None,
                 "mean_confidence_wrong": float(np.mean(conf_wrong)) if conf_wrong else None,
-                "examples": shown[:4] + [s for s in shown if s[0]][:4],
+                "examples": wrong + [s for s in shown if s[0]][:8 - len(wrong)],
             }
     return result
 
