@@ -109,7 +109,8 @@ def number_pieces(digits: Dataset, n: int, seed: int = 0, keep_none: float = 0.3
     whatever ``jobs`` (processes, joblib; -1: one per core).
 
     Raises:
-        ValueError: ``n`` < 1, ``keep_none`` outside [0, 1], or ``digits`` not ten digit classes.
+        ValueError: ``n`` < 1, ``keep_none`` or ``fonts`` (the share of numbers printed) outside
+            [0, 1], or ``digits`` not ten digit classes.
     """
     from joblib import Parallel, delayed
     from tqdm import tqdm
