@@ -44,6 +44,7 @@ from fastnn.backends.fused_interface import (
     ForwardParameters,
     ForwardWork,
 )
+from fastnn.backends.memory import aligned_zeros
 
 __all__ = ["ForwardPlan", "FORWARD_MODES", "InputRangeError", "has_fused_forward", "inference_backend",
            "input_range_error"]
@@ -94,6 +95,20 @@ def has_fused_forward(backend) -> bool:
     return hasattr(backend, "fused_forward")
 
 
+_INT64 = np.dtype(np.int64)                 # a dtype object: np.empty takes it faster than the type
+
+
+def same_arrays(seq, arrays: tuple) -> bool:
+    """Whether the list or tuple ``seq`` holds exactly the objects of ``arrays``, in order (by
+    identity, never by value)."""
+    return len(seq) == len(arrays) and all(map(is_, seq, arrays))
+
+
+def pad16(n: int) -> int:
+    """n rounded up to a multiple of 16 (a 64-byte line of float32)."""
+    return -(-n // 16) * 16
+
+
 def _threads(backend) -> int:
     return max(1, int(backend.num_threads())) if hasattr(backend, "num_threads") else 1
 
@@ -120,19 +135,26 @@ class ForwardPlan:
         self.activation, self.dtype = activation, np.dtype(dtype)
         self._act = ACT_CODES[activation]
         self._run = backend.fused_forward
+        self._same = getattr(backend, "same_arrays", same_arrays)         # compiled where the backend has it
         sizes = [weights[0].shape[0]] + [W.shape[1] for W in weights]
         self.num_features, self.num_classes = sizes[0], sizes[-1]
         widest_input, S, R = max(sizes[:-1]), sum(sizes[1:]), FORWARD_BLOCK_ROWS
         threads = _threads(backend)
         # per thread: [layers' outputs (S,) | non-zeros (Dmax,) | a block's outputs (R, S) | its non-zeros (R, Dmax)]
+        # and [non-zeros' indices (Dmax,) | a block's (R, Dmax) | its rows' block bounds (R, Dmax // 16 + 2)]
         self._params = ForwardParameters(self.weights, self.biases)
-        self._work = ForwardWork(work_f=np.zeros((threads, (S + widest_input) * (R + 1)), dtype=self.dtype),
-                                 work_i=np.zeros((threads, widest_input * (R + 1)), dtype=np.int32))
+        # (rows of whole cache lines, 64-byte aligned, with room for a block's rows padded to lines)
+        width_f = (pad16(S) + pad16(widest_input)) * (R + 1) + 16
+        self._work = ForwardWork(
+            work_f=aligned_zeros((threads, width_f), self.dtype),
+            work_i=aligned_zeros((threads, widest_input * (R + 1) + R * (widest_input // 16 + 2)), np.int32))
         self._options = {mode: (ForwardOptions(self._act, code, False), ForwardOptions(self._act, code, True))
                          for mode, code in FORWARD_MODES.items()}               # [mode][unit_range]
+        self._labels_options = {False: self._options["labels"][0], True: self._options["labels"][1]}
         self._no_floats = np.zeros((0, self.num_classes), dtype=self.dtype)
         self._no_labels = np.zeros(0, dtype=np.int64)
         self._lock = threading.Lock()             # the work buffers serve one call at a time
+        self._acquire, self._release = self._lock.acquire, self._lock.release
 
     @staticmethod
     def unusable_reason(backend, weights, biases, activation: str, dtype) -> str | None:
@@ -148,8 +170,20 @@ class ForwardPlan:
     def matches(self, backend, weights, biases, activation: str) -> bool:
         """Whether this plan still runs the model: same backend, activation and array objects."""
         return (backend is self.backend and activation == self.activation
-                and len(weights) == len(self.weights) and len(biases) == len(self.biases)
-                and all(map(is_, weights, self.weights)) and all(map(is_, biases, self.biases)))
+                and self._same(weights, self.weights) and self._same(biases, self.biases))
+
+    def labels(self, X: np.ndarray, unit_range: bool) -> np.ndarray:
+        """``run(X, "labels", unit_range)`` with less Python around the call (``predict``'s path:
+        at batch 1 each step here is a tenth of the compiled call's time)."""
+        out = np.empty(X.shape[0], _INT64)
+        self._acquire()                     # self._lock's bound methods: ~50 ns less than `with`
+        try:
+            bad = self._run(self._params, self._work, self._labels_options[unit_range], X, self._no_floats, out)
+        finally:
+            self._release()
+        if bad >= 0:
+            raise input_range_error(X, bad, unit_range)
+        return out
 
     def run(self, X: np.ndarray, mode: str, unit_range: bool = True) -> np.ndarray:
         """``mode`` ("logits", "probs", "labels") of X (N, D) of the plan's dtype (any strides):

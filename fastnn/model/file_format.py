@@ -73,7 +73,7 @@ def load_model(network_class, path, backend="numpy", layer_sizes=None):
                 arr = data[name].astype(model.dtype)
             if not np.all(np.isfinite(arr)):
                 raise ModelFileError(f"{path}: array {name} holds NaN or inf (as {model.dtype})")
-            target[i] = arr
+            target[i][...] = arr                          # into the model's aligned array (shape checked)
     if "class_names" in data:
         names = [str(n) for n in data["class_names"]]           # 1-D unicode: checked on reading
         if len(names) != sizes[-1]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastnn.backends import get_backend
+from fastnn.backends.memory import aligned_copy, aligned_zeros
 from fastnn.backends.timing import phase
 from fastnn.data.normalize import normalize_background
 from fastnn.inference.forward import ForwardPlan, has_fused_forward, input_range_error
@@ -74,9 +75,10 @@ class NeuralNetwork:
         self.seed = seed
         self.backend = get_backend(backend)
         self.rng = np.random.default_rng(seed)
-        self.weights = [init_weights(init, n_in, n_out, self.rng, dtype)
+        # on 64-byte boundaries, as the compiled forward loads them (fastnn.backends.memory)
+        self.weights = [aligned_copy(init_weights(init, n_in, n_out, self.rng, dtype))
                         for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:])]
-        self.biases = [np.zeros(n_out, dtype=dtype) for n_out in layer_sizes[1:]]
+        self.biases = [aligned_zeros(n_out, dtype) for n_out in layer_sizes[1:]]
         self.grad_weights: list[np.ndarray] | None = None
         self.grad_biases: list[np.ndarray] | None = None
         self.timer = None
@@ -208,9 +210,9 @@ class NeuralNetwork:
             infinite, or pixels not scaled from 0-255): garbage in gets an error, not a label.
         """
         plan = self._fused_plan()
-        if (plan is not None and self.input_norm == "none" and type(X) is np.ndarray and X.ndim == 2
-                and X.dtype == plan.dtype and X.shape[1] == plan.num_features and batch_size >= 1):
-            return plan.run(X, "labels", self.pixel_inputs)         # already what _check_input returns
+        if (plan is not None and type(X) is np.ndarray and X.ndim == 2 and X.dtype is plan.dtype
+                and X.shape[1] == plan.num_features and self.input_norm == "none" and batch_size >= 1):
+            return plan.labels(X, self.pixel_inputs)                # already what _check_input returns
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         plan, X = self._evaluation_input(X)

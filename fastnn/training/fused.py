@@ -50,6 +50,7 @@ from fastnn.backends.fused_interface import (
     WorkBuffers,
     scratch_width,
 )
+from fastnn.backends.memory import aligned_zeros
 from fastnn.data.csr import MAX_FEATURES, images_to_csr
 from fastnn.training.optim import SGD, Adam
 from fastnn.training.trainers import TrainerBase, checked_order
@@ -94,15 +95,6 @@ def column_bounds(n_out: int, n_threads: int) -> np.ndarray:
     if n_out >= ALIGN * n_threads:
         return np.minimum(n_out, -(-(n_out * t // n_threads) // ALIGN) * ALIGN).astype(np.int64)
     return (n_out * t // n_threads).astype(np.int64)
-
-
-def aligned_zeros(shape, dtype, align: int = 64) -> np.ndarray:
-    """np.zeros(shape, dtype) whose first element sits on an ``align``-byte boundary."""
-    dtype = np.dtype(dtype)
-    size = int(np.prod(shape)) * dtype.itemsize
-    raw = np.zeros(size + align, dtype=np.uint8)
-    start = (-raw.ctypes.data) % align
-    return raw[start:start + size].view(dtype).reshape(shape)
 
 
 # Phase names of the fused kernels' timers (``prof`` columns), for a network of L layers.

@@ -184,3 +184,32 @@ def test_commands_pick_a_fused_forward():
     assert inference_backend("numpy") == "numpy"
     assert inference_backend() == next(b for b in (*INFERENCE_BACKENDS, "numpy")
                                        if b in available_backends() or b == "numpy")
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_same_arrays_is_identity_not_equality(backend):
+    """ForwardPlan.matches' test (compiled on cython, Python on numba): the same objects in order."""
+    from fastnn.backends import get_backend
+    from fastnn.inference.forward import same_arrays
+
+    same = getattr(get_backend(backend), "same_arrays", same_arrays)
+    a, b = np.zeros(3), np.zeros(3)
+    for check in (same, same_arrays):
+        assert check([a, b], (a, b)) and check((a, b), (a, b)) and check([], ())
+        assert not check([a, b.copy()], (a, b))                  # equal values, another object
+        assert not check([b, a], (a, b)) and not check([a], (a, b)) and not check([a, b, a], (a, b))
+
+
+def test_model_arrays_sit_on_cache_lines(tmp_path):
+    """Made, loaded and trained models keep their weights and biases 64-byte aligned
+    (fastnn.backends.memory): the AVX-512 forward loads W0's rows as whole cache lines."""
+    from fastnn.backends.memory import aligned_copy, aligned_zeros
+
+    assert aligned_zeros((3, 5), np.float32).ctypes.data % 64 == 0
+    copy = aligned_copy(np.arange(7.0)[::2])
+    assert copy.ctypes.data % 64 == 0 and copy.flags.c_contiguous and copy.tolist() == [0, 2, 4, 6]
+    model = NeuralNetwork([60, 20, 5], seed=0)
+    model.save(tmp_path / "m.npz")
+    for m in (model, NeuralNetwork.load(tmp_path / "m.npz"), NeuralNetwork.pretrained("mnist")):
+        assert all(a.ctypes.data % 64 == 0 for a in (*m.weights, *m.biases))
+    np.testing.assert_array_equal(NeuralNetwork.load(tmp_path / "m.npz").weights[1], model.weights[1])

@@ -137,6 +137,7 @@ augment_csr = _augment.augment_csr
 # The whole evaluation-mode forward pass in one compiled call (``fastnn.inference.forward``); the
 # compiled function itself, no wrapper: a batch-1 predict pays one call.
 fused_forward = _fused_forward.fused_forward
+same_arrays = _fused_forward.same_arrays
 
 
 def read_cycles() -> int:

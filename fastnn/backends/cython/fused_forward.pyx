@@ -50,6 +50,35 @@ cdef enum:
     FORWARD_BLOCK_BYTES = 16384    # W0's rows per pixel block: half of a 32 KB L1
 
 
+# AVX-512 float32 row kernels (the header documents them); FASTNN_FORWARD512 is 0 and they are
+# stubs where the build has no AVX-512F.
+cdef extern from "forward512.h" nogil:
+    int FASTNN_FORWARD512
+    Py_ssize_t gather_check_f512(const float* a, Py_ssize_t n, int check, int32_t* idx, float* val,
+                                 int32_t* bounds, Py_ssize_t every, int* bad)
+    Py_ssize_t relu_gather_f512(float* z, Py_ssize_t n, int32_t* idx, float* val, int32_t* bounds,
+                                Py_ssize_t every)
+    void sparse_row_f512(const float* W, Py_ssize_t n_out, const int32_t* idx, const float* val, Py_ssize_t m,
+                         const float* z_in, float* z)
+
+cdef extern from "unistd.h" nogil:
+    long sysconf(int name)
+    int _SC_LEVEL1_DCACHE_SIZE
+
+
+cdef Py_ssize_t _l1_block_bytes():
+    """Bytes of W's rows that one block of the AVX-512 path keeps in L1: two thirds of this CPU's
+    L1 data cache (32 KB on a 48 KB Zen 5 L1, where 64 pixels of W0 per block ran 0.53 us an image
+    against 0.57 for 32), FORWARD_BLOCK_BYTES where the C library does not say."""
+    cdef long size = sysconf(_SC_LEVEL1_DCACHE_SIZE)
+    return size * 2 // 3 if size >= 3 * FORWARD_BLOCK_BYTES // 2 else FORWARD_BLOCK_BYTES
+
+
+cdef Py_ssize_t L1_BLOCK_BYTES = _l1_block_bytes()
+FORWARD512 = bool(FASTNN_FORWARD512)      # whether float32 rows take the AVX-512 path (tests read it)
+BLOCK_BYTES = L1_BLOCK_BYTES               # the AVX-512 path's block of W's rows, in bytes
+
+
 cdef inline Py_ssize_t _activate_gather(floating* z, Py_ssize_t n, int act, int32_t* nz_index,
                                         floating* nz_value) noexcept nogil:
     """z = act(z) in place and its non-zeros into (nz_index, nz_value); returns their count. ReLU
@@ -190,6 +219,95 @@ cdef Py_ssize_t _forward_block(Py_ssize_t n_layers, const Py_ssize_t* sizes, con
     return -1
 
 
+cdef inline Py_ssize_t _every(Py_ssize_t n_out) noexcept nogil:
+    """Chunks of 16 inputs per block of the AVX-512 path: as many of W's rows (n_out floats each)
+    as fill L1_BLOCK_BYTES, at least one chunk."""
+    cdef Py_ssize_t every = L1_BLOCK_BYTES // (16 * n_out * <Py_ssize_t>sizeof(float))
+    return every if every > 1 else 1
+
+
+cdef inline Py_ssize_t _activate_gather512(float* z, Py_ssize_t n, int act, int32_t* idx, float* val,
+                                           int32_t* bounds, Py_ssize_t every) noexcept nogil:
+    """z = act(z) in place and its non-zeros (with block bounds, if any) gathered: ReLU fused with
+    the gather, the others applied first."""
+    cdef int unused
+    if act != 0:
+        _activate(z, z, n, act)
+        return gather_check_f512(z, n, 0, idx, val, bounds, every, &unused)
+    return relu_gather_f512(z, n, idx, val, bounds, every)
+
+
+cdef Py_ssize_t _forward_rows512(Py_ssize_t n_layers, const Py_ssize_t* sizes, const void** W_ptr,
+                                 const void** b_ptr, const float* X, Py_ssize_t x_row, int act, int mode,
+                                 bint unit_range, float* out_f, int64_t* out_i, float* hidden, int32_t* nz_index,
+                                 float* nz_value, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    """_forward_rows on the AVX-512 kernels (float32, contiguous rows): each row's inputs checked
+    and gathered in one pass, then every layer. Returns -1, or the first bad row (it stops there)."""
+    cdef Py_ssize_t i, l, m, off
+    cdef int bad
+    cdef float* z = hidden
+    for i in range(i0, i1):
+        m = gather_check_f512(X + i * x_row, sizes[0], 2 if unit_range else 1, nz_index, nz_value, NULL, 1, &bad)
+        if bad:
+            return i
+        off = 0
+        for l in range(n_layers):
+            z = hidden + off                                              # (n_out,)
+            sparse_row_f512(<const float*>W_ptr[l], sizes[l + 1], nz_index, nz_value, m, <const float*>b_ptr[l], z)
+            if l < n_layers - 1:
+                m = _activate_gather512(z, sizes[l + 1], act, nz_index, nz_value, NULL, 1)
+            off += sizes[l + 1]
+        _write_output(i, z, sizes[n_layers], mode, out_f, out_i)
+    return -1
+
+
+cdef Py_ssize_t _forward_block512(Py_ssize_t n_layers, const Py_ssize_t* sizes, const void** W_ptr,
+                                  const void** b_ptr, const float* X, Py_ssize_t x_row, int act, int mode,
+                                  bint unit_range, float* out_f, int64_t* out_i, float* Z, int32_t* row_index,
+                                  float* row_value, int32_t* bounds, Py_ssize_t S, Py_ssize_t D16, Py_ssize_t d_max,
+                                  Py_ssize_t n_bounds, Py_ssize_t i0, Py_ssize_t rows) noexcept nogil:
+    """_forward_block on the AVX-512 kernels (float32, contiguous rows): each layer's input rows are
+    gathered with the bounds of their blocks of ``16 _every(n_out)`` inputs (so a row's non-zeros in
+    a block are a slice found without a search), then W_l goes a block of its rows at a time
+    through every row that has non-zeros there, the block in L1. Z (rows, S), row_index (rows, Dmax),
+    row_value (rows, D16), bounds (rows, n_bounds). The sums are the row path's, in its order.
+    Returns -1, or the first bad row (the rows before it in the block are not written)."""
+    cdef Py_ssize_t r, l, b, q0, q1, n_in, n_out, every, n_blocks, off = 0
+    cdef int bad
+    cdef const float* W
+    cdef float* z
+    cdef int32_t* bnd
+    every = _every(sizes[1])
+    for r in range(rows):                                                 # layer 0's inputs: the pixels
+        gather_check_f512(X + (i0 + r) * x_row, sizes[0], 2 if unit_range else 1, row_index + r * d_max,
+                          row_value + r * D16, bounds + r * n_bounds, every, &bad)
+        if bad:
+            return i0 + r
+    for l in range(n_layers):
+        n_in, n_out = sizes[l], sizes[l + 1]
+        W = <const float*>W_ptr[l]                                        # (n_in, n_out)
+        every = _every(n_out)
+        n_blocks = ((n_in + 15) // 16 + every - 1) // every
+        for r in range(rows):                                             # z = b
+            memcpy(Z + r * S + off, b_ptr[l], n_out * sizeof(float))
+        for b in range(n_blocks):                                         # W[16 every b : 16 every (b + 1)] in L1
+            for r in range(rows):
+                bnd = bounds + r * n_bounds
+                q0, q1 = bnd[b], bnd[b + 1]
+                if q1 > q0:
+                    z = Z + r * S + off                                   # (n_out,)
+                    sparse_row_f512(W, n_out, row_index + r * d_max + q0, row_value + r * D16 + q0, q1 - q0, z, z)
+        if l < n_layers - 1:                                              # the next layer's inputs
+            every = _every(sizes[l + 2])
+            for r in range(rows):
+                _activate_gather512(Z + r * S + off, n_out, act, row_index + r * d_max, row_value + r * D16,
+                                    bounds + r * n_bounds, every)
+            off += n_out
+    for r in range(rows):
+        _write_output(i0 + r, Z + r * S + off, sizes[n_layers], mode, out_f, out_i)
+    return -1
+
+
 cdef Py_ssize_t _forward_thread(Py_ssize_t n_layers, const Py_ssize_t* sizes, const void** W_ptr,
                                 const void** b_ptr, const floating* X, Py_ssize_t x_row, Py_ssize_t x_col, int act,
                                 int mode, bint unit_range, floating* out_f, int64_t* out_i, floating* work_f,
@@ -205,6 +323,27 @@ cdef Py_ssize_t _forward_thread(Py_ssize_t n_layers, const Py_ssize_t* sizes, co
     cdef floating* nz_value = work_f + S                                  # (Dmax,)
     cdef int32_t* nz_index = work_i                                       # (Dmax,)
     cdef bint blocked = i1 - i0 >= 8 and wf_row >= (S + d_max) * (R + 1) and wi_row >= d_max * (R + 1)
+    # the AVX-512 path's block: Z (R, S16) from the first 64-byte boundary after nz_value, then
+    # row_value (R, D16), rows padded to whole cache lines; the bounds (R, n_bounds) after row_index
+    cdef Py_ssize_t n_bounds = d_max // 16 + 2, S16 = (S + 15) // 16 * 16, D16 = (d_max + 15) // 16 * 16
+    cdef float* Z512
+    if floating is float:
+        if FASTNN_FORWARD512 and x_col == 1:
+            if (not blocked or wi_row < d_max * (R + 1) + R * n_bounds
+                    or wf_row < S + d_max + 16 + R * (S16 + D16)):
+                return _forward_rows512(n_layers, sizes, W_ptr, b_ptr, X, x_row, act, mode, unit_range, out_f, out_i,
+                                        hidden, nz_index, nz_value, i0, i1)
+            Z512 = nz_value + d_max
+            Z512 += (-(<size_t>Z512 // sizeof(float))) % 16                 # (R, S16), 64-byte aligned
+            i = i0
+            while i < i1:
+                bad = _forward_block512(n_layers, sizes, W_ptr, b_ptr, X, x_row, act, mode, unit_range, out_f, out_i,
+                                        Z512, nz_index + d_max, Z512 + R * S16, nz_index + d_max * (R + 1),
+                                        S16, D16, d_max, n_bounds, i, min(R, i1 - i))
+                if bad >= 0:
+                    return bad
+                i += R
+            return -1
     if not blocked:
         return _forward_rows(n_layers, sizes, W_ptr, b_ptr, X, x_row, x_col, act, mode, unit_range, out_f, out_i, hidden,
                              nz_index, nz_value, i0, i1)
@@ -226,6 +365,31 @@ cdef inline bint _is_array(object a, int ndim, int typenum) noexcept:
     """a is a C-contiguous ndarray of ``ndim`` dimensions and NumPy type ``typenum``."""
     return (isinstance(a, cnp.ndarray) and cnp.PyArray_NDIM(<cnp.ndarray>a) == ndim
             and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a))
+
+
+def same_arrays(seq, tuple arrays):
+    """Whether the list (or tuple) ``seq`` holds exactly the objects of ``arrays``, in order: by
+    identity, never by value. ``ForwardPlan.matches``' test that a model still has the arrays its
+    plan was made for, at every batch-1 ``predict``: ~40 ns here against ~300 in Python.
+    Raises TypeError for a ``seq`` that is neither a list nor a tuple."""
+    cdef list as_list
+    cdef tuple as_tuple
+    cdef Py_ssize_t i, n = len(arrays)
+    if type(seq) is list:
+        as_list = <list>seq
+        if len(as_list) != n:
+            return False
+        for i in range(n):
+            if as_list[i] is not arrays[i]:
+                return False
+        return True
+    as_tuple = seq
+    if len(as_tuple) != n:
+        return False
+    for i in range(n):
+        if as_tuple[i] is not arrays[i]:
+            return False
+    return True
 
 
 def fused_forward(params, work, options, cnp.ndarray X, cnp.ndarray out_f, cnp.ndarray out_i):
@@ -301,7 +465,15 @@ def fused_forward(params, work, options, cnp.ndarray X, cnp.ndarray out_f, cnp.n
     cdef int64_t* oip = <int64_t*>cnp.PyArray_DATA(out_i)
     cdef void* wfp = cnp.PyArray_DATA(work_f)
     cdef int32_t* wip = <int32_t*>cnp.PyArray_DATA(work_i)
-    if n < FORWARD_PARALLEL_ROWS or n_threads < 2:                     # the calling thread, no OpenMP region
+    if n < FORWARD_PARALLEL_ROWS:                # the calling thread, with the GIL: a few microseconds, less
+        if is_double:                            # than releasing and taking it back costs at batch 1
+            return _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const double*>xp, x_row, x_col, act, mode,
+                                   unit_range, <double*>ofp, oip, <double*>wfp, wip, wf_row, wi_row, n_hidden_total,
+                                   d_max, 0, n)
+        return _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const float*>xp, x_row, x_col, act, mode,
+                               unit_range, <float*>ofp, oip, <float*>wfp, wip, wf_row, wi_row, n_hidden_total,
+                               d_max, 0, n)
+    if n_threads < 2:                                                     # the calling thread, no OpenMP region
         with nogil:
             if is_double:
                 bad = _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const double*>xp, x_row, x_col, act, mode,
