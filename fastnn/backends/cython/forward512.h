@@ -122,7 +122,7 @@ static inline ptrdiff_t relu_gather_f512(float *z, ptrdiff_t n, int32_t *idx, fl
         j0 += 16 * (K);                                                                        \
     }
 
-static inline void sparse_row_f512(const float *restrict W, ptrdiff_t n_out, const int32_t *restrict idx,
+static inline __attribute__((always_inline)) void sparse_row_f512(const float *restrict W, ptrdiff_t n_out, const int32_t *restrict idx,
                                    const float *restrict val, ptrdiff_t m, const float *z_in, float *z) {
     ptrdiff_t j0 = 0;
     while (j0 + 128 <= n_out) FASTNN_F512_BLOCK(8)
