@@ -98,6 +98,11 @@ def has_fused_forward(backend) -> bool:
 _INT64 = np.dtype(np.int64)                 # a dtype object: np.empty takes it faster than the type
 
 
+def _raise_input_range_error(X: np.ndarray, row: int, unit_range: bool) -> None:
+    """A ForwardRunner's ``on_bad``: raises ``input_range_error(X, row, unit_range)``."""
+    raise input_range_error(X, row, unit_range)
+
+
 def same_arrays(seq, arrays: tuple) -> bool:
     """Whether the list or tuple ``seq`` holds exactly the objects of ``arrays``, in order (by
     identity, never by value)."""
@@ -155,6 +160,15 @@ class ForwardPlan:
         self._no_labels = np.zeros(0, dtype=np.int64)
         self._lock = threading.Lock()             # the work buffers serve one call at a time
         self._acquire, self._release = self._lock.acquire, self._lock.release
+        # a backend's ForwardRunner makes the calls in compiled code (its own lock); then
+        # ``labels`` is the runner's method, with nothing in Python between predict and the kernel
+        runner = getattr(backend, "ForwardRunner", None)
+        self._runner = None
+        if runner is not None:
+            table = tuple(self._options[mode][unit_range] for mode in sorted(FORWARD_MODES, key=FORWARD_MODES.get)
+                          for unit_range in (0, 1))                          # index 2 mode + unit_range
+            self._runner = runner(self._params, self._work, table, _raise_input_range_error)
+            self.labels = self._runner.labels
 
     @staticmethod
     def unusable_reason(backend, weights, biases, activation: str, dtype) -> str | None:
@@ -189,6 +203,8 @@ class ForwardPlan:
         """``mode`` ("logits", "probs", "labels") of X (N, D) of the plan's dtype (any strides):
         (N, C) float, or (N,) int64 for labels. Raises InputRangeError for an input that is not
         finite, or (``unit_range``) outside [0, 1]."""
+        if self._runner is not None:
+            return self._runner.run(X, FORWARD_MODES[mode], bool(unit_range))
         if mode == "labels":
             out_f, out_i = self._no_floats, np.empty(X.shape[0], dtype=np.int64)
         else:

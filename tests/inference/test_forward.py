@@ -213,3 +213,51 @@ def test_model_arrays_sit_on_cache_lines(tmp_path):
     for m in (model, NeuralNetwork.load(tmp_path / "m.npz"), NeuralNetwork.pretrained("mnist")):
         assert all(a.ctypes.data % 64 == 0 for a in (*m.weights, *m.biases))
     np.testing.assert_array_equal(NeuralNetwork.load(tmp_path / "m.npz").weights[1], model.weights[1])
+
+
+def test_cython_runner_checks_and_releases_its_lock():
+    """The cython ForwardRunner (the plan's calls in compiled code): refuses what is not its
+    groups, releases its lock after an error (the next call runs), and many threads calling one
+    model at once each get their own rows' labels."""
+    if "cython" not in available_backends():
+        pytest.skip("the cython backend is not built here (pip install -e .)")
+    import threading
+
+    from fastnn.backends import get_backend
+    from fastnn.inference.forward import InputRangeError
+
+    runner_class = get_backend("cython").ForwardRunner
+    model = NeuralNetwork([60, 20, 5], backend="cython", seed=0)
+    plan = model._fused_plan()
+    with pytest.raises(TypeError, match="ForwardParameters"):
+        runner_class(plan._params, plan._work, (), lambda *a: None)
+    runner = plan._runner
+    with pytest.raises(ValueError, match="of X's dtype"):
+        runner.run(sparse_images(4).astype(np.float64), 0, True)         # not the weights' dtype
+    with pytest.raises(ValueError, match="mode"):
+        runner.run(sparse_images(4), 3, True)
+    bad = sparse_images(4)
+    bad[2, 5] = np.nan
+    with pytest.raises(InputRangeError, match="X row 2 holds NaN"):
+        runner.labels(bad, True)
+    X = sparse_images(300)
+    expected = kernel_path(model, X)[2]
+    np.testing.assert_array_equal(runner.labels(X, True), expected)      # the lock was released
+    results, errors = {}, []
+
+    def worker(k):
+        try:
+            rows = slice(0, 300) if k % 2 else slice(k, k + 1)             # big batches and single rows
+            for _ in range(20):
+                results[k] = model.predict(X[rows])
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for k, labels in results.items():
+        np.testing.assert_array_equal(labels, expected[slice(0, 300) if k % 2 else slice(k, k + 1)])

@@ -138,6 +138,7 @@ augment_csr = _augment.augment_csr
 # compiled function itself, no wrapper: a batch-1 predict pays one call.
 fused_forward = _fused_forward.fused_forward
 same_arrays = _fused_forward.same_arrays
+ForwardRunner = _fused_forward.ForwardRunner
 
 
 def read_cycles() -> int:

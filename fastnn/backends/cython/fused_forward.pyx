@@ -1,6 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The cython backend's fused forward: every layer of a batch in one call
 (``fastnn/backends/numba/fused_forward.py`` is the same algorithm)."""
+from cpython.pythread cimport (
+    NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock, PyThread_free_lock,
+    PyThread_release_lock, PyThread_type_lock,
+)
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free
@@ -400,6 +404,89 @@ def fused_forward(params, work, options, cnp.ndarray X, cnp.ndarray out_f, cnp.n
     work_i int32). Every size the loops rely on is checked here, once per call (ValueError).
     Returns -1, or the first row of X with an input outside [0, 1] (``unit_range``: a model of
     pixels) or not finite (any model): the outputs are then incomplete and the caller raises."""
+    return _fused_forward(params, work, options, X, out_f, out_i)
+
+
+
+cdef class ForwardRunner:
+    """One model's fused forward with its work buffers and their lock: ``fastnn.inference.forward.
+    ForwardPlan``'s calls in compiled code (at batch 1 the Python around ``fused_forward`` cost
+    half as much as the forward pass itself: the output array, the lock, the options looked up).
+
+    ``ForwardRunner(params, work, options, on_bad)``: the ``ForwardParameters`` and ``ForwardWork``
+    of ``fused_forward``; ``options`` a tuple of six ``ForwardOptions``, index 2 mode + unit_range
+    (mode 0 logits, 1 probs, 2 labels); ``on_bad(X, row, unit_range)`` raises the error for a
+    row that fails the input check. ``labels(X, unit_range)`` -> (N,) int64 and ``run(X, mode,
+    unit_range)`` -> (N, C) of X's dtype, or labels; a new array each call. Raises as
+    ``fused_forward`` (TypeError, ValueError) and what ``on_bad`` raises. One call at a time runs
+    on the work buffers: a second thread waits for the lock with the GIL released."""
+    cdef object params, work, on_bad
+    cdef tuple options
+    cdef Py_ssize_t num_classes
+    cdef object no_floats, no_labels
+    cdef PyThread_type_lock lock
+
+    def __cinit__(self, params, work, tuple options, on_bad):
+        self.lock = PyThread_allocate_lock()
+        if self.lock == NULL:
+            raise MemoryError("ForwardRunner: no lock")
+
+    def __init__(self, params, work, tuple options, on_bad):
+        if type(params) is not _PARAMS or type(work) is not _WORK or len(options) != 6:
+            raise TypeError("ForwardRunner takes a ForwardParameters, a ForwardWork and 6 ForwardOptions")
+        for o in options:
+            if type(o) is not _OPTIONS:
+                raise TypeError("ForwardRunner: options must be ForwardOptions")
+        if not callable(on_bad):
+            raise TypeError("ForwardRunner: on_bad must be callable")
+        self.params, self.work, self.options, self.on_bad = params, work, options, on_bad
+        W_last = (<tuple>params[0])[len(<tuple>params[0]) - 1]
+        self.num_classes = W_last.shape[1]
+        self.no_floats = np.zeros((0, self.num_classes), dtype=W_last.dtype)
+        self.no_labels = np.zeros(0, dtype=np.int64)
+
+    def __dealloc__(self):
+        if self.lock != NULL:
+            PyThread_free_lock(self.lock)
+
+    cdef object _call(self, cnp.ndarray X, int mode, bint unit_range):
+        cdef cnp.npy_intp dims[2]
+        cdef cnp.ndarray out_f, out_i
+        cdef Py_ssize_t bad
+        if not 0 <= mode <= 2:
+            raise ValueError("ForwardRunner: mode must be 0 (logits), 1 (probs) or 2 (labels)")
+        if cnp.PyArray_NDIM(X) < 1:
+            raise ValueError("fused_forward: X must be (N, D) float32 or float64")
+        dims[0] = cnp.PyArray_DIM(X, 0)
+        dims[1] = self.num_classes
+        if mode == 2:
+            out_f, out_i = self.no_floats, cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+        else:
+            out_f, out_i = cnp.PyArray_EMPTY(2, dims, cnp.PyArray_TYPE(self.no_floats), 0), self.no_labels
+        if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
+            with nogil:                                  # another thread runs: wait without the GIL
+                PyThread_acquire_lock(self.lock, WAIT_LOCK)
+        try:
+            bad = _fused_forward(self.params, self.work, self.options[2 * mode + unit_range], X, out_f, out_i)
+        finally:
+            PyThread_release_lock(self.lock)
+        if bad >= 0:
+            self.on_bad(X, bad, unit_range)
+            raise RuntimeError("ForwardRunner: on_bad returned instead of raising")
+        return out_i if mode == 2 else out_f
+
+    def labels(self, cnp.ndarray X not None, bint unit_range):
+        """Labels (N,) int64 of X (N, D): the first maximum of each row's logits."""
+        return self._call(X, 2, unit_range)
+
+    def run(self, cnp.ndarray X not None, int mode, bint unit_range):
+        """Logits (mode 0) or probs (1) (N, C) of X's dtype, or labels (2) (N,) int64, of X (N, D)."""
+        return self._call(X, mode, unit_range)
+
+
+cdef Py_ssize_t _fused_forward(params, work, options, cnp.ndarray X, cnp.ndarray out_f,
+                               cnp.ndarray out_i) except -2:
+    """fused_forward's body (the runner calls it without a Python call in between)."""
     # the groups are named tuples: read by position (a C-level read; a name costs ~35 ns each at
     # batch 1), in the field order FIELD_ORDER checks when this module loads
     if type(params) is not _PARAMS or type(work) is not _WORK or type(options) is not _OPTIONS:
