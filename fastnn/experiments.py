@@ -44,6 +44,9 @@ def _main(argv) -> int:
     p.add_argument("--plots-dir", default=None, help="where the figures go (default: <results>/plots)")
     p.add_argument("--limit", type=int_at_least(10), default=None, metavar="N",
                    help="first N training images for every run (quick sweeps; an experiment may fix its own)")
+    p.add_argument("--test-limit", type=int_at_least(10), default=None, metavar="N",
+                   help="first N test images for every run's test accuracy and the robustness experiment's "
+                        "corruption scores (quick sweeps; default: all)")
     p.add_argument("--force", action="store_true", help="run configurations already in <results>/experiments.csv again")
     p.add_argument("--markdown", action="store_true",
                    help="run nothing: print the summaries in --results as Markdown tables (for REPORT.md)")
@@ -56,7 +59,7 @@ def _main(argv) -> int:
     return run_experiments(args.names or list(EXPERIMENTS), datasets=args.dataset, seeds=args.seeds,
                            epochs=args.epochs, backend=args.backend, jobs=args.jobs, scheduler=args.scheduler,
                            data_dir=args.data_dir, results=args.results, plots_dir=args.plots_dir, limit=args.limit,
-                           force=args.force, markdown=args.markdown)
+                           test_limit=args.test_limit, force=args.force, markdown=args.markdown)
 
 if __name__ == "__main__":
     sys.exit(main())

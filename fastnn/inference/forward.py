@@ -171,7 +171,7 @@ class ForwardPlan:
             table = tuple(self._options[mode][unit_range] for mode in sorted(FORWARD_MODES, key=FORWARD_MODES.get)
                           for unit_range in (0, 1))                          # index 2 mode + unit_range
             self._runner = runner(self._params, self._work, table, _raise_input_range_error)
-            self.labels = self._runner.labels
+            self.labels, self.try_labels = self._runner.labels, self._runner.try_labels
 
     @staticmethod
     def unusable_reason(backend, weights, biases, activation: str, dtype) -> str | None:
@@ -188,6 +188,15 @@ class ForwardPlan:
         """Whether this plan still runs the model: same backend, activation and array objects."""
         return (backend is self.backend and activation == self.activation
                 and self._same(weights, self.weights) and self._same(biases, self.biases))
+
+    def try_labels(self, X, unit_range: bool) -> np.ndarray | None:
+        """``labels(X, unit_range)`` when X is already what the plan runs on, an ndarray (N, D) of
+        the plan's dtype (the same dtype object: native byte order), else None: the caller
+        converts and checks X first (``predict``'s batch-1 path)."""
+        if (type(X) is np.ndarray and X.ndim == 2 and X.dtype is self.dtype
+                and X.shape[1] == self.num_features):
+            return self.labels(X, unit_range)
+        return None
 
     def labels(self, X: np.ndarray, unit_range: bool) -> np.ndarray:
         """``run(X, "labels", unit_range)`` with less Python around the call (``predict``'s path:

@@ -210,9 +210,10 @@ class NeuralNetwork:
             infinite, or pixels not scaled from 0-255): garbage in gets an error, not a label.
         """
         plan = self._fused_plan()
-        if (plan is not None and type(X) is np.ndarray and X.ndim == 2 and X.dtype is plan.dtype
-                and X.shape[1] == plan.num_features and self.input_norm == "none" and batch_size >= 1):
-            return plan.labels(X, self.pixel_inputs)                # already what _check_input returns
+        if plan is not None and self.input_norm == "none" and batch_size >= 1:
+            labels = plan.try_labels(X, self.pixel_inputs)          # X already what _check_input returns
+            if labels is not None:
+                return labels
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         plan, X = self._evaluation_input(X)

@@ -12,7 +12,8 @@ import numpy as np
 
 from fastnn.common.io import NotARegularFile, open_regular, read_history, write_csv_rows
 
-FIELDS = ["experiment", "dataset", "config", "seed", "backend", "epochs", "limit", "status", "train_accuracy",
+FIELDS = ["experiment", "dataset", "config", "seed", "backend", "epochs", "limit", "test_limit", "status",
+          "train_accuracy",
           "train_loss",
           "val_accuracy", "val_loss", "test_accuracy", "test_loss", "best_epoch", "epoch_time_s", "wall_time_s",
           "git_commit", "run_dir", "error",

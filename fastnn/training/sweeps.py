@@ -160,6 +160,7 @@ def _train_row(spec: dict) -> dict:
                              "out": spec["run_dir"], "data_dir": spec["data_dir"]})
         metrics = train(cfg, progress=False, log=lambda *a, **k: None, overwrite=True)   # its own run folder
         row.update({"backend": cfg.backend, "epochs": cfg.epochs, "limit": cfg.limit or "",
+                    "test_limit": cfg.test_limit or "",
                     "status": metrics["status"]})
         if not metrics["epochs_completed"]:                 # interrupted or diverged before one epoch ended
             row["error"] = metrics["status"]
@@ -208,24 +209,26 @@ def _finish_row(row: dict, spec: dict, t0: float) -> dict:
 
 def _key(row) -> tuple:
     """What makes two runs the same: experiment, dataset, configuration, seed, epochs and the
-    training-sample limit (a quick --limit run never stands in for a full one)."""
+    training- and test-sample limits (a quick --limit or --test-limit run never stands in for a
+    full one)."""
     return (row["experiment"], row["dataset"], row["config"], str(row["seed"]), str(row["epochs"]),
-            str(row.get("limit") or ""))
+            str(row.get("limit") or ""), str(row.get("test_limit") or ""))
 
 
 def make_specs(names, datasets, seeds, epochs, backend, data_dir, results: Path, force: bool, done: set,
-               limit: int | None = None) -> list[dict]:
+               limit: int | None = None, test_limit: int | None = None) -> list[dict]:
     commit = git_commit()
     specs = []
     # the plain recipe (no augmentation, no dropout) unless an experiment varies them
     defaults = {"backend": backend, "epochs": epochs, "augment": "none", "dropout": 0.0, "label_smoothing": 0.0,
-                **({"limit": limit} if limit else {})}
+                **({"limit": limit} if limit else {}), **({"test_limit": test_limit} if test_limit else {})}
     for name in names:
         for dataset in datasets:
             for config, overrides in EXPERIMENTS[name]:
                 for seed in range(seeds):
                     key = _key({"experiment": name, "dataset": dataset, "config": config, "seed": seed,
-                                "epochs": overrides.get("epochs", epochs), "limit": overrides.get("limit", limit)})
+                                "epochs": overrides.get("epochs", epochs), "limit": overrides.get("limit", limit),
+                                "test_limit": overrides.get("test_limit", test_limit)})
                     spec = {"experiment": name, "dataset": dataset, "config": config, "seed": seed,
                             "defaults": defaults, "overrides": overrides, "data_dir": data_dir, "commit": commit,
                             "run_dir": str(results / "runs" / name / dataset / config.replace(" ", "_")
@@ -293,8 +296,8 @@ def _print_now(text: str) -> None:
 
 def run_experiments(names, *, datasets=("mnist",), seeds: int = 3, epochs: int = 10, backend: str = "auto",
                     jobs: int = 1, scheduler: str | None = None, data_dir=None, results="runs/experiments",
-                    plots_dir=None, limit: int | None = None, force: bool = False, markdown: bool = False,
-                    log=_print_now) -> int:
+                    plots_dir=None, limit: int | None = None, test_limit: int | None = None, force: bool = False,
+                    markdown: bool = False, log=_print_now) -> int:
     """The sweep behind ``python -m fastnn.experiments``: run the named experiments' runs not yet
     in ``<results>/experiments.csv`` (``jobs`` at a time, or on the Dask cluster at ``scheduler``),
     then write each experiment's summary CSV and figures. ``markdown``: run nothing, print the
@@ -307,7 +310,7 @@ def run_experiments(names, *, datasets=("mnist",), seeds: int = 3, epochs: int =
         return 0
     done = {_key(r) for r in read_rows(csv_path) if r["status"] == "completed"}
     backend = inference_backend(backend)
-    specs = make_specs(names, datasets, seeds, epochs, backend, data_dir, results, force, done, limit)
+    specs = make_specs(names, datasets, seeds, epochs, backend, data_dir, results, force, done, limit, test_limit)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     log(f"{len(specs)} runs to do ({sum(1 for _ in done)} already in {csv_path}); {jobs} at a time, "
         f"{threads} thread(s) each" + (f", on the Dask cluster at {scheduler}" if scheduler else ""))

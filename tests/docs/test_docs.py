@@ -49,7 +49,7 @@ BUDGET = {
 PYTEST_BUDGET = {
     "benchmarks": ["-k", "test_relu and numpy-64x128", "-p", "no:cacheprovider"],
     "tests": ["-p", "no:cacheprovider"],          # docs/layout.md's one kernel's tests: run as documented
-    "benchmarks/test_inference.py": ["-k", "latency", "-p", "no:cacheprovider"],
+    "benchmarks/test_inference.py": ["-k", "latency and not fashion", "-p", "no:cacheprovider"],   # one model
     "benchmarks/test_training.py": ["-k", "test_step and numpy", "-p", "no:cacheprovider"],
 }
 # Commands that need an optional package: (module to look for, the extra that installs it).

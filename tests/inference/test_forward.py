@@ -261,3 +261,19 @@ def test_cython_runner_checks_and_releases_its_lock():
     assert not errors
     for k, labels in results.items():
         np.testing.assert_array_equal(labels, expected[slice(0, 300) if k % 2 else slice(k, k + 1)])
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_byte_swapped_input_is_converted_not_misread(backend):
+    """A big-endian float32 X is the same numbers: predict converts it (the fast path takes only
+    the model's own dtype object); handed straight to cython's compiled forward it is refused."""
+    model = NeuralNetwork([60, 20, 5], backend=backend, seed=0)
+    X = sparse_images(40)
+    swapped = X.astype(">f4")
+    np.testing.assert_array_equal(model.predict(swapped), model.predict(X))
+    np.testing.assert_array_equal(model.predict(swapped[:1]), model.predict(X[:1]))
+    plan = model._fused_plan()
+    assert plan.try_labels(swapped, True) is None and plan.try_labels(X.tolist(), True) is None
+    if backend == "cython":
+        with pytest.raises(ValueError, match="native byte order"):
+            plan.run(swapped, "labels")

@@ -76,15 +76,17 @@ def test_unknown_experiment_is_refused(capsys):
 @pytest.mark.parametrize("names", [[n for n in sweeps.EXPERIMENTS if n != "backend"], ["backend"]],
                          ids=["every experiment but backend", "backend"])
 def test_every_named_experiment_runs_end_to_end(tmp_path, mnist_dir, names):
-    """One seed, one epoch, 300 images: every configuration of every experiment completes and
-    gets its summary and figure (optimizer once ended in an error after all its runs)."""
+    """One seed, one epoch, 300 training and 500 test images: every configuration of every
+    experiment completes and gets its summary and figure (optimizer once ended in an error after
+    all its runs)."""
     import subprocess
     import sys
 
     if "backend" in names:
         pytest.importorskip("torch", reason="torch not installed: pip install torch==2.13.0, then pip install -e "
                                             "'.[torch]' (the backend experiment times it)")
-    done = subprocess.run([sys.executable, "-m", "fastnn.experiments", *names, "--limit", "300", "--epochs", "1",
+    done = subprocess.run([sys.executable, "-m", "fastnn.experiments", *names, "--limit", "300", "--test-limit", "500",
+                           "--epochs", "1",
                            "--seeds", "1", "--backend", "numpy", "--jobs", "2", "--data-dir", str(mnist_dir),
                            "--results", str(tmp_path / "results")], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

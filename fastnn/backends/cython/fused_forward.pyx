@@ -422,8 +422,8 @@ cdef class ForwardRunner:
     on the work buffers: a second thread waits for the lock with the GIL released."""
     cdef object params, work, on_bad
     cdef tuple options
-    cdef Py_ssize_t num_classes
-    cdef object no_floats, no_labels
+    cdef Py_ssize_t num_classes, num_features
+    cdef object no_floats, no_labels, dtype
     cdef PyThread_type_lock lock
 
     def __cinit__(self, params, work, tuple options, on_bad):
@@ -442,6 +442,8 @@ cdef class ForwardRunner:
         self.params, self.work, self.options, self.on_bad = params, work, options, on_bad
         W_last = (<tuple>params[0])[len(<tuple>params[0]) - 1]
         self.num_classes = W_last.shape[1]
+        self.num_features = (<tuple>params[0])[0].shape[0]
+        self.dtype = W_last.dtype
         self.no_floats = np.zeros((0, self.num_classes), dtype=W_last.dtype)
         self.no_labels = np.zeros(0, dtype=np.int64)
 
@@ -479,6 +481,18 @@ cdef class ForwardRunner:
         """Labels (N,) int64 of X (N, D): the first maximum of each row's logits."""
         return self._call(X, 2, unit_range)
 
+    def try_labels(self, X, bint unit_range):
+        """``labels(X, unit_range)`` when X is already what the forward runs on, an ndarray (N, D)
+        of the weights' dtype (the same dtype object: native byte order), else None: the caller
+        converts and checks X first. ``predict``'s batch-1 path, its tests of X made here."""
+        if not cnp.PyArray_CheckExact(X):
+            return None
+        cdef cnp.ndarray A = <cnp.ndarray>X
+        if (cnp.PyArray_NDIM(A) != 2 or cnp.PyArray_DIM(A, 1) != self.num_features
+                or <object>cnp.PyArray_DESCR(A) is not self.dtype):
+            return None
+        return self._call(A, 2, unit_range)
+
     def run(self, cnp.ndarray X not None, int mode, bint unit_range):
         """Logits (mode 0) or probs (1) (N, C) of X's dtype, or labels (2) (N,) int64, of X (N, D)."""
         return self._call(X, mode, unit_range)
@@ -505,8 +519,9 @@ cdef Py_ssize_t _fused_forward(params, work, options, cnp.ndarray X, cnp.ndarray
     if n_layers < 1 or n_layers > FORWARD_MAX_LAYERS or len(biases) != n_layers:
         raise ValueError(f"fused_forward: 1 to {FORWARD_MAX_LAYERS} layers, as many biases as weights")
     cdef int typenum = cnp.PyArray_TYPE(X)
-    if (typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE) or cnp.PyArray_NDIM(X) != 2:
-        raise ValueError("fused_forward: X must be (N, D) float32 or float64")
+    if ((typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE) or cnp.PyArray_NDIM(X) != 2
+            or not cnp.PyArray_ISNOTSWAPPED(X)):
+        raise ValueError("fused_forward: X must be (N, D) float32 or float64 in native byte order")
     if not 0 <= act <= 2 or not 0 <= mode <= 2:
         raise ValueError("fused_forward: act and mode must be codes of fastnn.backends.fused_interface")
     sizes[0] = cnp.PyArray_DIM(X, 1)
