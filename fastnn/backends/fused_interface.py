@@ -94,7 +94,8 @@ class ForwardParameters(NamedTuple):
 
 class ForwardWork(NamedTuple):
     """Per-thread room of the fused forward (``fastnn.inference.forward.ForwardPlan`` sizes it)."""
-    work_f: np.ndarray   # (T, (S + Dmax) (R + 1)) float, R = FORWARD_BLOCK_ROWS, Dmax = max(sizes[:-1])
+    work_f: np.ndarray   # (T, >= (S + Dmax) (R + 1)) float, R = FORWARD_BLOCK_ROWS, Dmax = max(sizes[:-1]);
+    #                      cython's AVX-512 blocks need (S16 + D16) (R + 1) + 16 (S, Dmax rounded up to 16)
     work_i: np.ndarray   # (T, Dmax (R + 1) + R (Dmax // 16 + 2)) int32: the non-zeros' indices and
     #                      the block bounds of cython's AVX-512 path (a narrower buffer: no blocks there)
 

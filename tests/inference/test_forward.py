@@ -198,6 +198,9 @@ def test_same_arrays_is_identity_not_equality(backend):
         assert check([a, b], (a, b)) and check((a, b), (a, b)) and check([], ())
         assert not check([a, b.copy()], (a, b))                  # equal values, another object
         assert not check([b, a], (a, b)) and not check([a], (a, b)) and not check([a, b, a], (a, b))
+    if same is not same_arrays:
+        with pytest.raises(TypeError, match="list or a tuple"):
+            same(iter([a, b]), (a, b))
 
 
 def test_model_arrays_sit_on_cache_lines(tmp_path):
