@@ -234,6 +234,10 @@ def test_cython_runner_checks_and_releases_its_lock():
     plan = model._fused_plan()
     with pytest.raises(TypeError, match="ForwardParameters"):
         runner_class(plan._params, plan._work, (), lambda *a: None)
+    table = tuple(plan._options[mode][unit_range] for mode in ("logits", "probs", "labels") for unit_range in (0, 1))
+    for weights in ((), list(plan._params.weights), (np.zeros(3),)):            # never indexed unchecked
+        with pytest.raises(TypeError, match="params.weights"):
+            runner_class(plan._params._replace(weights=weights), plan._work, table, lambda *a: None)
     runner = plan._runner
     with pytest.raises(ValueError, match="of X's dtype"):
         runner.run(sparse_images(4).astype(np.float64), 0, True)         # not the weights' dtype

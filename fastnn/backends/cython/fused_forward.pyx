@@ -432,10 +432,14 @@ cdef class ForwardRunner:
                 raise TypeError("ForwardRunner: options must be ForwardOptions")
         if not callable(on_bad):
             raise TypeError("ForwardRunner: on_bad must be callable")
+        weights = params[0]
+        if (type(weights) is not tuple or len(weights) < 1
+                or not all(isinstance(W, np.ndarray) and W.ndim == 2 for W in weights)):
+            raise TypeError("ForwardRunner: params.weights must be a tuple of one or more (n_in, n_out) arrays")
         self.params, self.work, self.options, self.on_bad = params, work, options, on_bad
-        W_last = (<tuple>params[0])[len(<tuple>params[0]) - 1]
+        W_last = weights[len(weights) - 1]                # (checked non-empty: no wraparound here)
         self.num_classes = W_last.shape[1]
-        self.num_features = (<tuple>params[0])[0].shape[0]
+        self.num_features = weights[0].shape[0]
         self.dtype = W_last.dtype
         self.no_floats = np.zeros((0, self.num_classes), dtype=W_last.dtype)
         self.no_labels = np.zeros(0, dtype=np.int64)
