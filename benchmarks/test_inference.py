@@ -1,27 +1,30 @@
-"""Inference per backend, side by side with ONNX Runtime (the usual way to serve a small model on
-a CPU): batch-1 latency of ``model.predict`` on real test images (p50 and p99 over
-``LATENCY_CALLS`` calls per entry) and throughput on the 10,000 MNIST test images (the best and
-the median of ``THROUGHPUT_ROUNDS`` passes), each of the shipped pretrained models (MNIST, Fashion-MNIST; 784-128-64-10
-ReLU) on its own test set, the same model everywhere.
+"""Inference per backend, side by side with ONNX Runtime (the usual way to serve a small model on a
+CPU): batch-1 latency of ``model.predict`` on real test images (p50 and p99 over ``LATENCY_CALLS``
+calls per entry) and throughput on the 10,000 MNIST test images (the best and the median of
+``THROUGHPUT_ROUNDS`` passes), each of the shipped pretrained models (MNIST, Fashion-MNIST;
+784-128-64-10 ReLU) on its own test set, the same model everywhere.
 
 ``onnxruntime``: the model exported by ``fastnn.export`` with the labels output alone
-(MatMul/Add/Relu/ArgMax, no Softmax), ``intra_op_num_threads`` = OMP_NUM_THREADS (else the
-core count); skipped with the reason where onnx/onnxruntime are not installed
-(``pip install -e ".[bench]"``). ``openvino``: the same ONNX file compiled by OpenVINO for its
-CPU device as its documentation advises ("High-level Performance Hints"): the LATENCY hint and
-one synchronous request for batch 1, the THROUGHPUT hint and an ``AsyncInferQueue`` of the
-device's optimal number of requests, the batch split between them, for the test set; both with
-``INFERENCE_NUM_THREADS`` = OMP_NUM_THREADS and float32 arithmetic (``INFERENCE_PRECISION_HINT``:
-on a CPU with bf16 instructions OpenVINO would otherwise compute in bf16, and its labels differed
-from the others' on 55 of the 10,000 images). numba and cython run their fused forward (one compiled call,
-``fastnn.inference.forward``); numpy and torch kernel by kernel. Every entry's labels on the 10,000
-images are checked against ONNX Runtime's before anything is timed. Entries run interleaved
-(A B C ... A B C ...), so that the shared machine's noise falls on all of them alike, with a
-``PAUSE_S`` pause before each entry's turn: thread pools (ONNX Runtime's, OpenMP's, OpenBLAS's,
-whose threads spin up to 2^28 cycles, ~0.1 s) keep spinning for a while after their work, and on
-2 cores the spinning threads of one entry would otherwise take the cores from the next (with a
-0.05 s pause numba's throughput measured 220,000 images/s here, 400,000 alone). The summary prints each as a ratio to
-ONNX Runtime.
+(MatMul/Add/Relu/ArgMax, no Softmax), ``intra_op_num_threads`` = OMP_NUM_THREADS (else the core
+count); skipped with the reason where onnx/onnxruntime are not installed (``pip install -e
+".[bench]"``). ``openvino``: the same ONNX file compiled by OpenVINO for its CPU device as its
+documentation advises ("High-level Performance Hints"): the LATENCY hint and one synchronous request
+for batch 1, the THROUGHPUT hint and an ``AsyncInferQueue`` of the device's optimal number of
+requests, the batch split between them, for the test set; both with ``INFERENCE_NUM_THREADS`` =
+OMP_NUM_THREADS and float32 arithmetic (``INFERENCE_PRECISION_HINT``: on a CPU with bf16
+instructions OpenVINO would otherwise compute in bf16, and its labels differed from the others' on
+55 of the 10,000 images). numba and cython run their fused forward (one compiled call,
+``fastnn.inference.forward``); numpy and torch kernel by kernel; ``cython-int8`` is the opt-in int8
+forward (``model.to_int8()``, ``fastnn.inference.int8``: layer 0 in 8-bit integers). Every entry's
+labels on the 10,000 images are checked against ONNX Runtime's before anything is timed; the int8
+entry's against its own NumPy oracle (``fastnn.inference.int8.reference_logits``), and it may differ
+from ONNX Runtime's on at most ``INT8_MAX_CHANGED`` of the images (the count is printed). Entries
+run interleaved (A B C ... A B C ...), so that the shared machine's noise falls on all of them
+alike, with a ``PAUSE_S`` pause before each entry's turn: thread pools (ONNX Runtime's, OpenMP's,
+OpenBLAS's, whose threads spin up to 2^28 cycles, ~0.1 s) keep spinning for a while after their
+work, and on 2 cores the spinning threads of one entry would otherwise take the cores from the next
+(with a 0.05 s pause numba's throughput measured 220,000 images/s here, 400,000 alone). The summary
+prints each as a ratio to ONNX Runtime.
 """
 from __future__ import annotations
 
@@ -47,7 +50,8 @@ def sparse_flop(X) -> int:
     other layers dense (ReLU's zeros, which the fused forward also skips, not counted)."""
     return 2 * (int(np.count_nonzero(X)) * LAYERS[1]
                 + len(X) * sum(a * b for a, b in zip(LAYERS[1:-1], LAYERS[2:])))
-ENTRIES = ["onnxruntime", "openvino", "numpy", "numba", "cython", "torch"]
+ENTRIES = ["onnxruntime", "openvino", "numpy", "numba", "cython", "cython-int8", "torch"]
+INT8_MAX_CHANGED = 0.002          # the int8 opt-in may change this share of ORT's labels (not more)
 MODELS = ["mnist", "fashion-mnist"]               # the shipped pretrained models
 LATENCY_ROUNDS, LATENCY_CALLS = 10, 2_000          # per entry: 20,000 timed calls
 THROUGHPUT_ROUNDS = 15
@@ -130,6 +134,15 @@ def predictors(test_set, hint: str = "LATENCY") -> dict:
                 out[name] = onnxruntime_predict(model) if name == "onnxruntime" else openvino_predict(model, hint)
             except pytest.skip.Exception as exc:
                 print(f"skipped {name}: {exc}")
+        elif name == "cython-int8":
+            model = NeuralNetwork.pretrained(dataset, backend="numpy")
+            from fastnn.model.int8 import int8_unavailable_reason
+
+            reason = int8_unavailable_reason(model)
+            if reason:
+                print(f"skipped {name}: {reason}")
+                continue
+            out[name] = model.to_int8().predict
         elif name in available_backends():
             out[name] = NeuralNetwork.pretrained(dataset, backend=name).predict
         else:
@@ -137,9 +150,28 @@ def predictors(test_set, hint: str = "LATENCY") -> dict:
     reference = out["onnxruntime"](X) if "onnxruntime" in out else NeuralNetwork.pretrained(dataset).predict(X)
     for name, predict in out.items():
         labels = predict(X)
+        if name == "cython-int8":
+            check_int8(predict.__self__, X, labels, reference)
+            continue
         assert np.array_equal(labels, reference), f"{name}: labels differ from the reference on " \
                                                   f"{int((labels != reference).sum())} test images"
     return out
+
+
+def check_int8(model, X, labels, reference) -> None:
+    """The int8 entry's labels: those of its NumPy oracle (except where the oracle's two largest
+    logits are within 1e-4, a tie that float32 rounding may break either way), and ORT's on all but
+    ``INT8_MAX_CHANGED`` of the images."""
+    from fastnn.inference.int8 import reference_logits
+
+    oracle = reference_logits(model.layer0, model.biases0, model.weights, model.biases, model.activation, X)
+    top2 = np.sort(oracle, axis=1)[:, -2:]
+    tie = top2[:, 1] - top2[:, 0] < 1e-4
+    wrong = (labels != oracle.argmax(axis=1)) & ~tie
+    assert not wrong.any(), f"cython-int8: labels differ from the int8 oracle on {int(wrong.sum())} images"
+    changed = int((labels != reference).sum())
+    print(f"cython-int8: labels differ from onnxruntime's (float32) on {changed} of {len(X)} images")
+    assert changed <= INT8_MAX_CHANGED * len(X), f"cython-int8 changed {changed} labels"
 
 
 def run_rounds(benchmark, group: str, entries: dict, time_entry, rounds: int) -> dict:

@@ -335,6 +335,19 @@ class NeuralNetwork:
 
         return export_onnx(self, path)
 
+    def to_int8(self):
+        """This model's forward with layer 0 in int8: an ``fastnn.model.int8.Int8Model`` (a
+        snapshot with ``predict``, ``logits``, ``forward``; ``fastnn.inference.int8`` gives the
+        quantization and its accuracy). An opt-in for speed: a few labels in 10,000 change.
+
+        Raises:
+            ValueError: the model is not one of pixels (``pixel_inputs``), normalizes its inputs,
+                or the cython backend (which has the int8 kernels) is not built here.
+        """
+        from fastnn.model.int8 import Int8Model
+
+        return Int8Model(self)
+
     @classmethod
     def pretrained(cls, dataset: str = "mnist", backend: str = "auto", variant: str | None = None) -> "NeuralNetwork":
         """The model that ships with fastnn for ``dataset`` ("mnist" or "fashion-mnist"), trained

@@ -139,6 +139,7 @@ augment_csr = _augment.augment_csr
 fused_forward = _fused_forward.fused_forward
 same_arrays = _fused_forward.same_arrays
 ForwardRunner = _fused_forward.ForwardRunner
+Int8Runner = _fused_forward.Int8Runner          # the int8 forward's (fastnn.inference.int8)
 
 
 def read_cycles() -> int:

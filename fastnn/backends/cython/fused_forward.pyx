@@ -7,10 +7,9 @@ from cpython.pythread cimport (
     NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock, PyThread_free_lock,
     PyThread_release_lock, PyThread_type_lock,
 )
-from cython.parallel cimport prange
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 from libc.stdlib cimport free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from cython cimport floating
 from fastnn.backends.cython._shared cimport (
     _activate, _gather, _now, _sigmoid, _softmax_row, _sparse_row, relu_gather_double, relu_gather_float,
@@ -67,6 +66,12 @@ cdef extern from "forward512.h" nogil:
     void sparse_row_f512(const float* W, Py_ssize_t n_out, const int32_t* idx, const float* val, Py_ssize_t m,
                          const float* z_in, float* z)
 
+# The batch's threads (the header says why not an OpenMP loop): chunks claimed by whichever
+# thread is ready; the caller never waits for a thread that has not started.
+cdef extern from "forward_pool.h" nogil:
+    ctypedef void (*fastnn_chunk_fn)(void* args, int slot, Py_ssize_t chunk) noexcept nogil
+    void fastnn_pool_run(int width, fastnn_chunk_fn fn, void* args, Py_ssize_t n_chunks)
+
 cdef extern from "unistd.h" nogil:
     long sysconf(int name)
     int _SC_LEVEL1_DCACHE_SIZE
@@ -81,6 +86,15 @@ cdef Py_ssize_t _l1_block_bytes():
 
 
 cdef Py_ssize_t L1_BLOCK_BYTES = _l1_block_bytes()
+cdef inline Py_ssize_t _chunk_rows(Py_ssize_t n, Py_ssize_t n_threads) noexcept nogil:
+    """Rows per chunk when the threads share a batch (forward_pool.h: each chunk goes to whichever
+    thread is ready): whole blocks of FORWARD_BLOCK_ROWS, about four chunks per thread, at most
+    256 rows, so that a thread that starts late leaves its share to the others."""
+    cdef Py_ssize_t rows = n // (4 * n_threads)
+    rows = (rows + FORWARD_BLOCK_ROWS - 1) // FORWARD_BLOCK_ROWS * FORWARD_BLOCK_ROWS
+    return min(256, max(<Py_ssize_t>FORWARD_BLOCK_ROWS, rows))
+
+
 FORWARD512 = bool(FASTNN_FORWARD512)      # whether float32 rows take the AVX-512 path (tests read it)
 BLOCK_BYTES = L1_BLOCK_BYTES               # the AVX-512 path's block of W's rows, in bytes
 
@@ -367,6 +381,40 @@ cdef Py_ssize_t _forward_thread(Py_ssize_t n_layers, const Py_ssize_t* sizes, co
     return -1
 
 
+cdef struct ForwardCall:
+    # one fused_forward call over the pool: _forward_thread's arguments, the batch's chunks
+    Py_ssize_t n_layers
+    const Py_ssize_t* sizes
+    const void** W_ptr
+    const void** b_ptr
+    const void* X                    # (N, D) float32 or float64 (is_double)
+    Py_ssize_t x_row, x_col
+    int act, mode
+    bint unit_range, is_double
+    void* out_f                      # (N, C) or unused
+    int64_t* out_i                   # (N,) or unused
+    void* work_f                     # (T, wf_row): a slot's row
+    int32_t* work_i                  # (T, wi_row)
+    Py_ssize_t wf_row, wi_row, n_hidden_total, d_max, n, chunk
+    Py_ssize_t* first_bad            # (T,): each slot's first bad row, or -1
+
+
+cdef void _forward_chunk(void* args, int slot, Py_ssize_t c) noexcept nogil:
+    """Rows of chunk c of a ForwardCall on the work rows of ``slot`` (forward_pool.h's callback)."""
+    cdef ForwardCall* a = <ForwardCall*>args
+    cdef Py_ssize_t i0 = c * a.chunk, i1 = min(i0 + a.chunk, a.n), row
+    if a.is_double:
+        row = _forward_thread(a.n_layers, a.sizes, a.W_ptr, a.b_ptr, <const double*>a.X, a.x_row, a.x_col, a.act,
+                              a.mode, a.unit_range, <double*>a.out_f, a.out_i, <double*>a.work_f + slot * a.wf_row,
+                              a.work_i + slot * a.wi_row, a.wf_row, a.wi_row, a.n_hidden_total, a.d_max, i0, i1)
+    else:
+        row = _forward_thread(a.n_layers, a.sizes, a.W_ptr, a.b_ptr, <const float*>a.X, a.x_row, a.x_col, a.act,
+                              a.mode, a.unit_range, <float*>a.out_f, a.out_i, <float*>a.work_f + slot * a.wf_row,
+                              a.work_i + slot * a.wi_row, a.wf_row, a.wi_row, a.n_hidden_total, a.d_max, i0, i1)
+    if row >= 0 and (a.first_bad[slot] < 0 or row < a.first_bad[slot]):
+        a.first_bad[slot] = row                                           # each chunk stops at its first bad row
+
+
 cdef inline bint _is_array(object a, int ndim, int typenum) noexcept:
     """a is a C-contiguous ndarray of ``ndim`` dimensions and NumPy type ``typenum``."""
     return (isinstance(a, cnp.ndarray) and cnp.PyArray_NDIM(<cnp.ndarray>a) == ndim
@@ -585,19 +633,300 @@ cdef Py_ssize_t _fused_forward(params, work, options, cnp.ndarray X, cnp.ndarray
         return bad
     if n_threads > FORWARD_MAX_THREADS:
         n_threads = FORWARD_MAX_THREADS
-    with nogil:
-        for t in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
-            i0 = n * t // n_threads
-            i1 = n * (t + 1) // n_threads
-            if is_double:
-                first_bad[t] = _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const double*>xp, x_row, x_col, act,
-                                               mode, unit_range, <double*>ofp, oip, <double*>wfp + t * wf_row, wip + t * wi_row,
-                                               wf_row, wi_row, n_hidden_total, d_max, i0, i1)
-            else:
-                first_bad[t] = _forward_thread(n_layers, sizes, W_ptr, b_ptr, <const float*>xp, x_row, x_col, act,
-                                               mode, unit_range, <float*>ofp, oip, <float*>wfp + t * wf_row, wip + t * wi_row,
-                                               wf_row, wi_row, n_hidden_total, d_max, i0, i1)
+    cdef ForwardCall call
+    call.n_layers, call.sizes, call.W_ptr, call.b_ptr = n_layers, sizes, W_ptr, b_ptr
+    call.X, call.x_row, call.x_col, call.act, call.mode, call.unit_range = xp, x_row, x_col, act, mode, unit_range
+    call.out_f, call.out_i, call.work_f, call.work_i, call.wf_row, call.wi_row = ofp, oip, wfp, wip, wf_row, wi_row
+    call.n_hidden_total, call.d_max, call.n, call.is_double = n_hidden_total, d_max, n, is_double
+    call.chunk = _chunk_rows(n, n_threads)
+    call.first_bad = first_bad
     for t in range(n_threads):
-        if first_bad[t] >= 0:
-            return first_bad[t]
+        first_bad[t] = -1
+    with nogil:
+        fastnn_pool_run(n_threads, _forward_chunk, &call, (n + call.chunk - 1) // call.chunk)
+    for t in range(n_threads):                                            # the first bad row of all
+        if first_bad[t] >= 0 and (bad < 0 or first_bad[t] < bad):
+            bad = first_bad[t]
+    return bad
+
+
+
+# ---------------------------------------------------------------- the int8 forward (opt-in)
+# fastnn.inference.int8 documents the quantization and makes the arrays; forward_int8.h has
+# layer 0's kernels (VNNI, or portable C: the same integer sums). Layers 1.. run the float32
+# kernels above. Rows as in the float path: row by row below 8 rows per thread, else blocks of
+# FORWARD_BLOCK_ROWS rows that go through Wq a block of groups at a time (L1_BLOCK_BYTES of it,
+# in L1 while every row of the block adds its non-zero groups there).
+cdef extern from "forward_int8.h" nogil:
+    int FASTNN_INT8_VNNI
+    Py_ssize_t int8_quantize_gather(const float* x, Py_ssize_t n, uint8_t* xq, int32_t* groups, int32_t* bounds,
+                                    Py_ssize_t every, int* bad)
+    void int8_accumulate(const int8_t* Wq, Py_ssize_t h16, const uint8_t* xq, const int32_t* groups, Py_ssize_t m,
+                         int32_t* acc)
+    void int8_dequantize(const int32_t* acc, const float* scale, const float* b, Py_ssize_t h, float* z)
+
+INT8_VNNI = bool(FASTNN_INT8_VNNI)        # whether layer 0 of Int8Runner runs on VPDPBUSD (tests read it)
+
+
+cdef struct Int8Net:
+    # an Int8Runner's arrays and sizes, checked when it was made; L layers, layer 0 quantized
+    Py_ssize_t n_layers                           # L
+    Py_ssize_t sizes[FORWARD_MAX_LAYERS + 1]      # D, H0, ..., C
+    const int8_t* Wq                              # (G, H16, 4) int8: layer 0's weights, 4 inputs per group
+    const float* scale                            # (H16,) float32: an output's unit of Wq, over 255
+    const void* W_ptr[FORWARD_MAX_LAYERS]         # layers 1..L-1: (n_in, n_out) float32 (W_ptr[0] unused)
+    const void* b_ptr[FORWARD_MAX_LAYERS]         # every layer's (n_out,) float32
+    Py_ssize_t G, H16, S, d_max, act, every, n_bounds
+    # one thread's buffer, byte offsets (each on a 64-byte boundary) and its length
+    Py_ssize_t off_hidden, off_value, off_index, off_acc, off_xq, off_groups, off_bounds, row_bytes
+    Py_ssize_t xq_row, groups_row                 # a block row's xq bytes and groups (int32)
+
+
+cdef void _int8_finish(Int8Net* net, Py_ssize_t i, int mode, float* out_f, int64_t* out_i, float* hidden,
+                       int32_t* nz_index, float* nz_value) noexcept nogil:
+    """Layers 1.. of row i, whose layer-0 output (H0,) is in hidden[0:H0], then its output."""
+    cdef Py_ssize_t l, m, off = 0
+    cdef float* z = hidden
+    cdef Py_ssize_t* sizes = net.sizes
+    for l in range(1, net.n_layers):
+        if FASTNN_FORWARD512:
+            m = _activate_gather512(z, sizes[l], <int>net.act, nz_index, nz_value, NULL, 1)
+        else:
+            m = _activate_gather(z, sizes[l], <int>net.act, nz_index, nz_value)
+        off += sizes[l]
+        z = hidden + off                                                  # (n_out,)
+        if FASTNN_FORWARD512:
+            sparse_row_f512(<const float*>net.W_ptr[l], sizes[l + 1], nz_index, nz_value, m,
+                            <const float*>net.b_ptr[l], z)
+        else:
+            _sparse_row(<const float*>net.W_ptr[l], sizes[l + 1], nz_index, nz_value, m, <const float*>net.b_ptr[l], z)
+    _write_output(i, z, sizes[net.n_layers], mode, out_f, out_i)
+
+
+cdef Py_ssize_t _int8_thread(Int8Net* net, const float* X, Py_ssize_t x_row, int mode, float* out_f,
+                             int64_t* out_i, uint8_t* buf, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    """Rows i0:i1 of X (contiguous rows, x_row floats apart) with one thread's buffer. Returns -1,
+    or the first row with an input outside [0, 1] or NaN (it stops there)."""
+    cdef float* hidden = <float*>(buf + net.off_hidden)                  # (S16,)
+    cdef float* nz_value = <float*>(buf + net.off_value)                 # (Dmax16,)
+    cdef int32_t* nz_index = <int32_t*>(buf + net.off_index)             # (Dmax16,)
+    cdef int32_t* acc = <int32_t*>(buf + net.off_acc)                    # (R, H16)
+    cdef uint8_t* xq = buf + net.off_xq                                  # (R, xq_row)
+    cdef int32_t* groups = <int32_t*>(buf + net.off_groups)              # (R, groups_row)
+    cdef int32_t* bounds = <int32_t*>(buf + net.off_bounds)              # (R, n_bounds)
+    cdef Py_ssize_t D = net.sizes[0], H0 = net.sizes[1], H16 = net.H16, R = FORWARD_BLOCK_ROWS
+    cdef Py_ssize_t i, r, b, rows, q0, q1, m, n_blocks
+    cdef int bad
+    cdef int32_t* bnd
+    if i1 - i0 < 8:                                                       # row by row
+        for i in range(i0, i1):
+            m = int8_quantize_gather(X + i * x_row, D, xq, groups, NULL, 1, &bad)
+            if bad:
+                return i
+            memset(acc, 0, H16 * sizeof(int32_t))
+            int8_accumulate(net.Wq, H16, xq, groups, m, acc)
+            int8_dequantize(acc, net.scale, <const float*>net.b_ptr[0], H0, hidden)
+            _int8_finish(net, i, mode, out_f, out_i, hidden, nz_index, nz_value)
+        return -1
+    n_blocks = net.n_bounds - 1
+    i = i0
+    while i < i1:
+        rows = min(R, i1 - i)
+        for r in range(rows):
+            int8_quantize_gather(X + (i + r) * x_row, D, xq + r * net.xq_row, groups + r * net.groups_row,
+                                 bounds + r * net.n_bounds, net.every, &bad)
+            if bad:
+                return i + r
+        memset(acc, 0, rows * H16 * sizeof(int32_t))
+        for b in range(n_blocks):                                         # Wq's groups of block b in L1
+            for r in range(rows):
+                bnd = bounds + r * net.n_bounds
+                q0, q1 = bnd[b], bnd[b + 1]
+                if q1 > q0:
+                    int8_accumulate(net.Wq, H16, xq + r * net.xq_row, groups + r * net.groups_row + q0, q1 - q0,
+                                    acc + r * H16)
+        for r in range(rows):
+            int8_dequantize(acc + r * H16, net.scale, <const float*>net.b_ptr[0], H0, hidden)
+            _int8_finish(net, i + r, mode, out_f, out_i, hidden, nz_index, nz_value)
+        i += R
     return -1
+
+
+cdef struct Int8Call:
+    # one Int8Runner call over the pool
+    Int8Net* net
+    const float* X                   # (N, D), rows x_row floats apart
+    Py_ssize_t x_row, n, chunk, row_bytes
+    int mode
+    float* out_f                     # (N, C) or unused
+    int64_t* out_i                   # (N,) or unused
+    uint8_t* buf                     # (T, row_bytes): a slot's buffer
+    Py_ssize_t* first_bad            # (T,)
+
+
+cdef void _int8_chunk(void* args, int slot, Py_ssize_t c) noexcept nogil:
+    """Rows of chunk c of an Int8Call with the buffer of ``slot`` (forward_pool.h's callback)."""
+    cdef Int8Call* a = <Int8Call*>args
+    cdef Py_ssize_t i0 = c * a.chunk, i1 = min(i0 + a.chunk, a.n), row
+    row = _int8_thread(a.net, a.X, a.x_row, a.mode, a.out_f, a.out_i, a.buf + slot * a.row_bytes, i0, i1)
+    if row >= 0 and (a.first_bad[slot] < 0 or row < a.first_bad[slot]):
+        a.first_bad[slot] = row
+
+
+cdef inline Py_ssize_t _line(Py_ssize_t nbytes) noexcept nogil:
+    """nbytes rounded up to a whole 64-byte line."""
+    return (nbytes + 63) // 64 * 64
+
+
+cdef class Int8Runner:
+    """A model's forward with layer 0 in int8, in compiled code (``fastnn.inference.int8``, which
+    makes the arrays): its arrays, one work buffer per thread and their lock.
+
+    ``Int8Runner(Wq, scale, D, weights, biases, act, n_threads, on_bad)``: Wq (G, H16, 4) int8 and
+    scale (H16,) float32 (layer 0, the layout of forward_int8.h; G = ceil(D / 4), H16 = H0
+    rounded up to 16), D the inputs; ``weights`` a tuple of the float32 (n_in, n_out) arrays of layers 1..
+    (may be empty), ``biases`` a tuple of every layer's (n_out,) float32, all C-contiguous; ``act``
+    an ``ACT_CODES`` value; ``on_bad(X, row, unit_range)`` raises the error for a bad row. Every
+    size is checked here (TypeError, ValueError); the arrays are kept, so they cannot change shape.
+    ``run(X, mode)``: X (N, D) float32 -> logits (mode 0) or probs (1) (N, C) float32, or labels
+    (2) (N,) int64; a row with NaN or an input outside [0, 1] calls ``on_bad``. One call at a
+    time uses the buffers: a second thread waits for the lock with the GIL released."""
+    cdef Int8Net net
+    cdef object arrays, buffer, on_bad, no_floats, no_labels
+    cdef Py_ssize_t n_threads
+    cdef PyThread_type_lock lock
+
+    def __cinit__(self, *args, **kwargs):
+        self.lock = PyThread_allocate_lock()
+        if self.lock == NULL:
+            raise MemoryError("Int8Runner: no lock")
+
+    def __dealloc__(self):
+        if self.lock != NULL:
+            PyThread_free_lock(self.lock)
+
+    def __init__(self, cnp.ndarray Wq not None, cnp.ndarray scale not None, Py_ssize_t D, tuple weights, tuple biases,
+                 int act, int n_threads, on_bad):
+        cdef Py_ssize_t L = len(weights) + 1, l, G, H16, S = 0, d_max = 16
+        if not 0 <= act <= 2:
+            raise ValueError("Int8Runner: act must be a code of fastnn.backends.fused_interface.ACT_CODES")
+        if not callable(on_bad):
+            raise TypeError("Int8Runner: on_bad must be callable")
+        if L > FORWARD_MAX_LAYERS or len(biases) != L:
+            raise ValueError(f"Int8Runner: 1 to {FORWARD_MAX_LAYERS} layers, a bias for each")
+        if not _is_array(Wq, 3, cnp.NPY_INT8) or Wq.shape[2] != 4 or Wq.shape[1] % 16 or Wq.shape[0] < 1:
+            raise ValueError("Int8Runner: Wq must be (G, H16, 4) int8, C-contiguous, H16 a multiple of 16")
+        G, H16 = Wq.shape[0], Wq.shape[1]
+        if not 4 * G - 3 <= D <= 4 * G:
+            raise ValueError(f"Int8Runner: D = {D} inputs do not fill Wq's {G} groups of 4")
+        if not _is_array(scale, 1, cnp.NPY_FLOAT) or scale.shape[0] != H16:
+            raise ValueError(f"Int8Runner: scale must be ({H16},) float32")
+        b0 = biases[0]
+        if not _is_array(b0, 1, cnp.NPY_FLOAT) or not H16 - 16 < b0.shape[0] <= H16:
+            raise ValueError(f"Int8Runner: biases[0] must be (H0,) float32 with H16 = {H16} = H0 rounded up to 16")
+        self.net.n_layers = L
+        self.net.sizes[0] = D
+        self.net.sizes[1] = b0.shape[0]
+        self.net.b_ptr[0] = cnp.PyArray_DATA(<cnp.ndarray>b0)
+        for l in range(1, L):
+            W, b = weights[l - 1], biases[l]
+            if (not _is_array(W, 2, cnp.NPY_FLOAT) or not _is_array(b, 1, cnp.NPY_FLOAT)
+                    or W.shape[0] != self.net.sizes[l] or b.shape[0] != W.shape[1]):
+                raise ValueError(f"Int8Runner: weights[{l - 1}] must be ({self.net.sizes[l]}, n_out) float32 and "
+                                 f"biases[{l}] (n_out,), C-contiguous")
+            self.net.W_ptr[l] = cnp.PyArray_DATA(<cnp.ndarray>W)
+            self.net.b_ptr[l] = cnp.PyArray_DATA(<cnp.ndarray>b)
+            self.net.sizes[l + 1] = W.shape[1]
+            d_max = max(d_max, self.net.sizes[l])
+        for l in range(1, L + 1):
+            S += self.net.sizes[l]
+        self.net.Wq = <const int8_t*>cnp.PyArray_DATA(Wq)
+        self.net.scale = <const float*>cnp.PyArray_DATA(scale)
+        self.net.G, self.net.H16, self.net.S, self.net.d_max, self.net.act = G, H16, S, d_max, act
+        self.net.every = max(1, L1_BLOCK_BYTES // (16 * H16 * 4))          # 16-group chunks of Wq per block
+        self.net.n_bounds = ((G + 15) // 16 + self.net.every - 1) // self.net.every + 1
+        R = FORWARD_BLOCK_ROWS
+        self.net.xq_row = _line(4 * G)
+        self.net.groups_row = _line(4 * (G + 16)) // 4
+        self.net.off_hidden = 0
+        self.net.off_value = _line(4 * (S + 16))
+        self.net.off_index = self.net.off_value + _line(4 * d_max)
+        self.net.off_acc = self.net.off_index + _line(4 * d_max)
+        self.net.off_xq = self.net.off_acc + _line(4 * R * H16)
+        self.net.off_groups = self.net.off_xq + R * self.net.xq_row
+        self.net.off_bounds = self.net.off_groups + 4 * R * self.net.groups_row
+        self.net.row_bytes = self.net.off_bounds + _line(4 * R * self.net.n_bounds)
+        self.n_threads = max(1, min(n_threads, FORWARD_MAX_THREADS))
+        from fastnn.backends.memory import aligned_zeros
+        self.buffer = aligned_zeros((self.n_threads, self.net.row_bytes), np.uint8)
+        self.arrays = (Wq, scale, weights, biases)                         # kept: their data pointers are in net
+        self.on_bad = on_bad
+        self.no_floats = np.zeros((0, self.net.sizes[L]), dtype=np.float32)
+        self.no_labels = np.zeros(0, dtype=np.int64)
+
+    @property
+    def num_groups(self):
+        """G: layer 0's groups of 4 inputs (4 G - 3 <= D <= 4 G)."""
+        return self.net.G
+
+    def run(self, cnp.ndarray X not None, int mode):
+        """Logits (mode 0) or probs (1) (N, C) float32, or labels (2) (N,) int64, of X (N, D) float32
+        in native byte order (rows contiguous, else copied). Raises ValueError for another X,
+        and what ``on_bad`` raises for a row with NaN or an input outside [0, 1]."""
+        cdef cnp.npy_intp dims[2]
+        cdef cnp.ndarray out_f, out_i
+        cdef Py_ssize_t bad = -1, n, x_row, t
+        cdef Int8Call call
+        cdef int n_threads = <int>self.n_threads
+        cdef Py_ssize_t first_bad[FORWARD_MAX_THREADS]
+        if not 0 <= mode <= 2:
+            raise ValueError("Int8Runner: mode must be 0 (logits), 1 (probs) or 2 (labels)")
+        if (cnp.PyArray_TYPE(X) != cnp.NPY_FLOAT or cnp.PyArray_NDIM(X) != 2 or not cnp.PyArray_ISNOTSWAPPED(X)
+                or cnp.PyArray_DIM(X, 1) != self.net.sizes[0]):
+            raise ValueError(f"Int8Runner: X must be (N, {self.net.sizes[0]}) float32 in native byte order")
+        if cnp.PyArray_STRIDES(X)[1] != 4 or cnp.PyArray_STRIDES(X)[0] % 4:
+            X = np.ascontiguousarray(X)
+        n = cnp.PyArray_DIM(X, 0)
+        x_row = cnp.PyArray_STRIDES(X)[0] // 4
+        dims[0] = n
+        dims[1] = self.net.sizes[self.net.n_layers]
+        if mode == 2:
+            out_f, out_i = self.no_floats, cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+        else:
+            out_f, out_i = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT, 0), self.no_labels
+        cdef const float* xp = <const float*>cnp.PyArray_DATA(X)
+        cdef float* ofp = <float*>cnp.PyArray_DATA(out_f)
+        cdef int64_t* oip = <int64_t*>cnp.PyArray_DATA(out_i)
+        cdef uint8_t* buf = <uint8_t*>cnp.PyArray_DATA(<cnp.ndarray>self.buffer)
+        cdef Py_ssize_t row_bytes = self.net.row_bytes
+        cdef Int8Net* net = &self.net
+        if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
+            with nogil:                                  # another thread runs: wait without the GIL
+                PyThread_acquire_lock(self.lock, WAIT_LOCK)
+        try:
+            if n < FORWARD_PARALLEL_ROWS:                # the calling thread, with the GIL (batch 1)
+                bad = _int8_thread(net, xp, x_row, mode, ofp, oip, buf, 0, n)
+            elif n_threads < 2:
+                with nogil:
+                    bad = _int8_thread(net, xp, x_row, mode, ofp, oip, buf, 0, n)
+            else:                                        # chunks to whichever thread is ready (forward_pool.h)
+                call.net, call.X, call.x_row, call.mode, call.out_f, call.out_i = net, xp, x_row, mode, ofp, oip
+                call.buf, call.row_bytes, call.n, call.chunk = buf, row_bytes, n, _chunk_rows(n, n_threads)
+                call.first_bad = first_bad
+                for t in range(n_threads):
+                    first_bad[t] = -1
+                with nogil:
+                    fastnn_pool_run(n_threads, _int8_chunk, &call, (n + call.chunk - 1) // call.chunk)
+                for t in range(n_threads):
+                    if first_bad[t] >= 0 and (bad < 0 or first_bad[t] < bad):
+                        bad = first_bad[t]
+        finally:
+            PyThread_release_lock(self.lock)
+        if bad >= 0:
+            self.on_bad(X, bad, True)
+            raise RuntimeError("Int8Runner: on_bad returned instead of raising")
+        return out_i if mode == 2 else out_f
+
+    def labels(self, cnp.ndarray X not None):
+        """Labels (N,) int64 of X (N, D) float32: ``run(X, 2)``."""
+        return self.run(X, 2)
