@@ -23,8 +23,10 @@ run interleaved (A B C ... A B C ...), so that the shared machine's noise falls 
 alike, with a ``PAUSE_S`` pause before each entry's turn: thread pools (ONNX Runtime's, OpenMP's,
 OpenBLAS's, whose threads spin up to 2^28 cycles, ~0.1 s) keep spinning for a while after their
 work, and on 2 cores the spinning threads of one entry would otherwise take the cores from the next
-(with a 0.05 s pause numba's throughput measured 220,000 images/s here, 400,000 alone). The summary
-prints each as a ratio to ONNX Runtime.
+(with a 0.05 s pause numba's throughput measured 220,000 images/s here, 400,000 alone). After the
+pause a thread pool's sleeping workers may start late (on the 2-core VM of REPORT.md, milliseconds
+late): each entry's passes include that, as a server's first batch after an idle moment would.
+The summary prints each as a ratio to ONNX Runtime.
 """
 from __future__ import annotations
 
