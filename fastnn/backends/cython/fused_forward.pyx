@@ -381,6 +381,22 @@ cdef Py_ssize_t _forward_thread(Py_ssize_t n_layers, const Py_ssize_t* sizes, co
     return -1
 
 
+cdef inline Py_ssize_t _first_bad(const Py_ssize_t* first_bad, Py_ssize_t n_slots) noexcept nogil:
+    """The smallest row of first_bad[0:n_slots] that is not -1 (the first bad row of all), or -1."""
+    cdef Py_ssize_t t, bad = -1
+    for t in range(n_slots):
+        if first_bad[t] >= 0 and (bad < 0 or first_bad[t] < bad):
+            bad = first_bad[t]
+    return bad
+
+
+cdef inline void _take(PyThread_type_lock lock) noexcept:
+    """A runner's lock, waited for without the GIL when another thread holds it."""
+    if not PyThread_acquire_lock(lock, NOWAIT_LOCK):
+        with nogil:
+            PyThread_acquire_lock(lock, WAIT_LOCK)
+
+
 cdef struct ForwardCall:
     # one fused_forward call over the pool: _forward_thread's arguments, the batch's chunks
     Py_ssize_t n_layers
@@ -510,9 +526,7 @@ cdef class ForwardRunner:
             out_f, out_i = self.no_floats, cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
         else:
             out_f, out_i = cnp.PyArray_EMPTY(2, dims, cnp.PyArray_TYPE(self.no_floats), 0), self.no_labels
-        if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
-            with nogil:                                  # another thread runs: wait without the GIL
-                PyThread_acquire_lock(self.lock, WAIT_LOCK)
+        _take(self.lock)
         try:
             bad = _fused_forward(self.params, self.work, self.options[2 * mode + unit_range], X, out_f, out_i)
         finally:
@@ -556,7 +570,7 @@ cdef Py_ssize_t _fused_forward(params, work, options, cnp.ndarray X, cnp.ndarray
     cdef object work_f_obj = w[0], work_i_obj = w[1]
     cdef int act = o[0], mode = o[1]
     cdef bint unit_range = o[2]
-    cdef Py_ssize_t n_layers = len(weights), l, t, i0, i1, bad = -1
+    cdef Py_ssize_t n_layers = len(weights), l, t, bad = -1
     cdef Py_ssize_t first_bad[FORWARD_MAX_THREADS]
     cdef const void* W_ptr[FORWARD_MAX_LAYERS]
     cdef const void* b_ptr[FORWARD_MAX_LAYERS]
@@ -644,10 +658,7 @@ cdef Py_ssize_t _fused_forward(params, work, options, cnp.ndarray X, cnp.ndarray
         first_bad[t] = -1
     with nogil:
         fastnn_pool_run(n_threads, _forward_chunk, &call, (n + call.chunk - 1) // call.chunk)
-    for t in range(n_threads):                                            # the first bad row of all
-        if first_bad[t] >= 0 and (bad < 0 or first_bad[t] < bad):
-            bad = first_bad[t]
-    return bad
+    return _first_bad(first_bad, n_threads)
 
 
 
@@ -900,9 +911,7 @@ cdef class Int8Runner:
         cdef uint8_t* buf = <uint8_t*>cnp.PyArray_DATA(<cnp.ndarray>self.buffer)
         cdef Py_ssize_t row_bytes = self.net.row_bytes
         cdef Int8Net* net = &self.net
-        if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
-            with nogil:                                  # another thread runs: wait without the GIL
-                PyThread_acquire_lock(self.lock, WAIT_LOCK)
+        _take(self.lock)
         try:
             if n < FORWARD_PARALLEL_ROWS:                # the calling thread, with the GIL (batch 1)
                 bad = _int8_thread(net, xp, x_row, mode, ofp, oip, buf, 0, n)
@@ -917,9 +926,7 @@ cdef class Int8Runner:
                     first_bad[t] = -1
                 with nogil:
                     fastnn_pool_run(n_threads, _int8_chunk, &call, (n + call.chunk - 1) // call.chunk)
-                for t in range(n_threads):
-                    if first_bad[t] >= 0 and (bad < 0 or first_bad[t] < bad):
-                        bad = first_bad[t]
+                bad = _first_bad(first_bad, n_threads)
         finally:
             PyThread_release_lock(self.lock)
         if bad >= 0:
