@@ -38,6 +38,21 @@ def predict_probs(model: NeuralNetwork, X: np.ndarray, batch_size: int = 4096) -
     return np.concatenate([model.forward(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
 
 
+def int8_accuracy(model: NeuralNetwork, X: np.ndarray, preds: np.ndarray, labels: np.ndarray) -> dict:
+    """The int8 opt-in's figures (``model.to_int8()``, ``fastnn.inference.int8``) on the same test
+    images X (N, D): {"accuracy", "labels_changed" (against the float model's ``preds`` (N,)),
+    "reason"}; where the model cannot run in int8 here the first two are None and "reason" says
+    why (else None)."""
+    from fastnn.model.int8 import int8_unavailable_reason
+
+    reason = int8_unavailable_reason(model)
+    if reason:
+        return {"accuracy": None, "labels_changed": None, "reason": reason}
+    labels8 = model.to_int8().predict(X)                                          # (N,)
+    return {"accuracy": float(np.mean(labels8 == labels)), "labels_changed": int(np.sum(labels8 != preds)),
+            "reason": None}
+
+
 def evaluate_model(model: NeuralNetwork, dataset) -> tuple[dict, dict]:
     """(metrics dict for evaluation.json, arrays the figures need: X, probs, preds, labels, hidden)."""
     X = dataset.features(dtype=model.dtype)                                     # (N, D)
@@ -57,7 +72,7 @@ def evaluate_model(model: NeuralNetwork, dataset) -> tuple[dict, dict]:
         "most_confused": [{"true": dataset.class_names[t], "predicted": dataset.class_names[p], "count": n}
                           for t, p, n in metrics.most_confused_pairs(cm, 10)],
         "calibration": rel, "expected_calibration_error": rel["ece"],
-        "dead_units_per_layer": dead, "notes": report["notes"],
+        "dead_units_per_layer": dead, "int8": int8_accuracy(model, X, preds, labels), "notes": report["notes"],
     }
     return result, {"X": X, "probs": probs, "preds": preds, "labels": labels, "hidden": hidden}
 
@@ -242,6 +257,10 @@ def format_table(result: dict) -> str:
                  f"expected calibration error {100 * result['expected_calibration_error']:.2f}%")
     lines.append("dead hidden units (0 for every test image): "
                  + ", ".join(f"layer {i + 1} {100 * d:.1f}%" for i, d in enumerate(result["dead_units_per_layer"])))
+    int8 = result.get("int8") or {}
+    if int8.get("accuracy") is not None:
+        lines.append(f"with layer 0 in int8 (model.to_int8(), an opt-in for speed): accuracy "
+                     f"{100 * int8['accuracy']:.2f}%, {int8['labels_changed']} labels changed")
     if result["most_confused"]:
         lines.append("most confused: " + ", ".join(f"{p['true']}→{p['predicted']} ({p['count']})"
                                                    for p in result["most_confused"][:5]))

@@ -40,6 +40,10 @@ def test_evaluate_writes_metrics_and_figures(trained, mnist_dir, tmp_path, capsy
     assert np.array(result["confusion_matrix"]).sum() == 10000
     assert 0 <= result["expected_calibration_error"] < 0.2
     assert len(result["dead_units_per_layer"]) == 2
+    if result["int8"]["reason"] is None:                             # the int8 opt-in's accuracy, beside
+        assert abs(result["int8"]["accuracy"] - result["accuracy"]) < 0.01 and result["int8"]["labels_changed"] < 100
+    else:                                                            # no cython build: the reason instead
+        assert result["int8"]["accuracy"] is None and "cython" in result["int8"]["reason"]
     for name in ("confusion_matrix", "misclassified", "most_confused", "first_layer_weights", "hidden_activations",
                  "saliency", "calibration", "learning_curves", "dead_units"):
         assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
