@@ -49,8 +49,8 @@ from fastnn.backends.fused_interface import (
 )
 from fastnn.backends.memory import aligned_zeros
 
-__all__ = ["ForwardPlan", "FORWARD_MODES", "InputRangeError", "has_fused_forward", "inference_backend",
-           "input_range_error"]
+__all__ = ["ForwardPlan", "FORWARD_MODES", "InputRangeError", "as_batch", "has_fused_forward", "inference_backend",
+           "input_range_error", "raise_input_range_error"]
 
 
 class InputRangeError(ValueError):
@@ -72,6 +72,23 @@ def input_range_error(X: np.ndarray, row: int, unit_range: bool = True) -> Input
         what = f"{bad[0]:g}"
     return InputRangeError(f"X row {row} holds {what}; "
                            + ("inputs must be pixels in [0, 1]" if unit_range else "inputs must be finite"))
+
+def as_batch(X, num_features: int) -> np.ndarray:
+    """X as a floating-point (N, D) array, D = ``num_features`` (images (N, 28, 28) flattened; no
+    copy, no dtype change). Raises TypeError (not floating point) or ValueError (a single sample,
+    or a shape that does not fit the input layer), one line each with the fix."""
+    X = np.asarray(X)
+    if X.dtype.kind not in "f":
+        raise TypeError(f"X must be floating point (e.g. uint8 images / 255), got dtype {X.dtype}")
+    if X.ndim == 1:
+        raise ValueError(f"X must be a batch (N, {num_features}), got shape {X.shape}; "
+                         f"use X[None, :] for a single sample")
+    if X.ndim > 2:
+        X = X.reshape(X.shape[0], int(np.prod(X.shape[1:])))       # (N, D), N = 0 included
+    if X.shape[1] != num_features:
+        raise ValueError(f"X shape {X.shape} does not match the input layer: expected (N, {num_features})")
+    return X
+
 
 # The backends with a fused forward, fastest first (REPORT.md, Inference), and the fallback.
 INFERENCE_BACKENDS = ("cython", "numba")
@@ -101,8 +118,9 @@ def has_fused_forward(backend) -> bool:
 _INT64 = np.dtype(np.int64)                 # a dtype object: np.empty takes it faster than the type
 
 
-def _raise_input_range_error(X: np.ndarray, row: int, unit_range: bool) -> None:
-    """A ForwardRunner's ``on_bad``: raises ``input_range_error(X, row, unit_range)``."""
+def raise_input_range_error(X: np.ndarray, row: int, unit_range: bool) -> None:
+    """A compiled runner's ``on_bad`` (``ForwardRunner``, ``Int8Runner``): raises
+    ``input_range_error(X, row, unit_range)``."""
     raise input_range_error(X, row, unit_range)
 
 
@@ -170,7 +188,7 @@ class ForwardPlan:
         if runner is not None:
             table = tuple(self._options[mode][unit_range] for mode in sorted(FORWARD_MODES, key=FORWARD_MODES.get)
                           for unit_range in (0, 1))                          # index 2 mode + unit_range
-            self._runner = runner(self._params, self._work, table, _raise_input_range_error)
+            self._runner = runner(self._params, self._work, table, raise_input_range_error)
             self.labels, self.try_labels = self._runner.labels, self._runner.try_labels
 
     @staticmethod

@@ -11,17 +11,12 @@ import numpy as np
 
 from fastnn.backends.fused_interface import ACT_CODES, FORWARD_MODES
 from fastnn.backends.memory import aligned_copy
-from fastnn.inference.forward import input_range_error
+from fastnn.inference.forward import as_batch, raise_input_range_error
 from fastnn.inference.int8 import Int8Layer0, quantize_layer0
 
 __all__ = ["Int8Model", "int8_unavailable_reason"]
 
 _FLOAT32 = np.dtype(np.float32)             # native byte order (a swapped float32 is another dtype object)
-
-
-def _raise_input_range_error(X: np.ndarray, row: int, unit_range: bool) -> None:
-    """The runner's ``on_bad``: raises ``input_range_error(X, row, unit_range)``."""
-    raise input_range_error(X, row, unit_range)
 
 
 def int8_unavailable_reason(model) -> str | None:
@@ -77,7 +72,7 @@ class Int8Model:
         self._runner = kernels.Int8Runner(self.layer0.packed, self.layer0.input_scales, self.layer_sizes[0],
                                           tuple(self.weights),
                                   (self.biases0, *self.biases), ACT_CODES[self.activation], threads,
-                                  _raise_input_range_error)
+                                  raise_input_range_error)
         self._labels = self._runner.labels
         self._num_features = self.layer_sizes[0]
 
@@ -87,16 +82,7 @@ class Int8Model:
     def _input(self, X) -> np.ndarray:
         """X as (N, D) float32 (images (N, 28, 28) flattened). Raises TypeError (not floating
         point), ValueError (shape); the range is checked by the kernels."""
-        X = np.asarray(X)
-        if X.dtype.kind != "f":
-            raise TypeError(f"X must be floating point (e.g. uint8 images / 255), got dtype {X.dtype}")
-        if X.ndim == 1:
-            raise ValueError(f"X must be a batch (N, {self._num_features}), got shape {X.shape}; "
-                             f"use X[None, :] for a single sample")
-        if X.ndim > 2:
-            X = X.reshape(X.shape[0], int(np.prod(X.shape[1:])))              # (N, D)
-        if X.shape[1] != self._num_features:
-            raise ValueError(f"X shape {X.shape} does not match the input layer: expected (N, {self._num_features})")
+        X = as_batch(X, self._num_features)                               # (N, D)
         return X.astype(np.float32, copy=False)
 
     def predict(self, X) -> np.ndarray:

@@ -13,7 +13,7 @@ from fastnn.backends import get_backend
 from fastnn.backends.memory import aligned_copy, aligned_zeros
 from fastnn.backends.timing import phase
 from fastnn.data.normalize import normalize_background
-from fastnn.inference.forward import ForwardPlan, has_fused_forward, input_range_error
+from fastnn.inference.forward import ForwardPlan, as_batch, has_fused_forward, input_range_error
 from fastnn.model.file_format import load_model, save_model
 from fastnn.model.initializers import INITIALIZERS, init_weights
 
@@ -123,21 +123,12 @@ class NeuralNetwork:
             TypeError: X is not floating point. ValueError: its shape does not fit the input
             layer. InputRangeError (a ValueError): a value outside [0, 1], NaN or infinite.
         """
-        X = np.asarray(X)
-        if X.dtype.kind not in "f":
-            raise TypeError(f"X must be floating point (e.g. uint8 images / 255), got dtype {X.dtype}")
-        if X.ndim == 1:
-            raise ValueError(f"X must be a batch (N, {self.layer_sizes[0]}), got shape {X.shape}; "
-                             f"use X[None, :] for a single sample")
-        if X.ndim > 2:
-            X = X.reshape(X.shape[0], int(np.prod(X.shape[1:])))       # (N, D), N = 0 included
+        X = as_batch(X, self.layer_sizes[0])                            # (N, D)
         if check_range and X.size:
             ok = (X.min() >= 0 and X.max() <= 1) if self.pixel_inputs else bool(np.isfinite(X).all())  # NaN fails
             if not ok:
                 good = ((X >= 0) & (X <= 1)) if self.pixel_inputs else np.isfinite(X)
                 raise input_range_error(X, int(np.flatnonzero(~good.all(axis=1))[0]), self.pixel_inputs)
-        if X.shape[1] != self.layer_sizes[0]:
-            raise ValueError(f"X shape {X.shape} does not match the input layer: expected (N, {self.layer_sizes[0]})")
         return X.astype(self.dtype, copy=False)
 
     # ------------------------------------------------------------------ forward
