@@ -70,9 +70,8 @@ class Int8Model:
         kernels = get_backend("cython")
         threads = max(1, int(kernels.num_threads())) if hasattr(kernels, "num_threads") else 1
         self._runner = kernels.Int8Runner(self.layer0.packed, self.layer0.input_scales, self.layer_sizes[0],
-                                          tuple(self.weights),
-                                  (self.biases0, *self.biases), ACT_CODES[self.activation], threads,
-                                  raise_input_range_error)
+                                          tuple(self.weights), (self.biases0, *self.biases),
+                                          ACT_CODES[self.activation], threads, raise_input_range_error)
         self._labels = self._runner.labels
         self._num_features = self.layer_sizes[0]
 
