@@ -9,6 +9,10 @@ A backend's optional fused paths:
   cross-entropy (against the smoothed target); ``prof`` (T+1, 2 + 3L) int64 clock ticks added to
   (columns: ``fastnn.training.fused.profile_phases``; row T: the two parallel regions' wall
   time), or (0, 0): no timers.
+- ``augment_csr(indptr, indices, pixels, boxes, order, lo, moves, col_of, height, width,
+  n_threads, out_indptr, out_indices, out_pixels) -> int``: the call's rows moved by the
+  augmentation into a batch-ordered CSR (``fastnn.data.augment``); ``check_augment`` checks its
+  arguments, and the kernel each row (``raise_bad_image``).
 - ``fused_forward(params, work, options, X, out_f, out_i) -> int``: every layer of X (N, D) in
   one call (``fastnn.inference.forward``); logits or probs into ``out_f`` (N, C), or labels into
   ``out_i`` (N,) int64. Returns -1, or the first row of X that is not finite or (``unit_range``)
@@ -121,14 +125,69 @@ def _require(ok: bool, what: str) -> None:
         raise ValueError(f"fused_steps: {what} (fastnn.backends.fused_interface)")
 
 
+def raise_unsorted_row(row: int, D: int) -> None:
+    """The fused kernels' refusal of a training row whose pixel indices they cannot search (met
+    in the compiled loop, where each row is checked before its indices are used): ValueError."""
+    raise ValueError(f"fused_steps: training row {row}'s pixel indices do not rise strictly below D = {D} "
+                     "(fastnn.data.csr.images_to_csr writes them so); the steps before its batch ran")
+
+
+def check_augment(indptr: np.ndarray, indices: np.ndarray, pixels: np.ndarray, boxes: np.ndarray,
+                  order: np.ndarray, lo: int, moves: np.ndarray, col_of: np.ndarray, height: int, width: int,
+                  n_threads: int, out_indptr: np.ndarray, out_indices: np.ndarray, out_pixels: np.ndarray) -> None:
+    """What ``augment_csr`` relies on for the call's k = len(moves) rows, checked once per call
+    (O(k + H W)): dtypes and contiguity, ``order[lo:lo + k]`` in [0, n), those rows' non-zeros
+    inside ``indices`` and ``pixels``, ``col_of`` the column of every pixel (p mod W), room in
+    ``out_indptr``. That each row's pixels rise strictly below H W and lie in its box of
+    ``boxes`` is checked by the kernel's first pass over the row (``raise_bad_image``): the
+    out arrays' room for the kept non-zeros, after it. Raises ValueError naming the field."""
+    fields = {"indptr": (indptr, np.int64, 1), "indices": (indices, np.uint16, 1), "pixels": (pixels, np.uint8, 1),
+              "boxes": (boxes, np.int16, 2), "order": (order, np.int64, 1), "moves": (moves, np.int32, 2),
+              "col_of": (col_of, np.uint16, 1), "out_indptr": (out_indptr, np.int64, 1),
+              "out_indices": (out_indices, np.uint16, 1), "out_pixels": (out_pixels, np.uint8, 1)}
+    for name, (arr, dtype, ndim) in fields.items():
+        if not (isinstance(arr, np.ndarray) and arr.dtype == dtype and arr.ndim == ndim and arr.flags.c_contiguous):
+            raise ValueError(f"augment_csr: {name} must be a C-contiguous {ndim}-D {np.dtype(dtype)} array "
+                             "(fastnn.backends.fused_interface)")
+    size = int(height) * int(width)
+    n, k = indptr.size - 1, moves.shape[0]
+
+    def require(ok, what):
+        if not ok:
+            raise ValueError(f"augment_csr: {what} (fastnn.backends.fused_interface)")
+
+    require(height >= 1 and width >= 1 and size <= 2 ** 16, "height and width must be >= 1, H W at most 65536")
+    require(n >= 0 and boxes.shape == (n, 4) and moves.shape[1:] == (3,) and n_threads >= 1,
+            "boxes must be (n, 4), moves (k, 3), n_threads >= 1")
+    require(indices.size == pixels.size and n >= 0 and indptr[0] == 0 and indptr[-1] <= indices.size,
+            "indptr must start at 0 and end within indices and pixels (of one size)")
+    require(col_of.size >= size and np.array_equal(col_of[:size], np.arange(size, dtype=np.uint16) % width),
+            "col_of must hold each pixel's column, p mod W")
+    require(lo >= 0 and order.size >= lo + k and out_indptr.size >= k + 1,
+            "order must hold lo + k rows and out_indptr k + 1 (k = len(moves))")
+    rows = order[lo:lo + k]                                                      # (k,) the call's rows
+    if k:
+        require(rows.min() >= 0 and rows.max() < n, f"order holds a row outside [0, {n})")
+        starts, ends = indptr.take(rows), indptr.take(rows + 1)
+        require(starts.min() >= 0 and (ends >= starts).all() and ends.max() <= indices.size,
+                "indptr is not ascending for the rows this call moves")
+
+
+def raise_bad_image(row: int) -> None:
+    """``augment_csr``'s refusal of an image it met in its first pass: ValueError."""
+    raise ValueError(f"augment_csr: image {row}'s pixel indices do not rise strictly below H W, or leave its "
+                     "bounding box (fastnn.data.augment.bounding_boxes makes them)")
+
+
 def check_steps(batch: CsrBatch, params: Parameters, work: WorkBuffers, hyper: Hyperparameters,
                 first_step: int, n_steps: int, batch_size: int, losses: np.ndarray, prof: np.ndarray) -> None:
     """Every size and index ``fused_steps`` will rely on for these steps, checked once per call
     (the compiled kernels run without bounds checks): dtypes and contiguity of every field, the
     offsets against the buffers' lengths, the threads' bounds, the rows the steps take
-    (``order`` in [0, n), each row's non-zeros inside ``indices``, its last pixel below D: rows
-    are sorted ascending, as ``fastnn.data.csr.images_to_csr`` writes them) and the CSC room
-    for their non-zeros. O(L T + n_steps B); raises ValueError naming the field.
+    (``order`` in [0, n), each row's non-zeros inside ``indices``, its last pixel below D) and
+    the CSC room for their non-zeros. O(L T + n_steps B); raises ValueError naming the field.
+    That each row's pixels rise strictly (the kernels binary-search them) is checked in the
+    compiled loop, row by row before its indices are used (``raise_unsorted_row``).
     """
     theta = params.theta
     _require(theta.dtype in (np.float32, np.float64) and theta.ndim == 1, "theta must be 1-D float32 or float64")

@@ -29,7 +29,9 @@ vectorizes, and only the others go through the loop that drops pixels; ``col_of`
 index (a table instead of a
 division per non-zero); ``n_threads`` threads share the rows. out_indptr (k+1,) int64,
 out_indices/out_pixels with room for the rows' non-zeros (a move only drops pixels). Returns
-the number of non-zeros written.
+the number of non-zeros written; raises ValueError for arguments it cannot rely on
+(``fastnn.backends.fused_interface.check_augment``, and an image whose indices do not rise
+below H W or leave its box, found as the kernel reaches it).
 """
 from __future__ import annotations
 

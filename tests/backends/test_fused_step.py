@@ -83,11 +83,23 @@ def _swap(args, group: int, **fields):
     return args
 
 
+def _unsorted(batch):
+    """The first row's pixel indices reversed, one of them far past D but not the last: the last
+    pixel of every row stays below D, so only the kernel's own pass over the row can tell."""
+    indices = batch.indices.copy()
+    a, b = batch.indptr[0], batch.indptr[1]
+    assert b - a >= 3
+    indices[a:b] = indices[a:b][::-1]
+    indices[a + 1] = 60000
+    return indices
+
+
 # (what is wrong, how to make it wrong, the message's words)
 BAD_STEPS = [
     ("order outside the rows", lambda a, t: _swap(a, 0, order=np.full(40, 40, dtype=np.int64)), "order holds a row"),
     ("order as int32", lambda a, t: _swap(a, 0, order=a[0].order.astype(np.int32)), "order must be int64"),
     ("a pixel index past D", lambda a, t: _swap(a, 0, indices=np.full_like(a[0].indices, 60)), "pixel index"),
+    ("pixels not ascending", lambda a, t: _swap(a, 0, indices=_unsorted(a[0])), "rise strictly below D"),
     ("a label past C", lambda a, t: _swap(a, 0, labels=np.full_like(a[0].labels, 7)), "label is outside"),
     ("indptr past indices", lambda a, t: _swap(a, 0, indices=a[0].indices[:5], pixels=a[0].pixels[:5]), "indptr"),
     ("theta as float32", lambda a, t: _swap(a, 1, theta=a[1].theta.astype(np.float32)), "must be float32"),

@@ -115,6 +115,58 @@ def test_augment_csr_matches_move_images_on_random_shapes(backend, n, h, w, dens
     np.testing.assert_array_equal(got, move_images(images[order[1:1 + n]], moves))
 
 
+def _augment_args(images, n_threads=2):
+    """augment_csr's arguments for every image of ``images`` (N, H, W), unmoved: a dict to spoil."""
+    h, w = images.shape[1:]
+    indptr, indices, pixels = images_to_csr(images)
+    return dict(indptr=indptr, indices=indices.copy(), pixels=pixels, boxes=bounding_boxes(indptr, indices, w),
+                order=np.arange(len(images), dtype=np.int64), lo=0, moves=np.zeros((len(images), 3), np.int32),
+                col_of=Augmenter(Augmentation(1), (h, w)).col_of.copy(), height=h, width=w, n_threads=n_threads,
+                out_indptr=np.zeros(len(images) + 1, np.int64), out_indices=np.zeros(indptr[-1], np.uint16),
+                out_pixels=np.zeros(indptr[-1], np.uint8))
+
+
+def _unsorted_image(a):
+    """Image 5's pixel indices reversed, one past H W in the middle: its last pixel stays in."""
+    s, e = a["indptr"][5], a["indptr"][6]
+    a["indices"][s:e] = a["indices"][s:e][::-1].copy()
+    a["indices"][s + 1] = 60000
+
+
+def _unsorted_image_moved_off(a):
+    """The same, moved 20 columns right: its box leaves the canvas, so the first pass counts its
+    pixels one by one (and refuses it there); unmoved, the second pass refuses it."""
+    _unsorted_image(a)
+    a["moves"][5] = (20, 0, 0)
+
+
+def _box_too_small(a):
+    a["boxes"][7, 3] -= 1                                       # its last column now outside its box
+
+
+# (what is wrong, how to make it wrong, the message's words)
+BAD_AUGMENT = [
+    ("pixels not ascending", _unsorted_image, "image 5's pixel indices"),
+    ("pixels not ascending, counted one by one", _unsorted_image_moved_off, "image 5's pixel indices"),
+    ("a box that leaves pixels out", _box_too_small, "image 7's"),
+    ("order past the images", lambda a: a["order"].__setitem__(3, 10**9), "order holds a row outside"),
+    ("a wrong column table", lambda a: a["col_of"].__setitem__(30, 1), "col_of"),
+    ("out_indptr too short", lambda a: a.update(out_indptr=a["out_indptr"][:3]), "out_indptr"),
+    ("moves of int64", lambda a: a.update(moves=a["moves"].astype(np.int64)), "moves"),
+    ("out_indices too short", lambda a: a.update(out_indices=a["out_indices"][:10]), "no room"),
+]
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("what,spoil,words", BAD_AUGMENT, ids=[b[0] for b in BAD_AUGMENT])
+def test_augment_csr_refuses_what_it_cannot_rely_on(backend, what, spoil, words):
+    images = sparse_images(20, 28, 28, 0.3)
+    args = _augment_args(images)
+    spoil(args)
+    with pytest.raises(ValueError, match=words):
+        get_backend(backend).augment_csr(**args)
+
+
 def test_bounding_boxes():
     images = np.zeros((3, 5, 6), dtype=np.uint8)
     images[0, 1, 2] = images[0, 3, 4] = images[0, 2, 1] = 9          # rows 1-3, columns 1-4

@@ -59,6 +59,7 @@ cdef extern from "sparse_row.h" nogil:
                              Py_ssize_t m, float scale, const float* z_in, float* z)
     void sparse_pixels_double(const double* W, Py_ssize_t n_out, const uint16_t* idx, const uint8_t* val,
                               Py_ssize_t m, double scale, const double* z_in, double* z)
+    int row_ascending(const uint16_t* idx, Py_ssize_t n, Py_ssize_t size)
 
 cdef inline Py_ssize_t _gather(const floating* a, Py_ssize_t stride, Py_ssize_t n, int32_t* idx,
                                floating* val) noexcept nogil:
@@ -156,6 +157,12 @@ cdef inline void _activate_backward(floating* d, const floating* out, Py_ssize_t
     else:
         for j in range(count):
             d[j] = d[j] * (1 - out[j] * out[j])
+
+
+cdef inline bint _row_ascending(const uint16_t* indices, int64_t a, int64_t b, Py_ssize_t size) noexcept nogil:
+    """Whether a CSR row's pixel indices[a:b] rise strictly and stay below ``size``: what the
+    kernels' binary searches and row reads rely on (sparse_row.h's ``row_ascending``)."""
+    return row_ascending(indices + a, b - a, size) != 0
 
 
 cdef inline void _prefetch_row(const int64_t* indptr, const uint16_t* indices, const uint8_t* pixels,

@@ -6,13 +6,13 @@ from libc.math cimport exp, log, sqrt
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
 from cython cimport floating
 from fastnn.backends.cython._shared cimport (
-    _activate, _activate_backward, _gemm, _gemm_into_transposed, _now, _prefetch_row, _sparse_pixels, _sparse_row,
-    fastnn_gemm_init,
+    _activate, _activate_backward, _gemm, _gemm_into_transposed, _now, _prefetch_row, _row_ascending,
+    _sparse_pixels, _sparse_row, fastnn_gemm_init,
 )
 
 import numpy as np
 
-from fastnn.backends.fused_interface import check_steps
+from fastnn.backends.fused_interface import check_steps, raise_unsorted_row
 
 fastnn_gemm_init()                     # pick gemm.h's micro-kernel for this CPU
 
@@ -67,13 +67,15 @@ cdef inline Py_ssize_t _lower_bound(const uint16_t* indices, Py_ssize_t lo, Py_s
     return lo
 
 
-cdef void _layer0_forward(const int64_t* indptr, const uint16_t* indices, const uint8_t* pixels,
-                          const int64_t* batch, Py_ssize_t nb, const floating* W0, Py_ssize_t H0,
-                          Py_ssize_t r0, Py_ssize_t r1, floating* Z, int32_t* ptr, int32_t* sample,
-                          floating* value) noexcept nogil:
+cdef int64_t _layer0_forward(const int64_t* indptr, const uint16_t* indices, const uint8_t* pixels,
+                             const int64_t* batch, Py_ssize_t nb, const floating* W0, Py_ssize_t D,
+                             Py_ssize_t H0, Py_ssize_t r0, Py_ssize_t r1, floating* Z, int32_t* ptr,
+                             int32_t* sample, floating* value) noexcept nogil:
     """Z (nb, H0): Z[i] = sum_q x_q W0[q] over sample i's non-zero pixels q in [r0, r1) (x = pixel
     / 255): thread t's share of z0 = x W0. Also the CSC index of those entries: for pixel p in
-    [r0, r1), entries ptr[p]:ptr[p+1] of (sample, value) are the batch rows where p is non-zero."""
+    [r0, r1), entries ptr[p]:ptr[p+1] of (sample, value) are the batch rows where p is non-zero.
+    Returns -1, or the first sample whose pixel indices do not rise strictly below D (then
+    before reading any W0 row through them, leaving Z and the index unfinished)."""
     cdef Py_ssize_t i, j, p, q, q_end, e
     cdef int64_t row
     cdef floating inv255 = <floating>(1.0 / 255.0)
@@ -89,6 +91,8 @@ cdef void _layer0_forward(const int64_t* indptr, const uint16_t* indices, const 
         row = batch[i]
         if i + 1 < nb:                              # the next sample's row comes from memory meanwhile
             _prefetch_row(indptr, indices, pixels, batch[i + 1])
+        if not _row_ascending(indices, indptr[row], indptr[row + 1], D):
+            return row
         q = _lower_bound(indices, indptr[row], indptr[row + 1], r0)
         q_end = _lower_bound(indices, q, indptr[row + 1], r1)
         _sparse_pixels(W0, H0, indices + q, pixels + q, q_end - q, inv255, z)    # sums in registers
@@ -110,6 +114,7 @@ cdef void _layer0_forward(const int64_t* indptr, const uint16_t* indices, const 
     for p in range(r1, r0, -1):
         ptr[p] = ptr[p - 1]
     ptr[r0] = 0
+    return -1
 
 
 cdef void _layer0_grad_update(const int32_t* ptr, const int32_t* sample, const floating* value,
@@ -338,11 +343,14 @@ def fused_steps(batch, params, work, hyper, Py_ssize_t first_step, Py_ssize_t n_
     h.lr, h.momentum, h.weight_decay = hyper.lr, hyper.momentum, hyper.weight_decay
     h.beta1, h.beta2, h.eps = hyper.beta1, hyper.beta2, hyper.eps
     h.keep, h.label_smoothing = hyper.keep, hyper.label_smoothing
-    _fused_steps(batch.indptr, batch.indices, batch.pixels, batch.labels, batch.order, first_step, n_steps,
-                 batch_size, params.sizes, params.w_off, params.b_off, work.act_off, work.mask_off,
-                 work.row_bounds, work.col_bounds, params.theta, params.state1, params.state2, work.z0_parts,
-                 work.acts, work.outs, work.grads_act, work.csc_ptr, work.csc_sample, work.csc_value, work.scratch,
-                 hyper.act, work.drop_mask, hyper.opt, h, hyper.t0, losses, prof)
+    bad_row = _fused_steps(batch.indptr, batch.indices, batch.pixels, batch.labels, batch.order, first_step,
+                           n_steps, batch_size, params.sizes, params.w_off, params.b_off, work.act_off,
+                           work.mask_off, work.row_bounds, work.col_bounds, params.theta, params.state1,
+                           params.state2, work.z0_parts, work.acts, work.outs, work.grads_act, work.csc_ptr,
+                           work.csc_sample, work.csc_value, work.scratch, hyper.act, work.drop_mask, hyper.opt, h,
+                           hyper.t0, losses, prof)
+    if bad_row >= 0:
+        raise_unsorted_row(bad_row, int(params.sizes[0]))
 
 
 def _fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const uint8_t[::1] pixels,
@@ -365,6 +373,8 @@ def _fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const u
     cdef floating step_size = lr, v_corr = 1
     cdef bint dropout = keep < 1, timing = prof.shape[0] > 0
     cdef double[::1] thread_loss = np.zeros(n_threads)
+    cdef int64_t[::1] thread_bad = np.full(n_threads, -1, dtype=np.int64)   # (T,) a bad row each thread met
+    cdef int64_t bad_row = -1
     cdef double total
     cdef long long t_region, tick
     cdef floating* th = &theta[0]
@@ -389,14 +399,20 @@ def _fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const u
                     tick = _now() if timing else 0
                     lo = (first_step + s) * batch_size
                     nb = min(lo + batch_size, n) - lo
-                    _layer0_forward(&indptr[0], &indices[0], &pixels[0], &order[lo], nb, th + w_off[0], H0,
-                                    row_bounds[t], row_bounds[t + 1], &z0_parts[t, 0], &csc_ptr[t, 0],
-                                    &csc_sample[t, 0], &csc_value[t, 0])
+                    thread_bad[t] = _layer0_forward(&indptr[0], &indices[0], &pixels[0], &order[lo], nb,
+                                                    th + w_off[0], D, H0, row_bounds[t], row_bounds[t + 1],
+                                                    &z0_parts[t, 0], &csc_ptr[t, 0], &csc_sample[t, 0],
+                                                    &csc_value[t, 0])
                     if timing:
                         prof_t[2] += _now() - tick
             if timing:
                 prof[n_threads, 0] += _now() - t_region
             if s == n_steps:
+                break
+            for t in range(n_threads):              # a row the kernel cannot read: stop before step s
+                if thread_bad[t] >= 0:
+                    bad_row = thread_bad[t]
+            if bad_row >= 0:
                 break
             # ---- region 2, by samples
             lo = (first_step + s) * batch_size
@@ -418,3 +434,4 @@ def _fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const u
             for t in range(n_threads):
                 total = total + thread_loss[t]
             losses[s] = total / nb
+    return bad_row

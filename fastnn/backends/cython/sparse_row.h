@@ -170,6 +170,26 @@ static inline void NAME(const T *restrict W, ptrdiff_t n_out, const IT *restrict
     }                                                                                         \
 }
 
+/* row_ascending(idx, n, size): whether idx[0..n) rise strictly and stay below size, the CSR row
+ * property the training kernels' binary searches and W0 reads rely on. 16 adjacent pairs per
+ * 32-byte compare (the lanes' results OR-ed, tested once at the end): a few cycles a row. */
+typedef uint16_t fastnn_v16hu __attribute__((vector_size(32)));
+static inline int row_ascending(const uint16_t *idx, ptrdiff_t n, ptrdiff_t size) {
+    if (n <= 0) return 1;
+    int bad = idx[n - 1] >= size;
+    fastnn_v16hu any = {0};
+    ptrdiff_t q = 1;
+    for (; q + 16 <= n; q += 16) {
+        fastnn_v16hu cur, prev;
+        memcpy(&cur, idx + q, sizeof cur);
+        memcpy(&prev, idx + q - 1, sizeof prev);
+        any |= (fastnn_v16hu)(cur <= prev);
+    }
+    for (; q < n; q++) bad |= idx[q] <= idx[q - 1];
+    for (int e = 0; e < 16; e++) bad |= any[e] != 0;
+    return !bad;
+}
+
 FASTNN_GATHER(gather_nonzeros_float, float)
 FASTNN_GATHER(gather_nonzeros_double, double)
 typedef int32_t fastnn_v8si __attribute__((vector_size(32)));

@@ -28,8 +28,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from fastnn.backends.fused_interface import check_steps
-from fastnn.backends.numba._shared import _activate, _activate_backward, _prefetch_row, cycles
+from fastnn.backends.fused_interface import check_steps, raise_unsorted_row
+from fastnn.backends.numba._shared import _activate, _activate_backward, _prefetch_row, _row_ascending, cycles
 from fastnn.backends.numba.gemm import gemm, use_dtype
 from fastnn.backends.numba.simd import sparse_row
 
@@ -72,9 +72,11 @@ def _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, r0, r1, Z, ptr, 
     for every batch row i: thread t's share of z = x W0 (the bias is added when the shares are summed).
 
     It also builds the CSC index of those entries for the weight gradient: for pixel p in
-    [r0, r1), entries ptr[p]:ptr[p+1] of (sample, value) are the batch rows where p is non-zero."""
+    [r0, r1), entries ptr[p]:ptr[p+1] of (sample, value) are the batch rows where p is non-zero.
+    Returns -1, or the first sample whose pixel indices do not rise strictly below D (then
+    before reading any W0 row through them, leaving Z and the index unfinished)."""
     inv255 = W0.dtype.type(1.0 / 255.0)
-    H0 = W0.shape[1]
+    D, H0 = W0.shape
     W0_flat = W0.reshape(W0.size)                                            # (D * H0,)
     for p in range(r0, r1 + 1):
         ptr[p] = 0
@@ -86,6 +88,8 @@ def _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, r0, r1, Z, ptr, 
         row = order[lo + i]
         if i + 1 < nb:                             # the next sample's row comes from memory meanwhile
             _prefetch_row(indptr, indices, pixels, order[lo + i + 1])
+        if not _row_ascending(indices, indptr[row], indptr[row + 1], D):
+            return row
         q = indptr[row] + np.searchsorted(indices[indptr[row]:indptr[row + 1]], r0)
         q_end = indptr[row] + np.searchsorted(indices[indptr[row]:indptr[row + 1]], r1)
         sparse_row(W0_flat, H0, indices, pixels, q, q_end, inv255, z, z)     # sums in registers
@@ -107,6 +111,7 @@ def _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, r0, r1, Z, ptr, 
     for p in range(r1, r0, -1):
         ptr[p] = ptr[p - 1]
     ptr[r0] = 0
+    return np.int64(-1)
 
 
 @njit(cache=True, fastmath={"contract", "reassoc"})
@@ -324,11 +329,13 @@ def fused_steps(batch, params, work, hyper, first_step, n_steps, batch_size, los
     checks every size and index first; the algorithm is in ``fastnn.training.fused``."""
     check_steps(batch, params, work, hyper, first_step, n_steps, batch_size, losses, prof)
     use_dtype(params.theta.dtype)                     # the GEMM's symbol, before a cached _fused_steps loads
-    _fused_steps(batch.indptr, batch.indices, batch.pixels, batch.labels, batch.order, np.int64(first_step),
-                 np.int64(n_steps), np.int64(batch_size), params.sizes, params.w_off, params.b_off, work.act_off,
-                 work.mask_off, work.row_bounds, work.col_bounds, params.theta, params.state1, params.state2,
-                 work.z0_parts, work.acts, work.outs, work.grads_act, work.csc_ptr, work.csc_sample, work.csc_value,
-                 work.scratch, work.drop_mask, hyper, losses, prof)
+    bad_row = _fused_steps(batch.indptr, batch.indices, batch.pixels, batch.labels, batch.order, np.int64(first_step),
+                           np.int64(n_steps), np.int64(batch_size), params.sizes, params.w_off, params.b_off,
+                           work.act_off, work.mask_off, work.row_bounds, work.col_bounds, params.theta, params.state1,
+                           params.state2, work.z0_parts, work.acts, work.outs, work.grads_act, work.csc_ptr,
+                           work.csc_sample, work.csc_value, work.scratch, work.drop_mask, hyper, losses, prof)
+    if bad_row >= 0:
+        raise_unsorted_row(int(bad_row), int(params.sizes[0]))
 
 
 @njit(cache=True, parallel=True, fastmath={"contract", "reassoc"})
@@ -347,6 +354,8 @@ def _fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, ba
     dropout = keep < 1
     D, H0 = sizes[0], sizes[1]
     thread_loss = np.zeros(n_threads)
+    thread_bad = np.full(n_threads, -1, dtype=np.int64)   # (T,) a bad row each thread met
+    bad_row = np.int64(-1)
     step_size = lr
     v_corr = theta.dtype.type(1)
     for s in range(n_steps + 1):
@@ -368,13 +377,18 @@ def _fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, ba
                 nb = min(lo + batch_size, n) - lo
                 W0 = theta[w_off[0]:w_off[0] + D * H0].reshape(D, H0)                          # (D, H0)
                 Z_part = z0_parts[t, :nb * H0].reshape(nb, H0)                                 # (nb, H0)
-                _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, row_bounds[t], row_bounds[t + 1],
-                                Z_part, csc_ptr[t], csc_sample[t], csc_value[t])
+                thread_bad[t] = _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, row_bounds[t],
+                                                row_bounds[t + 1], Z_part, csc_ptr[t], csc_sample[t], csc_value[t])
                 if timing:
                     prof[t, 2] += cycles() - tick
         if timing:
             prof[n_threads, 0] += cycles() - t_region
         if s == n_steps:
+            break
+        for t in range(n_threads):                   # a row the kernel cannot read: stop before step s
+            if thread_bad[t] >= 0:
+                bad_row = thread_bad[t]
+        if bad_row >= 0:
             break
         # ---- region 2, by samples
         lo = (first_step + s) * batch_size
@@ -395,3 +409,4 @@ def _fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, ba
         for t in range(n_threads):
             loss += thread_loss[t]
         losses[s] = loss / nb
+    return bad_row
