@@ -15,7 +15,8 @@ from fastnn.common.io import atomic_write  # noqa: E402
 COLORS = {"reference": "tab:gray", "numpy": "tab:blue", "numba-kernels": "tab:cyan", "numba": "tab:orange",
           "numba-timers": "moccasin", "cython": "tab:green", "cython-timers": "palegreen", "torch": "tab:red",
           "jax-step": "plum", "jax-scan": "tab:purple", "onnxruntime": "black", "openvino": "tab:brown",
-          "numba-augment": "sandybrown", "cython-augment": "yellowgreen"}
+          "numba-augment": "sandybrown", "cython-augment": "yellowgreen", "numba-robust": "chocolate",
+          "cython-robust": "darkolivegreen", "cython-int8": "deeppink"}
 
 
 def save_figure(fig, path, dpi: int = 120) -> None:
