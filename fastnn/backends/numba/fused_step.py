@@ -20,7 +20,8 @@ local names. In short, each step is two parallel regions over the T threads:
   (the packed GEMM of ``gemm.py`` for the products).
 
 fastmath: ``contract`` (FMA) and ``reassoc`` (vectorized sums); never the no-NaN/no-inf flags,
-so a diverging run still reports a NaN loss. Phase timers (``prof``) read the CPU's cycle
+so a diverging run still reports a NaN loss. The hot loops index with unsigned positions
+(``np.uint64``): Numba then skips its negative-index fix-up, which cost the epoch 5% (REPORT). Phase timers (``prof``) read the CPU's cycle
 counter only when ``prof`` has rows: one predictable branch per phase when it has none.
 """
 from __future__ import annotations
@@ -47,16 +48,17 @@ def _update(p, g, s1, s2, wd, opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
     ``fastnn.training.optim``: with g' = g + wd p, sgd: p -= lr g'; momentum: s1 = mu s1 + g', p -= lr s1;
     adam: s1 = b1 s1 + (1-b1) g', s2 = b2 s2 + (1-b2) g'^2, p -= step_size s1 / (sqrt(s2 / v_corr) + eps)."""
     one = p.dtype.type(1)
+    n = np.uint64(p.size)                   # unsigned positions: no negative-index fix-up
     if opt == 0:
-        for k in range(p.size):
+        for k in range(n):
             p[k] -= lr * (g[k] + wd * p[k])
     elif opt == 1:
-        for k in range(p.size):
+        for k in range(n):
             v = mu * s1[k] + (g[k] + wd * p[k])
             s1[k] = v
             p[k] -= lr * v
     else:
-        for k in range(p.size):
+        for k in range(n):
             gk = g[k] + wd * p[k]
             m = beta1 * s1[k] + (one - beta1) * gk
             v = beta2 * s2[k] + (one - beta2) * (gk * gk)
@@ -76,6 +78,7 @@ def _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, r0, r1, Z, ptr, 
     Returns -1, or the first sample whose pixel indices do not rise strictly below D (then
     before reading any W0 row through them, leaving Z and the index unfinished)."""
     inv255 = W0.dtype.type(1.0 / 255.0)
+    one = np.uint64(1)
     D, H0 = W0.shape
     W0_flat = W0.reshape(W0.size)                                            # (D * H0,)
     for p in range(r0, r1 + 1):
@@ -93,8 +96,8 @@ def _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, r0, r1, Z, ptr, 
         q = indptr[row] + np.searchsorted(indices[indptr[row]:indptr[row + 1]], r0)
         q_end = indptr[row] + np.searchsorted(indices[indptr[row]:indptr[row + 1]], r1)
         sparse_row(W0_flat, H0, indices, pixels, q, q_end, inv255, z, z)     # sums in registers
-        for q in range(q, q_end):
-            ptr[indices[q] + 1] += 1
+        for u in range(np.uint64(q), np.uint64(q_end)):     # unsigned: no negative-index fix-up
+            ptr[np.uint64(indices[u]) + one] += 1
     # the CSC index: counts -> starts, fill (ptr[p] walks to the end of p), shift back to starts
     ptr[r0] = 0
     for p in range(r0, r1):
@@ -103,11 +106,12 @@ def _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, r0, r1, Z, ptr, 
         row = order[lo + i]
         q = indptr[row] + np.searchsorted(indices[indptr[row]:indptr[row + 1]], r0)
         q_end = indptr[row] + np.searchsorted(indices[indptr[row]:indptr[row + 1]], r1)
-        for q in range(q, q_end):
-            e = ptr[indices[q]]
+        for u in range(np.uint64(q), np.uint64(q_end)):
+            p = np.uint64(indices[u])
+            e = np.uint64(ptr[p])
             sample[e] = i
-            value[e] = W0.dtype.type(pixels[q]) * inv255
-            ptr[indices[q]] = e + 1
+            value[e] = W0.dtype.type(pixels[u]) * inv255
+            ptr[p] = e + one
     for p in range(r1, r0, -1):
         ptr[p] = ptr[p - 1]
     ptr[r0] = 0
@@ -123,9 +127,11 @@ def _layer0_grad_update(ptr, sample, value, G0, W0, S1, S2, r0, r1, acc, wd, opt
     g = acc[:H0]
     G0_flat = G0.reshape(G0.size)                                            # (nb * H0,)
     one = W0.dtype.type(1)
-    for p in range(r0, r1):
-        g[:] = 0
-        sparse_row(G0_flat, H0, sample, value, ptr[p], ptr[p + 1], one, g, g)  # sums in registers
+    zero = W0.dtype.type(0)
+    for p in range(np.uint64(r0), np.uint64(r1)):                           # unsigned: no index fix-up
+        for j in range(np.uint64(H0)):
+            g[j] = zero
+        sparse_row(G0_flat, H0, sample, value, ptr[p], ptr[p + np.uint64(1)], one, g, g)  # sums in registers
         _update(W0[p], g, S1[p], S2[p], wd, opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
 
 
@@ -257,14 +263,15 @@ def _thread_step(t, i0, i1, nb, s, lo, labels, order, sizes, w_off, b_off, act_o
     yes, no, unit = np.bool_(True), np.bool_(False), np.int64(1)   # typed values, not literals (see gemm.py)
     A = _rows(acts, act_off[0], H0, i0, i1)                                                 # (m, H0)
     b0 = theta[b_off[0]:b_off[0] + H0]
-    for i in range(m):
-        for j in range(H0):
-            A[i, j] = b0[j]
+    a_flat = A.reshape(A.size)                                                              # (m H0,)
+    uH0 = np.uint64(H0)
+    for i in range(np.uint64(m)):                    # unsigned positions: no negative-index fix-up
+        for j in range(uH0):
+            a_flat[i * uH0 + j] = b0[j]
     for u in range(n_threads):
-        Z_part = _rows(z0_parts[u], 0, H0, i0, i1)                                          # (m, H0)
-        for i in range(m):
-            for j in range(H0):
-                A[i, j] += Z_part[i, j]
+        z_part = z0_parts[u, i0 * H0:i1 * H0]                                               # (m H0,)
+        for k in range(np.uint64(m) * uH0):
+            a_flat[k] += z_part[k]
     if n_layers > 1:
         O = _rows(outs, act_off[0], H0, i0, i1) if dropout else A
         mask = _rows(drop_mask[s], nb * mask_off[0], H0, i0, i1) if dropout else A
