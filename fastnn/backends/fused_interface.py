@@ -139,8 +139,9 @@ def check_augment(indptr: np.ndarray, indices: np.ndarray, pixels: np.ndarray, b
     (O(k + H W)): dtypes and contiguity, ``order[lo:lo + k]`` in [0, n), those rows' non-zeros
     inside ``indices`` and ``pixels``, ``col_of`` the column of every pixel (p mod W), room in
     ``out_indptr``. That each row's pixels rise strictly below H W and lie in its box of
-    ``boxes`` is checked by the kernel's first pass over the row (``raise_bad_image``): the
-    out arrays' room for the kept non-zeros, after it. Raises ValueError naming the field."""
+    ``boxes`` is checked by the kernel as it reaches the row, before using its indices
+    (``raise_bad_image``); the out arrays' room for the kept non-zeros, once they are counted.
+    Raises ValueError naming the field."""
     fields = {"indptr": (indptr, np.int64, 1), "indices": (indices, np.uint16, 1), "pixels": (pixels, np.uint8, 1),
               "boxes": (boxes, np.int16, 2), "order": (order, np.int64, 1), "moves": (moves, np.int32, 2),
               "col_of": (col_of, np.uint16, 1), "out_indptr": (out_indptr, np.int64, 1),
@@ -174,7 +175,7 @@ def check_augment(indptr: np.ndarray, indices: np.ndarray, pixels: np.ndarray, b
 
 
 def raise_bad_image(row: int) -> None:
-    """``augment_csr``'s refusal of an image it met in its first pass: ValueError."""
+    """``augment_csr``'s refusal of an image whose indices it cannot rely on: ValueError."""
     raise ValueError(f"augment_csr: image {row}'s pixel indices do not rise strictly below H W, or leave its "
                      "bounding box (fastnn.data.augment.bounding_boxes makes them)")
 

@@ -21,8 +21,9 @@ local names. In short, each step is two parallel regions over the T threads:
 
 fastmath: ``contract`` (FMA) and ``reassoc`` (vectorized sums); never the no-NaN/no-inf flags,
 so a diverging run still reports a NaN loss. The hot loops index with unsigned positions
-(``np.uint64``): Numba then skips its negative-index fix-up, which cost the epoch 5% (REPORT). Phase timers (``prof``) read the CPU's cycle
-counter only when ``prof`` has rows: one predictable branch per phase when it has none.
+(``np.uint64``): Numba then skips its negative-index fix-up, which cost the epoch 5% (REPORT).
+Phase timers (``prof``) read the CPU's cycle counter only when ``prof`` has rows: one
+predictable branch per phase when it has none.
 """
 from __future__ import annotations
 
