@@ -167,6 +167,21 @@ def test_augment_csr_refuses_what_it_cannot_rely_on(backend, what, spoil, words)
         get_backend(backend).augment_csr(**args)
 
 
+@pytest.mark.parametrize("backend", FUSED)
+def test_augment_csr_finds_a_repeated_pixel_anywhere_in_a_long_row(backend):
+    """The row check compares 16 pairs at a time and then the last 16, overlapping: a pixel
+    repeated at any position (first pair, inside a block, at a block's edge, in the tail) is
+    refused, and the untouched rows pass."""
+    images = np.full((2, 28, 28), 7, dtype=np.uint8)           # 784 non-zeros a row
+    for k in (1, 2, 15, 16, 17, 31, 32, 33, 400, 766, 767, 768, 782, 783):
+        args = _augment_args(images)
+        start = args["indptr"][1]
+        args["indices"][start + k] = args["indices"][start + k - 1]
+        with pytest.raises(ValueError, match="image 1's pixel indices"):
+            get_backend(backend).augment_csr(**args)
+    assert get_backend(backend).augment_csr(**_augment_args(images)) == 2 * 784
+
+
 def test_bounding_boxes():
     images = np.zeros((3, 5, 6), dtype=np.uint8)
     images[0, 1, 2] = images[0, 3, 4] = images[0, 2, 1] = 9          # rows 1-3, columns 1-4

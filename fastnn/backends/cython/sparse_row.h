@@ -172,22 +172,28 @@ static inline void NAME(const T *restrict W, ptrdiff_t n_out, const IT *restrict
 
 /* row_ascending(idx, n, size): whether idx[0..n) rise strictly and stay below size, the CSR row
  * property the training kernels' binary searches and W0 reads rely on. 16 adjacent pairs per
- * 32-byte compare (the lanes' results OR-ed, tested once at the end): a few cycles a row. */
+ * 32-byte compare, the last 16 pairs overlapping the loop's (a pair checked twice is harmless),
+ * the lanes' results OR-ed and tested once at the end: a few cycles a row. */
 typedef uint16_t fastnn_v16hu __attribute__((vector_size(32)));
 static inline int row_ascending(const uint16_t *idx, ptrdiff_t n, ptrdiff_t size) {
     if (n <= 0) return 1;
     int bad = idx[n - 1] >= size;
-    fastnn_v16hu any = {0};
-    ptrdiff_t q = 1;
-    for (; q + 16 <= n; q += 16) {
-        fastnn_v16hu cur, prev;
+    if (n <= 16) {
+        for (ptrdiff_t q = 1; q < n; q++) bad |= idx[q] <= idx[q - 1];
+        return !bad;
+    }
+    fastnn_v16hu any = {0}, cur, prev;
+    for (ptrdiff_t q = 1; q + 16 <= n; q += 16) {
         memcpy(&cur, idx + q, sizeof cur);
         memcpy(&prev, idx + q - 1, sizeof prev);
         any |= (fastnn_v16hu)(cur <= prev);
     }
-    for (; q < n; q++) bad |= idx[q] <= idx[q - 1];
-    for (int e = 0; e < 16; e++) bad |= any[e] != 0;
-    return !bad;
+    memcpy(&cur, idx + n - 16, sizeof cur);               /* pairs (n - 17, n - 16) .. (n - 2, n - 1) */
+    memcpy(&prev, idx + n - 17, sizeof prev);
+    any |= (fastnn_v16hu)(cur <= prev);
+    uint64_t words[4];
+    memcpy(words, &any, sizeof words);
+    return !(bad | ((words[0] | words[1] | words[2] | words[3]) != 0));
 }
 
 FASTNN_GATHER(gather_nonzeros_float, float)
