@@ -120,9 +120,9 @@ def scratch_width(sizes: np.ndarray, col_bounds: np.ndarray) -> int:
     return max([int(sizes[1]), *dense])
 
 
-def _require(ok: bool, what: str) -> None:
+def _require(ok: bool, what: str, kernel: str = "fused_steps") -> None:
     if not ok:
-        raise ValueError(f"fused_steps: {what} (fastnn.backends.fused_interface)")
+        raise ValueError(f"{kernel}: {what} (fastnn.backends.fused_interface)")
 
 
 def raise_unsorted_row(row: int, D: int) -> None:
@@ -148,14 +148,12 @@ def check_augment(indptr: np.ndarray, indices: np.ndarray, pixels: np.ndarray, b
               "out_indices": (out_indices, np.uint16, 1), "out_pixels": (out_pixels, np.uint8, 1)}
     for name, (arr, dtype, ndim) in fields.items():
         if not (isinstance(arr, np.ndarray) and arr.dtype == dtype and arr.ndim == ndim and arr.flags.c_contiguous):
-            raise ValueError(f"augment_csr: {name} must be a C-contiguous {ndim}-D {np.dtype(dtype)} array "
-                             "(fastnn.backends.fused_interface)")
+            _require(False, f"{name} must be a C-contiguous {ndim}-D {np.dtype(dtype)} array", "augment_csr")
     size = int(height) * int(width)
     n, k = indptr.size - 1, moves.shape[0]
 
     def require(ok, what):
-        if not ok:
-            raise ValueError(f"augment_csr: {what} (fastnn.backends.fused_interface)")
+        _require(ok, what, "augment_csr")
 
     require(height >= 1 and width >= 1 and size <= 2 ** 16, "height and width must be >= 1, H W at most 65536")
     require(n >= 0 and boxes.shape == (n, 4) and moves.shape[1:] == (3,) and n_threads >= 1,
