@@ -70,6 +70,7 @@ class WorkBuffers(NamedTuple):
     csc_ptr: np.ndarray     # (T, D+1) int32: thread t's CSC index of its pixels for the batch
     csc_sample: np.ndarray  # (T, E) int32: the batch row of each entry, E = B * (most non-zeros in one row)
     csc_value: np.ndarray   # (T, >= E) float: the input value of each entry
+    csc_span: np.ndarray    # (T, >= 2B) int64: batch row i's non-zeros in thread t's pixels are indices[2i]:[2i+1]
     scratch: np.ndarray     # (T, W) float: a thread's widest weight gradient (``scratch_width``)
     drop_mask: np.ndarray   # (n_steps, B * sum(hidden)) float: inverted-dropout masks (0 or 1/keep); (1, 1) if none
 
@@ -112,11 +113,21 @@ class ForwardOptions(NamedTuple):
 
 
 # ---------------------------------------------------------------- the boundary check
+# A dense layer with fewer outputs than NARROW (a vector of float32) splits its weights between the T
+# threads by rows, thread t taking rows n_in t // T .. n_in (t + 1) // T with all their columns (its
+# bias still by col_bounds): a column share of 5 of 10 outputs ran a (n_in, 5) product padded to
+# the micro-kernel's 32 columns and n_in updates of 5 parameters each (REPORT).
+NARROW = 16
+
+
 def scratch_width(sizes: np.ndarray, col_bounds: np.ndarray) -> int:
     """Floats of per-thread scratch the fused step writes: a dense layer's (n_in, w) weight
-    gradient for the widest column share w a thread owns, or one row of W0's gradient (H0,)."""
+    gradient for the widest column share w a thread owns (a narrow layer's: its widest row share,
+    (ceil(n_in / T), n_out)), or one row of W0's gradient (H0,)."""
     widths = np.diff(col_bounds, axis=1).max(axis=1)                   # (L,) widest share per layer
-    dense = [int(n_in) * int(w) for n_in, w in zip(sizes[1:-1], widths[1:])]
+    T = col_bounds.shape[1] - 1
+    dense = [int(n_in) * int(w) if n_out >= NARROW else -(-int(n_in) // T) * int(n_out)   # by columns or rows
+             for n_in, n_out, w in zip(sizes[1:-1], sizes[2:], widths[1:])]
     return max([int(sizes[1]), *dense])
 
 
@@ -194,6 +205,7 @@ def check_steps(batch: CsrBatch, params: Parameters, work: WorkBuffers, hyper: H
     kinds = {"indptr": np.int64, "indices": np.uint16, "pixels": np.uint8, "labels": np.int64, "order": np.int64,
              "sizes": np.int64, "w_off": np.int64, "b_off": np.int64, "act_off": np.int64, "mask_off": np.int64,
              "row_bounds": np.int64, "col_bounds": np.int64, "csc_ptr": np.int32, "csc_sample": np.int32,
+             "csc_span": np.int64,
              "losses": np.float64, "prof": np.int64}
     for name, arr in fields.items():                 # the messages are only made for a failure
         if not (isinstance(arr, np.ndarray) and arr.flags.c_contiguous):
@@ -237,6 +249,8 @@ def check_steps(batch: CsrBatch, params: Parameters, work: WorkBuffers, hyper: H
     _require(work.csc_sample.ndim == 2 and work.csc_sample.shape[0] == T and work.csc_value.ndim == 2
              and work.csc_value.shape[0] == T and work.csc_value.shape[1] >= work.csc_sample.shape[1],
              "csc_sample must be (T, E) and csc_value (T, >= E)")
+    _require(work.csc_span.ndim == 2 and work.csc_span.shape[0] == T and work.csc_span.shape[1] >= 2 * B,
+             f"csc_span must be (T, >= 2B) = ({T}, >= {2 * B})")
     width = scratch_width(sizes, cb)
     _require(work.scratch.ndim == 2 and work.scratch.shape[0] == T and work.scratch.shape[1] >= width,
              f"scratch must be (T, >= {width}): a thread's widest weight gradient")

@@ -242,7 +242,8 @@ class FusedTrainer(TrainerBase):
         return WorkBuffers(act_off=self.act_off, mask_off=self.mask_off, row_bounds=self.row_bounds,
                            col_bounds=self.col_bounds, z0_parts=self.z0_parts, acts=self.acts, outs=self.outs,
                            grads_act=self.grads_act, csc_ptr=self.csc_ptr, csc_sample=self.csc_sample,
-                           csc_value=self.csc_value, scratch=self.scratch, drop_mask=drop_mask)
+                           csc_value=self.csc_value, csc_span=self.csc_span, scratch=self.scratch,
+                           drop_mask=drop_mask)
 
     def _allocate(self, batch_size: int) -> None:
         """(Re)size the activation, CSC and scratch buffers for ``batch_size``."""
@@ -260,6 +261,7 @@ class FusedTrainer(TrainerBase):
         self.csc_ptr = np.zeros((T, self.sizes[0] + 1), dtype=np.int32)             # (T, D+1)
         self.csc_sample = np.zeros((T, entries), dtype=np.int32)                    # (T, E)
         self.csc_value = aligned_zeros((T, entries + ALIGN), dt)                    # (T, E)
+        self.csc_span = np.zeros((T, 2 * batch_size), dtype=np.int64)               # (T, 2B)
         self.scratch = aligned_zeros((T, scratch_width(self.sizes, self.col_bounds) + ALIGN), dt)
         self._batch_size = batch_size
 

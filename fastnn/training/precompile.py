@@ -73,7 +73,7 @@ def _compile_steps(spec: KernelSpec, saved) -> None:
     W0 = tr.theta[tr.w_off[0]:tr.w_off[0] + int(tr.sizes[0]) * H0].reshape(int(tr.sizes[0]), H0)   # (D, H0)
     nf._layer0_forward(tr.indptr, tr.indices, tr.pixels, none, i64(0), i64(0), W0, tr.row_bounds[0],
                        tr.row_bounds[1], tr.z0_parts[0, :0].reshape(0, H0), tr.csc_ptr[0], tr.csc_sample[0],
-                       tr.csc_value[0])
+                       tr.csc_value[0], tr.csc_span[0])
     saved["gemm"].wait(timeout=120)                                  # then load it (or compile it here)
     use_dtype(model.dtype)
     nf._thread_step(i64(0), i64(0), i64(0), i64(1), i64(0), i64(0), tr.labels, none, tr.sizes, tr.w_off, tr.b_off,

@@ -108,6 +108,7 @@ BAD_STEPS = [
     ("acts too small", lambda a, t: _swap(a, 2, acts=a[2].acts[:10]), "acts/grads_act"),
     ("z0_parts too small", lambda a, t: _swap(a, 2, z0_parts=a[2].z0_parts[:, :3].copy()), "z0_parts"),
     ("csc_sample too small", lambda a, t: _swap(a, 2, csc_sample=a[2].csc_sample[:, :1].copy()), "csc_sample"),
+    ("csc_span too small", lambda a, t: _swap(a, 2, csc_span=a[2].csc_span[:, :3].copy()), "csc_span"),
     ("row_bounds off D", lambda a, t: _swap(a, 2, row_bounds=a[2].row_bounds - 1), "row_bounds"),
     ("col_bounds past a layer", lambda a, t: _swap(a, 2, col_bounds=a[2].col_bounds * 2), "col_bounds"),
     ("an unknown optimizer", lambda a, t: _swap(a, 3, opt=7), "act or opt"),

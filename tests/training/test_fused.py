@@ -32,10 +32,10 @@ def toy_dataset(n=700, d=50, c=5, seed=0, density=0.3) -> Dataset:
 
 
 def trajectory(trainer_cls, backend, optimizer, weight_decay, dropout, activation, dtype=np.float64,
-               n_steps=N_STEPS, **kw):
+               n_steps=N_STEPS, sizes=(50, 16, 12, 5), **kw):
     """Losses of the first ``n_steps`` steps (several epochs, calls of uneven length)."""
     ds = toy_dataset()
-    model = NeuralNetwork([50, 16, 12, 5], activation=activation, backend=backend, dtype=dtype, seed=3,
+    model = NeuralNetwork(list(sizes), activation=activation, backend=backend, dtype=dtype, seed=3,
                           dropout=dropout)
     opt = make_optimizer(optimizer, model, 0.01 if optimizer == "adam" else 0.05, weight_decay)
     trainer = trainer_cls(model, opt, ds, **kw)
@@ -63,6 +63,47 @@ def test_fused_trajectory_matches_kernel_path(backend, optimizer, weight_decay, 
     for W, W_ref in zip(model.weights, ref_model.weights):        # the model sees the fused updates
         np.testing.assert_allclose(W, W_ref, rtol=1e-6, atol=1e-9)
     assert opt.t == ref_opt.t >= N_STEPS
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("sizes", [(50, 33, 7, 5), (50, 40, 17, 5)], ids=["narrow hidden layer", "odd widths"])
+def test_fused_trajectory_at_uneven_splits_matches_kernel_path(backend, sizes):
+    """Layers narrower than fused_interface.NARROW split their weights by rows (33 rows: 16 and 17),
+    wider ones by columns (17 columns: 16 and 1); both follow the kernel path."""
+    ref, ref_model, _ = trajectory(KernelTrainer, "numpy", "momentum", 1e-3, 0.0, "relu", sizes=sizes)
+    got, model, _ = trajectory(FusedTrainer, backend, "momentum", 1e-3, 0.0, "relu", sizes=sizes)
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    for W, W_ref in zip(model.weights, ref_model.weights):
+        np.testing.assert_allclose(W, W_ref, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.skipif("cython" not in available_backends(), reason="the cython backend is not built here")
+def test_cython_steps_on_a_smaller_team_than_asked_are_the_same():
+    """The Cython step runs one OpenMP team per call and gives each thread parts t, t + team, ...:
+    with the runtime limited to one thread (OMP_THREAD_LIMIT=1) it runs both threads' parts
+    itself, and the losses and weights come out bit for bit as with two."""
+    import os
+    import subprocess
+
+    code = (
+        "import numpy as np, sys; sys.path.insert(0, sys.argv[1]); from test_fused import trajectory;"
+        "import fastnn.training.fused as f; from fastnn.training.fused import FusedTrainer;"
+        "f._num_threads = lambda backend: 2;"                      # T = 2 parts, whatever the team"
+        "losses, model, _ = trajectory(FusedTrainer, 'cython', 'adam', 1e-3, 0.2, 'relu', n_steps=60);"
+        "np.save(sys.argv[2], np.concatenate([losses, *[w.ravel() for w in model.weights]]));"
+        "from fastnn.backends.cython import openmp_threads; print(openmp_threads())")
+    here = os.path.dirname(__file__)
+    out = {}
+    for limit in ("1", "2"):
+        env = {**os.environ, "OMP_THREAD_LIMIT": limit, "OMP_NUM_THREADS": "2"}
+        path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"fastnn-team-{os.getpid()}-{limit}.npy")
+        done = subprocess.run([sys.executable, "-c", code, here, path], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split()[-1] == limit                    # the team OpenMP gives
+        out[limit] = np.load(path)
+        os.remove(path)
+    np.testing.assert_array_equal(out["1"], out["2"])
 
 
 @pytest.mark.parametrize("backend", FUSED)

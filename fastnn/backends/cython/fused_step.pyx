@@ -1,12 +1,12 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The cython backend's fused training step: ``fused_steps``, whole SGD steps in one call
 (``fastnn/backends/numba/fused_step.py`` is the same algorithm, loop for loop)."""
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, threadid
 from libc.math cimport exp, log, sqrt
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
 from cython cimport floating
 from fastnn.backends.cython._shared cimport (
-    _activate, _activate_backward, _gemm, _gemm_into_transposed, _now, _prefetch_row, _row_ascending,
+    __builtin_prefetch, _activate, _activate_backward, _gemm, _gemm_into_transposed, _now, _prefetch_row, _row_ascending,
     _sparse_pixels, _sparse_row, fastnn_gemm_init,
 )
 
@@ -15,6 +15,13 @@ import numpy as np
 from fastnn.backends.fused_interface import check_steps, raise_unsorted_row
 
 fastnn_gemm_init()                     # pick gemm.h's micro-kernel for this CPU
+
+cdef extern from "team.h" nogil:
+    int fastnn_team_size()
+    void fastnn_team_barrier()
+
+cdef enum:
+    NARROW = 16      # fewer outputs than this: a dense layer's W is split by rows (fused_interface.NARROW)
 
 
 # ---------------------------------------------------------------- the fused training path
@@ -70,31 +77,37 @@ cdef inline Py_ssize_t _lower_bound(const uint16_t* indices, Py_ssize_t lo, Py_s
 cdef int64_t _layer0_forward(const int64_t* indptr, const uint16_t* indices, const uint8_t* pixels,
                              const int64_t* batch, Py_ssize_t nb, const floating* W0, Py_ssize_t D,
                              Py_ssize_t H0, Py_ssize_t r0, Py_ssize_t r1, floating* Z, int32_t* ptr,
-                             int32_t* sample, floating* value) noexcept nogil:
+                             int32_t* sample, floating* value, int64_t* span) noexcept nogil:
     """Z (nb, H0): Z[i] = sum_q x_q W0[q] over sample i's non-zero pixels q in [r0, r1) (x = pixel
     / 255): thread t's share of z0 = x W0. Also the CSC index of those entries: for pixel p in
-    [r0, r1), entries ptr[p]:ptr[p+1] of (sample, value) are the batch rows where p is non-zero.
-    Returns -1, or the first sample whose pixel indices do not rise strictly below D (then
-    before reading any W0 row through them, leaving Z and the index unfinished)."""
+    [r0, r1), entries ptr[p]:ptr[p+1] of (sample, value) are the batch rows where p is non-zero;
+    span (2 nb,): sample i's pixels in [r0, r1) are indices[span[2i]:span[2i+1]] (searched for once,
+    by the first pass, for the second). The rows' indptr entries are prefetched all at once, each
+    row's pixels two samples ahead. Returns -1, or the first sample whose pixel indices do not rise
+    strictly below D (then before reading any W0 row through them, leaving Z and the index unfinished)."""
     cdef Py_ssize_t i, j, p, q, q_end, e
     cdef int64_t row
     cdef floating inv255 = <floating>(1.0 / 255.0)
     cdef floating* z
     for p in range(r0, r1 + 1):
         ptr[p] = 0
-    if nb > 0:
-        _prefetch_row(indptr, indices, pixels, batch[0])
+    for i in range(nb):                             # the rows' starts: random reads of indptr
+        __builtin_prefetch(&indptr[batch[i]], 0, 3)
+    for i in range(min(nb, 2)):
+        _prefetch_row(indptr, indices, pixels, batch[i])
     for i in range(nb):
         z = Z + i * H0
         for j in range(H0):
             z[j] = 0
         row = batch[i]
-        if i + 1 < nb:                              # the next sample's row comes from memory meanwhile
-            _prefetch_row(indptr, indices, pixels, batch[i + 1])
+        if i + 2 < nb:                              # a later sample's row comes from memory meanwhile
+            _prefetch_row(indptr, indices, pixels, batch[i + 2])
         if not _row_ascending(indices, indptr[row], indptr[row + 1], D):
             return row
         q = _lower_bound(indices, indptr[row], indptr[row + 1], r0)
         q_end = _lower_bound(indices, q, indptr[row + 1], r1)
+        span[2 * i] = q
+        span[2 * i + 1] = q_end
         _sparse_pixels(W0, H0, indices + q, pixels + q, q_end - q, inv255, z)    # sums in registers
         for q in range(q, q_end):
             ptr[indices[q] + 1] += 1
@@ -103,10 +116,7 @@ cdef int64_t _layer0_forward(const int64_t* indptr, const uint16_t* indices, con
     for p in range(r0, r1):
         ptr[p + 1] += ptr[p]
     for i in range(nb):
-        row = batch[i]
-        q = _lower_bound(indices, indptr[row], indptr[row + 1], r0)
-        q_end = _lower_bound(indices, q, indptr[row + 1], r1)
-        for q in range(q, q_end):
+        for q in range(span[2 * i], span[2 * i + 1]):
             e = ptr[indices[q]]
             sample[e] = <int32_t>i
             value[e] = <floating>pixels[q] * inv255
@@ -146,6 +156,22 @@ cdef void _dense_grad_update(const floating* A_in, const floating* G, floating* 
     for r in range(n_in):
         _update(W + r * n_out + c0, gW + r * w, S1 + r * n_out + c0, S2 + r * n_out + c0, w, wd, opt, lr, mu,
                 beta1, beta2, eps, step_size, v_corr)
+
+
+cdef void _dense_rows_grad_update(const floating* A_in, const floating* G, floating* W, floating* S1,
+                                  floating* S2, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t r0, Py_ssize_t r1,
+                                  Py_ssize_t nb, floating* scratch, floating wd, int opt, floating lr, floating mu,
+                                  floating beta1, floating beta2, floating eps, floating step_size,
+                                  floating v_corr) noexcept nogil:
+    """A narrow layer's share by rows: grad W[r0:r1] = A_in[:, r0:r1]^T @ G (packed GEMM, into
+    scratch), then one update of those rows, a contiguous run of (r1 - r0) n_out parameters.
+    A_in (nb, n_in), G (nb, n_out), W (n_in, n_out)."""
+    cdef floating* gW = scratch                    # (r1 - r0, n_out)
+    if r1 <= r0:
+        return
+    _gemm(True, False, r1 - r0, n_out, nb, 1, A_in + r0, n_in, G, n_out, 0, gW, n_out)
+    _update(W + r0 * n_out, gW, S1 + r0 * n_out, S2 + r0 * n_out, (r1 - r0) * n_out, wd, opt, lr, mu, beta1, beta2,
+            eps, step_size, v_corr)
 
 
 cdef void _bias_grad_update(const floating* G, floating* b, floating* s1, floating* s2, Py_ssize_t n_out,
@@ -222,8 +248,10 @@ cdef void _finish_step(Py_ssize_t t, Py_ssize_t nb, const int64_t[::1] sizes, co
                        long long* prof_t) noexcept nogil:
     """Region 1, first half: thread t's weight gradients of the step just run (nb rows), each
     fused with its update, for the parameters t owns: W0 rows row_bounds[t]:row_bounds[t+1]
-    (through its CSC index), columns col_bounds[l, t]:col_bounds[l, t+1] of b_l and dense W_l."""
+    (through its CSC index), columns col_bounds[l, t]:col_bounds[l, t+1] of b_l and dense W_l (of a
+    narrow one, fewer than NARROW outputs, rows n_in t // T .. n_in (t + 1) // T)."""
     cdef Py_ssize_t n_layers = sizes.shape[0] - 1, l, n_in, n_out, c0, c1
+    cdef Py_ssize_t n_threads = col_bounds.shape[1] - 1
     cdef floating lr = <floating>hyper.lr, mu = <floating>hyper.momentum, wd = <floating>hyper.weight_decay
     cdef floating beta1 = <floating>hyper.beta1, beta2 = <floating>hyper.beta2, eps = <floating>hyper.eps
     cdef floating* S1
@@ -241,6 +269,10 @@ cdef void _finish_step(Py_ssize_t t, Py_ssize_t nb, const int64_t[::1] sizes, co
         if l == 0:
             _layer0_grad_update(ptr, sample, value, G, th + w_off[0], S1, S2, n_out, row_bounds[t],
                                 row_bounds[t + 1], acc, wd, opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
+        elif n_out < NARROW:                                # a narrow layer: thread t's rows of W_l
+            _dense_rows_grad_update(ac + act_off[l - 1], G, th + w_off[l], S1, S2, n_in, n_out,
+                                    (n_in * t) // n_threads, (n_in * (t + 1)) // n_threads, nb, acc, wd, opt, lr,
+                                    mu, beta1, beta2, eps, step_size, v_corr)
         elif c1 > c0:
             _dense_grad_update(ac + act_off[l - 1], G, th + w_off[l], S1, S2, n_in, n_out, c0, c1, nb, acc, wd,
                                opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
@@ -347,7 +379,8 @@ def fused_steps(batch, params, work, hyper, Py_ssize_t first_step, Py_ssize_t n_
                            n_steps, batch_size, params.sizes, params.w_off, params.b_off, work.act_off,
                            work.mask_off, work.row_bounds, work.col_bounds, params.theta, params.state1,
                            params.state2, work.z0_parts, work.acts, work.outs, work.grads_act, work.csc_ptr,
-                           work.csc_sample, work.csc_value, work.scratch, hyper.act, work.drop_mask, hyper.opt, h,
+                           work.csc_sample, work.csc_value, work.csc_span, work.scratch, hyper.act, work.drop_mask,
+                           hyper.opt, h,
                            hyper.t0, losses, prof)
     if bad_row >= 0:
         raise_unsorted_row(bad_row, int(params.sizes[0]))
@@ -360,35 +393,45 @@ def _fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const u
                  const int64_t[:, ::1] col_bounds, floating[::1] theta, floating[::1] state1, floating[::1] state2,
                  floating[:, ::1] z0_parts, floating[::1] acts, floating[::1] outs, floating[::1] grads_act,
                  int32_t[:, ::1] csc_ptr, int32_t[:, ::1] csc_sample, floating[:, ::1] csc_value,
-                 floating[:, ::1] scratch, int act, const floating[:, ::1] drop_mask, int opt, Hyper hyper,
+                 int64_t[:, ::1] csc_span, floating[:, ::1] scratch, int act, const floating[:, ::1] drop_mask, int opt, Hyper hyper,
                  Py_ssize_t t0, double[::1] losses, long long[:, ::1] prof):
-    """The core of ``fused_steps``, its groups' fields one by one. Each step is two parallel
-    regions over the T threads: region 1 (``_finish_step`` of the previous step, then
-    ``_layer0_forward`` of this one), region 2 (``_thread_step``)."""
+    """The core of ``fused_steps``, its groups' fields one by one. One OpenMP team for the whole
+    call (team.h): each step is two phases over the T threads with a barrier after each, region 1
+    (``_finish_step`` of the previous step, then ``_layer0_forward`` of this one) and region 2
+    (``_thread_step``). (A parallel region per phase cost a fork and a join each: 4% of the epoch.)
+    A team of fewer than T threads (the OpenMP runtime may give fewer) shares the T parts."""
     cdef Py_ssize_t n = order.shape[0], n_layers = sizes.shape[0] - 1
     cdef int n_threads = <int>(col_bounds.shape[1] - 1)
-    cdef Py_ssize_t D = sizes[0], H0 = sizes[1], s, t, lo, nb, nb_prev, i0, i1
+    cdef Py_ssize_t D = sizes[0], H0 = sizes[1], s = 0, t = 0, lo = 0, nb = 0, nb_prev = 0, i0 = 0, i1 = 0
     cdef floating lr = <floating>hyper.lr, beta1 = <floating>hyper.beta1, beta2 = <floating>hyper.beta2
     cdef floating keep = <floating>hyper.keep, smooth = <floating>hyper.label_smoothing
     cdef floating step_size = lr, v_corr = 1
     cdef bint dropout = keep < 1, timing = prof.shape[0] > 0
     cdef double[::1] thread_loss = np.zeros(n_threads)
-    cdef int64_t[::1] thread_bad = np.full(n_threads, -1, dtype=np.int64)   # (T,) a bad row each thread met
-    cdef int64_t bad_row = -1
-    cdef double total
-    cdef long long t_region, tick
+    cdef int64_t[::1] thread_bad = np.full(n_threads, -1, dtype=np.int64)   # (T,) a bad row each part met
+    cdef int64_t bad_row = -1, bad = -1
+    cdef double total = 0
+    cdef long long t_region = 0, tick = 0
     cdef floating* th = &theta[0]
     cdef floating* ac = &acts[0]
     cdef floating* ou = &outs[0] if dropout else &acts[0]
-    cdef long long* prof_t
-    with nogil:
+    cdef long long* prof_t = NULL
+    cdef int tid = 0, team = 1                      # (set before the team: Cython copies them out after it)
+    with nogil, parallel(num_threads=n_threads):
+        tid = threadid()
+        team = fastnn_team_size()                   # parts tid, tid + team, ... are this thread's
+        step_size = lr
+        v_corr = 1
+        t_region = 0
         for s in range(n_steps + 1):
             # ---- region 1, by parameters: finish step s - 1, then step s's layer 0 over own W0 rows
             if opt == 2 and s > 0:                  # Adam's bias corrections for step t0 + s
                 step_size = <floating>(<double>lr / (1.0 - (<double>beta1) ** (t0 + s)))
                 v_corr = <floating>(1.0 - (<double>beta2) ** (t0 + s))
-            t_region = _now() if timing else 0
-            for t in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
+            if timing and tid == 0:
+                t_region = _now()
+            t = tid
+            while t < n_threads:
                 prof_t = &prof[t, 0] if timing else NULL
                 if s > 0:
                     nb_prev = min((first_step + s) * batch_size, n) - (first_step + s - 1) * batch_size
@@ -402,23 +445,28 @@ def _fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const u
                     thread_bad[t] = _layer0_forward(&indptr[0], &indices[0], &pixels[0], &order[lo], nb,
                                                     th + w_off[0], D, H0, row_bounds[t], row_bounds[t + 1],
                                                     &z0_parts[t, 0], &csc_ptr[t, 0], &csc_sample[t, 0],
-                                                    &csc_value[t, 0])
+                                                    &csc_value[t, 0], &csc_span[t, 0])
                     if timing:
                         prof_t[2] += _now() - tick
-            if timing:
+                t = t + team
+            fastnn_team_barrier()
+            if timing and tid == 0:
                 prof[n_threads, 0] += _now() - t_region
             if s == n_steps:
                 break
-            for t in range(n_threads):              # a row the kernel cannot read: stop before step s
+            bad = -1
+            for t in range(n_threads):              # a row the kernel cannot read: every thread stops before step s
                 if thread_bad[t] >= 0:
-                    bad_row = thread_bad[t]
-            if bad_row >= 0:
+                    bad = thread_bad[t]
+            if bad >= 0:
                 break
             # ---- region 2, by samples
             lo = (first_step + s) * batch_size
             nb = min(lo + batch_size, n) - lo
-            t_region = _now() if timing else 0
-            for t in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
+            if timing and tid == 0:
+                t_region = _now()
+            t = tid
+            while t < n_threads:
                 i0 = (nb * t) // n_threads
                 i1 = (nb * (t + 1)) // n_threads
                 thread_loss[t] = 0
@@ -428,10 +476,16 @@ def _fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const u
                                                   ou, &grads_act[0], act,
                                                   &drop_mask[s if dropout else 0, 0], dropout, smooth,
                                                   &prof[t, 0] if timing else NULL)
-            if timing:
-                prof[n_threads, 1] += _now() - t_region
-            total = 0
-            for t in range(n_threads):
-                total = total + thread_loss[t]
-            losses[s] = total / nb
+                t = t + team
+            fastnn_team_barrier()                   # thread_loss is written again only after the next one
+            if tid == 0:
+                if timing:
+                    prof[n_threads, 1] += _now() - t_region
+                total = 0
+                for t in range(n_threads):
+                    total = total + thread_loss[t]
+                losses[s] = total / nb
+    for t in range(n_threads):
+        if thread_bad[t] >= 0:
+            bad_row = thread_bad[t]
     return bad_row

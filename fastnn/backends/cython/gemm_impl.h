@@ -8,9 +8,10 @@
 #define FASTNN_CAT(a, b) FASTNN_CAT2(a, b)
 #define FASTNN_NAME(n) FASTNN_CAT(FASTNN_CAT(fastnn_, FASTNN_S), n)
 
-/* The micro-kernel: c (mr, nr) = alpha * a_panel^T b_panel + beta * c, with a_panel (kc, MR)
- * packed (lda = 0, zero-padded past mr) or MR full rows of a row-major A read in place (row
- * stride lda), and b_panel (kc, NR) with row stride ldb: packed (ldb = NR,
+/* The micro-kernel: c (mr, nr) = alpha * a_panel^T b_panel + beta * c, with element (i, p) of the
+ * A panel at a[i lda + p lpa]: packed (lda = 1, lpa = MR; zero-padded past mr), MR full rows of a
+ * row-major A in place (lda its row stride, lpa = 1) or MR columns of a transposed one (lda = 1,
+ * lpa its row stride: depth p's MR values are contiguous); and b_panel (kc, NR) with row stride ldb: packed (ldb = NR,
  * zero-padded past nr) or read in place from a row-major B (a full panel); element (i, j) of c at
  * c[i ldc + j cs] (cs = 1: row-major, vector stores for a full tile; else through the tile). The MR x NV
  * accumulators are vectors of L lanes (NR = NV * L) held in registers for the whole loop over kc:
@@ -18,8 +19,9 @@
  * beta == 0 never reads c (it may hold NaN). A partial tile (mr < MR or nr < NR) goes through a
  * local tile. */
 #define FASTNN_UKERNEL(NAME, T, L, MR, NV, TARGET)                                                \
-TARGET static void NAME(ptrdiff_t kc, const T *restrict a, ptrdiff_t lda, const T *restrict b, ptrdiff_t ldb, \
-                        T *restrict c, ptrdiff_t ldc, ptrdiff_t cs, int mr, int nr, T alpha, T beta) { \
+TARGET static void NAME(ptrdiff_t kc, const T *restrict a, ptrdiff_t lda, ptrdiff_t lpa, const T *restrict b,  \
+                        ptrdiff_t ldb, T *restrict c, ptrdiff_t ldc, ptrdiff_t cs, int mr, int nr, T alpha,   \
+                        T beta) {                                                                 \
     typedef T vec __attribute__((vector_size((L) * sizeof(T))));                                 \
     typedef T uvec __attribute__((vector_size((L) * sizeof(T)), aligned(sizeof(T))));            \
     vec acc[MR][NV];                                                /* (MR, NR) in registers */  \
@@ -29,7 +31,7 @@ TARGET static void NAME(ptrdiff_t kc, const T *restrict a, ptrdiff_t lda, const 
         vec bv[NV];                                                                              \
         for (int v = 0; v < (NV); v++) bv[v] = *(const uvec *)(b + p * ldb + v * (L));           \
         for (int i = 0; i < (MR); i++) {                                                         \
-            const T ai = lda ? a[i * lda + p] : a[p * (MR) + i];                                 \
+            const T ai = a[i * lda + p * lpa];                                                   \
             for (int v = 0; v < (NV); v++) acc[i][v] += ai * bv[v];                              \
         }                                                                                        \
     }                                                                                            \
@@ -115,7 +117,7 @@ static void FASTNN_NAME(pack_b)(int trans, const FASTNN_T *b, ptrdiff_t ldb, ptr
     }
 }
 
-typedef void (*FASTNN_NAME(uk_fn))(ptrdiff_t, const FASTNN_T *restrict, ptrdiff_t, const FASTNN_T *restrict, ptrdiff_t,
+typedef void (*FASTNN_NAME(uk_fn))(ptrdiff_t, const FASTNN_T *restrict, ptrdiff_t, ptrdiff_t, const FASTNN_T *restrict, ptrdiff_t,
                                   FASTNN_T *restrict, ptrdiff_t, ptrdiff_t, int, int, FASTNN_T, FASTNN_T);
 
 /* Thread tid of nt's share of C = alpha op(A) op(B) + beta C (m, n, k >= 1), with ap and bp the
@@ -126,8 +128,9 @@ typedef void (*FASTNN_NAME(uk_fn))(ptrdiff_t, const FASTNN_T *restrict, ptrdiff_
  * and B is not transposed, each B element is used by one block only: the micro-kernel then
  * reads B's full panels in place (packing them would copy as many bytes as the product reads:
  * at m = 32, a third of the time) and only a last partial panel is packed. Likewise A's full
- * row panels are read in place when B has a single column panel (n <= NR: the backward pass's
- * W G^T at a thread's 32 rows). */
+ * row panels are read in place whenever A is one MC x KC block (m <= MC, k <= KC), in either
+ * layout (transposed, depth p's MR values are contiguous): the fused step's products at a
+ * thread's 32 rows, its backward W G^T and its weight gradients A_in^T G (REPORT). */
 static void FASTNN_NAME(gemm_part)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                    FASTNN_T alpha, const FASTNN_T *a, ptrdiff_t lda, const FASTNN_T *b,
                                    ptrdiff_t ldb, FASTNN_T beta, FASTNN_T *c, ptrdiff_t ldc, ptrdiff_t cs,
@@ -139,7 +142,7 @@ static void FASTNN_NAME(gemm_part)(int trans_a, int trans_b, ptrdiff_t m, ptrdif
     for (ptrdiff_t jc = 0; jc < n; jc += NC) {
         const ptrdiff_t nc = n - jc < NC ? n - jc : NC, n_panels = (nc + NR - 1) / NR;
         const int direct_b = !trans_b && m <= MC;
-        const int direct_a = !trans_a && n <= NR;       /* one column panel: each A element used once */
+        const int direct_a = m <= MC && k <= KC;        /* A is one block: read in place (either layout) */
         const ptrdiff_t first_packed = direct_b ? nc / NR : 0;      /* panels before it read in place */
         for (ptrdiff_t pc = 0; pc < k; pc += KC) {
             const ptrdiff_t kc = k - pc < KC ? k - pc : KC;
@@ -168,7 +171,9 @@ static void FASTNN_NAME(gemm_part)(int trans_a, int trans_b, ptrdiff_t m, ptrdif
                     const ptrdiff_t i = ip * MR, j = jp * NR;
                     const int in_place = jp < first_packed;
                     const int a_in_place = direct_a && i + MR <= mc;
-                    uk(kc, a_in_place ? a + (ic + i) * lda + pc : ap + ip * kc * MR, a_in_place ? lda : 0,
+                    const FASTNN_T *a_tile = !a_in_place ? ap + ip * kc * MR
+                                           : trans_a ? a + pc * lda + ic + i : a + (ic + i) * lda + pc;
+                    uk(kc, a_tile, !a_in_place ? 1 : trans_a ? 1 : lda, !a_in_place ? MR : trans_a ? lda : 1,
                        in_place ? b + pc * ldb + jc + j : bp + jp * kc * NR,
                        in_place ? ldb : NR, c + (ic + i) * ldc + (jc + j) * cs, ldc, cs,
                        (int)(mc - i < MR ? mc - i : MR), (int)(nc - j < NR ? nc - j : NR), alpha, beta_pc);

@@ -30,8 +30,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from fastnn.backends.fused_interface import check_steps, raise_unsorted_row
-from fastnn.backends.numba._shared import _activate, _activate_backward, _prefetch_row, _row_ascending, cycles
+from fastnn.backends.fused_interface import NARROW, check_steps, raise_unsorted_row
+from fastnn.backends.numba._shared import (
+    _activate,
+    _activate_backward,
+    _prefetch_address,
+    _prefetch_row,
+    _row_ascending,
+    cycles,
+)
 from fastnn.backends.numba.gemm import gemm, use_dtype
 from fastnn.backends.numba.simd import sparse_row
 
@@ -70,32 +77,38 @@ def _update(p, g, s1, s2, wd, opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
 
 # ---------------------------------------------------------------- per-step pieces
 @njit(cache=True, fastmath={"contract", "reassoc"})
-def _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, r0, r1, Z, ptr, sample, value):
+def _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, r0, r1, Z, ptr, sample, value, span):
     """Z[i] = sum_q x_q W0[q] over sample i's non-zero pixels q in [r0, r1) (CSR rows, x = pixel / 255),
     for every batch row i: thread t's share of z = x W0 (the bias is added when the shares are summed).
 
     It also builds the CSC index of those entries for the weight gradient: for pixel p in
-    [r0, r1), entries ptr[p]:ptr[p+1] of (sample, value) are the batch rows where p is non-zero.
-    Returns -1, or the first sample whose pixel indices do not rise strictly below D (then
-    before reading any W0 row through them, leaving Z and the index unfinished)."""
+    [r0, r1), entries ptr[p]:ptr[p+1] of (sample, value) are the batch rows where p is non-zero;
+    span (2 nb,): sample i's pixels in [r0, r1) are indices[span[2i]:span[2i+1]] (searched for once,
+    by the first pass, for the second). The rows' indptr entries are prefetched all at once, each
+    row's pixels two samples ahead. Returns -1, or the first sample whose pixel indices do not rise
+    strictly below D (then before reading any W0 row through them, leaving Z and the index unfinished)."""
     inv255 = W0.dtype.type(1.0 / 255.0)
     one = np.uint64(1)
     D, H0 = W0.shape
     W0_flat = W0.reshape(W0.size)                                            # (D * H0,)
     for p in range(r0, r1 + 1):
         ptr[p] = 0
-    if nb > 0:
-        _prefetch_row(indptr, indices, pixels, order[lo])
+    for i in range(nb):                            # the rows' starts: random reads of indptr
+        _prefetch_address(indptr, order[lo + i])
+    for i in range(min(nb, 2)):
+        _prefetch_row(indptr, indices, pixels, order[lo + i])
     for i in range(nb):
         z = Z[i]
         z[:] = 0
         row = order[lo + i]
-        if i + 1 < nb:                             # the next sample's row comes from memory meanwhile
-            _prefetch_row(indptr, indices, pixels, order[lo + i + 1])
+        if i + 2 < nb:                             # a later sample's row comes from memory meanwhile
+            _prefetch_row(indptr, indices, pixels, order[lo + i + 2])
         if not _row_ascending(indices, indptr[row], indptr[row + 1], D):
             return row
         q = indptr[row] + np.searchsorted(indices[indptr[row]:indptr[row + 1]], r0)
         q_end = indptr[row] + np.searchsorted(indices[indptr[row]:indptr[row + 1]], r1)
+        span[2 * i] = q
+        span[2 * i + 1] = q_end
         sparse_row(W0_flat, H0, indices, pixels, q, q_end, inv255, z, z)     # sums in registers
         for u in range(np.uint64(q), np.uint64(q_end)):     # unsigned: no negative-index fix-up
             ptr[np.uint64(indices[u]) + one] += 1
@@ -104,10 +117,7 @@ def _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, r0, r1, Z, ptr, 
     for p in range(r0, r1):
         ptr[p + 1] += ptr[p]
     for i in range(nb):
-        row = order[lo + i]
-        q = indptr[row] + np.searchsorted(indices[indptr[row]:indptr[row + 1]], r0)
-        q_end = indptr[row] + np.searchsorted(indices[indptr[row]:indptr[row + 1]], r1)
-        for u in range(np.uint64(q), np.uint64(q_end)):
+        for u in range(np.uint64(span[2 * i]), np.uint64(span[2 * i + 1])):
             p = np.uint64(indices[u])
             e = np.uint64(ptr[p])
             sample[e] = i
@@ -151,6 +161,24 @@ def _dense_grad_update(A_in, G, W, S1, S2, c0, c1, nb, scratch, wd, opt, lr, mu,
     for r in range(n_in):
         _update(W[r, c0:c1], gW[r], S1[r, c0:c1], S2[r, c0:c1], wd, opt, lr, mu, beta1, beta2, eps,
                 step_size, v_corr)
+
+
+@njit(cache=True, fastmath={"contract", "reassoc"})
+def _dense_rows_grad_update(A_in, G, W, S1, S2, r0, r1, nb, scratch, wd, opt, lr, mu, beta1, beta2, eps, step_size,
+                            v_corr):
+    """A narrow layer's share by rows: grad W[r0:r1] = A_in[:, r0:r1]^T G (fastnn's packed GEMM), then
+    one update of those rows, a contiguous run of (r1 - r0) n_out parameters. A_in (nb, n_in), G (nb, n_out)."""
+    n_in, n_out = W.shape
+    if r1 <= r0:
+        return
+    gW = scratch[:(r1 - r0) * n_out]                            # (r1 - r0, n_out) row-major
+    one = gW.dtype.type(1)
+    yes, no, unit = np.bool_(True), np.bool_(False), np.int64(1)
+    gemm(yes, no, r1 - r0, n_out, nb, one, A_in.reshape(A_in.size)[r0:], n_in, G.reshape(G.size), n_out,
+         one - one, gW, n_out, unit)
+    W_flat, S1_flat, S2_flat = W.reshape(W.size), S1.reshape(S1.size), S2.reshape(S2.size)
+    _update(W_flat[r0 * n_out:r1 * n_out], gW, S1_flat[r0 * n_out:r1 * n_out], S2_flat[r0 * n_out:r1 * n_out], wd, opt,
+            lr, mu, beta1, beta2, eps, step_size, v_corr)
 
 
 @njit(cache=True, fastmath={"contract", "reassoc"})
@@ -215,8 +243,10 @@ def _finish_step(t, nb, sizes, w_off, b_off, act_off, row_bounds, col_bounds, th
                  grads_act, csc_ptr, csc_sample, csc_value, scratch, hyper, step_size, v_corr, prof):
     """Region 1, first half: thread t's weight gradients of the step just run (nb rows), each
     fused with its update, for the parameters t owns: W0 rows row_bounds[t]:row_bounds[t+1]
-    (through its CSC index), columns col_bounds[l, t]:col_bounds[l, t+1] of b_l and dense W_l."""
+    (through its CSC index), columns col_bounds[l, t]:col_bounds[l, t+1] of b_l and dense W_l (of a
+    narrow one, fewer than NARROW outputs, rows n_in t // T .. n_in (t + 1) // T)."""
     n_layers = sizes.shape[0] - 1
+    n_threads = col_bounds.shape[1] - 1
     lr, mu, wd, beta1, beta2, eps = hyper.lr, hyper.momentum, hyper.weight_decay, hyper.beta1, hyper.beta2, hyper.eps
     opt = hyper.opt
     timing = prof.shape[0] > 0
@@ -232,6 +262,10 @@ def _finish_step(t, nb, sizes, w_off, b_off, act_off, row_bounds, col_bounds, th
         if l == 0:
             _layer0_grad_update(csc_ptr[t], csc_sample[t], csc_value[t], G, W, S1, S2, row_bounds[t],
                                 row_bounds[t + 1], acc, wd, opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
+        elif n_out < NARROW:                                       # a narrow layer: thread t's rows of W_l
+            A_in = _rows(acts, act_off[l - 1], n_in, 0, nb)                                # (nb, n_in)
+            _dense_rows_grad_update(A_in, G, W, S1, S2, (n_in * t) // n_threads, (n_in * (t + 1)) // n_threads, nb,
+                                    acc, wd, opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
         elif c1 > c0:
             A_in = _rows(acts, act_off[l - 1], n_in, 0, nb)                                # (nb, n_in)
             _dense_grad_update(A_in, G, W, S1, S2, c0, c1, nb, acc, wd, opt, lr, mu, beta1, beta2, eps,
@@ -341,7 +375,8 @@ def fused_steps(batch, params, work, hyper, first_step, n_steps, batch_size, los
                            np.int64(n_steps), np.int64(batch_size), params.sizes, params.w_off, params.b_off,
                            work.act_off, work.mask_off, work.row_bounds, work.col_bounds, params.theta, params.state1,
                            params.state2, work.z0_parts, work.acts, work.outs, work.grads_act, work.csc_ptr,
-                           work.csc_sample, work.csc_value, work.scratch, work.drop_mask, hyper, losses, prof)
+                           work.csc_sample, work.csc_value, work.csc_span, work.scratch, work.drop_mask, hyper, losses,
+                           prof)
     if bad_row >= 0:
         raise_unsorted_row(int(bad_row), int(params.sizes[0]))
 
@@ -349,7 +384,7 @@ def fused_steps(batch, params, work, hyper, first_step, n_steps, batch_size, los
 @njit(cache=True, parallel=True, fastmath={"contract", "reassoc"})
 def _fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, batch_size, sizes, w_off, b_off,
                  act_off, mask_off, row_bounds, col_bounds, theta, state1, state2, z0_parts, acts, outs, grads_act,
-                 csc_ptr, csc_sample, csc_value, scratch, drop_mask, hyper, losses, prof):
+                 csc_ptr, csc_sample, csc_value, csc_span, scratch, drop_mask, hyper, losses, prof):
     """The core of ``fused_steps``, its groups' fields one by one (the hyperparameters stay a
     named tuple). Each step is two parallel regions over the T threads: region 1
     (``_finish_step`` of the previous step, then ``_layer0_forward`` of this one), region 2
@@ -386,7 +421,8 @@ def _fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, ba
                 W0 = theta[w_off[0]:w_off[0] + D * H0].reshape(D, H0)                          # (D, H0)
                 Z_part = z0_parts[t, :nb * H0].reshape(nb, H0)                                 # (nb, H0)
                 thread_bad[t] = _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, row_bounds[t],
-                                                row_bounds[t + 1], Z_part, csc_ptr[t], csc_sample[t], csc_value[t])
+                                                row_bounds[t + 1], Z_part, csc_ptr[t], csc_sample[t], csc_value[t],
+                                                csc_span[t])
                 if timing:
                     prof[t, 2] += cycles() - tick
         if timing:

@@ -225,16 +225,19 @@ def _store(tile, nr, c, ldc, cs, i0, j0, mr, ncols, alpha, beta):
 
 
 @njit(cache=True)
-def _tiles(ap, a, lda, a_first, bp, b, ldb, b_first, c, ldc, cs, ic, mc, jc, nc, pc, kc, nr, alpha, beta, t0, t1,
-           tile):
+def _tiles(ap, trans_a, a, lda, a_first, bp, b, ldb, b_first, c, ldc, cs, ic, mc, jc, nc, pc, kc, nr, alpha, beta,
+           t0, t1, tile):
     """Micro-tiles t0 .. t1 of the (mc, nc) block at (ic, jc), column-panel major; row panels before
-    ``a_first`` are read in place from a (rows lda apart), column panels before ``b_first`` from b
-    (rows ldb apart), the others from the packed ap and bp."""
+    ``a_first`` are read in place from a (rows lda apart; transposed, each depth's MR values
+    contiguous), column panels before ``b_first`` from b (rows ldb apart), the others from the
+    packed ap and bp."""
     m_panels = (mc + MR - 1) // MR
     for t in range(t0, t1):
         jp = t // m_panels
         ip = t % m_panels
-        if ip < a_first:
+        if ip < a_first and trans_a:
+            src_a, off_a, ps_a, is_a = a, pc * lda + ic + ip * MR, lda, 1
+        elif ip < a_first:
             src_a, off_a, ps_a, is_a = a, (ic + ip * MR) * lda + pc, 1, lda
         else:
             src_a, off_a, ps_a, is_a = ap, ip * kc * MR, MR, 1
@@ -306,9 +309,9 @@ def _gemm_serial(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
             for ic in range(0, m, MC):
                 mc = min(MC, m - ic)
                 m_panels = (mc + MR - 1) // MR
-                a_first = mc // MR if not trans_a and n <= nr else 0        # gemm.h's direct_a
+                a_first = mc // MR if m <= MC and k <= KC else 0        # gemm.h's direct_a: A in place
                 _pack_a(trans_a, a, lda, ic, mc, pc, kc, ap, a_first, m_panels)
-                _tiles(ap, a, lda, a_first, bp, b, ldb, b_first, c, ldc, cs, ic, mc, jc, nc, pc, kc, nr, alpha,
+                _tiles(ap, trans_a, a, lda, a_first, bp, b, ldb, b_first, c, ldc, cs, ic, mc, jc, nc, pc, kc, nr, alpha,
                        beta_pc, 0, n_panels * m_panels, tile)
 
 
@@ -443,11 +446,11 @@ def gemm_parallel(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
             for ic in range(0, m, MC):
                 mc = min(MC, m - ic)
                 m_panels = (mc + MR - 1) // MR
-                a_first = mc // MR if not trans_a and n <= nr else 0
+                a_first = mc // MR if m <= MC and k <= KC else 0
                 for t in prange(threads):
                     _pack_a(trans_a, a, lda, ic, mc, pc, kc, ap, a_first + (m_panels - a_first) * t // threads,
                             a_first + (m_panels - a_first) * (t + 1) // threads)
                 n_tiles = n_panels * m_panels
                 for t in prange(threads):
-                    _tiles(ap, a, lda, a_first, bp, b, ldb, b_first, c, ldc, cs, ic, mc, jc, nc, pc, kc, nr, alpha,
-                           beta_pc, n_tiles * t // threads, n_tiles * (t + 1) // threads, tiles[t])
+                    _tiles(ap, trans_a, a, lda, a_first, bp, b, ldb, b_first, c, ldc, cs, ic, mc, jc, nc, pc, kc, nr,
+                           alpha, beta_pc, n_tiles * t // threads, n_tiles * (t + 1) // threads, tiles[t])
