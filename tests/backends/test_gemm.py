@@ -96,10 +96,18 @@ def test_cython_gemm_matches_float64(shape, dtype, threads):
 
     m, k, n = shape
     a, b = _inputs(m, k, n, dtype)
-    c = np.full((m, n), np.nan, dtype)
+    c = np.full((m, n), np.nan, dtype)                       # beta == 0 never reads c
     kernels.gemm(a, b, c, threads)
     ref = a.astype(np.float64) @ b
-    np.testing.assert_allclose(c, ref, rtol=0, atol=_tol(dtype, k) * np.abs(ref).max(initial=1))
+    tol = _tol(dtype, k) * np.abs(ref).max(initial=1)
+    np.testing.assert_allclose(c, ref, rtol=0, atol=tol)
+    at, bt = np.ascontiguousarray(a.T), np.ascontiguousarray(b.T)                      # stored transposed
+    c = np.full((m, n), np.nan, dtype)
+    kernels.gemm(at, bt, c, threads, trans_a=True, trans_b=True)                       # A read in place, transposed
+    np.testing.assert_allclose(c, ref, rtol=0, atol=tol)
+    ct = np.full((n, m), np.nan, dtype)                      # C^T, the backward's (a full 8 x 32 tile: permuted)
+    kernels.gemm(a, bt, ct, threads, trans_b=True, out_transposed=True)
+    np.testing.assert_allclose(ct, ref.T, rtol=0, atol=tol)
 
 
 @cython_only
@@ -126,10 +134,13 @@ rng = np.random.default_rng(1)
 for m, k, n in [(37, 71, 53), (130, 1030, 70), (1, 3, 1)]:
     for dtype in (np.float32, np.float64):
         a = rng.standard_normal((m, k)).astype(dtype); b = rng.standard_normal((k, n)).astype(dtype)
-        c = np.full((m, n), np.nan, dtype)
-        kernels.gemm(a, b, c, 2)
         ref = a.astype(np.float64) @ b
-        assert np.abs(c - ref).max() <= (1e-4 if dtype == np.float32 else 1e-11) * np.abs(ref).max(), (m, k, n, dtype)
+        at, bt = np.ascontiguousarray(a.T), np.ascontiguousarray(b.T)
+        for flags in ({}, {"trans_a": True, "trans_b": True}, {"trans_b": True, "out_transposed": True}):
+            c = np.full((n, m) if flags.get("out_transposed") else (m, n), np.nan, dtype)
+            kernels.gemm(at if flags.get("trans_a") else a, bt if flags.get("trans_b") else b, c, 2, **flags)
+            got = c.T if flags.get("out_transposed") else c
+            assert np.abs(got - ref).max() <= (1e-4 if dtype == np.float32 else 1e-11) * np.abs(ref).max(), flags
 print("ok")
 """
 
@@ -183,6 +194,10 @@ def test_gemm_refuses_shapes_that_do_not_fit(backend):
         kernels.gemm(a, b, np.zeros((4, 7), np.float32), 1)
     with pytest.raises(ValueError, match="shapes"):
         kernels.gemm(a, np.zeros((4, 6), np.float32), np.zeros((4, 6), np.float32), 1)
+    with pytest.raises(ValueError, match="shapes"):                    # out stored (n, m) = (6, 4), not (4, 6)
+        kernels.gemm(a, b, np.zeros((4, 6), np.float32), 1, out_transposed=True)
+    with pytest.raises(ValueError, match="shapes"):                    # a stored (k, m) = (5, 4) when transposed
+        kernels.gemm(a, b, np.zeros((4, 6), np.float32), 1, trans_a=True)
 
 
 @numba_only

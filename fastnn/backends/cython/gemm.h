@@ -72,14 +72,18 @@ static void *fastnn_gemm_buffer(size_t bytes) {
 
 #define FASTNN_T float
 #define FASTNN_S s
+#define FASTNN_T_IS_FLOAT 1
 #include "gemm_impl.h"
 #undef FASTNN_T
 #undef FASTNN_S
+#undef FASTNN_T_IS_FLOAT
 #define FASTNN_T double
 #define FASTNN_S d
+#define FASTNN_T_IS_FLOAT 0
 #include "gemm_impl.h"
 #undef FASTNN_T
 #undef FASTNN_S
+#undef FASTNN_T_IS_FLOAT
 
 /* Choose the micro-kernels for this CPU (idempotent; call once before any gemm). */
 static void fastnn_gemm_init(void) {

@@ -18,7 +18,7 @@
  * each step loads NV vectors of b, broadcasts MR values of a, and does MR * NV FMAs.
  * beta == 0 never reads c (it may hold NaN). A partial tile (mr < MR or nr < NR) goes through a
  * local tile. */
-#define FASTNN_UKERNEL(NAME, T, L, MR, NV, TARGET)                                                \
+#define FASTNN_UKERNEL(NAME, T, L, MR, NV, TARGET, TSTORE)                                        \
 TARGET static void NAME(ptrdiff_t kc, const T *restrict a, ptrdiff_t lda, ptrdiff_t lpa, const T *restrict b,  \
                         ptrdiff_t ldb, T *restrict c, ptrdiff_t ldc, ptrdiff_t cs, int mr, int nr, T alpha,   \
                         T beta) {                                                                 \
@@ -43,6 +43,8 @@ TARGET static void NAME(ptrdiff_t kc, const T *restrict a, ptrdiff_t lda, ptrdif
             }                                                                                    \
         return;                                                                                  \
     }                                                                                            \
+    if (mr == (MR) && nr == (NV) * (L) && ldc == 1 && beta == 0 && TSTORE((const void *)acc, c, cs, alpha)) \
+        return;                                          /* C^T by vector permutes (AVX-512 float) */ \
     T tile[(MR) * (NV) * (L)] __attribute__((aligned(64)));             /* (MR, NR) */           \
     for (int i = 0; i < (MR); i++)                                                               \
         for (int v = 0; v < (NV); v++) *(vec *)(tile + i * (NV) * (L) + v * (L)) = acc[i][v];    \
@@ -54,14 +56,62 @@ TARGET static void NAME(ptrdiff_t kc, const T *restrict a, ptrdiff_t lda, ptrdif
         }                                                                                        \
 }
 
+/* A full tile's transposed store (ldc = 1: element (i, j) at c[i + j cs], the backward pass's
+ * G_in^T = W G^T): the AVX-512 float kernel's 8 x 32 tile, 16 vectors of 16 lanes, permuted in
+ * registers in three rounds of two-source shuffles (row pairs, row quads, then 8 rows of 2 columns),
+ * 48 shuffles and 32 stores of a column's 8 contiguous values, instead of 256 scalar stores from a
+ * local tile. Returns 0 (not done: the caller stores through the tile) for other kernels. */
+#define FASTNN_NO_TSTORE(acc, c, cs, alpha) 0
 #if FASTNN_GEMM_X86
+#if FASTNN_T_IS_FLOAT
+typedef float fastnn_v16sf_t __attribute__((vector_size(64)));
+typedef int fastnn_v16si_t __attribute__((vector_size(64)));
+__attribute__((always_inline, target("avx512f"))) static inline int
+fastnn_store_t_avx512(const void *acc_, float *c, ptrdiff_t cs, float alpha) {
+    const fastnn_v16sf_t(*acc)[2] = (const fastnn_v16sf_t(*)[2])acc_;            /* (8, 2) vectors */
+    const fastnn_v16si_t pair_lo = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+    const fastnn_v16si_t pair_hi = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const fastnn_v16si_t quad_lo = {0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23};
+    const fastnn_v16si_t quad_hi = {8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31};
+    const fastnn_v16si_t oct_lo = {0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23};
+    const fastnn_v16si_t oct_hi = {8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31};
+    for (int v = 0; v < 2; v++) {                             /* columns 16 v .. 16 v + 15 */
+        fastnn_v16sf_t p[8], q[8];
+        for (int k = 0; k < 4; k++) {                         /* rows 2k, 2k+1 of columns 0-7, 8-15 */
+            p[2 * k] = __builtin_shuffle(acc[2 * k][v], acc[2 * k + 1][v], pair_lo);
+            p[2 * k + 1] = __builtin_shuffle(acc[2 * k][v], acc[2 * k + 1][v], pair_hi);
+        }
+        for (int h = 0; h < 2; h++) {                         /* rows 0-3 and 4-7 of 4 columns each */
+            q[4 * h] = __builtin_shuffle(p[h], p[h + 2], quad_lo);             /* rows 0-3, columns 8h + 0-3 */
+            q[4 * h + 1] = __builtin_shuffle(p[h], p[h + 2], quad_hi);         /* rows 0-3, columns 8h + 4-7 */
+            q[4 * h + 2] = __builtin_shuffle(p[h + 4], p[h + 6], quad_lo);     /* rows 4-7, columns 8h + 0-3 */
+            q[4 * h + 3] = __builtin_shuffle(p[h + 4], p[h + 6], quad_hi);     /* rows 4-7, columns 8h + 4-7 */
+        }
+        for (int blk = 0; blk < 4; blk++) {                   /* columns 4 blk .. 4 blk + 3 of the 16 */
+            const int top = 4 * (blk / 2) + blk % 2;          /* q[top]: rows 0-3; q[top + 2]: rows 4-7 */
+            const fastnn_v16sf_t r01 = alpha * __builtin_shuffle(q[top], q[top + 2], oct_lo);
+            const fastnn_v16sf_t r23 = alpha * __builtin_shuffle(q[top], q[top + 2], oct_hi);
+            float *col = c + (16 * v + 4 * blk) * cs;         /* column j's 8 rows at c[j cs ..] */
+            memcpy(col, &r01, 32);
+            memcpy(col + cs, (const float *)&r01 + 8, 32);
+            memcpy(col + 2 * cs, &r23, 32);
+            memcpy(col + 3 * cs, (const float *)&r23 + 8, 32);
+        }
+    }
+    return 1;
+}
+#define FASTNN_TSTORE_AVX512 fastnn_store_t_avx512
+#else
+#define FASTNN_TSTORE_AVX512 FASTNN_NO_TSTORE
+#endif
 FASTNN_UKERNEL(FASTNN_NAME(uk_avx512), FASTNN_T, 64 / sizeof(FASTNN_T), FASTNN_MR_AVX512,
-               FASTNN_NV_AVX512, __attribute__((target("avx512f,fma"))))
+               FASTNN_NV_AVX512, __attribute__((target("avx512f,fma"))), FASTNN_TSTORE_AVX512)
 FASTNN_UKERNEL(FASTNN_NAME(uk_avx2), FASTNN_T, 32 / sizeof(FASTNN_T), FASTNN_MR_AVX2,
-               FASTNN_NV_AVX2, __attribute__((target("avx2,fma"))))
+               FASTNN_NV_AVX2, __attribute__((target("avx2,fma"))), FASTNN_NO_TSTORE)
+#undef FASTNN_TSTORE_AVX512
 #endif
 FASTNN_UKERNEL(FASTNN_NAME(uk_generic), FASTNN_T, 16 / sizeof(FASTNN_T), FASTNN_MR_GENERIC,
-               FASTNN_NV_GENERIC, )
+               FASTNN_NV_GENERIC, , FASTNN_NO_TSTORE)
 
 /* Pack rows r0 .. r0 + m of op(A)[:, p0 : p0 + kc] as panels of mr_ rows: ap[panel][p][i]
  * (kc, mr_), rows past m zero. op(A)[i, p] = a[i * lda + p], or a[p * lda + i] when trans. */
@@ -234,6 +284,7 @@ static void FASTNN_NAME(gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n
 }
 
 #undef FASTNN_UKERNEL
+#undef FASTNN_NO_TSTORE
 #undef FASTNN_NAME
 #undef FASTNN_CAT
 #undef FASTNN_CAT2

@@ -16,7 +16,7 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from cython cimport floating
 from fastnn.backends.cython._shared cimport (
-    _now, _sigmoid, _softmax_row, fastnn_dgemm, fastnn_gemm_init, fastnn_gemm_isa, fastnn_sgemm,
+    _now, _sigmoid, _softmax_row, fastnn_dgemm_strided, fastnn_gemm_init, fastnn_gemm_isa, fastnn_sgemm_strided,
 )
 
 import numpy as np
@@ -106,29 +106,33 @@ cdef void _matmul_block(const floating[:, ::1] a, const floating[:, ::1] b, floa
                 o0[j] += a0 * b_row[j]
 
 
-def gemm(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out, int threads):
-    """out (m, n) = a (m, k) @ b (k, n) by the packed GEMM of gemm.h on ``threads`` OpenMP threads.
+def gemm(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out, int threads,
+         bint trans_a=False, bint trans_b=False, bint out_transposed=False):
+    """out = a @ b by the packed GEMM of gemm.h on ``threads`` OpenMP threads: a (m, k), b (k, n),
+    out (m, n); with ``trans_a`` a is stored transposed, (k, m), likewise b (n, k) with ``trans_b``
+    and out (n, m) with ``out_transposed`` (gemm.h's column stride: the fused backward's layout).
 
-    Goto and van de Geijn (2008), BLIS loop order: B packed in KC x NC blocks, A in MC x KC blocks,
-    an MR x NR micro-tile of sums in vector registers over the depth. Raises ValueError when the
-    shapes do not fit (a (m, k), b (k, n), out (m, n)); empty products leave out as it is, k = 0
-    zeroes it."""
-    if a.shape[1] != b.shape[0] or out.shape[0] != a.shape[0] or out.shape[1] != b.shape[1]:
-        raise ValueError("gemm: shapes must be a (m, k), b (k, n), out (m, n)")
-    if out.shape[0] == 0 or out.shape[1] == 0:
+    Goto and van de Geijn (2008), BLIS loop order: B packed in KC x NC blocks, A in MC x KC blocks
+    (either read in place when one block holds it), an MR x NR micro-tile of sums in vector
+    registers over the depth. Raises ValueError when the shapes do not fit; empty products leave
+    out as it is, k = 0 zeroes it."""
+    cdef Py_ssize_t m = a.shape[1] if trans_a else a.shape[0], k = a.shape[0] if trans_a else a.shape[1]
+    cdef Py_ssize_t n = b.shape[0] if trans_b else b.shape[1], k_b = b.shape[1] if trans_b else b.shape[0]
+    cdef Py_ssize_t ldc = 1 if out_transposed else n, cs = m if out_transposed else 1
+    if k_b != k or (out.shape[0], out.shape[1]) != ((n, m) if out_transposed else (m, n)):
+        raise ValueError("gemm: shapes must be a (m, k), b (k, n), out (m, n) (each stored transposed when asked)")
+    if m == 0 or n == 0:
         return
-    if a.shape[1] == 0:
+    if k == 0:
         out[:, :] = 0
         return
     with nogil:
         if floating is float:
-            fastnn_sgemm(0, 0, a.shape[0], b.shape[1], a.shape[1], 1, &a[0, 0],
-                         a.shape[1], &b[0, 0], b.shape[1], 0, &out[0, 0],
-                         out.shape[1], threads)
+            fastnn_sgemm_strided(trans_a, trans_b, m, n, k, 1, &a[0, 0], a.shape[1], &b[0, 0], b.shape[1], 0,
+                                 &out[0, 0], ldc, cs, threads)
         else:
-            fastnn_dgemm(0, 0, a.shape[0], b.shape[1], a.shape[1], 1, &a[0, 0],
-                         a.shape[1], &b[0, 0], b.shape[1], 0, &out[0, 0],
-                         out.shape[1], threads)
+            fastnn_dgemm_strided(trans_a, trans_b, m, n, k, 1, &a[0, 0], a.shape[1], &b[0, 0], b.shape[1], 0,
+                                 &out[0, 0], ldc, cs, threads)
 
 
 def gemm_isa():
