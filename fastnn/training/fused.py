@@ -15,7 +15,8 @@ function: ``_finish_step``, ``_layer0_forward``, ``_thread_step``):
 1. *by parameters*: thread t owns rows ``row_bounds[t]:row_bounds[t+1]`` of W0 (a range of
    pixels, chosen so that each thread's rows see the same share of the training set's
    non-zeros) and columns ``col_bounds[l, t]:col_bounds[l, t+1]`` of every bias and dense W_l
-   (multiples of 16 floats, so that two threads never write one cache line). It finishes the
+   (multiples of 16 floats, so that two threads never write one cache line; a W_l narrower than
+   ``fused_interface.NARROW`` outputs, such as the output layer's 10, by rows instead). It finishes the
    previous step for what it owns: each weight gradient is computed and the optimizer update
    applied in the same pass, row by row. W0's gradient row ``grad W0[p] = sum_i x[i, p] G0[i]``
    is gathered through the CSC index of its pixels (which batch rows have pixel p non-zero);
@@ -27,6 +28,10 @@ function: ``_finish_step``, ``_layer0_forward``, ``_thread_step``):
 2. *by samples*: thread t takes batch rows i0:i1: z0 = b0 + the threads' shares, the dense
    layers' forward (packed GEMM), the softmax cross-entropy and the backward products down to
    G0 = dL/dz of layer 0.
+
+The threads are started once per call, not per phase: Cython's as one OpenMP team with a
+barrier after each phase, Numba's as one ``prange`` whose threads claim each phase's parts and
+wait until all are done (a fork and a join per phase cost the epoch 4-5%; REPORT).
 
 ``fused_steps(batch, params, work, hyper, first_step, n_steps, batch_size, losses, prof)`` takes
 the named groups of ``fastnn.backends.fused_interface`` (each field's shape and dtype is there);

@@ -106,6 +106,28 @@ def test_cython_steps_on_a_smaller_team_than_asked_are_the_same():
     np.testing.assert_array_equal(out["1"], out["2"])
 
 
+@pytest.mark.skipif("numba" not in available_backends(), reason="numba not installed: pip install -e .")
+def test_numba_steps_on_fewer_threads_than_parts_are_the_same(monkeypatch):
+    """Numba's step runs one parallel loop per call whose threads claim the T parts of each phase
+    and wait for the parts, not for each other: with Numba on one thread (the loop's iterations
+    one after another) it must neither hang nor change a bit."""
+    import numba
+
+    import fastnn.training.fused as fused
+
+    monkeypatch.setattr(fused, "_num_threads", lambda backend: 2)            # T = 2 parts either way
+    two, model2, _ = trajectory(FusedTrainer, "numba", "adam", 1e-3, 0.2, "relu", n_steps=60)
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        one, model1, _ = trajectory(FusedTrainer, "numba", "adam", 1e-3, 0.2, "relu", n_steps=60)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(one, two)
+    for W1, W2 in zip(model1.weights, model2.weights):
+        np.testing.assert_array_equal(W1, W2)
+
+
 @pytest.mark.parametrize("backend", FUSED)
 @pytest.mark.parametrize("optimizer,dropout", [("momentum", 0.0), ("adam", 0.2)])
 def test_fused_trajectory_with_label_smoothing_matches_kernel_path(backend, optimizer, dropout):

@@ -1,9 +1,11 @@
 """Inlines shared by the numba backend's compiled files (the counterpart of the cython backend's
-``_shared.pxd``): the cycle counter and prefetch intrinsics, the in-place activations and their
+``_shared.pxd``): the cycle counter, prefetch and atomic intrinsics, the in-place activations and their
 derivatives, and one row's softmax. The fused training step, the fused forward and the
 augmentation import them; nothing here is part of the kernel interface.
 """
 from __future__ import annotations
+
+import platform
 
 import numpy as np
 from llvmlite import ir
@@ -36,6 +38,53 @@ def _prefetch_address(typingctx, array, index):
                           ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])
         return context.get_dummy_value()
     return types.none(array, types.intp), codegen
+
+
+def _int64_element(context, builder, signature, args):
+    """Pointer to element args[1] of the int64 array args[0] (the atomics' operand)."""
+    ary = context.make_array(signature.args[0])(context, builder, args[0])
+    return builder.gep(ary.data, [args[1]])
+
+
+def _int64_vector(array) -> bool:
+    return isinstance(array, types.Array) and array.dtype == types.int64 and array.ndim == 1
+
+
+@intrinsic
+def atomic_add(typingctx, array, index, value):
+    """array[index] += value as one atomic read-modify-write (LLVM ``atomicrmw add``, sequentially
+    consistent), returning the value before; array 1-D int64. The fused step's threads claim and
+    count its parts with it."""
+    if not _int64_vector(array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.atomic_rmw("add", _int64_element(context, builder, signature, args), args[2], "seq_cst")
+    return types.int64(array, types.intp, types.int64), codegen
+
+
+@intrinsic
+def atomic_load(typingctx, array, index):
+    """array[index] read atomically with acquire order (what another thread wrote before its
+    atomic_add is seen after this read sees that add); array 1-D int64. Never hoisted out of a loop."""
+    if not _int64_vector(array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.load_atomic(_int64_element(context, builder, signature, args), "acquire", 8)
+    return types.int64(array, types.intp), codegen
+
+
+@intrinsic
+def spin_pause(typingctx):
+    """One spin-wait hint (x86 ``pause``: the core yields to its sibling and saves power; a no-op elsewhere)."""
+    def codegen(context, builder, signature, args):
+        if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+    return types.none(), codegen
 
 
 @njit(cache=True, inline="always")

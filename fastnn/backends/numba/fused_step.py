@@ -4,20 +4,27 @@
 update) with no Python in between. Its arguments are the named groups of
 ``fastnn.backends.fused_interface``; the algorithm is described in ``fastnn.training.fused``;
 ``fastnn/backends/cython/fused_step.pyx`` is the same function, loop for loop, with the same
-local names. In short, each step is two parallel regions over the T threads:
+local names. In short, each step is two phases over the T threads, each of T parts (part t
+normally on thread t; ``_team_member``):
 
-- region 1, by **parameters** (``_finish_step``, ``_layer0_forward``): thread t owns rows
+- region 1, by **parameters** (``_finish_step``, ``_layer0_forward``): part t owns rows
   ``row_bounds[t]:row_bounds[t+1]`` of W0 (a range of pixels) and columns
-  ``col_bounds[l, t]:col_bounds[l, t+1]`` of the biases and the dense W_l. It finishes the
+  ``col_bounds[l, t]:col_bounds[l, t+1]`` of the biases and the dense W_l (rows of a narrow W_l,
+  fewer than ``fused_interface.NARROW`` outputs). It finishes the
   previous step for what it owns (each weight gradient fused with the optimizer update: W0's
   rows gathered through the CSC index it built, the dense layers' columns through the packed GEMM), then
   runs this step's layer 0 over its pixels: its share of z0 for every batch row, and the CSC
   index of those pixels. A thread only ever writes parameters it owns, so nothing is reduced
   across threads and no per-thread copy of the gradient exists.
 
-- region 2, by **samples** (``_thread_step``): thread t takes batch rows i0:i1: z0 = b0 + the
+- region 2, by **samples** (``_thread_step``): part t takes batch rows i0:i1: z0 = b0 + the
   threads' shares, the dense layers forward, the softmax cross-entropy, and backward down to dL/dz of layer 0
   (the packed GEMM of ``gemm.py`` for the products).
+
+One ``prange`` over the threads runs the whole call; a phase's parts are claimed and counted
+with atomic adds and a thread waits for them all before the next phase (Cython's step uses an
+OpenMP team and its barrier instead: Numba has neither).
+
 
 fastmath: ``contract`` (FMA) and ``reassoc`` (vectorized sums); never the no-NaN/no-inf flags,
 so a diverging run still reports a NaN loss. The hot loops index with unsigned positions
@@ -37,7 +44,10 @@ from fastnn.backends.numba._shared import (
     _prefetch_address,
     _prefetch_row,
     _row_ascending,
+    atomic_add,
+    atomic_load,
     cycles,
+    spin_pause,
 )
 from fastnn.backends.numba.gemm import gemm, use_dtype
 from fastnn.backends.numba.simd import sparse_row
@@ -381,14 +391,18 @@ def fused_steps(batch, params, work, hyper, first_step, n_steps, batch_size, los
         raise_unsorted_row(int(bad_row), int(params.sizes[0]))
 
 
-@njit(cache=True, parallel=True, fastmath={"contract", "reassoc"})
-def _fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, batch_size, sizes, w_off, b_off,
-                 act_off, mask_off, row_bounds, col_bounds, theta, state1, state2, z0_parts, acts, outs, grads_act,
-                 csc_ptr, csc_sample, csc_value, csc_span, scratch, drop_mask, hyper, losses, prof):
-    """The core of ``fused_steps``, its groups' fields one by one (the hyperparameters stay a
-    named tuple). Each step is two parallel regions over the T threads: region 1
-    (``_finish_step`` of the previous step, then ``_layer0_forward`` of this one), region 2
-    (``_thread_step``)."""
+@njit(cache=True, fastmath={"contract", "reassoc"})
+def _team_member(me, claims, done, step_loss, thread_bad, indptr, indices, pixels, labels, order, first_step, n_steps,
+                 batch_size, sizes, w_off, b_off, act_off, mask_off, row_bounds, col_bounds, theta, state1, state2,
+                 z0_parts, acts, outs, grads_act, csc_ptr, csc_sample, csc_value, csc_span, scratch, drop_mask, hyper,
+                 prof):
+    """One thread of ``_fused_steps``' team (``me``, its own part of every phase): step s is phase 2s
+    (region 1, by parameters: ``_finish_step`` of step s - 1, then ``_layer0_forward`` of step s)
+    and phase 2s + 1 (region 2, by samples: ``_thread_step``), T parts each. The thread claims its
+    own part first (``atomic_add`` on claims[phase, part] returns 0 to the first claimant), then
+    any part not yet claimed, and waits until done[phase] counts all T parts before the next
+    phase. Part t of region 2 writes its rows' summed cross-entropy to step_loss[s, t]; part t of
+    region 1 its bad row (or -1) to thread_bad[t], after which every thread stops before step s."""
     act, opt, t0 = hyper.act, hyper.opt, hyper.t0
     n = order.shape[0]
     n_threads = col_bounds.shape[1] - 1
@@ -396,19 +410,19 @@ def _fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, ba
     lr, beta1, beta2, keep, smooth = hyper.lr, hyper.beta1, hyper.beta2, hyper.keep, hyper.label_smoothing
     dropout = keep < 1
     D, H0 = sizes[0], sizes[1]
-    thread_loss = np.zeros(n_threads)
-    thread_bad = np.full(n_threads, -1, dtype=np.int64)   # (T,) a bad row each thread met
-    bad_row = np.int64(-1)
     step_size = lr
     v_corr = theta.dtype.type(1)
     for s in range(n_steps + 1):
-        # ---- region 1, by parameters: finish step s - 1, then step s's layer 0 over own W0 rows
+        # ---- region 1, by parameters: finish step s - 1, then step s's layer 0 over the part's W0 rows
         if opt == 2 and s > 0:                       # Adam's bias corrections for step t0 + s
             step_size = theta.dtype.type(np.float64(lr) / (1.0 - np.float64(beta1) ** (t0 + s)))
             v_corr = theta.dtype.type(1.0 - np.float64(beta2) ** (t0 + s))
-        t_region = cycles() if timing else 0
-        for tp in prange(n_threads):
-            t = np.int64(tp)                         # prange's index is unsigned: one signature, not two
+        phase = 2 * s
+        t_region = cycles() if timing and me == 0 else 0
+        for k in range(n_threads):
+            t = (me + k) % n_threads                 # this thread's own part first
+            if atomic_add(claims, phase * n_threads + t, 1) != 0:
+                continue
             if s > 0:
                 nb_prev = min((first_step + s) * batch_size, n) - (first_step + s - 1) * batch_size
                 _finish_step(t, nb_prev, sizes, w_off, b_off, act_off, row_bounds, col_bounds, theta, state1,
@@ -425,32 +439,74 @@ def _fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, ba
                                                 csc_span[t])
                 if timing:
                     prof[t, 2] += cycles() - tick
-        if timing:
+            atomic_add(done, phase, 1)
+        while atomic_load(done, phase) < n_threads:
+            spin_pause()
+        if timing and me == 0:
             prof[n_threads, 0] += cycles() - t_region
         if s == n_steps:
             break
-        for t in range(n_threads):                   # a row the kernel cannot read: stop before step s
+        bad = False
+        for t in range(n_threads):                   # a row the kernel cannot read: every thread stops before step s
             if thread_bad[t] >= 0:
-                bad_row = thread_bad[t]
-        if bad_row >= 0:
+                bad = True
+        if bad:
             break
         # ---- region 2, by samples
+        phase = 2 * s + 1
         lo = (first_step + s) * batch_size
         nb = min(lo + batch_size, n) - lo
-        t_region = cycles() if timing else 0
-        for tp in prange(n_threads):
-            t = np.int64(tp)
+        t_region = cycles() if timing and me == 0 else 0
+        for k in range(n_threads):
+            t = (me + k) % n_threads
+            if atomic_add(claims, phase * n_threads + t, 1) != 0:
+                continue
             i0 = (nb * t) // n_threads
             i1 = (nb * (t + 1)) // n_threads
-            thread_loss[t] = 0.0
+            step_loss[s, t] = 0.0
             if i1 > i0:
-                thread_loss[t] = _thread_step(t, i0, i1, nb, s, lo, labels, order, sizes, w_off, b_off, act_off,
-                                              mask_off, theta, z0_parts, acts, outs, grads_act, act, drop_mask,
-                                              dropout, smooth, prof)
-        if timing:
+                step_loss[s, t] = _thread_step(t, i0, i1, nb, s, lo, labels, order, sizes, w_off, b_off, act_off,
+                                               mask_off, theta, z0_parts, acts, outs, grads_act, act, drop_mask,
+                                               dropout, smooth, prof)
+            atomic_add(done, phase, 1)
+        while atomic_load(done, phase) < n_threads:
+            spin_pause()
+        if timing and me == 0:
             prof[n_threads, 1] += cycles() - t_region
+
+
+@njit(cache=True, parallel=True, fastmath={"contract", "reassoc"})
+def _fused_steps(indptr, indices, pixels, labels, order, first_step, n_steps, batch_size, sizes, w_off, b_off,
+                 act_off, mask_off, row_bounds, col_bounds, theta, state1, state2, z0_parts, acts, outs, grads_act,
+                 csc_ptr, csc_sample, csc_value, csc_span, scratch, drop_mask, hyper, losses, prof):
+    """The core of ``fused_steps``, its groups' fields one by one (the hyperparameters stay a
+    named tuple). One parallel loop over the T threads for the whole call (``_team_member``): each
+    step is two phases of T parts, and a thread waits for a phase's parts, not for the other
+    threads, so the call finishes whatever threads Numba runs the loop on (one after another
+    included). Two parallel loops a step, as before, cost the epoch about 4% in forks and joins."""
+    n = order.shape[0]
+    n_threads = col_bounds.shape[1] - 1
+    n_phases = 2 * (n_steps + 1)
+    claims = np.zeros(n_phases * n_threads, dtype=np.int64)   # (phases * T,) claims[phase * T + part]
+    done = np.zeros(n_phases, dtype=np.int64)                  # (phases,) parts finished
+    step_loss = np.zeros((max(n_steps, 1), n_threads))          # (n_steps, T) each part's summed CE
+    thread_bad = np.full(n_threads, -1, dtype=np.int64)        # (T,) a bad row each part met
+    for tp in prange(n_threads):
+        _team_member(np.int64(tp), claims, done, step_loss, thread_bad, indptr, indices, pixels, labels, order,
+                     first_step, n_steps, batch_size, sizes, w_off, b_off, act_off, mask_off, row_bounds, col_bounds,
+                     theta, state1, state2, z0_parts, acts, outs, grads_act, csc_ptr, csc_sample, csc_value, csc_span,
+                     scratch, drop_mask, hyper, prof)
+    bad_row = np.int64(-1)
+    for t in range(n_threads):
+        if thread_bad[t] >= 0:
+            bad_row = thread_bad[t]
+    for s in range(n_steps):
+        if done[2 * s + 1] < n_threads:              # stopped before step s (a bad row)
+            break
+        lo = (first_step + s) * batch_size
+        nb = min(lo + batch_size, n) - lo
         loss = 0.0
         for t in range(n_threads):
-            loss += thread_loss[t]
+            loss += step_loss[s, t]
         losses[s] = loss / nb
     return bad_row
