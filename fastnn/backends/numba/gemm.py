@@ -34,7 +34,7 @@ import numpy as np
 from llvmlite import ir
 from numba import carray, cfunc, njit, prange, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from fastnn.backends.numba.simd import broadcast, host_isa
 
@@ -126,6 +126,92 @@ def _tile_sums(typingctx, kc, ap, a_off, a_ps, a_is, bp, b_off, ldb, tile):
     return sig, codegen
 
 
+# A full tile's transposed store (ldc = 1, the backward pass's C^T), as gemm.h's
+# fastnn_store_t_avx512: the AVX-512 float32 8 x 32 tile permuted in registers, three rounds of
+# two-source shuffles (row pairs, row quads, then 8 rows of 2 columns), each column's 8 values
+# stored as one vector. Other kernels and dtypes store through ``_store``'s loop.
+_PAIR_LO = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23]
+_PAIR_HI = [8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31]
+_QUAD_LO = [0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23]
+_QUAD_HI = [8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31]
+_OCT_LO = [0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23]
+_OCT_HI = [8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31]
+
+
+@intrinsic
+def _store_tile_t(typingctx, tile, c, c_off, cs, alpha):
+    """c[c_off + j cs + i] = alpha tile[i 32 + j] for the 8 x 32 float32 tile (AVX-512 only; the
+    caller checks: a full tile, beta == 0, ldc == 1)."""
+    if not (isinstance(tile, types.Array) and tile.dtype == types.float32 and c == tile):
+        return None
+
+    def codegen(context, builder, signature, args):
+        tile_a, c_a, off_v, cs_v, alpha_v = args
+        i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
+        v16, v8 = ir.VectorType(f32, 16), ir.VectorType(f32, 8)
+        tile_data = context.make_array(signature.args[0])(context, builder, tile_a).data
+        c_data = context.make_array(signature.args[1])(context, builder, c_a).data
+        off_v = context.cast(builder, off_v, signature.args[2], types.int64)
+        cs_v = context.cast(builder, cs_v, signature.args[3], types.int64)
+        alpha_vec = broadcast(builder, alpha_v, v16)
+
+        def mask(values):
+            return ir.Constant(ir.VectorType(i32, len(values)), values)
+
+        def shuffle(a, b, values):
+            return builder.shuffle_vector(a, b, mask(values))
+
+        rows = []
+        for i in range(8):
+            pair = []
+            for v in range(2):
+                load = builder.load(builder.bitcast(builder.gep(tile_data, [ir.Constant(i64, i * 32 + v * 16)]),
+                                                    v16.as_pointer()))
+                load.align = 4
+                pair.append(load)
+            rows.append(pair)
+        for v in range(2):
+            p = []
+            for k in range(4):
+                p += [shuffle(rows[2 * k][v], rows[2 * k + 1][v], _PAIR_LO),
+                      shuffle(rows[2 * k][v], rows[2 * k + 1][v], _PAIR_HI)]
+            q = [None] * 8
+            for h in range(2):
+                q[4 * h] = shuffle(p[h], p[h + 2], _QUAD_LO)
+                q[4 * h + 1] = shuffle(p[h], p[h + 2], _QUAD_HI)
+                q[4 * h + 2] = shuffle(p[h + 4], p[h + 6], _QUAD_LO)
+                q[4 * h + 3] = shuffle(p[h + 4], p[h + 6], _QUAD_HI)
+            for blk in range(4):
+                top = 4 * (blk // 2) + blk % 2
+                for half, values in enumerate((_OCT_LO, _OCT_HI)):
+                    both = builder.fmul(shuffle(q[top], q[top + 2], values), alpha_vec)   # columns j, j + 1
+                    for col in range(2):
+                        j = 16 * v + 4 * blk + 2 * half + col
+                        column = shuffle(both, ir.Constant(v16, ir.Undefined), list(range(8 * col, 8 * col + 8)))
+                        at = builder.add(off_v, builder.mul(ir.Constant(i64, j), cs_v))
+                        store = builder.store(column, builder.bitcast(builder.gep(c_data, [at]), v8.as_pointer()))
+                        store.align = 4
+        return context.get_dummy_value()
+
+    return types.none(tile, c, c_off, cs, alpha), codegen
+
+
+def _store_transposed(tile, c, c_off, cs, alpha):
+    """Store a full tile transposed by ``_store_tile_t`` and return True, where there is one for
+    tile's dtype and this CPU's kernel (AVX-512, float32); else False (the caller's loop stores it)."""
+    raise NotImplementedError("compiled only: called from Numba code")
+
+
+@overload(_store_transposed, jit_options={"cache": True})
+def _store_transposed_impl(tile, c, c_off, cs, alpha):
+    if ISA == "avx512" and MR == 8 and NV == 2 and tile.dtype == types.float32:
+        def permuted(tile, c, c_off, cs, alpha):
+            _store_tile_t(tile, c, c_off, cs, alpha)
+            return True
+        return permuted
+    return lambda tile, c, c_off, cs, alpha: False
+
+
 @njit(cache=True, inline="always")
 def _blocks(c):
     """(NR, KC) for c's dtype: NV vectors of VECTOR_BYTES, KC_BYTES of depth."""
@@ -215,6 +301,8 @@ def _store(tile, nr, c, ldc, cs, i0, j0, mr, ncols, alpha, beta):
                 v = alpha * tile[i * nr + j]
                 at = (i0 + i) * ldc + (j0 + j) * cs
                 c[at] = v if beta == 0 else v + beta * c[at]
+        return
+    if mr == MR and ncols == nr and beta == 0 and _store_transposed(tile, c, j0 * cs + i0, cs, alpha):
         return
     for j in range(ncols):
         start = (j0 + j) * cs + i0
