@@ -49,7 +49,7 @@ class BuildExt(build_ext):
 
 CYTHON_DIR = "fastnn/backends/cython"
 HEADERS = [f"{CYTHON_DIR}/{h}" for h in ("gemm.h", "gemm_impl.h", "fma_peak.h", "sparse_row.h", "forward512.h",
-                                          "forward_int8.h", "forward_pool.h", "team.h")]
+                                          "forward_int8.h", "forward_pool.h", "team.h", "exp_vector.h")]
 # One extension per .pyx, named as the numba backend's files (kernels, fused_step, fused_forward,
 # augment); _shared.pxd holds the inlines they share.
 extensions = [

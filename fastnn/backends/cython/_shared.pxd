@@ -86,6 +86,10 @@ cdef inline void _sparse_pixels(const floating* W, Py_ssize_t n_out, const uint1
         sparse_pixels_double(W, n_out, idx, pixels, m, scale, z, z)
 
 
+cdef extern from "exp_vector.h" nogil:
+    void exp_shifted_float(const float* z, Py_ssize_t c, float mx, float* out)
+
+
 cdef extern from *:
     void __builtin_prefetch(const void* address, int rw, int locality) nogil
 

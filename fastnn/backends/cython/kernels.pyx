@@ -16,7 +16,7 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from cython cimport floating
 from fastnn.backends.cython._shared cimport (
-    _now, _sigmoid, _softmax_row, fastnn_dgemm_strided, fastnn_gemm_init, fastnn_gemm_isa, fastnn_sgemm_strided,
+    _now, _sigmoid, _softmax_row, exp_shifted_float, fastnn_dgemm_strided, fastnn_gemm_init, fastnn_gemm_isa, fastnn_sgemm_strided,
 )
 
 import numpy as np
@@ -133,6 +133,16 @@ def gemm(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] ou
         else:
             fastnn_dgemm_strided(trans_a, trans_b, m, n, k, 1, &a[0, 0], a.shape[1], &b[0, 0], b.shape[1], 0,
                                  &out[0, 0], ldc, cs, threads)
+
+
+def exp_shifted(const float[::1] z, float mx, float[::1] out):
+    """out[j] = e^(z[j] - mx) by exp_vector.h's float32 polynomial (the fused step's softmax), for
+    z[j] - mx <= 0; 0 where that is below -87.33654, NaN where NaN. Raises ValueError when out is
+    not z's size."""
+    if out.shape[0] != z.shape[0]:
+        raise ValueError("exp_shifted: out must have z's size")
+    if z.shape[0]:
+        exp_shifted_float(&z[0], z.shape[0], mx, &out[0])
 
 
 def gemm_isa():
