@@ -48,6 +48,10 @@ def _main(argv) -> int:
                    help="first N test images for every run's test accuracy and the robustness experiment's "
                         "corruption scores (quick sweeps; default: all)")
     p.add_argument("--force", action="store_true", help="run configurations already in <results>/experiments.csv again")
+    p.add_argument("--smoke", action="store_true",
+                   help="cut every run down to --epochs epochs and --limit/--test-limit images even where an "
+                        "experiment fixes more (weight averaging from the last epoch): checks in seconds that every "
+                        "configuration runs; its numbers mean nothing")
     p.add_argument("--markdown", action="store_true",
                    help="run nothing: print the summaries in --results as Markdown tables (for REPORT.md)")
     args = p.parse_args(argv)
@@ -59,7 +63,7 @@ def _main(argv) -> int:
     return run_experiments(args.names or list(EXPERIMENTS), datasets=args.dataset, seeds=args.seeds,
                            epochs=args.epochs, backend=args.backend, jobs=args.jobs, scheduler=args.scheduler,
                            data_dir=args.data_dir, results=args.results, plots_dir=args.plots_dir, limit=args.limit,
-                           test_limit=args.test_limit, force=args.force, markdown=args.markdown)
+                           test_limit=args.test_limit, force=args.force, markdown=args.markdown, smoke=args.smoke)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -215,8 +215,23 @@ def _key(row) -> tuple:
             str(row.get("limit") or ""), str(row.get("test_limit") or ""))
 
 
+def smoke_overrides(overrides: dict, epochs: int, limit: int | None, test_limit: int | None) -> dict:
+    """A configuration cut down for ``--smoke``: at most ``epochs`` epochs and ``limit`` /
+    ``test_limit`` images even where the experiment fixes its own, weight averaging (if any) from
+    the last epoch at the latest, so that every configuration's code runs in seconds."""
+    out = dict(overrides)
+    if "epochs" in out:
+        out["epochs"] = min(out["epochs"], epochs)
+    if out.get("average_from"):
+        out["average_from"] = min(out["average_from"], out.get("epochs", epochs))
+    for key, cap in (("limit", limit), ("test_limit", test_limit)):
+        if key in out and cap:
+            out[key] = min(out[key], cap)
+    return out
+
+
 def make_specs(names, datasets, seeds, epochs, backend, data_dir, results: Path, force: bool, done: set,
-               limit: int | None = None, test_limit: int | None = None) -> list[dict]:
+               limit: int | None = None, test_limit: int | None = None, smoke: bool = False) -> list[dict]:
     commit = git_commit()
     specs = []
     # the plain recipe (no augmentation, no dropout) unless an experiment varies them
@@ -225,6 +240,8 @@ def make_specs(names, datasets, seeds, epochs, backend, data_dir, results: Path,
     for name in names:
         for dataset in datasets:
             for config, overrides in EXPERIMENTS[name]:
+                if smoke:
+                    overrides = smoke_overrides(overrides, epochs, limit, test_limit)
                 for seed in range(seeds):
                     key = _key({"experiment": name, "dataset": dataset, "config": config, "seed": seed,
                                 "epochs": overrides.get("epochs", epochs), "limit": overrides.get("limit", limit),
@@ -297,11 +314,12 @@ def _print_now(text: str) -> None:
 def run_experiments(names, *, datasets=("mnist",), seeds: int = 3, epochs: int = 10, backend: str = "auto",
                     jobs: int = 1, scheduler: str | None = None, data_dir=None, results="runs/experiments",
                     plots_dir=None, limit: int | None = None, test_limit: int | None = None, force: bool = False,
-                    markdown: bool = False, log=_print_now) -> int:
+                    markdown: bool = False, smoke: bool = False, log=_print_now) -> int:
     """The sweep behind ``python -m fastnn.experiments``: run the named experiments' runs not yet
     in ``<results>/experiments.csv`` (``jobs`` at a time, or on the Dask cluster at ``scheduler``),
     then write each experiment's summary CSV and figures. ``markdown``: run nothing, print the
-    summaries as Markdown tables. Returns the exit status: 1 if a run failed, else 0."""
+    summaries as Markdown tables. ``smoke``: every run cut down to ``epochs`` and ``limit`` even where
+    an experiment fixes more (``smoke_overrides``). Returns the exit status: 1 if a run failed, else 0."""
     results = Path(results)
     plots_dir = plots_dir or str(results / "plots")
     csv_path = results / "experiments.csv"
@@ -310,7 +328,8 @@ def run_experiments(names, *, datasets=("mnist",), seeds: int = 3, epochs: int =
         return 0
     done = {_key(r) for r in read_rows(csv_path) if r["status"] == "completed"}
     backend = inference_backend(backend)
-    specs = make_specs(names, datasets, seeds, epochs, backend, data_dir, results, force, done, limit, test_limit)
+    specs = make_specs(names, datasets, seeds, epochs, backend, data_dir, results, force, done, limit, test_limit,
+                       smoke)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     log(f"{len(specs)} runs to do ({sum(1 for _ in done)} already in {csv_path}); {jobs} at a time, "
         f"{threads} thread(s) each" + (f", on the Dask cluster at {scheduler}" if scheduler else ""))

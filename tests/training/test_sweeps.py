@@ -76,9 +76,9 @@ def test_unknown_experiment_is_refused(capsys):
 @pytest.mark.parametrize("names", [[n for n in sweeps.EXPERIMENTS if n != "backend"], ["backend"]],
                          ids=["every experiment but backend", "backend"])
 def test_every_named_experiment_runs_end_to_end(tmp_path, mnist_dir, names):
-    """One seed, one epoch, 300 training and 500 test images: every configuration of every
-    experiment completes and gets its summary and figure (optimizer once ended in an error after
-    all its runs)."""
+    """One seed, one epoch, 300 training and 500 test images (--smoke: also where an experiment fixes
+    more): every configuration of every experiment completes and gets its summary and figure
+    (optimizer once ended in an error after all its runs)."""
     import subprocess
     import sys
 
@@ -86,7 +86,7 @@ def test_every_named_experiment_runs_end_to_end(tmp_path, mnist_dir, names):
         pytest.importorskip("torch", reason="torch not installed: pip install torch==2.13.0, then pip install -e "
                                             "'.[torch]' (the backend experiment times it)")
     done = subprocess.run([sys.executable, "-m", "fastnn.experiments", *names, "--limit", "300", "--test-limit", "500",
-                           "--epochs", "1",
+                           "--epochs", "1", "--smoke",
                            "--seeds", "1", "--backend", "numpy", "--jobs", "2", "--data-dir", str(mnist_dir),
                            "--results", str(tmp_path / "results")], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -142,3 +142,12 @@ def test_sigterm_stops_the_sweep_and_its_workers(tmp_path, mnist_dir):
     assert proc.returncode == 130 and "interrupted" in err, out + err
     time.sleep(1)
     assert workers and not [p for p in workers if _alive(p)]
+
+
+def test_smoke_cuts_what_an_experiment_fixes_and_keeps_the_rest():
+    """--smoke: at most --epochs epochs and --limit images even where a configuration fixes its own,
+    weight averaging from the last epoch at the latest; the configuration's other settings stay."""
+    cut = sweeps.smoke_overrides({"epochs": 60, "average_from": 41, "limit": 2000, "lr": 0.02}, 1, 300, None)
+    assert cut == {"epochs": 1, "average_from": 1, "limit": 300, "lr": 0.02}
+    assert sweeps.smoke_overrides({"hidden": [128]}, 1, None, None) == {"hidden": [128]}
+    assert sweeps.smoke_overrides({"average_from": 21}, 3, None, None) == {"average_from": 3}
