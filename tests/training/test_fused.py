@@ -66,10 +66,12 @@ def test_fused_trajectory_matches_kernel_path(backend, optimizer, weight_decay, 
 
 
 @pytest.mark.parametrize("backend", FUSED)
-@pytest.mark.parametrize("sizes", [(50, 33, 7, 5), (50, 40, 17, 5)], ids=["narrow hidden layer", "odd widths"])
+@pytest.mark.parametrize("sizes", [(50, 33, 7, 5), (50, 40, 17, 5), (50, 300, 20, 5)],
+                         ids=["narrow hidden layer", "odd widths", "wider than a column block"])
 def test_fused_trajectory_at_uneven_splits_matches_kernel_path(backend, sizes):
     """Layers narrower than fused_interface.NARROW split their weights by rows (33 rows: 16 and 17),
-    wider ones by columns (17 columns: 16 and 1); both follow the kernel path."""
+    wider ones by columns (17 columns: 16 and 1); layer 0 wider than COLUMN_BLOCK (256) runs its
+    forward a block of columns at a time (256, then 44); all follow the kernel path."""
     ref, ref_model, _ = trajectory(KernelTrainer, "numpy", "momentum", 1e-3, 0.0, "relu", sizes=sizes)
     got, model, _ = trajectory(FusedTrainer, backend, "momentum", 1e-3, 0.0, "relu", sizes=sizes)
     np.testing.assert_allclose(got, ref, rtol=1e-5)

@@ -60,6 +60,10 @@ cdef extern from "sparse_row.h" nogil:
     void sparse_pixels_double(const double* W, Py_ssize_t n_out, const uint16_t* idx, const uint8_t* val,
                               Py_ssize_t m, double scale, const double* z_in, double* z)
     int row_ascending(const uint16_t* idx, Py_ssize_t n, Py_ssize_t size)
+    void sparse_pixels_float_strided(const float* W, Py_ssize_t ldw, Py_ssize_t n_out, const uint16_t* idx,
+                                     const uint8_t* val, Py_ssize_t m, float scale, const float* z_in, float* z)
+    void sparse_pixels_double_strided(const double* W, Py_ssize_t ldw, Py_ssize_t n_out, const uint16_t* idx,
+                                      const uint8_t* val, Py_ssize_t m, double scale, const double* z_in, double* z)
 
 cdef inline Py_ssize_t _gather(const floating* a, Py_ssize_t stride, Py_ssize_t n, int32_t* idx,
                                floating* val) noexcept nogil:
@@ -84,6 +88,15 @@ cdef inline void _sparse_pixels(const floating* W, Py_ssize_t n_out, const uint1
         sparse_pixels_float(W, n_out, idx, pixels, m, scale, z, z)
     else:
         sparse_pixels_double(W, n_out, idx, pixels, m, scale, z, z)
+
+
+cdef inline void _sparse_pixels_cols(const floating* W, Py_ssize_t ldw, Py_ssize_t n_cols, const uint16_t* idx,
+                                     const uint8_t* pixels, Py_ssize_t m, floating scale, floating* z) noexcept nogil:
+    """z (n_cols,) += sum_q (pixels[q] * scale) W[idx[q], :n_cols], W's rows ldw apart (sparse_row.h)."""
+    if floating is float:
+        sparse_pixels_float_strided(W, ldw, n_cols, idx, pixels, m, scale, z, z)
+    else:
+        sparse_pixels_double_strided(W, ldw, n_cols, idx, pixels, m, scale, z, z)
 
 
 cdef extern from "exp_vector.h" nogil:

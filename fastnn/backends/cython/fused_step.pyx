@@ -7,7 +7,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
 from cython cimport floating
 from fastnn.backends.cython._shared cimport (
     __builtin_prefetch, _activate, _activate_backward, _gemm, _gemm_into_transposed, _now, _prefetch_row, _row_ascending,
-    _sparse_pixels, _sparse_row, exp_shifted_float, fastnn_gemm_init,
+    _sparse_pixels, _sparse_pixels_cols, _sparse_row, exp_shifted_float, fastnn_gemm_init,
 )
 
 import numpy as np
@@ -21,6 +21,7 @@ cdef extern from "team.h" nogil:
     void fastnn_team_barrier()
 
 cdef enum:
+    COLUMN_BLOCK = 256  # layer 0's forward, columns at a time: a thread's W0 rows x 256 floats stay in L2
     NARROW = 16      # fewer outputs than this: a dense layer's W is split by rows (fused_interface.NARROW)
 
 
@@ -83,9 +84,12 @@ cdef int64_t _layer0_forward(const int64_t* indptr, const uint16_t* indices, con
     [r0, r1), entries ptr[p]:ptr[p+1] of (sample, value) are the batch rows where p is non-zero;
     span (2 nb,): sample i's pixels in [r0, r1) are indices[span[2i]:span[2i+1]] (searched for once,
     by the first pass, for the second). The rows' indptr entries are prefetched all at once, each
-    row's pixels two samples ahead. Returns -1, or the first sample whose pixel indices do not rise
-    strictly below D (then before reading any W0 row through them, leaving Z and the index unfinished)."""
-    cdef Py_ssize_t i, j, p, q, q_end, e
+    row's pixels two samples ahead. Wider than COLUMN_BLOCK, the columns go a block at a time (the
+    first with the checks and the index), so that the block of the thread's W0 rows stays in L2
+    while every sample reads it (at 1,024 columns a thread's rows are 1.6 MB). Returns -1, or the
+    first sample whose pixel indices do not rise strictly below D (then before reading any W0 row
+    through them, leaving Z and the index unfinished)."""
+    cdef Py_ssize_t i, j, p, q, q_end, e, c0, c1 = min(H0, COLUMN_BLOCK)
     cdef int64_t row
     cdef floating inv255 = <floating>(1.0 / 255.0)
     cdef floating* z
@@ -108,9 +112,20 @@ cdef int64_t _layer0_forward(const int64_t* indptr, const uint16_t* indices, con
         q_end = _lower_bound(indices, q, indptr[row + 1], r1)
         span[2 * i] = q
         span[2 * i + 1] = q_end
-        _sparse_pixels(W0, H0, indices + q, pixels + q, q_end - q, inv255, z)    # sums in registers
+        if c1 == H0:                                # sums in registers
+            _sparse_pixels(W0, H0, indices + q, pixels + q, q_end - q, inv255, z)
+        else:
+            _sparse_pixels_cols(W0, H0, c1, indices + q, pixels + q, q_end - q, inv255, z)
         for q in range(q, q_end):
             ptr[indices[q] + 1] += 1
+    c0 = c1
+    while c0 < H0:                                  # the other column blocks
+        c1 = min(c0 + COLUMN_BLOCK, H0)
+        for i in range(nb):
+            q = span[2 * i]
+            _sparse_pixels_cols(W0 + c0, H0, c1 - c0, indices + q, pixels + q, span[2 * i + 1] - q, inv255,
+                                Z + i * H0 + c0)
+        c0 = c1
     # the CSC index: counts -> starts, fill (ptr[p] walks to the end of p), shift back to starts
     ptr[r0] = 0
     for p in range(r0, r1):

@@ -180,7 +180,9 @@ typedef void (*FASTNN_NAME(uk_fn))(ptrdiff_t, const FASTNN_T *restrict, ptrdiff_
  * at m = 32, a third of the time) and only a last partial panel is packed. Likewise A's full
  * row panels are read in place whenever A is one MC x KC block (m <= MC, k <= KC), in either
  * layout (transposed, depth p's MR values are contiguous): the fused step's products at a
- * thread's 32 rows, its backward W G^T and its weight gradients A_in^T G (REPORT). */
+ * thread's 32 rows and its weight gradients A_in^T G (REPORT); and whenever B has a single
+ * column panel (n <= NR) and A is not transposed, however large A is: the backward's W G^T at
+ * a thread's 32 rows, where packing W (2 MB at width 1,024) cost more than the product. */
 static void FASTNN_NAME(gemm_part)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                    FASTNN_T alpha, const FASTNN_T *a, ptrdiff_t lda, const FASTNN_T *b,
                                    ptrdiff_t ldb, FASTNN_T beta, FASTNN_T *c, ptrdiff_t ldc, ptrdiff_t cs,
@@ -192,7 +194,8 @@ static void FASTNN_NAME(gemm_part)(int trans_a, int trans_b, ptrdiff_t m, ptrdif
     for (ptrdiff_t jc = 0; jc < n; jc += NC) {
         const ptrdiff_t nc = n - jc < NC ? n - jc : NC, n_panels = (nc + NR - 1) / NR;
         const int direct_b = !trans_b && m <= MC;
-        const int direct_a = m <= MC && k <= KC;        /* A is one block: read in place (either layout) */
+        const int direct_a = (m <= MC && k <= KC)       /* A is one block: read in place (either layout), */
+                             || (!trans_a && n <= NR);  /* or each A element is used once (one column panel) */
         const ptrdiff_t first_packed = direct_b ? nc / NR : 0;      /* panels before it read in place */
         for (ptrdiff_t pc = 0; pc < k; pc += KC) {
             const ptrdiff_t kc = k - pc < KC ? k - pc : KC;

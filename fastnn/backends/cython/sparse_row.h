@@ -6,7 +6,8 @@
  * dropped as zero; NaN and inf are kept, so they propagate).
  *
  * sparse_row_T(W, n_out, idx, val, m, scale, z_in, z): z (n_out,) = z_in + sum_q x_q W[idx[q]];
- * W (n_in, n_out) row-major; x_q = val[q] (int32 indices, values of type T); z_in may be z itself
+ * W (n_in, n_out) row-major (NAME_strided(W, ldw, n_out, ...): n_out columns of rows ldw apart);
+ * x_q = val[q] (int32 indices, values of type T); z_in may be z itself
  * (accumulate, as the blocked path and the training kernels do) or the bias.
  * sparse_pixels_T: the same over a CSR row of uint8 pixels with uint16 indices, x_q = T(pixel) *
  * scale (scale = T(1/255): bit-identical to fastnn.data.to_float); the training path's layer 0. Columns go in blocks of 8 vectors (64 floats or 32 doubles on 32-byte vectors):
@@ -110,8 +111,8 @@ typedef double fastnn_v8df __attribute__((vector_size(64)));
 #define FASTNN_WIDE_BLOCKS(NAME)                                                              \
     {                                                                                         \
         const ptrdiff_t LW = 64 / (ptrdiff_t)sizeof(*z);                                      \
-        for (; j0 + 8 * LW <= n_out; j0 += 8 * LW) NAME##_wide8(W, n_out, j0, idx, val, m, scale, z_in, z); \
-        if (j0 + 4 * LW <= n_out) { NAME##_wide4(W, n_out, j0, idx, val, m, scale, z_in, z); j0 += 4 * LW; } \
+        for (; j0 + 8 * LW <= n_out; j0 += 8 * LW) NAME##_wide8(W, ldw, j0, idx, val, m, scale, z_in, z); \
+        if (j0 + 4 * LW <= n_out) { NAME##_wide4(W, ldw, j0, idx, val, m, scale, z_in, z); j0 += 4 * LW; } \
     }
 #define FASTNN_WIDE_DEFS(NAME, T, VW, IT, VT, CONV)                                           \
     FASTNN_SPARSE_BLOCK(NAME##_wide8, T, VW, 8, IT, VT, CONV)                                 \
@@ -124,8 +125,9 @@ typedef double fastnn_v8df __attribute__((vector_size(64)));
 #define FASTNN_SPARSE_ROW(NAME, T, V, VW, IT, VT, CONV)                                       \
 FASTNN_WIDE_DEFS(NAME, T, VW, IT, VT, CONV)                                                   \
 static inline V NAME##_load(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }          \
-static inline void NAME(const T *restrict W, ptrdiff_t n_out, const IT *restrict idx,        \
-                        const VT *restrict val, ptrdiff_t m, T scale, const T *z_in, T *z) {  \
+static inline void NAME##_strided(const T *restrict W, ptrdiff_t ldw, ptrdiff_t n_out,        \
+                        const IT *restrict idx, const VT *restrict val, ptrdiff_t m, T scale,  \
+                        const T *z_in, T *z) {                                                \
     const ptrdiff_t L = sizeof(V) / sizeof(T), BLOCK = 8 * L;                                 \
     ptrdiff_t j0 = 0;                                                                         \
     FASTNN_WIDE_BLOCKS(NAME)                                                                  \
@@ -135,7 +137,7 @@ static inline void NAME(const T *restrict W, ptrdiff_t n_out, const IT *restrict
           a4 = NAME##_load(z_in + j0 + 4 * L), a5 = NAME##_load(z_in + j0 + 5 * L),           \
           a6 = NAME##_load(z_in + j0 + 6 * L), a7 = NAME##_load(z_in + j0 + 7 * L);           \
         for (ptrdiff_t q = 0; q < m; q++) {                                                   \
-            const T *w = W + (ptrdiff_t)idx[q] * n_out + j0;                                  \
+            const T *w = W + (ptrdiff_t)idx[q] * ldw + j0;                                  \
             const V x = (V){0} + CONV(val[q], scale);                                                  \
             a0 += x * NAME##_load(w);         a1 += x * NAME##_load(w + L);                   \
             a2 += x * NAME##_load(w + 2 * L); a3 += x * NAME##_load(w + 3 * L);               \
@@ -151,23 +153,27 @@ static inline void NAME(const T *restrict W, ptrdiff_t n_out, const IT *restrict
         V a0 = NAME##_load(z_in + j0);                                                        \
         for (ptrdiff_t q = 0; q < m; q++) {                                                   \
             const V x = (V){0} + CONV(val[q], scale);                                                  \
-            a0 += x * NAME##_load(W + (ptrdiff_t)idx[q] * n_out + j0);                        \
+            a0 += x * NAME##_load(W + (ptrdiff_t)idx[q] * ldw + j0);                        \
         }                                                                                     \
         memcpy(z + j0, &a0, sizeof a0);                                                       \
     }                                                                                         \
     for (; j0 + 2 <= n_out; j0 += 2) {                 /* two scalar columns at a time */      \
         T t0 = z_in[j0], t1 = z_in[j0 + 1];                                                   \
         for (ptrdiff_t q = 0; q < m; q++) {                                                   \
-            const T x = CONV(val[q], scale), *w = W + (ptrdiff_t)idx[q] * n_out + j0;                \
+            const T x = CONV(val[q], scale), *w = W + (ptrdiff_t)idx[q] * ldw + j0;                \
             t0 += x * w[0]; t1 += x * w[1];                                                   \
         }                                                                                     \
         z[j0] = t0; z[j0 + 1] = t1;                                                           \
     }                                                                                         \
     if (j0 < n_out) {                                                                         \
         T t0 = z_in[j0];                                                                      \
-        for (ptrdiff_t q = 0; q < m; q++) t0 += CONV(val[q], scale) * W[(ptrdiff_t)idx[q] * n_out + j0];\
+        for (ptrdiff_t q = 0; q < m; q++) t0 += CONV(val[q], scale) * W[(ptrdiff_t)idx[q] * ldw + j0];\
         z[j0] = t0;                                                                           \
     }                                                                                         \
+}                                                                                             \
+static inline void NAME(const T *restrict W, ptrdiff_t n_out, const IT *restrict idx,        \
+                        const VT *restrict val, ptrdiff_t m, T scale, const T *z_in, T *z) {  \
+    NAME##_strided(W, n_out, n_out, idx, val, m, scale, z_in, z);                             \
 }
 
 /* row_ascending(idx, n, size): whether idx[0..n) rise strictly and stay below size, the CSR row

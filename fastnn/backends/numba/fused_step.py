@@ -50,7 +50,9 @@ from fastnn.backends.numba._shared import (
     spin_pause,
 )
 from fastnn.backends.numba.gemm import gemm, use_dtype
-from fastnn.backends.numba.simd import sparse_row
+from fastnn.backends.numba.simd import sparse_row, sparse_row_cols
+
+COLUMN_BLOCK = 256   # layer 0's forward, columns at a time (the Cython step's COLUMN_BLOCK)
 
 
 # ---------------------------------------------------------------- named regions of the buffers
@@ -95,12 +97,15 @@ def _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, r0, r1, Z, ptr, 
     [r0, r1), entries ptr[p]:ptr[p+1] of (sample, value) are the batch rows where p is non-zero;
     span (2 nb,): sample i's pixels in [r0, r1) are indices[span[2i]:span[2i+1]] (searched for once,
     by the first pass, for the second). The rows' indptr entries are prefetched all at once, each
-    row's pixels two samples ahead. Returns -1, or the first sample whose pixel indices do not rise
+    row's pixels two samples ahead. Wider than COLUMN_BLOCK, the columns go a block at a time (the
+    first with the checks and the index), so that the block of the thread's W0 rows stays in L2
+    while every sample reads it. Returns -1, or the first sample whose pixel indices do not rise
     strictly below D (then before reading any W0 row through them, leaving Z and the index unfinished)."""
     inv255 = W0.dtype.type(1.0 / 255.0)
     one = np.uint64(1)
     D, H0 = W0.shape
     W0_flat = W0.reshape(W0.size)                                            # (D * H0,)
+    c1 = min(H0, COLUMN_BLOCK)
     for p in range(r0, r1 + 1):
         ptr[p] = 0
     for i in range(nb):                            # the rows' starts: random reads of indptr
@@ -119,9 +124,15 @@ def _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, r0, r1, Z, ptr, 
         q_end = indptr[row] + np.searchsorted(indices[indptr[row]:indptr[row + 1]], r1)
         span[2 * i] = q
         span[2 * i + 1] = q_end
-        sparse_row(W0_flat, H0, indices, pixels, q, q_end, inv255, z, z)     # sums in registers
+        sparse_row_cols(W0_flat, H0, 0, c1, indices, pixels, q, q_end, inv255, z, z)   # sums in registers
         for u in range(np.uint64(q), np.uint64(q_end)):     # unsigned: no negative-index fix-up
             ptr[np.uint64(indices[u]) + one] += 1
+    c0 = c1
+    while c0 < H0:                                 # the other column blocks
+        c1 = min(c0 + COLUMN_BLOCK, H0)
+        for i in range(nb):
+            sparse_row_cols(W0_flat, H0, c0, c1, indices, pixels, span[2 * i], span[2 * i + 1], inv255, Z[i], Z[i])
+        c0 = c1
     # the CSC index: counts -> starts, fill (ptr[p] walks to the end of p), shift back to starts
     ptr[r0] = 0
     for p in range(r0, r1):

@@ -397,7 +397,7 @@ def _gemm_serial(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
             for ic in range(0, m, MC):
                 mc = min(MC, m - ic)
                 m_panels = (mc + MR - 1) // MR
-                a_first = mc // MR if m <= MC and k <= KC else 0        # gemm.h's direct_a: A in place
+                a_first = mc // MR if (m <= MC and k <= KC) or (not trans_a and n <= nr) else 0   # gemm.h's direct_a
                 _pack_a(trans_a, a, lda, ic, mc, pc, kc, ap, a_first, m_panels)
                 _tiles(ap, trans_a, a, lda, a_first, bp, b, ldb, b_first, c, ldc, cs, ic, mc, jc, nc, pc, kc, nr, alpha,
                        beta_pc, 0, n_panels * m_panels, tile)
@@ -534,7 +534,7 @@ def gemm_parallel(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
             for ic in range(0, m, MC):
                 mc = min(MC, m - ic)
                 m_panels = (mc + MR - 1) // MR
-                a_first = mc // MR if m <= MC and k <= KC else 0
+                a_first = mc // MR if (m <= MC and k <= KC) or (not trans_a and n <= nr) else 0
                 for t in prange(threads):
                     _pack_a(trans_a, a, lda, ic, mc, pc, kc, ap, a_first + (m_panels - a_first) * t // threads,
                             a_first + (m_panels - a_first) * (t + 1) // threads)

@@ -165,26 +165,33 @@ def sparse_row(W_flat, n_out, idx, val, q0, q1, scale, z_in, z):
     W_flat the (n_in * n_out,) row-major weights; z_in may be z (accumulate). Eight vectors of
     columns at a time in registers, then the last columns through z, each sum in q order (FMA):
     the same order of sums as the Cython backend's ``sparse_row_T`` (fastnn/backends/cython/sparse_row.h)."""
-    j0 = 0
+    sparse_row_cols(W_flat, n_out, 0, n_out, idx, val, q0, q1, scale, z_in, z)
+
+
+@njit(cache=True, fastmath={"contract"}, inline="always")
+def sparse_row_cols(W_flat, n_out, c0, c1, idx, val, q0, q1, scale, z_in, z):
+    """``sparse_row`` for columns c0 .. c1 of z only (the Cython backend's ``sparse_row_T_strided``:
+    layer 0's forward a block of columns at a time at large widths)."""
+    j0 = c0
     if WIDE:
         wide = 8 * (64 // z.itemsize)
-        while j0 + wide <= n_out:
+        while j0 + wide <= c1:
             accumulate_rows_wide8(W_flat, n_out, j0, idx, val, q0, q1, scale, z_in, z)
             j0 += wide
-        if j0 + wide // 2 <= n_out:
+        if j0 + wide // 2 <= c1:
             accumulate_rows_wide4(W_flat, n_out, j0, idx, val, q0, q1, scale, z_in, z)
             j0 += wide // 2
     block = 8 * lanes_of(z)
-    while j0 + block <= n_out:
+    while j0 + block <= c1:
         accumulate_rows(W_flat, n_out, j0, idx, val, q0, q1, scale, z_in, z)
         j0 += block
-    if j0 < n_out:
-        for j in range(j0, n_out):
+    if j0 < c1:
+        for j in range(j0, c1):
             z[j] = z_in[j]
         for q in range(q0, q1):
             x = _value(val[q], scale)
             base = np.int64(idx[q]) * n_out
-            for j in range(j0, n_out):
+            for j in range(j0, c1):
                 z[j] += x * W_flat[base + j]
 
 
