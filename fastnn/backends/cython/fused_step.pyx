@@ -27,9 +27,10 @@ cdef enum:
 
 # ---------------------------------------------------------------- the fused training path
 # The same algorithm, arguments and local names as fastnn/backends/numba/fused_step.py (documented
-# in fastnn.training.fused): per step two parallel regions over T threads. Region 1, by parameters:
+# in fastnn.training.fused): per step two phases over T threads, one OpenMP team for the whole
+# call with a barrier after each phase. Region 1, by parameters:
 # thread t finishes the previous step for the parameters it owns (W0 rows row_bounds[t]..,
-# columns col_bounds[l, t].. of the biases and dense W_l: weight gradient fused with the
+# columns col_bounds[l, t].. of the biases and dense W_l, rows of a narrow W_l: weight gradient fused with the
 # optimizer update) and runs this step's layer 0 over its pixels (its share of z0 and the
 # CSC index of its pixels). Region 2, by samples: z0 = b0 + the shares, the dense layers,
 # softmax cross-entropy and backward to dL/dz of layer 0. The dense products call fastnn's
