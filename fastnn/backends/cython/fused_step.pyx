@@ -6,8 +6,8 @@ from libc.math cimport exp, log, sqrt
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
 from cython cimport floating
 from fastnn.backends.cython._shared cimport (
-    __builtin_prefetch, _activate, _activate_backward, _gemm, _gemm_into_transposed, _now, _prefetch_row, _row_ascending,
-    _sparse_pixels, _sparse_pixels_cols, _sparse_row, exp_shifted_float, fastnn_gemm_init,
+    __builtin_prefetch, _activate, _activate_backward, _gemm, _gemm_into_transposed, _now, _prefetch_row,
+    _row_ascending, _sparse_pixels, _sparse_pixels_cols, _sparse_row, exp_shifted_float, fastnn_gemm_init,
 )
 
 import numpy as np
@@ -30,8 +30,8 @@ cdef enum:
 # in fastnn.training.fused): per step two phases over T threads, one OpenMP team for the whole
 # call with a barrier after each phase. Region 1, by parameters:
 # thread t finishes the previous step for the parameters it owns (W0 rows row_bounds[t]..,
-# columns col_bounds[l, t].. of the biases and dense W_l, rows of a narrow W_l: weight gradient fused with the
-# optimizer update) and runs this step's layer 0 over its pixels (its share of z0 and the
+# columns col_bounds[l, t].. of the biases and dense W_l, rows of a narrow W_l: weight gradient
+# fused with the optimizer update) and runs this step's layer 0 over its pixels (its share of z0 and the
 # CSC index of its pixels). Region 2, by samples: z0 = b0 + the shares, the dense layers,
 # softmax cross-entropy and backward to dL/dz of layer 0. The dense products call fastnn's
 # packed GEMM (gemm.h, on the calling thread) through the row-major ``_gemm`` of _shared.pxd. Timers: ``clock_gettime`` nanoseconds into ``prof`` when it has rows.
