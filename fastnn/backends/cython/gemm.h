@@ -15,7 +15,9 @@
  * Micro-kernels, chosen once at run time by what the CPU reports (__builtin_cpu_supports):
  *   AVX-512: float 8 x 32 (2 zmm per row, 16 accumulators), double 8 x 16;
  *   AVX2:    float 6 x 16 (2 ymm per row, 12 accumulators), double 6 x 8;
- *   else:    16-byte vectors (SSE2 / NEON), 4 x 8 float, 4 x 4 double.
+ *   else:    16-byte vectors (SSE2 / NEON), 4 x 8 float, 4 x 4 double;
+ * and for a B of at most one vector of columns (the output layer's 10), the same rows by one
+ * vector (8 x 16 float on AVX-512), half the padded work of the two-vector tile.
  * fastnn_gemm_isa() names the one in use; FASTNN_GEMM_ISA=avx2|generic in the environment
  * picks a narrower one (for testing the other paths on an AVX-512 machine).
  * Sums run in depth order per output, contracted to FMA where the CPU has it (like BLAS, the
@@ -43,6 +45,8 @@ typedef struct {
     ptrdiff_t mc, kc, nc;       /* cache blocks: A block MC x KC (L2), B block KC x NC, panel KC x NR (L1) */
     void *kernel;               /* the micro-kernel */
     const char *isa;
+    int nr1;                    /* the narrow micro-kernel's columns (one vector): B of at most nr1 columns */
+    void *kernel1;              /* the narrow micro-kernel (MR x one vector) */
 } fastnn_gemm_shape;
 
 static fastnn_gemm_shape fastnn_sgemm_shape, fastnn_dgemm_shape;
@@ -96,24 +100,24 @@ static void fastnn_gemm_init(void) {
            && (want == NULL || strcmp(want, "avx512") == 0 || strcmp(want, "avx2") == 0);
     if (avx512) {
         fastnn_sgemm_shape = (fastnn_gemm_shape){FASTNN_MR_AVX512, FASTNN_NV_AVX512 * 16, 128, 1024, 2048,
-                                                 (void *)fastnn_suk_avx512, "avx512"};
+                                                 (void *)fastnn_suk_avx512, "avx512", 16, (void *)fastnn_suk1_avx512};
         fastnn_dgemm_shape = (fastnn_gemm_shape){FASTNN_MR_AVX512, FASTNN_NV_AVX512 * 8, 128, 512, 2048,
-                                                 (void *)fastnn_duk_avx512, "avx512"};
+                                                 (void *)fastnn_duk_avx512, "avx512", 8, (void *)fastnn_duk1_avx512};
         return;
     }
     if (avx2) {
         fastnn_sgemm_shape = (fastnn_gemm_shape){FASTNN_MR_AVX2, FASTNN_NV_AVX2 * 8, 120, 512, 2048,
-                                                 (void *)fastnn_suk_avx2, "avx2"};
+                                                 (void *)fastnn_suk_avx2, "avx2", 8, (void *)fastnn_suk1_avx2};
         fastnn_dgemm_shape = (fastnn_gemm_shape){FASTNN_MR_AVX2, FASTNN_NV_AVX2 * 4, 120, 256, 2048,
-                                                 (void *)fastnn_duk_avx2, "avx2"};
+                                                 (void *)fastnn_duk_avx2, "avx2", 4, (void *)fastnn_duk1_avx2};
         return;
     }
 #endif
     (void)want; (void)avx512; (void)avx2;
     fastnn_sgemm_shape = (fastnn_gemm_shape){FASTNN_MR_GENERIC, FASTNN_NV_GENERIC * 4, 64, 256, 1024,
-                                             (void *)fastnn_suk_generic, "generic"};
+                                             (void *)fastnn_suk_generic, "generic", 4, (void *)fastnn_suk1_generic};
     fastnn_dgemm_shape = (fastnn_gemm_shape){FASTNN_MR_GENERIC, FASTNN_NV_GENERIC * 2, 64, 128, 1024,
-                                             (void *)fastnn_duk_generic, "generic"};
+                                             (void *)fastnn_duk_generic, "generic", 2, (void *)fastnn_duk1_generic};
 }
 
 static const char *fastnn_gemm_isa(void) { return fastnn_sgemm_shape.isa; }

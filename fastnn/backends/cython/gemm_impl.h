@@ -108,10 +108,16 @@ FASTNN_UKERNEL(FASTNN_NAME(uk_avx512), FASTNN_T, 64 / sizeof(FASTNN_T), FASTNN_M
                FASTNN_NV_AVX512, __attribute__((target("avx512f,fma"))), FASTNN_TSTORE_AVX512)
 FASTNN_UKERNEL(FASTNN_NAME(uk_avx2), FASTNN_T, 32 / sizeof(FASTNN_T), FASTNN_MR_AVX2,
                FASTNN_NV_AVX2, __attribute__((target("avx2,fma"))), FASTNN_NO_TSTORE)
+FASTNN_UKERNEL(FASTNN_NAME(uk1_avx512), FASTNN_T, 64 / sizeof(FASTNN_T), FASTNN_MR_AVX512, 1,
+               __attribute__((target("avx512f,fma"))), FASTNN_NO_TSTORE)
+FASTNN_UKERNEL(FASTNN_NAME(uk1_avx2), FASTNN_T, 32 / sizeof(FASTNN_T), FASTNN_MR_AVX2, 1,
+               __attribute__((target("avx2,fma"))), FASTNN_NO_TSTORE)
 #undef FASTNN_TSTORE_AVX512
 #endif
 FASTNN_UKERNEL(FASTNN_NAME(uk_generic), FASTNN_T, 16 / sizeof(FASTNN_T), FASTNN_MR_GENERIC,
                FASTNN_NV_GENERIC, , FASTNN_NO_TSTORE)
+FASTNN_UKERNEL(FASTNN_NAME(uk1_generic), FASTNN_T, 16 / sizeof(FASTNN_T), FASTNN_MR_GENERIC, 1, ,
+               FASTNN_NO_TSTORE)
 
 /* Pack rows r0 .. r0 + m of op(A)[:, p0 : p0 + kc] as panels of mr_ rows: ap[panel][p][i]
  * (kc, mr_), rows past m zero. op(A)[i, p] = a[i * lda + p], or a[p * lda + i] when trans. */
@@ -188,9 +194,10 @@ static void FASTNN_NAME(gemm_part)(int trans_a, int trans_b, ptrdiff_t m, ptrdif
                                    ptrdiff_t ldb, FASTNN_T beta, FASTNN_T *c, ptrdiff_t ldc, ptrdiff_t cs,
                                    FASTNN_T *ap, FASTNN_T *bp, int tid, int nt) {
     const fastnn_gemm_shape *s = &FASTNN_CAT(FASTNN_CAT(fastnn_, FASTNN_S), gemm_shape);
-    const int MR = s->mr, NR = s->nr;
+    const int narrow = n <= s->nr1 && s->kernel1 != NULL;          /* one vector of columns: the narrow kernel */
+    const int MR = s->mr, NR = narrow ? s->nr1 : s->nr;
     const ptrdiff_t MC = s->mc, KC = s->kc, NC = s->nc;
-    const FASTNN_NAME(uk_fn) uk = (FASTNN_NAME(uk_fn))s->kernel;
+    const FASTNN_NAME(uk_fn) uk = (FASTNN_NAME(uk_fn))(narrow ? s->kernel1 : s->kernel);
     for (ptrdiff_t jc = 0; jc < n; jc += NC) {
         const ptrdiff_t nc = n - jc < NC ? n - jc : NC, n_panels = (nc + NR - 1) / NR;
         const int direct_b = !trans_b && m <= MC;
