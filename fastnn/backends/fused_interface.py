@@ -7,8 +7,8 @@ A backend's optional fused paths:
   whole SGD steps (forward, softmax cross-entropy, backward, optimizer update), in place; the
   algorithm is in ``fastnn.training.fused``. ``losses`` (n_steps,) float64 out: each step's mean
   cross-entropy (against the smoothed target); ``prof`` (T+1, 2 + 3L) int64 clock ticks added to
-  (columns: ``fastnn.training.fused.profile_phases``; row T: the two parallel regions' wall
-  time), or (0, 0): no timers.
+  (columns: ``fastnn.training.fused.profile_phases``; row T: the two phases' wall
+  time, each to the end of its wait for the other threads), or (0, 0): no timers.
 - ``augment_csr(indptr, indices, pixels, boxes, order, lo, moves, col_of, height, width,
   n_threads, out_indptr, out_indices, out_pixels) -> int``: the call's rows moved by the
   augmentation into a batch-ordered CSR (``fastnn.data.augment``); ``check_augment`` checks its

@@ -10,7 +10,7 @@ weights:
    kernel by kernel otherwise) with its phase timers on. The fused kernels time themselves
    from the inside (``FusedTrainer.profile``): layer-0 sparse forward, each dense layer's
    forward and backward, softmax cross-entropy, each layer's weight gradient with its
-   optimizer update, the wait at the end of the parallel regions, the Python between calls;
+   optimizer update, the wait at the end of each phase (for the other threads), the Python between calls;
 2. for torch, fastnn's kernel-by-kernel path on the torch kernels, timed by phase and by
    kernel, since autograd hides its kernels from the timers;
 3. under cProfile (which slows Python-heavy code; its times are for ranking functions only).
@@ -56,13 +56,13 @@ def run_epochs(trainer, n: int, epochs: int, batch_size: int, seed: int) -> floa
 
 def fused_phase_rows(trainer, total: float) -> list[tuple[str, float]]:
     """(phase, seconds) from the fused kernels' own timers (mean over threads), plus the time the
-    threads wait at the end of the parallel regions and the Python between calls."""
+    threads wait at the end of each phase (for the other threads) and the Python between calls."""
     seconds = trainer.phase_seconds()
     walls = {k: v for k, v in seconds.items() if k.startswith("wall: ")}
     rows = [(k, v) for k, v in seconds.items() if not k.startswith("wall: ")]
     busy = sum(v for _, v in rows)
     wall = sum(walls.values())
-    rows.append(("waiting at the end of a parallel region (imbalance, fork/join)", max(0.0, wall - busy)))
+    rows.append(("waiting at the end of a phase (imbalance, barriers)", max(0.0, wall - busy)))
     rows.append(("python between the compiled calls (dropout masks, bookkeeping)", max(0.0, total - wall)))
     return rows
 

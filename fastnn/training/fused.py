@@ -351,7 +351,7 @@ class FusedTrainer(TrainerBase):
 
     def phase_seconds(self) -> dict[str, float]:
         """Seconds per phase from the kernels' timers (``profile = True``), averaged over threads,
-        plus each parallel region's wall time; cycle counts converted with the backend's rate."""
+        plus each phase's wall time (to the end of its wait); cycle counts converted with the backend's rate."""
         if not self.prof.size:
             return {}
         rate = self.model.backend.cycles_per_second()

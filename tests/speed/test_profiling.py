@@ -24,7 +24,7 @@ def test_profile_writes_report_stats_and_plot(tmp_path, mnist_dir, backend):
     if backend == "numba":                       # the fused kernels' own timers, phase by phase
         for section in ("layer 0 forward (sparse input", "layer 1 forward (GEMM)", "softmax cross-entropy",
                         "layer 2 backward to layer 1", "layer 0 weight gradient (CSC gather) + update",
-                        "waiting at the end of a parallel region", "python between the compiled calls"):
+                        "waiting at the end of a phase", "python between the compiled calls"):
             assert section in text, section
         rows = [line for line in text.split("time by phase")[1].split("cProfile")[0].splitlines() if " s " in line]
         shares = [float(line.rsplit("%", 1)[0].split()[-1]) for line in rows]

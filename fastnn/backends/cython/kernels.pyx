@@ -16,7 +16,8 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from cython cimport floating
 from fastnn.backends.cython._shared cimport (
-    _now, _sigmoid, _softmax_row, exp_shifted_float, fastnn_dgemm_strided, fastnn_gemm_init, fastnn_gemm_isa, fastnn_sgemm_strided,
+    _now, _sigmoid, _softmax_row, exp_shifted_float, fastnn_dgemm_strided, fastnn_gemm_init, fastnn_gemm_isa,
+    fastnn_sgemm_strided,
 )
 
 import numpy as np
