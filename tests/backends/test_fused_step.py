@@ -150,3 +150,31 @@ def test_fused_forward_refuses_what_it_cannot_rely_on(name):
             no_labels)
     with pytest.raises(ValueError, match="act and mode"):
         run(params, work, logits._replace(act=9), X, np.empty((3, 5), np.float32), no_labels)
+
+
+@pytest.mark.parametrize("name", FUSED)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_steps_flush_subnormals_and_leave_the_callers_mode(name, dtype):
+    """Momentum's velocity of a pixel no sample has decays 0.9x a step into the subnormals, where
+    Intel cores take a microcode assist per operation: the step runs with subnormals as zero
+    (MXCSR's FTZ and DAZ bits on x86, as XLA's CPU threads) and puts every thread's mode back."""
+    import platform
+
+    model, trainer, data = made_trainer(name, dtype, weight_decay=0.0)
+    order = np.arange(len(data.labels), dtype=np.int64)
+    args = groups(trainer, order)
+    params = args[1]
+    tiny = np.finfo(dtype).smallest_subnormal * 4                         # 0.9 * tiny rounds to a subnormal
+    params.state1[:] = tiny
+    absent = np.flatnonzero(data.images[order[:B]].max(axis=0) == 0)     # pixels no sample of the batch has
+    assert absent.size > 0
+    W0 = model.weights[0].copy()
+    get_backend(name).fused_steps(*args)
+    velocity0 = params.state1[params.w_off[0]:params.w_off[0] + W0.size].reshape(W0.shape)   # (D, H0)
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert (velocity0[absent] == 0).all()                              # flushed, not 0.9 * tiny
+    np.testing.assert_array_equal(model.weights[0][absent], W0[absent])
+    A = np.full((512, 512), tiny, dtype=dtype)                             # subnormal * 1 stays subnormal ...
+    assert (A * dtype(1) == A).all()                                       # ... on this thread
+    out = get_backend(name).matmul(A, np.eye(512, dtype=dtype))           # ... and on the kernels' threads
+    assert (out == A).all()

@@ -19,6 +19,8 @@ fastnn_gemm_init()                     # pick gemm.h's micro-kernel for this CPU
 cdef extern from "team.h" nogil:
     int fastnn_team_size()
     void fastnn_team_barrier()
+    unsigned int fastnn_denormals_off()
+    void fastnn_fp_mode_restore(unsigned int mode)
 
 cdef enum:
     COLUMN_BLOCK = 256  # layer 0's forward, columns at a time: a thread's W0 rows x 256 floats stay in L2
@@ -420,7 +422,9 @@ def _fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const u
     call (team.h): each step is two phases over the T threads with a barrier after each, region 1
     (``_finish_step`` of the previous step, then ``_layer0_forward`` of this one) and region 2
     (``_thread_step``). (A parallel region per phase cost a fork and a join each: 4% of the epoch.)
-    A team of fewer than T threads (the OpenMP runtime may give fewer) shares the T parts."""
+    A team of fewer than T threads (the OpenMP runtime may give fewer) shares the T parts. Each
+    thread flushes subnormals to zero for the call and restores its floating-point mode after it
+    (``fastnn_denormals_off``, team.h)."""
     cdef Py_ssize_t n = order.shape[0], n_layers = sizes.shape[0] - 1
     cdef int n_threads = <int>(col_bounds.shape[1] - 1)
     cdef Py_ssize_t D = sizes[0], H0 = sizes[1], s = 0, t = 0, lo = 0, nb = 0, nb_prev = 0, i0 = 0, i1 = 0
@@ -438,7 +442,9 @@ def _fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const u
     cdef floating* ou = &outs[0] if dropout else &acts[0]
     cdef long long* prof_t = NULL
     cdef int tid = 0, team = 1                      # (set before the team: Cython copies them out after it)
+    cdef unsigned int fp_mode = 0
     with nogil, parallel(num_threads=n_threads):
+        fp_mode = fastnn_denormals_off()            # subnormals as zero in this thread until the call ends (team.h)
         tid = threadid()
         team = fastnn_team_size()                   # parts tid, tid + team, ... are this thread's
         step_size = lr
@@ -506,6 +512,7 @@ def _fused_steps(const int64_t[::1] indptr, const uint16_t[::1] indices, const u
                 for t in range(n_threads):
                     total = total + thread_loss[t]
                 losses[s] = total / nb
+        fastnn_fp_mode_restore(fp_mode)
     for t in range(n_threads):
         if thread_bad[t] >= 0:
             bad_row = thread_bad[t]

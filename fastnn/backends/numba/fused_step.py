@@ -47,6 +47,8 @@ from fastnn.backends.numba._shared import (
     atomic_add,
     atomic_load,
     cycles,
+    denormals_off,
+    fp_mode_restore,
     spin_pause,
 )
 from fastnn.backends.numba.gemm import gemm, use_dtype
@@ -413,7 +415,9 @@ def _team_member(me, claims, done, step_loss, thread_bad, indptr, indices, pixel
     own part first (``atomic_add`` on claims[phase, part] returns 0 to the first claimant), then
     any part not yet claimed, and waits until done[phase] counts all T parts before the next
     phase. Part t of region 2 writes its rows' summed cross-entropy to step_loss[s, t]; part t of
-    region 1 its bad row (or -1) to thread_bad[t], after which every thread stops before step s."""
+    region 1 its bad row (or -1) to thread_bad[t], after which every thread stops before step s.
+    The thread flushes subnormals to zero meanwhile and restores its floating-point mode after
+    (``denormals_off``)."""
     act, opt, t0 = hyper.act, hyper.opt, hyper.t0
     n = order.shape[0]
     n_threads = col_bounds.shape[1] - 1
@@ -423,6 +427,7 @@ def _team_member(me, claims, done, step_loss, thread_bad, indptr, indices, pixel
     D, H0 = sizes[0], sizes[1]
     step_size = lr
     v_corr = theta.dtype.type(1)
+    fp_mode = denormals_off()                        # subnormals as zero in this thread until the member ends
     for s in range(n_steps + 1):
         # ---- region 1, by parameters: finish step s - 1, then step s's layer 0 over the part's W0 rows
         if opt == 2 and s > 0:                       # Adam's bias corrections for step t0 + s
@@ -484,6 +489,7 @@ def _team_member(me, claims, done, step_loss, thread_bad, indptr, indices, pixel
             spin_pause()
         if timing and me == 0:
             prof[n_threads, 1] += cycles() - t_region
+    fp_mode_restore(fp_mode)
 
 
 @njit(cache=True, parallel=True, fastmath={"contract", "reassoc"})
