@@ -8,7 +8,11 @@ A backend's optional fused paths:
   algorithm is in ``fastnn.training.fused``. ``losses`` (n_steps,) float64 out: each step's mean
   cross-entropy (against the smoothed target); ``prof`` (T+1, 2 + 3L) int64 clock ticks added to
   (columns: ``fastnn.training.fused.profile_phases``; row T: the two phases' wall
-  time, each to the end of its wait for the other threads), or (0, 0): no timers.
+  time, each to the end of its wait for the other threads), or (0, 0): no timers. On x86 its
+  threads compute with subnormal numbers flushed to zero (MXCSR's FTZ and DAZ, as JAX's
+  compiled CPU code does) and put their floating-point mode back before the call returns:
+  momentum's velocity of a pixel no sample has decays 0.9x a step into the subnormals, and an
+  Intel core takes a microcode assist for each operation on one.
 - ``augment_csr(indptr, indices, pixels, boxes, order, lo, moves, col_of, height, width,
   n_threads, out_indptr, out_indices, out_pixels) -> int``: the call's rows moved by the
   augmentation into a batch-ordered CSR (``fastnn.data.augment``); ``check_augment`` checks its
