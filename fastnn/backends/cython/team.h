@@ -7,7 +7,7 @@
  * reads subnormal operands as zero (MXCSR's FTZ and DAZ bits, as XLA's CPU threads run), returning
  * the mode before for fastnn_fp_mode_restore(). Momentum's velocity of a pixel no sample has decays
  * 0.9x a step into the subnormals, and Intel cores take a microcode assist (~100+ cycles) for each
- * subnormal operation: 2.3x the MNIST epoch on a Xeon (REPORT.md). A no-op off x86. */
+ * subnormal operation: 1.9-2.1x the MNIST epoch on a Xeon (REPORT.md). A no-op off x86. */
 #ifndef FASTNN_TEAM_H
 #define FASTNN_TEAM_H
 #ifdef _OPENMP
