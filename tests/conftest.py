@@ -1,4 +1,5 @@
-"""Shared fixtures: the real data folder (tests skip with a reason when it is absent) and torch."""
+"""Shared fixtures: the real data folder (tests skip with a reason when it is absent) and torch; the
+``--slow`` option (the tests marked slow skip without it)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,6 +18,25 @@ def real_data_dir() -> Path | None:
     root = default_data_dir()
     files = DATASETS["mnist"].files.values()
     return root if all((root / "mnist" / fn).exists() for fn, _ in files) else None
+
+
+SLOW_SKIPPED = "slow (an end-to-end run): python -m pytest --slow runs it, as CI's full stage does"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help="also run the tests marked slow: whole commands, every documentation page and the "
+                          "notebook, end to end on real MNIST (minutes; CI's full stage runs them)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without --slow, the tests marked slow skip (the default run stays a few minutes long)."""
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason=SLOW_SKIPPED)
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

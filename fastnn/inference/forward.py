@@ -208,11 +208,11 @@ class ForwardPlan:
                 and self._same(weights, self.weights) and self._same(biases, self.biases))
 
     def try_labels(self, X, unit_range: bool) -> np.ndarray | None:
-        """``labels(X, unit_range)`` when X is already what the plan runs on, an ndarray (N, D) of
-        the plan's dtype (the same dtype object: native byte order), else None: the caller
+        """``labels(X, unit_range)`` when X is already what the plan runs on, a C-contiguous ndarray
+        (N, D) of the plan's dtype (the same dtype object: native byte order), else None: the caller
         converts and checks X first (``predict``'s batch-1 path)."""
         if (type(X) is np.ndarray and X.ndim == 2 and X.dtype is self.dtype
-                and X.shape[1] == self.num_features):
+                and X.shape[1] == self.num_features and X.flags.c_contiguous):
             return self.labels(X, unit_range)
         return None
 
@@ -230,9 +230,10 @@ class ForwardPlan:
         return out
 
     def run(self, X: np.ndarray, mode: str, unit_range: bool = True) -> np.ndarray:
-        """``mode`` ("logits", "probs", "labels") of X (N, D) of the plan's dtype (any strides):
-        (N, C) float, or (N,) int64 for labels. Raises InputRangeError for an input that is not
-        finite, or (``unit_range``) outside [0, 1]."""
+        """``mode`` ("logits", "probs", "labels") of X (N, D) of the plan's dtype (any strides; the
+        model passes it C-contiguous, so that one signature is compiled): (N, C) float, or (N,)
+        int64 for labels. Raises InputRangeError for an input that is not finite, or
+        (``unit_range``) outside [0, 1]."""
         if self._runner is not None:
             return self._runner.run(X, FORWARD_MODES[mode], bool(unit_range))
         if mode == "labels":

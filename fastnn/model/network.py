@@ -116,7 +116,9 @@ class NeuralNetwork:
                 f"parameters={self.num_parameters():,})")
 
     def _check_input(self, X, check_range: bool = True) -> np.ndarray:
-        """Return X as a (N, D) array of the model's dtype; images (N, 28, 28) are flattened.
+        """Return X as a C-contiguous (N, D) array of the model's dtype (a copy only where X is
+        strided or of another dtype: the compiled kernels then meet one layout, so a strided view
+        costs no compile); images (N, 28, 28) are flattened.
         ``check_range``: refuse inputs outside [0, 1] (the fused forward checks them itself).
 
         Raises:
@@ -129,7 +131,7 @@ class NeuralNetwork:
             if not ok:
                 good = ((X >= 0) & (X <= 1)) if self.pixel_inputs else np.isfinite(X)
                 raise input_range_error(X, int(np.flatnonzero(~good.all(axis=1))[0]), self.pixel_inputs)
-        return X.astype(self.dtype, copy=False)
+        return np.ascontiguousarray(X, dtype=self.dtype)                # (N, D): one layout, compiled once
 
     # ------------------------------------------------------------------ forward
     def _forward(self, X: np.ndarray, training: bool):

@@ -143,7 +143,8 @@ def checked_order(order, n: int, first_step: int, n_steps: int, batch_size: int)
 def warm_up(model, trainer: Trainer, batch_size: int) -> tuple[float, int]:
     """Compile, before the first epoch, every kernel a training run calls: the trainer's steps
     (``Trainer.warm_up``) and the evaluation-mode forward pass, loss and hidden outputs (on 32
-    rows of zeros: enough to take the threaded forward). Changes neither weights nor generators.
+    rows of zeros: enough to take the threaded forward; then one row, the serial forward that a
+    single image's ``predict`` runs). Changes neither weights nor generators.
 
     Returns:
         (seconds taken, kernel specializations compiled in this process): 0 compiled means every
@@ -157,6 +158,7 @@ def warm_up(model, trainer: Trainer, batch_size: int) -> tuple[float, int]:
     X = np.zeros((32, model.layer_sizes[0]), dtype=model.dtype)                   # (32, D)
     model.loss(X, np.zeros(32, dtype=np.int64))
     model.hidden_outputs(X)
+    model.predict(X[:1])                                                            # one image: the serial forward
     return time.perf_counter() - t0, compiled() - before
 
 

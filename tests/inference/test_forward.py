@@ -78,6 +78,25 @@ def test_input_layouts(backend):
         np.testing.assert_allclose(model.logits(X), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.skipif("numba" not in FUSED, reason="numba unavailable")
+def test_every_input_layout_runs_the_one_compiled_signature():
+    """Strided, Fortran-ordered and float64 inputs reach the compiled forward as C-contiguous rows
+    of the model's dtype: no new Numba specialization (each costs seconds of compiling)."""
+    import importlib
+
+    ff = importlib.import_module("fastnn.backends.numba.fused_forward")  # the module, not the function
+    model = NeuralNetwork([60, 20, 5], backend="numba", seed=0)
+    base = sparse_images(40, d=120)
+    for X in (base[:, :60].copy(), base[:1, :60].copy()):                  # the threaded and the serial forward
+        model.logits(X), model.predict(X)
+    kernels = (ff._forward_rows, ff._forward_serial, ff._forward_parallel)
+    before = [len(k.signatures) for k in kernels]
+    for X in (base[:, ::2], base[::-3, 1::2], np.asfortranarray(base[:, :60]), base[:, :60].astype(np.float64),
+              base[:1, ::2], base[:1, :60].astype(np.float64)):
+        model.logits(X), model.forward(X), model.predict(X)
+    assert [len(k.signatures) for k in kernels] == before
+
+
 @pytest.mark.parametrize("backend", FUSED)
 def test_real_mnist_labels_identical(backend, mnist_dir):
     """On the real test images: labels identical to the kernel path's, logits to 1e-5."""

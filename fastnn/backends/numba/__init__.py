@@ -24,6 +24,7 @@ from fastnn.backends._checks import (
     run_softmax_cross_entropy,
     run_softmax_cross_entropy_backward,
 )
+from fastnn.backends.numba import cache_lock  # noqa: F401 - first: Numba's cache, locked across processes
 from fastnn.backends.numba.gemm import ISA as GEMM_ISA  # noqa: F401 - the micro-kernel in use, for users
 from fastnn.backends.numba.gemm import gemm, gemm_parallel
 from fastnn.backends.numba.kernels import (
