@@ -79,6 +79,21 @@ def test_fused_trajectory_at_uneven_splits_matches_kernel_path(backend, sizes):
         np.testing.assert_allclose(W, W_ref, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+def test_fused_layer0_update_from_registers_matches_kernel_path(backend, optimizer):
+    """With SGD or momentum, layer 0's gradient rows update W0 (and the velocity) straight from the
+    registers the sums are in, a block of columns at a time (100 float64 columns: 64 and 32 on
+    AVX-512, 32 at a time on AVX2), and the last columns through memory (4): the kernel path's
+    trajectory all the same."""
+    sizes = (50, 100, 12, 5)
+    ref, ref_model, _ = trajectory(KernelTrainer, "numpy", optimizer, 1e-3, 0.0, "relu", sizes=sizes)
+    got, model, _ = trajectory(FusedTrainer, backend, optimizer, 1e-3, 0.0, "relu", sizes=sizes)
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    for W, W_ref in zip(model.weights, ref_model.weights):
+        np.testing.assert_allclose(W, W_ref, rtol=1e-6, atol=1e-9)
+
+
 @pytest.mark.skipif("cython" not in available_backends(), reason="the cython backend is not built here")
 def test_cython_steps_on_a_smaller_team_than_asked_are_the_same():
     """The Cython step runs one OpenMP team per call and gives each thread parts t, t + team, ...:

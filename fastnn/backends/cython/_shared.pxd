@@ -64,6 +64,15 @@ cdef extern from "sparse_row.h" nogil:
                                      const uint8_t* val, Py_ssize_t m, float scale, const float* z_in, float* z)
     void sparse_pixels_double_strided(const double* W, Py_ssize_t ldw, Py_ssize_t n_out, const uint16_t* idx,
                                       const uint8_t* val, Py_ssize_t m, double scale, const double* z_in, double* z)
+    void sparse_row_float_strided(const float* W, Py_ssize_t ldw, Py_ssize_t n_out, const int32_t* idx,
+                                  const float* val, Py_ssize_t m, float scale, const float* z_in, float* z)
+    void sparse_row_double_strided(const double* W, Py_ssize_t ldw, Py_ssize_t n_out, const int32_t* idx,
+                                   const double* val, Py_ssize_t m, double scale, const double* z_in, double* z)
+    Py_ssize_t sparse_update_float(const float* G, Py_ssize_t n_out, const int32_t* idx, const float* val,
+                                   Py_ssize_t m, float* p, float* s, float wd, float mu, float lr, int momentum)
+    Py_ssize_t sparse_update_double(const double* G, Py_ssize_t n_out, const int32_t* idx, const double* val,
+                                    Py_ssize_t m, double* p, double* s, double wd, double mu, double lr,
+                                    int momentum)
 
 cdef inline Py_ssize_t _gather(const floating* a, Py_ssize_t stride, Py_ssize_t n, int32_t* idx,
                                floating* val) noexcept nogil:
@@ -79,6 +88,26 @@ cdef inline void _sparse_row(const floating* W, Py_ssize_t n_out, const int32_t*
         sparse_row_float(W, n_out, idx, val, m, 1, z_in, z)
     else:
         sparse_row_double(W, n_out, idx, val, m, 1, z_in, z)
+
+
+cdef inline void _sparse_row_cols(const floating* W, Py_ssize_t ldw, Py_ssize_t n_cols, const int32_t* idx,
+                                  const floating* val, Py_ssize_t m, floating* z) noexcept nogil:
+    """z (n_cols,) += sum_q val[q] W[idx[q], :n_cols], W's rows ldw apart (sparse_row.h)."""
+    if floating is float:
+        sparse_row_float_strided(W, ldw, n_cols, idx, val, m, 1, z, z)
+    else:
+        sparse_row_double_strided(W, ldw, n_cols, idx, val, m, 1, z, z)
+
+
+cdef inline Py_ssize_t _sparse_update(const floating* G, Py_ssize_t n_out, const int32_t* idx, const floating* val,
+                                      Py_ssize_t m, floating* p, floating* s, floating wd, floating mu, floating lr,
+                                      bint momentum) noexcept nogil:
+    """A weight gradient row fused with its SGD or momentum update for the leading whole blocks of
+    columns; returns the columns done (sparse_row.h's sparse_update_T)."""
+    if floating is float:
+        return sparse_update_float(G, n_out, idx, val, m, p, s, wd, mu, lr, momentum)
+    else:
+        return sparse_update_double(G, n_out, idx, val, m, p, s, wd, mu, lr, momentum)
 
 
 cdef inline void _sparse_pixels(const floating* W, Py_ssize_t n_out, const uint16_t* idx, const uint8_t* pixels,

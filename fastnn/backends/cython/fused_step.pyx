@@ -7,7 +7,8 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
 from cython cimport floating
 from fastnn.backends.cython._shared cimport (
     __builtin_prefetch, _activate, _activate_backward, _gemm, _gemm_into_transposed, _now, _prefetch_row,
-    _row_ascending, _sparse_pixels, _sparse_pixels_cols, _sparse_row, exp_shifted_float, fastnn_gemm_init,
+    _row_ascending, _sparse_pixels, _sparse_pixels_cols, _sparse_row_cols, _sparse_update, exp_shifted_float,
+    fastnn_gemm_init,
 )
 
 import numpy as np
@@ -151,15 +152,24 @@ cdef void _layer0_grad_update(const int32_t* ptr, const int32_t* sample, const f
                               floating mu, floating beta1, floating beta2, floating eps, floating step_size,
                               floating v_corr) noexcept nogil:
     """For every row p in [r0, r1) of W0 (D, H0): grad W0[p] = sum_e value[e] G0[sample[e]] over the
-    CSC entries of pixel p (the batch rows where it is non-zero), then that row's update."""
-    cdef Py_ssize_t p, j
+    CSC entries of pixel p (the batch rows where it is non-zero), then that row's update. With SGD or
+    momentum, the whole blocks of columns are updated from the registers the sums are in
+    (``_sparse_update``: the gradient row is never stored); Adam's update, and the last columns
+    short of a block, go through ``acc``."""
+    cdef Py_ssize_t p, j, j0
     cdef floating* g = acc
     for p in range(r0, r1):
-        for j in range(H0):
+        j0 = 0
+        if opt <= 1:
+            j0 = _sparse_update(G0, H0, sample + ptr[p], value + ptr[p], ptr[p + 1] - ptr[p], W0 + p * H0,
+                                S1 + p * H0, wd, mu, lr, opt == 1)
+        if j0 == H0:
+            continue
+        for j in range(j0, H0):
             g[j] = 0
-        _sparse_row(G0, H0, sample + ptr[p], value + ptr[p], ptr[p + 1] - ptr[p], g, g)   # sums in registers
-        _update(W0 + p * H0, g, S1 + p * H0, S2 + p * H0, H0, wd, opt, lr, mu, beta1, beta2, eps,
-                step_size, v_corr)
+        _sparse_row_cols(G0 + j0, H0, H0 - j0, sample + ptr[p], value + ptr[p], ptr[p + 1] - ptr[p], g + j0)
+        _update(W0 + p * H0 + j0, g + j0, S1 + p * H0 + j0, S2 + p * H0 + j0, H0 - j0, wd, opt, lr, mu, beta1,
+                beta2, eps, step_size, v_corr)
 
 
 cdef void _dense_grad_update(const floating* A_in, const floating* G, floating* W, floating* S1, floating* S2,

@@ -16,6 +16,9 @@
  * stream past; z is read and written once per block instead of per non-zero. Then single
  * vectors (e.g. 8 of 10 output classes), then pairs of scalar columns in registers. Each output is
  * summed in the order of the non-zeros (no reassociation); the compiler contracts to FMA.
+ *
+ * sparse_update_T(G, n_out, idx, val, m, p, s, wd, mu, lr, momentum): the fused training step's
+ * layer-0 weight gradient row fused with its SGD / momentum update, from the registers (below).
  * 32-byte vectors run as AVX2 (or AVX-512VL) instructions with -march=native, as SSE2 pairs
  * without it: correct everywhere.
  */
@@ -100,6 +103,43 @@ static inline void NAME(const T *restrict W, ptrdiff_t n_out, ptrdiff_t j0, cons
         }                                                                                     \
     }                                                                                         \
     for (int v = 0; v < (K); v++) memcpy(z + j0 + v * L, &acc[v], sizeof(V));                \
+}
+
+/* sparse_update_block: layer 0's weight gradient for columns j0 .. j0 + K L, fused with its update:
+ * g = sum_q val[q] G[idx[q]] (K vectors of sums from zero, in q order, in registers), never stored;
+ * then sgd: p -= lr (g + wd p), or momentum: s = mu s + (g + wd p), p -= lr s, on p[j0 ..] and
+ * s[j0 ..] (the same sums, contracted to FMAs as the update loop's are: fma(wd, p, g),
+ * fma(mu, s, t), p - lr s as one fnmadd). */
+#define FASTNN_SPARSE_UPDATE_BLOCK(NAME, T, V, K)                                             \
+static inline void NAME(const T *restrict G, ptrdiff_t n_out, ptrdiff_t j0, const int32_t *restrict idx, \
+                        const T *restrict val, ptrdiff_t m, T *restrict p, T *restrict s, T wd, T mu, T lr, \
+                        int momentum) {                                                       \
+    const ptrdiff_t L = sizeof(V) / sizeof(T);                                                \
+    V acc[K];                                                                                 \
+    for (int v = 0; v < (K); v++) acc[v] = (V){0};                                            \
+    for (ptrdiff_t q = 0; q < m; q++) {                                                       \
+        const T *w = G + (ptrdiff_t)idx[q] * n_out + j0;                                      \
+        const V x = (V){0} + val[q];                                                          \
+        for (int v = 0; v < (K); v++) {                                                       \
+            V wv;                                                                             \
+            memcpy(&wv, w + v * L, sizeof wv);                                                \
+            acc[v] += x * wv;                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+    for (int v = 0; v < (K); v++) {                                                           \
+        V pv, sv;                                                                             \
+        memcpy(&pv, p + j0 + v * L, sizeof pv);                                               \
+        const V t = acc[v] + wd * pv;                                                         \
+        if (momentum) {                                                                       \
+            memcpy(&sv, s + j0 + v * L, sizeof sv);                                           \
+            sv = mu * sv + t;                                                                 \
+            memcpy(s + j0 + v * L, &sv, sizeof sv);                                           \
+            pv -= lr * sv;                                                                    \
+        } else {                                                                              \
+            pv -= lr * t;                                                                     \
+        }                                                                                     \
+        memcpy(p + j0 + v * L, &pv, sizeof pv);                                               \
+    }                                                                                         \
 }
 
 #if defined(__AVX512F__)
@@ -202,6 +242,43 @@ static inline int row_ascending(const uint16_t *idx, ptrdiff_t n, ptrdiff_t size
     return !(bad | ((words[0] | words[1] | words[2] | words[3]) != 0));
 }
 
+/* sparse_update_T(G, n_out, idx, val, m, p, s, wd, mu, lr, momentum) -> j_end: a layer-0 weight
+ * gradient row (the CSC column's m entries: rows idx of G (rows, n_out), values val) fused with its
+ * SGD or momentum update (sparse_update_block), for the leading columns that fill whole blocks:
+ * 8 or 4 64-byte vectors with AVX-512, then 8 32-byte ones. Returns j_end: columns [0, j_end) are
+ * done; the caller updates the rest (fewer than one block) through memory. The numba twin:
+ * simd.py's sparse_row_update. */
+#if defined(__AVX512F__)
+#define FASTNN_UPDATE_WIDE(NAME, T, VW)                                                       \
+    FASTNN_SPARSE_UPDATE_BLOCK(NAME##_wide8, T, VW, 8)                                        \
+    FASTNN_SPARSE_UPDATE_BLOCK(NAME##_wide4, T, VW, 4)
+#define FASTNN_UPDATE_WIDE_BLOCKS(NAME, T)                                                    \
+    {                                                                                         \
+        const ptrdiff_t LW = 64 / (ptrdiff_t)sizeof(T);                                       \
+        for (; j0 + 8 * LW <= n_out; j0 += 8 * LW)                                            \
+            NAME##_wide8(G, n_out, j0, idx, val, m, p, s, wd, mu, lr, momentum);              \
+        if (j0 + 4 * LW <= n_out) {                                                           \
+            NAME##_wide4(G, n_out, j0, idx, val, m, p, s, wd, mu, lr, momentum);              \
+            j0 += 4 * LW;                                                                     \
+        }                                                                                     \
+    }
+#else
+#define FASTNN_UPDATE_WIDE(NAME, T, VW)
+#define FASTNN_UPDATE_WIDE_BLOCKS(NAME, T)
+#endif
+#define FASTNN_SPARSE_UPDATE(NAME, T, V, VW)                                                  \
+FASTNN_UPDATE_WIDE(NAME, T, VW)                                                               \
+FASTNN_SPARSE_UPDATE_BLOCK(NAME##_block8, T, V, 8)                                            \
+static inline ptrdiff_t NAME(const T *restrict G, ptrdiff_t n_out, const int32_t *restrict idx, \
+                             const T *restrict val, ptrdiff_t m, T *restrict p, T *restrict s, T wd, T mu, \
+                             T lr, int momentum) {                                            \
+    const ptrdiff_t BLOCK = 8 * (ptrdiff_t)(sizeof(V) / sizeof(T));                           \
+    ptrdiff_t j0 = 0;                                                                         \
+    FASTNN_UPDATE_WIDE_BLOCKS(NAME, T)                                                        \
+    for (; j0 + BLOCK <= n_out; j0 += BLOCK) NAME##_block8(G, n_out, j0, idx, val, m, p, s, wd, mu, lr, momentum); \
+    return j0;                                                                                \
+}
+
 FASTNN_GATHER(gather_nonzeros_float, float)
 FASTNN_GATHER(gather_nonzeros_double, double)
 typedef int32_t fastnn_v8si __attribute__((vector_size(32)));
@@ -215,5 +292,7 @@ FASTNN_SPARSE_ROW(sparse_row_float, float, fastnn_v8sf, fastnn_v16sf, int32_t, f
 FASTNN_SPARSE_ROW(sparse_row_double, double, fastnn_v4df, fastnn_v8df, int32_t, double, FASTNN_VALUE)
 FASTNN_SPARSE_ROW(sparse_pixels_float, float, fastnn_v8sf, fastnn_v16sf, uint16_t, uint8_t, FASTNN_PIXEL_FLOAT)
 FASTNN_SPARSE_ROW(sparse_pixels_double, double, fastnn_v4df, fastnn_v8df, uint16_t, uint8_t, FASTNN_PIXEL_DOUBLE)
+FASTNN_SPARSE_UPDATE(sparse_update_float, float, fastnn_v8sf, fastnn_v16sf)
+FASTNN_SPARSE_UPDATE(sparse_update_double, double, fastnn_v4df, fastnn_v8df)
 
 #endif

@@ -52,7 +52,7 @@ from fastnn.backends.numba._shared import (
     spin_pause,
 )
 from fastnn.backends.numba.gemm import gemm, use_dtype
-from fastnn.backends.numba.simd import sparse_row, sparse_row_cols
+from fastnn.backends.numba.simd import sparse_row_cols, sparse_row_update
 
 COLUMN_BLOCK = 256   # layer 0's forward, columns at a time (the Cython step's COLUMN_BLOCK)
 
@@ -156,17 +156,29 @@ def _layer0_forward(indptr, indices, pixels, order, lo, nb, W0, r0, r1, Z, ptr, 
 def _layer0_grad_update(ptr, sample, value, G0, W0, S1, S2, r0, r1, acc, wd, opt, lr, mu, beta1, beta2,
                         eps, step_size, v_corr):
     """For every row p in [r0, r1) of W0: grad W0[p] = sum_e value[e] G0[sample[e]] over the CSC
-    entries of pixel p (the batch rows where it is non-zero), then that row's update."""
+    entries of pixel p (the batch rows where it is non-zero), then that row's update. With SGD or
+    momentum, the whole blocks of columns are updated from the registers the sums are in
+    (``sparse_row_update``: the gradient row is never stored); Adam's update, and the last
+    columns short of a block, go through ``acc``."""
     H0 = W0.shape[1]
     g = acc[:H0]
     G0_flat = G0.reshape(G0.size)                                            # (nb * H0,)
+    W0_flat, S1_flat = W0.reshape(W0.size), S1.reshape(S1.size)              # (D * H0,)
     one = W0.dtype.type(1)
     zero = W0.dtype.type(0)
+    fused = opt <= 1
+    momentum = opt == 1
+    uH0 = np.uint64(H0)
     for p in range(np.uint64(r0), np.uint64(r1)):                           # unsigned: no index fix-up
-        for j in range(np.uint64(H0)):
+        q0, q1 = ptr[p], ptr[p + np.uint64(1)]
+        j0 = sparse_row_update(G0_flat, H0, sample, value, q0, q1, W0_flat, S1_flat, p * uH0, wd, mu, lr,
+                               momentum) if fused else 0
+        if j0 == H0:
+            continue
+        for j in range(np.uint64(j0), uH0):
             g[j] = zero
-        sparse_row(G0_flat, H0, sample, value, ptr[p], ptr[p + np.uint64(1)], one, g, g)  # sums in registers
-        _update(W0[p], g, S1[p], S2[p], wd, opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
+        sparse_row_cols(G0_flat, H0, j0, H0, sample, value, q0, q1, one, g, g)     # sums in registers
+        _update(W0[p, j0:], g[j0:], S1[p, j0:], S2[p, j0:], wd, opt, lr, mu, beta1, beta2, eps, step_size, v_corr)
 
 
 @njit(cache=True, fastmath={"contract", "reassoc"})

@@ -9,7 +9,11 @@ do not manage) multiplies an MR-row panel of a by an NR-column panel of b over t
 
 The micro-kernel is chosen when this module is first compiled, by what the CPU reports to LLVM:
 AVX-512: 8 x 32 float32 / 8 x 16 float64 (two 64-byte vectors per row, 16 accumulators);
-AVX2: 6 x 16 / 6 x 8 (12 accumulators); otherwise 16-byte vectors, 4 x 8 / 4 x 4. (Numba's
+AVX2: 6 x 16 / 6 x 8 (12 accumulators); otherwise 16-byte vectors, 4 x 8 / 4 x 4. A product of
+at most one vector of columns (the 10 outputs) runs the narrow kernel, MR x one vector
+(``_tile_sums1``, gemm.h's uk1). A full tile of a row-major C is stored from the registers; a
+partial or transposed one goes through a tile on the stack. Nothing is allocated for a product
+that packs nothing (A and B read in place, the fused step's usual case). (Numba's
 on-disk cache is keyed by the CPU, so another machine compiles its own; unlike the Cython
 GEMM, ``FASTNN_GEMM_ISA`` does not apply, since cached code does not see it.) ``ISA`` names it.
 
@@ -42,27 +46,33 @@ ISA = host_isa()
 VECTOR_BYTES = {"avx512": 64, "avx2": 32, "generic": 16}[ISA]
 MR = {"avx512": 8, "avx2": 6, "generic": 4}[ISA]    # rows of a per micro-tile
 NV = 2                                               # vectors of columns per micro-tile row
+NR1 = 1                                              # the narrow micro-kernel's vectors (n <= one vector)
 MC = {"avx512": 128, "avx2": 120, "generic": 64}[ISA]
 KC_BYTES = {"avx512": 4096, "avx2": 2048, "generic": 1024}[ISA]   # KC = 1024 float32 / 512 float64 on AVX-512
 NC = 2048
 
 
-@intrinsic
-def _tile_sums(typingctx, kc, ap, a_off, a_ps, a_is, bp, b_off, ldb, tile):
+def _tile_sums_codegen(n_vectors, kc, ap, a_off, a_ps, a_is, bp, b_off, ldb, tile, c, c_off, ldc, direct, alpha,
+                       beta):
     """tile[i NR + j] = sum_{p < kc} ap[a_off + p a_ps + i a_is] * bp[b_off + p ldb + j] for the
-    MR x NR micro-tile (NR = NV lanes), the MR * NV partial-sum vectors held as SSA values for the
-    whole loop over p, each sum accumulated in p order with ``llvm.fmuladd``. ap: the packed
+    MR x NR micro-tile (NR = ``n_vectors`` vectors of lanes), the MR * n_vectors partial-sum vectors held as
+    SSA values for the whole loop over p, each sum accumulated in p order with ``llvm.fmuladd``. ap: the packed
     panels (a_ps = MR, a_is = 1) or A itself (a_ps = 1, a_is = its row stride); bp: the packed
-    panels (ldb = NR) or B itself (any rank; offsets and strides in elements from the first one)."""
-    if not (isinstance(ap, types.Array) and isinstance(ap.dtype, types.Float) and ap.dtype == bp.dtype == tile.dtype):
+    panels (ldb = NR) or B itself (any rank; offsets and strides in elements from the first one).
+    With ``direct`` (a full tile of a row-major C), the sums go to C instead, from the registers:
+    c[c_off + i ldc + j] = alpha sum + beta c[...] (c not read when beta == 0), as gemm.h's kernel."""
+    if not (isinstance(ap, types.Array) and isinstance(ap.dtype, types.Float)
+            and ap.dtype == bp.dtype == tile.dtype == c.dtype):
         return None
     fty = ap.dtype
     n_lanes = VECTOR_BYTES // (fty.bitwidth // 8)
+    NV = n_vectors                                    # noqa: N806 - the module's name for it
     nr = NV * n_lanes
-    sig = types.none(kc, ap, a_off, a_ps, a_is, bp, b_off, ldb, tile)
+    sig = types.none(kc, ap, a_off, a_ps, a_is, bp, b_off, ldb, tile, c, c_off, ldc, direct, alpha, beta)
 
     def codegen(context, builder, signature, args):
-        kc_v, ap_a, aoff_v, aps_v, ais_v, bp_a, boff_v, ldb_v, tile_a = args
+        (kc_v, ap_a, aoff_v, aps_v, ais_v, bp_a, boff_v, ldb_v, tile_a, c_a, coff_v, ldc_v, direct_v, alpha_v,
+         beta_v) = args
         i64 = ir.IntType(64)
         llf = context.get_value_type(fty)
         vec = ir.VectorType(llf, n_lanes)
@@ -116,14 +126,53 @@ def _tile_sums(typingctx, kc, ap, a_off, a_ps, a_is, bp, b_off, ldb, tile):
         for phi, value in zip(accs, new):
             phi.add_incoming(value, body_end)
         builder.position_at_end(done)
-        for i in range(MR):
-            for v in range(NV):
-                store = builder.store(accs[i * NV + v], builder.bitcast(
-                    builder.gep(tile_data, [ir.Constant(i64, i * nr + v * n_lanes)]), vptr))
-                store.align = align
+        c_data = context.make_array(signature.args[9])(context, builder, c_a).data
+        coff_v = context.cast(builder, coff_v, signature.args[10], types.int64)
+        ldc_v = context.cast(builder, ldc_v, signature.args[11], types.int64)
+        direct_v = context.cast(builder, direct_v, signature.args[12], types.boolean)
+        alpha_vec = broadcast(builder, context.cast(builder, alpha_v, signature.args[13], fty), vec)
+        beta_s = context.cast(builder, beta_v, signature.args[14], fty)
+        beta_vec = broadcast(builder, beta_s, vec)
+        with builder.if_else(direct_v) as (to_c, to_tile):
+            with to_c:                                      # straight to C: alpha sum (+ beta c)
+                beta_zero = builder.fcmp_ordered("==", beta_s, ir.Constant(llf, 0.0))
+                for i in range(MR):
+                    row = builder.add(coff_v, builder.mul(ir.Constant(i64, i), ldc_v))
+                    for v in range(NV):
+                        ptr = builder.bitcast(builder.gep(c_data, [builder.add(row, ir.Constant(i64, v * n_lanes))]),
+                                              vptr)
+                        scaled = builder.fmul(alpha_vec, accs[i * NV + v])
+                        with builder.if_else(beta_zero) as (no_c, with_c):
+                            with no_c:
+                                store = builder.store(scaled, ptr)
+                                store.align = align
+                            with with_c:
+                                old = builder.load(ptr)
+                                old.align = align
+                                store = builder.store(builder.call(fmuladd, [beta_vec, old, scaled]), ptr)
+                                store.align = align
+            with to_tile:
+                for i in range(MR):
+                    for v in range(NV):
+                        store = builder.store(accs[i * NV + v], builder.bitcast(
+                            builder.gep(tile_data, [ir.Constant(i64, i * nr + v * n_lanes)]), vptr))
+                        store.align = align
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def _tile_sums(typingctx, kc, ap, a_off, a_ps, a_is, bp, b_off, ldb, tile, c, c_off, ldc, direct, alpha, beta):
+    """The MR x NR micro-kernel, NR = NV vectors (``_tile_sums_codegen``)."""
+    return _tile_sums_codegen(NV, kc, ap, a_off, a_ps, a_is, bp, b_off, ldb, tile, c, c_off, ldc, direct, alpha, beta)
+
+
+@intrinsic
+def _tile_sums1(typingctx, kc, ap, a_off, a_ps, a_is, bp, b_off, ldb, tile, c, c_off, ldc, direct, alpha, beta):
+    """The narrow micro-kernel, MR x one vector (gemm.h's uk1): for a B of at most one vector
+    of columns (the 10 outputs of the last layer), half the padded work of the two-vector tile."""
+    return _tile_sums_codegen(1, kc, ap, a_off, a_ps, a_is, bp, b_off, ldb, tile, c, c_off, ldc, direct, alpha, beta)
 
 
 # A full tile's transposed store (ldc = 1, the backward pass's C^T), as gemm.h's
@@ -213,9 +262,11 @@ def _store_transposed_impl(tile, c, c_off, cs, alpha):
 
 
 @njit(cache=True, inline="always")
-def _blocks(c):
-    """(NR, KC) for c's dtype: NV vectors of VECTOR_BYTES, KC_BYTES of depth."""
-    return NV * VECTOR_BYTES // c.itemsize, KC_BYTES // c.itemsize
+def _blocks(n, c):
+    """(NR, KC) for c's dtype and a product of n columns: NV vectors of VECTOR_BYTES (NR1 = one
+    vector when n fits in one: the narrow micro-kernel), KC_BYTES of depth."""
+    one_vector = NR1 * VECTOR_BYTES // c.itemsize
+    return one_vector if n <= one_vector else NV * VECTOR_BYTES // c.itemsize, KC_BYTES // c.itemsize
 
 
 @njit(cache=True)
@@ -302,7 +353,8 @@ def _store(tile, nr, c, ldc, cs, i0, j0, mr, ncols, alpha, beta):
                 at = (i0 + i) * ldc + (j0 + j) * cs
                 c[at] = v if beta == 0 else v + beta * c[at]
         return
-    if mr == MR and ncols == nr and beta == 0 and _store_transposed(tile, c, j0 * cs + i0, cs, alpha):
+    full = mr == MR and ncols == nr and nr == NV * VECTOR_BYTES // c.itemsize     # a full two-vector tile
+    if full and beta == 0 and _store_transposed(tile, c, j0 * cs + i0, cs, alpha):
         return
     for j in range(ncols):
         start = (j0 + j) * cs + i0
@@ -333,9 +385,17 @@ def _tiles(ap, trans_a, a, lda, a_first, bp, b, ldb, b_first, c, ldc, cs, ic, mc
             src_b, off_b, ld_b = b, pc * ldb + jc + jp * nr, ldb
         else:
             src_b, off_b, ld_b = bp, jp * kc * nr, nr
-        _tile_sums(kc, src_a, off_a, ps_a, is_a, src_b, off_b, ld_b, tile)       # one copy of the IR
-        _store(tile, nr, c, ldc, cs, ic + ip * MR, jc + jp * nr, min(MR, mc - ip * MR), min(nr, nc - jp * nr),
-               alpha, beta)
+        i0, j0 = ic + ip * MR, jc + jp * nr
+        mr, ncols = min(MR, mc - ip * MR), min(nr, nc - jp * nr)
+        direct = cs == 1 and mr == MR and ncols == nr           # a full tile of a row-major C: from registers
+        if nr == NR1 * VECTOR_BYTES // c.itemsize:                           # narrow: one vector of columns
+            _tile_sums1(kc, src_a, off_a, ps_a, is_a, src_b, off_b, ld_b, tile, c, i0 * ldc + j0, ldc, direct, alpha,
+                        beta)
+        else:
+            _tile_sums(kc, src_a, off_a, ps_a, is_a, src_b, off_b, ld_b, tile, c, i0 * ldc + j0, ldc, direct, alpha,
+                       beta)   # one copy of the IR
+        if not direct:
+            _store(tile, nr, c, ldc, cs, i0, j0, mr, ncols, alpha, beta)
 
 
 @njit(cache=True)
@@ -363,14 +423,36 @@ def _scale(m, n, c, ldc, cs, beta):
             c[i * ldc + j * cs] = 0 if beta == 0 else beta * c[i * ldc + j * cs]
 
 
+@intrinsic
+def _stack_tile(typingctx, like):
+    """A pointer to MR * NV * VECTOR_BYTES bytes (one micro-tile of like's dtype) on the caller's
+    stack: the tile ``_tile_sums`` writes, without an allocation per call."""
+    if not (isinstance(like, types.Array) and isinstance(like.dtype, types.Float)):
+        return None
+    fty = like.dtype
+
+    def codegen(context, builder, signature, args):
+        n = MR * NV * VECTOR_BYTES // (fty.bitwidth // 8)
+        slot = cgutils.alloca_once(builder, context.get_value_type(fty), size=n)
+        slot.align = 64
+        return slot
+
+    return types.CPointer(fty)(like), codegen
+
+
 @njit(cache=True)
-def _packing_buffers(m, n, k, c):
+def _packing_buffers(m, n, k, trans_a, trans_b, c):
     """(NR, KC, ap, bp): the block sizes for c's dtype and the packing buffers, ap (MC, KC) and
-    bp (KC, NC), each no larger than this product needs."""
-    nr, KC = _blocks(c)
+    bp (KC, NC), each no larger than this product needs, and empty (no allocation) when nothing
+    is packed: A read in place whole (full row panels) or B's full panels read in place."""
+    nr, KC = _blocks(n, c)
     kc_max = min(k, KC)
-    ap = np.empty(((min(m, MC) + MR - 1) // MR * MR) * kc_max, dtype=c.dtype)      # (MC, KC) packed
-    bp = np.empty(((min(n, NC) + nr - 1) // nr * nr) * kc_max, dtype=c.dtype)      # (KC, NC) packed
+    a_whole = ((m <= MC and k <= KC) or (not trans_a and n <= nr)) and m % MR == 0 and m <= MC
+    b_whole = not trans_b and m <= MC and n % nr == 0 and n <= NC
+    a_size = 0 if a_whole else ((min(m, MC) + MR - 1) // MR * MR) * kc_max
+    b_size = 0 if b_whole else ((min(n, NC) + nr - 1) // nr * nr) * kc_max
+    ap = c[:0] if a_size == 0 else np.empty(a_size, dtype=c.dtype)                 # (MC, KC) packed
+    bp = c[:0] if b_size == 0 else np.empty(b_size, dtype=c.dtype)                 # (KC, NC) packed
     return nr, KC, ap, bp
 
 
@@ -382,8 +464,8 @@ def _gemm_serial(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
     if k == 0:
         _scale(m, n, c, ldc, cs, beta)
         return
-    nr, KC, ap, bp = _packing_buffers(m, n, k, c)
-    tile = np.empty(MR * nr, dtype=c.dtype)                                         # (MR, NR)
+    nr, KC, ap, bp = _packing_buffers(m, n, k, trans_a, trans_b, c)
+    tile = carray(_stack_tile(c), MR * nr)                                          # (MR, NR)
     for jc in range(0, n, NC):
         nc = min(NC, n - jc)
         n_panels = (nc + nr - 1) // nr
@@ -435,8 +517,14 @@ def _register(name: str, compiled) -> None:
 
 def use_dtype(dtype) -> None:
     """Make ``fastnn_numba_gemm_<dtype>`` callable in this process (float32 or float64; a numba
-    type, numpy dtype or name): loaded from Numba's cache, else compiled (~3 s, once per machine)."""
-    name = str(np.dtype(str(dtype)))
+    type, numpy dtype or scalar type, or a name): loaded from Numba's cache, else compiled (~3 s, once
+    per machine). Raises ValueError for any other dtype."""
+    try:
+        name = str(np.dtype(dtype))            # a numpy dtype, scalar type or name
+    except TypeError:
+        name = str(np.dtype(str(dtype)))       # a numba type (types.float32: "float32")
+    if name not in _SIGNATURES:
+        raise ValueError(f"fastnn's GEMM runs float32 and float64, not {name}")
     if name not in _C_GEMMS:
         _register(name, cfunc(_SIGNATURES[name], cache=True)(_c_gemm_body))
 
@@ -518,7 +606,7 @@ def gemm_parallel(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
     if k == 0:
         _scale(m, n, c, ldc, cs, beta)
         return
-    nr, KC, ap, bp = _packing_buffers(m, n, k, c)
+    nr, KC, ap, bp = _packing_buffers(m, n, k, trans_a, trans_b, c)
     tiles = np.empty((threads, MR * nr), dtype=c.dtype)                             # (T, MR * NR)
     for jc in range(0, n, NC):
         nc = min(NC, n - jc)

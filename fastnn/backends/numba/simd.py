@@ -21,6 +21,9 @@ No bounds checks: the caller guarantees col0 + 8 L <= n_out and valid indices.
 ``sparse_row`` is the whole row (every column) on top of it, the numba twin of the Cython
 backend's ``sparse_row_T``/``sparse_pixels_T``: the fused forward (``fused_forward.py``) and the
 fused training path's layer 0 forward and weight gradient (``fused_step.py``) call it.
+
+``sparse_row_update`` is the weight gradient's row fused with its SGD or momentum update: the
+sums stay in registers and update the parameters from there (the Cython twin: ``sparse_update_T``).
 """
 from __future__ import annotations
 
@@ -157,6 +160,149 @@ def _accumulate_codegen(vector_bytes, n_vectors, W, n_out, col0, idx, val, q0, q
 accumulate_rows = _accumulate_rows(VECTOR_BYTES, BLOCK_VECTORS)
 accumulate_rows_wide8 = _accumulate_rows(64, 8)
 accumulate_rows_wide4 = _accumulate_rows(64, 4)
+
+
+def _sparse_update(vector_bytes: int, n_vectors: int):
+    """``sparse_update`` for ``n_vectors`` vectors of ``vector_bytes`` (see its docstring)."""
+    @intrinsic
+    def update(typingctx, G, n_out, col0, idx, val, q0, q1, P, S, p_off, wd, mu, lr, momentum):
+        return _sparse_update_codegen(vector_bytes, n_vectors, G, n_out, col0, idx, val, q0, q1, P, S, p_off, wd, mu,
+                                      lr, momentum)
+    return update
+
+
+def _sparse_update_codegen(vector_bytes, n_vectors, G, n_out, col0, idx, val, q0, q1, P, S, p_off, wd, mu, lr,
+                           momentum):
+    """The signature and code of a ``sparse_update`` block: columns col0 .. col0 + n_vectors L of
+    g = sum_{q0 <= q < q1} val[q] G[idx[q] n_out + col0 + j], the sums from zero in q order
+    (``llvm.fmuladd``) held in registers, then the update of P[p_off + col0 + j] (and the velocity
+    S[...] when ``momentum``) from the registers, with the contractions ``_update`` compiles to:
+    t = fma(wd, p, g); momentum: s = fma(mu, s, t), p = fma(-lr, s, p); sgd: p = fma(-lr, t, p)."""
+    if not (isinstance(G, types.Array) and isinstance(G.dtype, types.Float) and G.dtype == P.dtype == S.dtype
+            and val.dtype == G.dtype and isinstance(idx.dtype, types.Integer)):
+        return None
+    fty = G.dtype
+    n_lanes = lanes(fty, vector_bytes)
+    sig = types.none(G, n_out, col0, idx, val, q0, q1, P, S, p_off, wd, mu, lr, momentum)
+
+    def codegen(context, builder, signature, args):
+        G_a, n_out_v, col0_v, idx_a, val_a, q0_v, q1_v, P_a, S_a, poff_v, wd_v, mu_v, lr_v, mom_v = args
+        idx_ty = signature.args[3].dtype
+        i64 = ir.IntType(64)
+        llf = context.get_value_type(fty)
+        vec = ir.VectorType(llf, n_lanes)
+        vptr = vec.as_pointer()
+
+        def data(k):
+            return context.make_array(signature.args[k])(context, builder, args[k]).data
+
+        G_data, idx_data, val_data, P_data, S_data = data(0), data(3), data(4), data(7), data(8)
+
+        def as_i64(k, value):
+            return context.cast(builder, value, signature.args[k], types.int64)
+
+        n_out_v, col0_v, q0_v, q1_v, poff_v = (as_i64(1, n_out_v), as_i64(2, col0_v), as_i64(5, q0_v),
+                                               as_i64(6, q1_v), as_i64(9, poff_v))
+        wd_vec, mu_vec = (broadcast(builder, context.cast(builder, v, signature.args[k], fty), vec)
+                          for k, v in ((10, wd_v), (11, mu_v)))
+        neg_lr = broadcast(builder, builder.fneg(context.cast(builder, lr_v, signature.args[12], fty)), vec)
+        mom_v = context.cast(builder, mom_v, signature.args[13], types.boolean)
+        align = fty.bitwidth // 8
+        fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
+                                                 f"llvm.fmuladd.v{n_lanes}f{fty.bitwidth}")
+
+        def vload(ptr):
+            inst = builder.load(builder.bitcast(ptr, vptr))
+            inst.align = align
+            return inst
+
+        def vstore(value, ptr):
+            inst = builder.store(value, builder.bitcast(ptr, vptr))
+            inst.align = align
+
+        zero = ir.Constant(vec, [0.0] * n_lanes)
+        entry = builder.block
+        loop = builder.append_basic_block("update.loop")
+        body = builder.append_basic_block("update.body")
+        done = builder.append_basic_block("update.done")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        q = builder.phi(i64)
+        q.add_incoming(q0_v, entry)
+        accs = []
+        for _ in range(n_vectors):
+            phi = builder.phi(vec)
+            phi.add_incoming(zero, entry)
+            accs.append(phi)
+        builder.cbranch(builder.icmp_signed("<", q, q1_v), body, done)
+        builder.position_at_end(body)
+        row = builder.load(builder.gep(idx_data, [q]))
+        row = builder.sext(row, i64) if idx_ty.signed else builder.zext(row, i64)
+        base = builder.add(builder.mul(row, n_out_v), col0_v)
+        xv = broadcast(builder, builder.load(builder.gep(val_data, [q])), vec)
+        new = []
+        for k in range(n_vectors):
+            w = vload(builder.gep(G_data, [builder.add(base, ir.Constant(i64, k * n_lanes))]))
+            new.append(builder.call(fmuladd, [xv, w, accs[k]]))
+        q_next = builder.add(q, ir.Constant(i64, 1))
+        body_end = builder.block
+        builder.branch(loop)
+        q.add_incoming(q_next, body_end)
+        for phi, value in zip(accs, new):
+            phi.add_incoming(value, body_end)
+        builder.position_at_end(done)
+        start = builder.add(poff_v, col0_v)
+        with builder.if_else(mom_v) as (with_velocity, plain):
+            with with_velocity:
+                for k in range(n_vectors):
+                    at = builder.add(start, ir.Constant(i64, k * n_lanes))
+                    p_ptr, s_ptr = builder.gep(P_data, [at]), builder.gep(S_data, [at])
+                    p = vload(p_ptr)
+                    t = builder.call(fmuladd, [wd_vec, p, accs[k]])               # g + wd p
+                    v = builder.call(fmuladd, [mu_vec, vload(s_ptr), t])         # s = mu s + (g + wd p)
+                    vstore(v, s_ptr)
+                    vstore(builder.call(fmuladd, [neg_lr, v, p]), p_ptr)        # p -= lr s
+            with plain:
+                for k in range(n_vectors):
+                    p_ptr = builder.gep(P_data, [builder.add(start, ir.Constant(i64, k * n_lanes))])
+                    p = vload(p_ptr)
+                    t = builder.call(fmuladd, [wd_vec, p, accs[k]])
+                    vstore(builder.call(fmuladd, [neg_lr, t, p]), p_ptr)        # p -= lr (g + wd p)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+sparse_update8 = _sparse_update(VECTOR_BYTES, BLOCK_VECTORS)
+sparse_update_wide8 = _sparse_update(64, 8)
+sparse_update_wide4 = _sparse_update(64, 4)
+
+
+@njit(cache=True, fastmath={"contract"}, inline="always")
+def sparse_row_update(G_flat, n_out, idx, val, q0, q1, P, S, p_off, wd, mu, lr, momentum):
+    """A weight gradient row fused with its SGD or momentum update, for the leading columns that
+    fill whole blocks: g (n_out,) = sum_{q0 <= q < q1} val[q] G[idx[q]] (G_flat the (rows * n_out,)
+    row-major dL/dz; idx the rows, val their values, both from a CSC column), never stored: from
+    the registers, P[p_off + j] -= lr (g_j + wd P[p_off + j]), or with ``momentum`` S[p_off + j] =
+    mu S[p_off + j] + (g_j + wd P[p_off + j]) and P[p_off + j] -= lr S[p_off + j]
+    (``fused_step._update``'s sums, the same bits). Returns j_end: columns [0, j_end) are done,
+    the caller updates the rest (fewer than one block) through memory. Blocks as ``sparse_row``'s:
+    8 or 4 64-byte vectors on AVX-512, else 8 32-byte ones. The Cython twin: sparse_row.h's
+    ``sparse_update_T``."""
+    j0 = 0
+    if WIDE:
+        wide = 8 * (64 // P.itemsize)
+        while j0 + wide <= n_out:
+            sparse_update_wide8(G_flat, n_out, j0, idx, val, q0, q1, P, S, p_off, wd, mu, lr, momentum)
+            j0 += wide
+        if j0 + wide // 2 <= n_out:
+            sparse_update_wide4(G_flat, n_out, j0, idx, val, q0, q1, P, S, p_off, wd, mu, lr, momentum)
+            j0 += wide // 2
+    block = 8 * lanes_of(P)
+    while j0 + block <= n_out:
+        sparse_update8(G_flat, n_out, j0, idx, val, q0, q1, P, S, p_off, wd, mu, lr, momentum)
+        j0 += block
+    return j0
 
 
 @njit(cache=True, fastmath={"contract"}, inline="always")
