@@ -19,7 +19,9 @@ function: ``_finish_step``, ``_layer0_forward``, ``_thread_step``):
    ``fused_interface.NARROW`` outputs, such as the output layer's 10, by rows instead). It finishes the
    previous step for what it owns: each weight gradient is computed and the optimizer update
    applied in the same pass, row by row. W0's gradient row ``grad W0[p] = sum_i x[i, p] G0[i]``
-   is gathered through the CSC index of its pixels (which batch rows have pixel p non-zero);
+   is gathered through the CSC index of its pixels (which batch rows have pixel p non-zero),
+   and with SGD or momentum the row's update reads the sums from the registers they are in
+   (the gradient row is never stored; Adam's goes through memory);
    the dense layers' from fastnn's packed GEMM (``gemm.h`` / ``gemm.py``, no BLAS). Nothing is
    reduced across threads and no per-thread gradient copy exists: W0 and its optimizer state
    stay in the owning core's cache. Then it runs this step's layer 0 over its pixels, reading
