@@ -85,6 +85,19 @@ static inline ptrdiff_t NAME(T *z, ptrdiff_t n, int32_t *idx, T *val) {         
     return m;                                                                                 \
 }
 
+/* FASTNN_ROW_SUMS: acc[v] += x_q W[idx[q] n_out + j0 + v L ..] for q < m, v < K, in q order
+ * (x_q = CONV(val[q], scale); the compiler contracts each to an FMA). */
+#define FASTNN_ROW_SUMS(T, V, K, acc, W, n_out, j0, idx, val, m, CONV, scale)                 \
+    for (ptrdiff_t q = 0; q < (m); q++) {                                                     \
+        const T *w_ = (W) + (ptrdiff_t)(idx)[q] * (n_out) + (j0);                             \
+        const V x_ = (V){0} + CONV((val)[q], (scale));                                        \
+        for (int v_ = 0; v_ < (K); v_++) {                                                    \
+            V wv_;                                                                            \
+            memcpy(&wv_, w_ + v_ * (ptrdiff_t)(sizeof(V) / sizeof(T)), sizeof wv_);           \
+            (acc)[v_] += x_ * wv_;                                                            \
+        }                                                                                     \
+    }
+
 /* sparse_block: columns j0 .. j0 + K L of z = z_in + sum_q x_q W[idx[q]], K vectors V of L
  * lanes as sums in registers (an array of vectors, indexed by constants once unrolled). */
 #define FASTNN_SPARSE_BLOCK(NAME, T, V, K, IT, VT, CONV)                                      \
@@ -93,15 +106,7 @@ static inline void NAME(const T *restrict W, ptrdiff_t n_out, ptrdiff_t j0, cons
     const ptrdiff_t L = sizeof(V) / sizeof(T);                                                \
     V acc[K];                                                                                 \
     for (int v = 0; v < (K); v++) memcpy(&acc[v], z_in + j0 + v * L, sizeof(V));             \
-    for (ptrdiff_t q = 0; q < m; q++) {                                                       \
-        const T *w = W + (ptrdiff_t)idx[q] * n_out + j0;                                      \
-        const V x = (V){0} + CONV(val[q], scale);                                             \
-        for (int v = 0; v < (K); v++) {                                                       \
-            V wv;                                                                             \
-            memcpy(&wv, w + v * L, sizeof wv);                                                \
-            acc[v] += x * wv;                                                                 \
-        }                                                                                     \
-    }                                                                                         \
+    FASTNN_ROW_SUMS(T, V, K, acc, W, n_out, j0, idx, val, m, CONV, scale)                      \
     for (int v = 0; v < (K); v++) memcpy(z + j0 + v * L, &acc[v], sizeof(V));                \
 }
 
@@ -117,15 +122,7 @@ static inline void NAME(const T *restrict G, ptrdiff_t n_out, ptrdiff_t j0, cons
     const ptrdiff_t L = sizeof(V) / sizeof(T);                                                \
     V acc[K];                                                                                 \
     for (int v = 0; v < (K); v++) acc[v] = (V){0};                                            \
-    for (ptrdiff_t q = 0; q < m; q++) {                                                       \
-        const T *w = G + (ptrdiff_t)idx[q] * n_out + j0;                                      \
-        const V x = (V){0} + val[q];                                                          \
-        for (int v = 0; v < (K); v++) {                                                       \
-            V wv;                                                                             \
-            memcpy(&wv, w + v * L, sizeof wv);                                                \
-            acc[v] += x * wv;                                                                 \
-        }                                                                                     \
-    }                                                                                         \
+    FASTNN_ROW_SUMS(T, V, K, acc, G, n_out, j0, idx, val, m, FASTNN_VALUE, 1)                  \
     for (int v = 0; v < (K); v++) {                                                           \
         V pv, sv;                                                                             \
         memcpy(&pv, p + j0 + v * L, sizeof pv);                                               \

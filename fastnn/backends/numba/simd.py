@@ -66,6 +66,69 @@ def broadcast(builder, x, vec):
                                   ir.Constant(ir.VectorType(ir.IntType(32), vec.count), [0] * vec.count))
 
 
+class _VectorIO:
+    """IR helpers for one vector type: ``load``/``store`` of a vector at a pointer to its element
+    type (element-aligned), and ``fma`` (``llvm.fmuladd``: an FMA where the CPU has one)."""
+
+    def __init__(self, builder, fty, llf, n_lanes):
+        self.builder, self.align = builder, fty.bitwidth // 8
+        self.vec = ir.VectorType(llf, n_lanes)
+        self.n_lanes = n_lanes
+        self.fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(self.vec, [self.vec] * 3),
+                                                      f"llvm.fmuladd.v{n_lanes}f{fty.bitwidth}")
+
+    def load(self, ptr):
+        inst = self.builder.load(self.builder.bitcast(ptr, self.vec.as_pointer()))
+        inst.align = self.align
+        return inst
+
+    def store(self, value, ptr):
+        inst = self.builder.store(value, self.builder.bitcast(ptr, self.vec.as_pointer()))
+        inst.align = self.align
+
+    def fma(self, a, b, c):
+        return self.builder.call(self.fmuladd, [a, b, c])
+
+    def at(self, data, base, k):
+        """The pointer to vector k of the block that starts at element ``base`` of ``data``."""
+        return self.builder.gep(data, [self.builder.add(base, ir.Constant(ir.IntType(64), k * self.n_lanes))])
+
+
+def _row_sums(builder, io, start, q0_v, q1_v, idx_data, idx_signed, value_of, W_data, n_out_v, col0_v):
+    """IR: the loop over q0 <= q < q1 of acc_k = fma(x_q, W[idx[q] n_out + col0 + k L ..], acc_k),
+    the sums in q order, from the vectors ``start``, as SSA values (registers) for the whole loop.
+    ``value_of(q)`` emits x_q (a scalar). Returns the sums, the builder after the loop."""
+    i64 = ir.IntType(64)
+    entry = builder.block
+    loop = builder.append_basic_block("rows.loop")
+    body = builder.append_basic_block("rows.body")
+    done = builder.append_basic_block("rows.done")
+    builder.branch(loop)
+    builder.position_at_end(loop)
+    q = builder.phi(i64)
+    q.add_incoming(q0_v, entry)
+    accs = []
+    for value in start:
+        phi = builder.phi(io.vec)
+        phi.add_incoming(value, entry)
+        accs.append(phi)
+    builder.cbranch(builder.icmp_signed("<", q, q1_v), body, done)
+    builder.position_at_end(body)
+    row = builder.load(builder.gep(idx_data, [q]))
+    row = builder.sext(row, i64) if idx_signed else builder.zext(row, i64)
+    base = builder.add(builder.mul(row, n_out_v), col0_v)
+    xv = broadcast(builder, value_of(q), io.vec)
+    new = [io.fma(xv, io.load(io.at(W_data, base, k)), acc) for k, acc in enumerate(accs)]
+    q_next = builder.add(q, ir.Constant(i64, 1))
+    body_end = builder.block
+    builder.branch(loop)
+    q.add_incoming(q_next, body_end)
+    for phi, value in zip(accs, new):
+        phi.add_incoming(value, body_end)
+    builder.position_at_end(done)
+    return accs
+
+
 def _accumulate_rows(vector_bytes: int, n_vectors: int):
     """``accumulate_rows`` for ``n_vectors`` vectors of ``vector_bytes`` (see the module docstring)."""
     @intrinsic
@@ -86,72 +149,28 @@ def _accumulate_codegen(vector_bytes, n_vectors, W, n_out, col0, idx, val, q0, q
     sig = types.none(W, n_out, col0, idx, val, q0, q1, scale, z_in, z)
 
     def codegen(context, builder, signature, args):
-        W_a, n_out_v, col0_v, idx_a, val_a, q0_v, q1_v, scale_v, zin_a, z_a = args
         idx_ty, val_ty = signature.args[3].dtype, signature.args[4].dtype
-        i64 = ir.IntType(64)
         llf = context.get_value_type(fty)
-        vec = ir.VectorType(llf, n_lanes)
-        vptr = vec.as_pointer()
-        W_data = context.make_array(signature.args[0])(context, builder, W_a).data
-        idx_data = context.make_array(signature.args[3])(context, builder, idx_a).data
-        val_data = context.make_array(signature.args[4])(context, builder, val_a).data
-        zin_data = context.make_array(signature.args[8])(context, builder, zin_a).data
-        z_data = context.make_array(signature.args[9])(context, builder, z_a).data
-        scale_v = context.cast(builder, scale_v, signature.args[7], fty)
-        n_out_v = context.cast(builder, n_out_v, signature.args[1], types.int64)
-        col0_v = context.cast(builder, col0_v, signature.args[2], types.int64)
-        q0_v = context.cast(builder, q0_v, signature.args[5], types.int64)
-        q1_v = context.cast(builder, q1_v, signature.args[6], types.int64)
-        align = fty.bitwidth // 8
-        fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
-                                                 f"llvm.fmuladd.v{n_lanes}f{fty.bitwidth}")
+        io = _VectorIO(builder, fty, llf, n_lanes)
 
-        def vload(ptr):
-            inst = builder.load(builder.bitcast(ptr, vptr))
-            inst.align = align
-            return inst
+        def data(k):
+            return context.make_array(signature.args[k])(context, builder, args[k]).data
 
-        def vstore(value, ptr):
-            inst = builder.store(value, builder.bitcast(ptr, vptr))
-            inst.align = align
+        W_data, idx_data, val_data, zin_data, z_data = data(0), data(3), data(4), data(8), data(9)
+        scale_v = context.cast(builder, args[7], signature.args[7], fty)
+        n_out_v, col0_v, q0_v, q1_v = (context.cast(builder, args[k], signature.args[k], types.int64)
+                                       for k in (1, 2, 5, 6))
 
-        start = [vload(builder.gep(zin_data, [builder.add(col0_v, ir.Constant(i64, k * n_lanes))]))
-                 for k in range(n_vectors)]
-        entry = builder.block
-        loop = builder.append_basic_block("rows.loop")
-        body = builder.append_basic_block("rows.body")
-        done = builder.append_basic_block("rows.done")
-        builder.branch(loop)
-        builder.position_at_end(loop)
-        q = builder.phi(i64)
-        q.add_incoming(q0_v, entry)
-        accs = []
-        for k in range(n_vectors):
-            phi = builder.phi(vec)
-            phi.add_incoming(start[k], entry)
-            accs.append(phi)
-        builder.cbranch(builder.icmp_signed("<", q, q1_v), body, done)
-        builder.position_at_end(body)
-        row = builder.load(builder.gep(idx_data, [q]))
-        row = builder.sext(row, i64) if idx_ty.signed else builder.zext(row, i64)
-        base = builder.add(builder.mul(row, n_out_v), col0_v)
-        x = builder.load(builder.gep(val_data, [q]))
-        if isinstance(val_ty, types.Integer):               # a pixel: float(pixel) * scale
-            x = builder.fmul(builder.sitofp(x, llf) if val_ty.signed else builder.uitofp(x, llf), scale_v)
-        xv = broadcast(builder, x, vec)
-        new = []
-        for k in range(n_vectors):
-            w = vload(builder.gep(W_data, [builder.add(base, ir.Constant(i64, k * n_lanes))]))
-            new.append(builder.call(fmuladd, [xv, w, accs[k]]))
-        q_next = builder.add(q, ir.Constant(i64, 1))
-        body_end = builder.block
-        builder.branch(loop)
-        q.add_incoming(q_next, body_end)
-        for phi, value in zip(accs, new):
-            phi.add_incoming(value, body_end)
-        builder.position_at_end(done)
-        for k in range(n_vectors):
-            vstore(accs[k], builder.gep(z_data, [builder.add(col0_v, ir.Constant(i64, k * n_lanes))]))
+        def value_of(q):
+            x = builder.load(builder.gep(val_data, [q]))
+            if isinstance(val_ty, types.Integer):               # a pixel: float(pixel) * scale
+                x = builder.fmul(builder.sitofp(x, llf) if val_ty.signed else builder.uitofp(x, llf), scale_v)
+            return x
+
+        start = [io.load(io.at(zin_data, col0_v, k)) for k in range(n_vectors)]
+        accs = _row_sums(builder, io, start, q0_v, q1_v, idx_data, idx_ty.signed, value_of, W_data, n_out_v, col0_v)
+        for k, acc in enumerate(accs):
+            io.store(acc, io.at(z_data, col0_v, k))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -186,88 +205,37 @@ def _sparse_update_codegen(vector_bytes, n_vectors, G, n_out, col0, idx, val, q0
     sig = types.none(G, n_out, col0, idx, val, q0, q1, P, S, p_off, wd, mu, lr, momentum)
 
     def codegen(context, builder, signature, args):
-        G_a, n_out_v, col0_v, idx_a, val_a, q0_v, q1_v, P_a, S_a, poff_v, wd_v, mu_v, lr_v, mom_v = args
         idx_ty = signature.args[3].dtype
-        i64 = ir.IntType(64)
         llf = context.get_value_type(fty)
-        vec = ir.VectorType(llf, n_lanes)
-        vptr = vec.as_pointer()
+        io = _VectorIO(builder, fty, llf, n_lanes)
 
         def data(k):
             return context.make_array(signature.args[k])(context, builder, args[k]).data
 
         G_data, idx_data, val_data, P_data, S_data = data(0), data(3), data(4), data(7), data(8)
-
-        def as_i64(k, value):
-            return context.cast(builder, value, signature.args[k], types.int64)
-
-        n_out_v, col0_v, q0_v, q1_v, poff_v = (as_i64(1, n_out_v), as_i64(2, col0_v), as_i64(5, q0_v),
-                                               as_i64(6, q1_v), as_i64(9, poff_v))
-        wd_vec, mu_vec = (broadcast(builder, context.cast(builder, v, signature.args[k], fty), vec)
-                          for k, v in ((10, wd_v), (11, mu_v)))
-        neg_lr = broadcast(builder, builder.fneg(context.cast(builder, lr_v, signature.args[12], fty)), vec)
-        mom_v = context.cast(builder, mom_v, signature.args[13], types.boolean)
-        align = fty.bitwidth // 8
-        fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
-                                                 f"llvm.fmuladd.v{n_lanes}f{fty.bitwidth}")
-
-        def vload(ptr):
-            inst = builder.load(builder.bitcast(ptr, vptr))
-            inst.align = align
-            return inst
-
-        def vstore(value, ptr):
-            inst = builder.store(value, builder.bitcast(ptr, vptr))
-            inst.align = align
-
-        zero = ir.Constant(vec, [0.0] * n_lanes)
-        entry = builder.block
-        loop = builder.append_basic_block("update.loop")
-        body = builder.append_basic_block("update.body")
-        done = builder.append_basic_block("update.done")
-        builder.branch(loop)
-        builder.position_at_end(loop)
-        q = builder.phi(i64)
-        q.add_incoming(q0_v, entry)
-        accs = []
-        for _ in range(n_vectors):
-            phi = builder.phi(vec)
-            phi.add_incoming(zero, entry)
-            accs.append(phi)
-        builder.cbranch(builder.icmp_signed("<", q, q1_v), body, done)
-        builder.position_at_end(body)
-        row = builder.load(builder.gep(idx_data, [q]))
-        row = builder.sext(row, i64) if idx_ty.signed else builder.zext(row, i64)
-        base = builder.add(builder.mul(row, n_out_v), col0_v)
-        xv = broadcast(builder, builder.load(builder.gep(val_data, [q])), vec)
-        new = []
-        for k in range(n_vectors):
-            w = vload(builder.gep(G_data, [builder.add(base, ir.Constant(i64, k * n_lanes))]))
-            new.append(builder.call(fmuladd, [xv, w, accs[k]]))
-        q_next = builder.add(q, ir.Constant(i64, 1))
-        body_end = builder.block
-        builder.branch(loop)
-        q.add_incoming(q_next, body_end)
-        for phi, value in zip(accs, new):
-            phi.add_incoming(value, body_end)
-        builder.position_at_end(done)
+        n_out_v, col0_v, q0_v, q1_v, poff_v = (context.cast(builder, args[k], signature.args[k], types.int64)
+                                               for k in (1, 2, 5, 6, 9))
+        wd_vec, mu_vec = (broadcast(builder, context.cast(builder, args[k], signature.args[k], fty), io.vec)
+                          for k in (10, 11))
+        neg_lr = broadcast(builder, builder.fneg(context.cast(builder, args[12], signature.args[12], fty)), io.vec)
+        momentum = context.cast(builder, args[13], signature.args[13], types.boolean)
+        zero = ir.Constant(io.vec, [0.0] * n_lanes)
+        accs = _row_sums(builder, io, [zero] * n_vectors, q0_v, q1_v, idx_data, idx_ty.signed,
+                         lambda q: builder.load(builder.gep(val_data, [q])), G_data, n_out_v, col0_v)
         start = builder.add(poff_v, col0_v)
-        with builder.if_else(mom_v) as (with_velocity, plain):
+        with builder.if_else(momentum) as (with_velocity, plain):
             with with_velocity:
-                for k in range(n_vectors):
-                    at = builder.add(start, ir.Constant(i64, k * n_lanes))
-                    p_ptr, s_ptr = builder.gep(P_data, [at]), builder.gep(S_data, [at])
-                    p = vload(p_ptr)
-                    t = builder.call(fmuladd, [wd_vec, p, accs[k]])               # g + wd p
-                    v = builder.call(fmuladd, [mu_vec, vload(s_ptr), t])         # s = mu s + (g + wd p)
-                    vstore(v, s_ptr)
-                    vstore(builder.call(fmuladd, [neg_lr, v, p]), p_ptr)        # p -= lr s
+                for k, g in enumerate(accs):
+                    p_ptr, s_ptr = io.at(P_data, start, k), io.at(S_data, start, k)
+                    p = io.load(p_ptr)
+                    v = io.fma(mu_vec, io.load(s_ptr), io.fma(wd_vec, p, g))     # s = mu s + (g + wd p)
+                    io.store(v, s_ptr)
+                    io.store(io.fma(neg_lr, v, p), p_ptr)                       # p -= lr s
             with plain:
-                for k in range(n_vectors):
-                    p_ptr = builder.gep(P_data, [builder.add(start, ir.Constant(i64, k * n_lanes))])
-                    p = vload(p_ptr)
-                    t = builder.call(fmuladd, [wd_vec, p, accs[k]])
-                    vstore(builder.call(fmuladd, [neg_lr, t, p]), p_ptr)        # p -= lr (g + wd p)
+                for k, g in enumerate(accs):
+                    p_ptr = io.at(P_data, start, k)
+                    p = io.load(p_ptr)
+                    io.store(io.fma(neg_lr, io.fma(wd_vec, p, g), p), p_ptr)          # p -= lr (g + wd p)
         return context.get_dummy_value()
 
     return sig, codegen
