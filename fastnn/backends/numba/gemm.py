@@ -40,7 +40,7 @@ from numba import carray, cfunc, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from fastnn.backends.numba.simd import broadcast, host_isa
+from fastnn.backends.numba.simd import broadcast, counted_loop, host_isa
 
 ISA = host_isa()
 VECTOR_BYTES = {"avx512": 64, "avx2": 32, "generic": 16}[ISA]
@@ -90,42 +90,25 @@ def _tile_sums_codegen(n_vectors, kc, ap, a_off, a_ps, a_is, bp, b_off, ldb, til
         fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
                                                  f"llvm.fmuladd.v{n_lanes}f{fty.bitwidth}")
         zero = ir.Constant(vec, [0.0] * n_lanes)
-        entry = builder.block
-        loop = builder.append_basic_block("tile.loop")
-        body = builder.append_basic_block("tile.body")
-        done = builder.append_basic_block("tile.done")
-        builder.branch(loop)
-        builder.position_at_end(loop)
-        p = builder.phi(i64)
-        p.add_incoming(ir.Constant(i64, 0), entry)
-        accs = []
-        for _ in range(MR * NV):
-            phi = builder.phi(vec)
-            phi.add_incoming(zero, entry)
-            accs.append(phi)
-        builder.cbranch(builder.icmp_signed("<", p, kc_v), body, done)
-        builder.position_at_end(body)
-        b_base = builder.add(boff_v, builder.mul(p, ldb_v))
-        b_vecs = []
-        for v in range(NV):
-            address = builder.gep(bp_data, [builder.add(b_base, ir.Constant(i64, v * n_lanes))])
-            load = builder.load(builder.bitcast(address, vptr))
-            load.align = align
-            b_vecs.append(load)
-        a_base = builder.add(aoff_v, builder.mul(p, aps_v))
-        new = []
-        for i in range(MR):
-            x = builder.load(builder.gep(ap_data, [builder.add(a_base, builder.mul(ir.Constant(i64, i), ais_v))]))
-            xv = broadcast(builder, x, vec)
+
+        def step(p, accs):                          # depth p: NV vectors of b, MR broadcasts of a
+            b_base = builder.add(boff_v, builder.mul(p, ldb_v))
+            b_vecs = []
             for v in range(NV):
-                new.append(builder.call(fmuladd, [xv, b_vecs[v], accs[i * NV + v]]))
-        p_next = builder.add(p, ir.Constant(i64, 1))
-        body_end = builder.block
-        builder.branch(loop)
-        p.add_incoming(p_next, body_end)
-        for phi, value in zip(accs, new):
-            phi.add_incoming(value, body_end)
-        builder.position_at_end(done)
+                address = builder.gep(bp_data, [builder.add(b_base, ir.Constant(i64, v * n_lanes))])
+                load = builder.load(builder.bitcast(address, vptr))
+                load.align = align
+                b_vecs.append(load)
+            a_base = builder.add(aoff_v, builder.mul(p, aps_v))
+            new = []
+            for i in range(MR):
+                x = builder.load(builder.gep(ap_data, [builder.add(a_base, builder.mul(ir.Constant(i64, i), ais_v))]))
+                xv = broadcast(builder, x, vec)
+                for v in range(NV):
+                    new.append(builder.call(fmuladd, [xv, b_vecs[v], accs[i * NV + v]]))
+            return new
+
+        accs = counted_loop(builder, ir.Constant(i64, 0), kc_v, [zero] * (MR * NV), step, "tile")
         c_data = context.make_array(signature.args[9])(context, builder, c_a).data
         coff_v = context.cast(builder, coff_v, signature.args[10], types.int64)
         ldc_v = context.cast(builder, ldc_v, signature.args[11], types.int64)

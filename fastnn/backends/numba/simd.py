@@ -94,39 +94,51 @@ class _VectorIO:
         return self.builder.gep(data, [self.builder.add(base, ir.Constant(ir.IntType(64), k * self.n_lanes))])
 
 
+def counted_loop(builder, lo, hi, start, body, name="loop"):
+    """IR: ``for q in [lo, hi): values = body(q, values)`` (q int64), the values SSA phis (kept in
+    registers) from ``start``; ``body`` emits the step and returns the new values. Returns the
+    values after the loop, the builder positioned after it. The micro-kernels' common skeleton."""
+    i64 = ir.IntType(64)
+    entry = builder.block
+    head = builder.append_basic_block(f"{name}.head")
+    step = builder.append_basic_block(f"{name}.body")
+    done = builder.append_basic_block(f"{name}.done")
+    builder.branch(head)
+    builder.position_at_end(head)
+    q = builder.phi(i64)
+    q.add_incoming(lo, entry)
+    values = []
+    for value in start:
+        phi = builder.phi(value.type)
+        phi.add_incoming(value, entry)
+        values.append(phi)
+    builder.cbranch(builder.icmp_signed("<", q, hi), step, done)
+    builder.position_at_end(step)
+    new = body(q, values)
+    q_next = builder.add(q, ir.Constant(i64, 1))
+    step_end = builder.block
+    builder.branch(head)
+    q.add_incoming(q_next, step_end)
+    for phi, value in zip(values, new):
+        phi.add_incoming(value, step_end)
+    builder.position_at_end(done)
+    return values
+
+
 def _row_sums(builder, io, start, q0_v, q1_v, idx_data, idx_signed, value_of, W_data, n_out_v, col0_v):
     """IR: the loop over q0 <= q < q1 of acc_k = fma(x_q, W[idx[q] n_out + col0 + k L ..], acc_k),
     the sums in q order, from the vectors ``start``, as SSA values (registers) for the whole loop.
     ``value_of(q)`` emits x_q (a scalar). Returns the sums, the builder after the loop."""
     i64 = ir.IntType(64)
-    entry = builder.block
-    loop = builder.append_basic_block("rows.loop")
-    body = builder.append_basic_block("rows.body")
-    done = builder.append_basic_block("rows.done")
-    builder.branch(loop)
-    builder.position_at_end(loop)
-    q = builder.phi(i64)
-    q.add_incoming(q0_v, entry)
-    accs = []
-    for value in start:
-        phi = builder.phi(io.vec)
-        phi.add_incoming(value, entry)
-        accs.append(phi)
-    builder.cbranch(builder.icmp_signed("<", q, q1_v), body, done)
-    builder.position_at_end(body)
-    row = builder.load(builder.gep(idx_data, [q]))
-    row = builder.sext(row, i64) if idx_signed else builder.zext(row, i64)
-    base = builder.add(builder.mul(row, n_out_v), col0_v)
-    xv = broadcast(builder, value_of(q), io.vec)
-    new = [io.fma(xv, io.load(io.at(W_data, base, k)), acc) for k, acc in enumerate(accs)]
-    q_next = builder.add(q, ir.Constant(i64, 1))
-    body_end = builder.block
-    builder.branch(loop)
-    q.add_incoming(q_next, body_end)
-    for phi, value in zip(accs, new):
-        phi.add_incoming(value, body_end)
-    builder.position_at_end(done)
-    return accs
+
+    def step(q, accs):
+        row = builder.load(builder.gep(idx_data, [q]))
+        row = builder.sext(row, i64) if idx_signed else builder.zext(row, i64)
+        base = builder.add(builder.mul(row, n_out_v), col0_v)
+        xv = broadcast(builder, value_of(q), io.vec)
+        return [io.fma(xv, io.load(io.at(W_data, base, k)), acc) for k, acc in enumerate(accs)]
+
+    return counted_loop(builder, q0_v, q1_v, start, step, "rows")
 
 
 def _accumulate_rows(vector_bytes: int, n_vectors: int):
