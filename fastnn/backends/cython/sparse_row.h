@@ -244,7 +244,7 @@ static inline int row_ascending(const uint16_t *idx, ptrdiff_t n, ptrdiff_t size
  * SGD or momentum update (sparse_update_block), for the leading columns that fill whole blocks:
  * 8 or 4 64-byte vectors with AVX-512, then 8 32-byte ones. Returns j_end: columns [0, j_end) are
  * done; the caller updates the rest (fewer than one block) through memory. The numba twin:
- * simd.py's sparse_row_update. */
+ * simd.py's sparse_update. */
 #if defined(__AVX512F__)
 #define FASTNN_UPDATE_WIDE(NAME, T, VW)                                                       \
     FASTNN_SPARSE_UPDATE_BLOCK(NAME##_wide8, T, VW, 8)                                        \

@@ -52,7 +52,7 @@ from fastnn.backends.numba._shared import (
     spin_pause,
 )
 from fastnn.backends.numba.gemm import gemm, use_dtype
-from fastnn.backends.numba.simd import sparse_row_cols, sparse_row_update
+from fastnn.backends.numba.simd import sparse_row_cols, sparse_update
 
 COLUMN_BLOCK = 256   # layer 0's forward, columns at a time (the Cython step's COLUMN_BLOCK)
 
@@ -158,7 +158,7 @@ def _layer0_grad_update(ptr, sample, value, G0, W0, S1, S2, r0, r1, acc, wd, opt
     """For every row p in [r0, r1) of W0: grad W0[p] = sum_e value[e] G0[sample[e]] over the CSC
     entries of pixel p (the batch rows where it is non-zero), then that row's update. With SGD or
     momentum, the whole blocks of columns are updated from the registers the sums are in
-    (``sparse_row_update``: the gradient row is never stored); Adam's update, and the last
+    (``sparse_update``: the gradient row is never stored); Adam's update, and the last
     columns short of a block, go through ``acc``."""
     H0 = W0.shape[1]
     g = acc[:H0]
@@ -171,8 +171,8 @@ def _layer0_grad_update(ptr, sample, value, G0, W0, S1, S2, r0, r1, acc, wd, opt
     uH0 = np.uint64(H0)
     for p in range(np.uint64(r0), np.uint64(r1)):                           # unsigned: no index fix-up
         q0, q1 = ptr[p], ptr[p + np.uint64(1)]
-        j0 = sparse_row_update(G0_flat, H0, sample, value, q0, q1, W0_flat, S1_flat, p * uH0, wd, mu, lr,
-                               momentum) if fused else 0
+        j0 = sparse_update(G0_flat, H0, sample, value, q0, q1, W0_flat, S1_flat, p * uH0, wd, mu, lr,
+                           momentum) if fused else 0
         if j0 == H0:
             continue
         for j in range(np.uint64(j0), uH0):

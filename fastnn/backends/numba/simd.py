@@ -22,8 +22,9 @@ No bounds checks: the caller guarantees col0 + 8 L <= n_out and valid indices.
 backend's ``sparse_row_T``/``sparse_pixels_T``: the fused forward (``fused_forward.py``) and the
 fused training path's layer 0 forward and weight gradient (``fused_step.py``) call it.
 
-``sparse_row_update`` is the weight gradient's row fused with its SGD or momentum update: the
-sums stay in registers and update the parameters from there (the Cython twin: ``sparse_update_T``).
+``sparse_update`` is the weight gradient's row fused with its SGD or momentum update: the
+sums stay in registers and update the parameters from there (the Cython twin: sparse_row.h's
+``sparse_update_T``).
 """
 from __future__ import annotations
 
@@ -259,7 +260,7 @@ sparse_update_wide4 = _sparse_update(64, 4)
 
 
 @njit(cache=True, fastmath={"contract"}, inline="always")
-def sparse_row_update(G_flat, n_out, idx, val, q0, q1, P, S, p_off, wd, mu, lr, momentum):
+def sparse_update(G_flat, n_out, idx, val, q0, q1, P, S, p_off, wd, mu, lr, momentum):
     """A weight gradient row fused with its SGD or momentum update, for the leading columns that
     fill whole blocks: g (n_out,) = sum_{q0 <= q < q1} val[q] G[idx[q]] (G_flat the (rows * n_out,)
     row-major dL/dz; idx the rows, val their values, both from a CSC column), never stored: from
