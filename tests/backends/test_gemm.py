@@ -13,11 +13,12 @@ import pytest
 
 from fastnn.backends import available_backends
 
-# around MR (4, 6, 8), NR (8-32), MC (120/128), KC (512/1024) and NC (2048), plus the network's;
+# around MR (4, 6, 8), NR (8-32), MC (144 on AVX2, 128 on AVX-512), KC (512/1024) and NC (2048), plus the network's;
 # n <= NR reads A in place (the backward pass's W G^T), m <= MC reads B in place; n <= 16 (float32)
 # (8 float64) runs the narrow one-vector micro-kernel, full tiles of it at n = 16 (8)
 SHAPES = [(1, 1, 1), (1, 5, 1), (7, 3, 9), (37, 71, 53), (32, 128, 64), (64, 64, 10), (32, 64, 16), (24, 40, 8),
-          (129, 33, 65), (9, 1100, 33), (32, 1024, 512), (3, 20, 2100), (1030, 70, 30), (1024, 512, 32)]
+          (129, 33, 65), (144, 20, 17), (150, 33, 40), (9, 1100, 33), (32, 1024, 512), (3, 20, 2100),
+          (1030, 70, 30), (1024, 512, 32)]
 
 
 def _inputs(m, k, n, dtype, seed=0):

@@ -106,9 +106,12 @@ static void fastnn_gemm_init(void) {
         return;
     }
     if (avx2) {
-        fastnn_sgemm_shape = (fastnn_gemm_shape){FASTNN_MR_AVX2, FASTNN_NV_AVX2 * 8, 120, 512, 2048,
+        /* MC = 144 (a multiple of MR = 6, as BLIS's Zen configuration): at least the seed network's 128
+         * hidden units, so its weight gradients (m = 128) stay one block read in place; MC = 120
+         * packed them in two blocks, 2.3x slower (REPORT.md, "AVX2's row block") */
+        fastnn_sgemm_shape = (fastnn_gemm_shape){FASTNN_MR_AVX2, FASTNN_NV_AVX2 * 8, 144, 512, 2048,
                                                  (void *)fastnn_suk_avx2, "avx2", 8, (void *)fastnn_suk1_avx2};
-        fastnn_dgemm_shape = (fastnn_gemm_shape){FASTNN_MR_AVX2, FASTNN_NV_AVX2 * 4, 120, 256, 2048,
+        fastnn_dgemm_shape = (fastnn_gemm_shape){FASTNN_MR_AVX2, FASTNN_NV_AVX2 * 4, 144, 256, 2048,
                                                  (void *)fastnn_duk_avx2, "avx2", 4, (void *)fastnn_duk1_avx2};
         return;
     }

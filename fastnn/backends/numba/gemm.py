@@ -47,7 +47,7 @@ VECTOR_BYTES = {"avx512": 64, "avx2": 32, "generic": 16}[ISA]
 MR = {"avx512": 8, "avx2": 6, "generic": 4}[ISA]    # rows of a per micro-tile
 NV = 2                                               # vectors of columns per micro-tile row
 NR1 = 1                                              # the narrow micro-kernel's vectors (n <= one vector)
-MC = {"avx512": 128, "avx2": 120, "generic": 64}[ISA]
+MC = {"avx512": 128, "avx2": 144, "generic": 64}[ISA]     # >= 128 hidden units: gemm.h says why
 KC_BYTES = {"avx512": 4096, "avx2": 2048, "generic": 1024}[ISA]   # KC = 1024 float32 / 512 float64 on AVX-512
 NC = 2048
 
