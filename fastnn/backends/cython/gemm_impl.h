@@ -184,9 +184,13 @@ typedef void (*FASTNN_NAME(uk_fn))(ptrdiff_t, const FASTNN_T *restrict, ptrdiff_
  * and B is not transposed, each B element is used by one block only: the micro-kernel then
  * reads B's full panels in place (packing them would copy as many bytes as the product reads:
  * at m = 32, a third of the time) and only a last partial panel is packed. Likewise A's full
- * row panels are read in place whenever A is one MC x KC block (m <= MC, k <= KC), in either
- * layout (transposed, depth p's MR values are contiguous): the fused step's products at a
- * thread's 32 rows and its weight gradients A_in^T G (REPORT); and whenever B has a single
+ * row panels are read in place whenever the depth fits one block (k <= KC), however many MC
+ * blocks of rows, in either layout (transposed, depth p's MR values are contiguous): the fused
+ * step's products at a thread's 32 rows and its weight gradients A_in^T G at every width (REPORT;
+ * packing A at k = 64, one float copied per 32 multiply-adds, took as long as the product on
+ * AVX2), except a transposed A of several blocks whose rows lie a multiple of 4 KB apart: a
+ * panel's depths would share one set of the L1 cache (1024 x 512 x 32 at width 1,024 ran at 63
+ * GFLOP/s packed, 46-60 in place); and whenever B has a single
  * column panel (n <= NR) and A is not transposed, however large A is: the backward's W G^T at
  * a thread's 32 rows, where packing W (2 MB at width 1,024) cost more than the product. */
 static void FASTNN_NAME(gemm_part)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
@@ -201,7 +205,8 @@ static void FASTNN_NAME(gemm_part)(int trans_a, int trans_b, ptrdiff_t m, ptrdif
     for (ptrdiff_t jc = 0; jc < n; jc += NC) {
         const ptrdiff_t nc = n - jc < NC ? n - jc : NC, n_panels = (nc + NR - 1) / NR;
         const int direct_b = !trans_b && m <= MC;
-        const int direct_a = (m <= MC && k <= KC)       /* A is one block: read in place (either layout), */
+        const int direct_a = (k <= KC                   /* A's blocks: read in place (either layout), */
+                              && (!trans_a || m <= MC || lda * (ptrdiff_t)sizeof(FASTNN_T) % 4096 != 0))
                              || (!trans_a && n <= NR);  /* or each A element is used once (one column panel) */
         const ptrdiff_t first_packed = direct_b ? nc / NR : 0;      /* panels before it read in place */
         for (ptrdiff_t pc = 0; pc < k; pc += KC) {

@@ -424,13 +424,24 @@ def _stack_tile(typingctx, like):
 
 
 @njit(cache=True)
-def _packing_buffers(m, n, k, trans_a, trans_b, c):
+def _reads_a_in_place(trans_a, m, n, k, lda, itemsize, nr, KC):
+    """Whether A's full row panels are read in place rather than packed (gemm.h's direct_a): the
+    depth fits one block (k <= KC; either layout: transposed, depth p's MR values are contiguous,
+    unless A has several row blocks and its rows lie a multiple of 4 KB apart, one L1 set for a
+    panel's depths), or each A element serves one column panel (n <= NR, not transposed)."""
+    return ((k <= KC and (not trans_a or m <= MC or lda * itemsize % 4096 != 0))
+            or (not trans_a and n <= nr))
+
+
+@njit(cache=True)
+def _packing_buffers(m, n, k, trans_a, trans_b, lda, c):
     """(NR, KC, ap, bp): the block sizes for c's dtype and the packing buffers, ap (MC, KC) and
     bp (KC, NC), each no larger than this product needs, and empty (no allocation) when nothing
     is packed: A read in place whole (full row panels) or B's full panels read in place."""
     nr, KC = _blocks(n, c)
     kc_max = min(k, KC)
-    a_whole = ((m <= MC and k <= KC) or (not trans_a and n <= nr)) and m % MR == 0 and m <= MC
+    # every block's row panels full and read in place
+    a_whole = _reads_a_in_place(trans_a, m, n, k, lda, c.itemsize, nr, KC) and m % MR == 0
     b_whole = not trans_b and m <= MC and n % nr == 0 and n <= NC
     a_size = 0 if a_whole else ((min(m, MC) + MR - 1) // MR * MR) * kc_max
     b_size = 0 if b_whole else ((min(n, NC) + nr - 1) // nr * nr) * kc_max
@@ -447,7 +458,7 @@ def _gemm_serial(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
     if k == 0:
         _scale(m, n, c, ldc, cs, beta)
         return
-    nr, KC, ap, bp = _packing_buffers(m, n, k, trans_a, trans_b, c)
+    nr, KC, ap, bp = _packing_buffers(m, n, k, trans_a, trans_b, lda, c)
     tile = carray(_stack_tile(c), MR * nr)                                          # (MR, NR)
     for jc in range(0, n, NC):
         nc = min(NC, n - jc)
@@ -462,7 +473,8 @@ def _gemm_serial(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
             for ic in range(0, m, MC):
                 mc = min(MC, m - ic)
                 m_panels = (mc + MR - 1) // MR
-                a_first = mc // MR if (m <= MC and k <= KC) or (not trans_a and n <= nr) else 0   # gemm.h's direct_a
+                in_place = _reads_a_in_place(trans_a, m, n, k, lda, c.itemsize, nr, KC)     # gemm.h's direct_a
+                a_first = mc // MR if in_place else 0
                 _pack_a(trans_a, a, lda, ic, mc, pc, kc, ap, a_first, m_panels)
                 _tiles(ap, trans_a, a, lda, a_first, bp, b, ldb, b_first, c, ldc, cs, ic, mc, jc, nc, pc, kc, nr, alpha,
                        beta_pc, 0, n_panels * m_panels, tile)
@@ -589,7 +601,7 @@ def gemm_parallel(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
     if k == 0:
         _scale(m, n, c, ldc, cs, beta)
         return
-    nr, KC, ap, bp = _packing_buffers(m, n, k, trans_a, trans_b, c)
+    nr, KC, ap, bp = _packing_buffers(m, n, k, trans_a, trans_b, lda, c)
     tiles = np.empty((threads, MR * nr), dtype=c.dtype)                             # (T, MR * NR)
     for jc in range(0, n, NC):
         nc = min(NC, n - jc)
@@ -605,7 +617,8 @@ def gemm_parallel(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
             for ic in range(0, m, MC):
                 mc = min(MC, m - ic)
                 m_panels = (mc + MR - 1) // MR
-                a_first = mc // MR if (m <= MC and k <= KC) or (not trans_a and n <= nr) else 0
+                in_place = _reads_a_in_place(trans_a, m, n, k, lda, c.itemsize, nr, KC)
+                a_first = mc // MR if in_place else 0
                 for t in prange(threads):
                     _pack_a(trans_a, a, lda, ic, mc, pc, kc, ap, a_first + (m_panels - a_first) * t // threads,
                             a_first + (m_panels - a_first) * (t + 1) // threads)
