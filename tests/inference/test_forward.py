@@ -7,6 +7,10 @@ index order); labels identical; float64 to 1e-12.
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -303,3 +307,38 @@ def test_byte_swapped_input_is_converted_not_misread(backend):
     if backend == "cython":
         with pytest.raises(ValueError, match="native byte order"):
             plan.run(swapped, "labels")
+
+
+
+POOL_PLACEMENT = """
+import os
+import numpy as np
+from fastnn import NeuralNetwork
+rng = np.random.default_rng(0)
+X = ((rng.random((4000, 60)) < 0.2) * rng.random((4000, 60))).astype(np.float32)
+model = NeuralNetwork([60, 24, 18, 7], backend="cython", seed=1)
+expected = np.concatenate([model.predict(X[i:i + 1]) for i in range(len(X))])   # batch 1: no workers
+every = os.sched_getaffinity(0)
+for cpus in (every, {min(every)}, every):
+    os.sched_setaffinity(0, cpus)
+    assert np.array_equal(model.predict(X), expected), cpus
+    workers = [t for t in os.listdir("/proc/self/task")
+               if open(f"/proc/self/task/{t}/comm").read().strip() == "fastnn-forward"]
+    assert workers
+    for t in workers:
+        allowed = os.sched_getaffinity(int(t))
+        assert allowed <= cpus and len(allowed) == max(1, len(cpus) - 1), (allowed, cpus)
+print("ok")
+"""
+
+
+@pytest.mark.skipif("cython" not in FUSED, reason="the cython backend is not built here (pip install -e .)")
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and two CPUs")
+def test_pool_workers_run_beside_the_caller():
+    """The forward's worker threads (forward_pool.h) run where the caller may, its own CPU left
+    out when it has more than one: with every CPU, with one, and with every CPU again (in a child
+    process, so that the affinity it sets stays there), and the labels do not change."""
+    result = subprocess.run([sys.executable, "-c", POOL_PLACEMENT], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
