@@ -202,6 +202,60 @@ def test_gemm_refuses_shapes_that_do_not_fit(backend):
         kernels.gemm(a, b, np.zeros((4, 6), np.float32), 1, trans_a=True)
 
 
+class _Subclass(np.ndarray):
+    """An ndarray subclass: the compiled dense entry leaves it to the checked path."""
+
+
+@pytest.mark.parametrize("backend", [b for b in ("numba", "cython") if b in available_backends()])
+def test_compiled_dense_entry_takes_only_what_it_can(backend):
+    """matmul's compiled entry (``dense_matmul``: no Python checks) runs the usual call, dense
+    C-contiguous native arrays of one dtype, and leaves every other to the checked path: the same
+    products as the packed GEMM called directly, the same errors as before it."""
+    from fastnn.backends import get_backend
+
+    mm = get_backend(backend).matmul
+    a, b = _inputs(37, 71, 53, np.float32, seed=5)
+    expected = a.astype(np.float64) @ b
+    direct = np.zeros((37, 53), np.float32)
+    if backend == "cython":
+        from fastnn.backends.cython import kernels
+
+        kernels.gemm(a, b, direct, 1)
+        assert kernels.dense_matmul(a, b, 32, 1 << 40, lambda: 1) is not None
+        assert kernels.dense_matmul(a, b, 72, 1 << 40, lambda: 1) is None         # k < min_k: the row kernel's
+        assert kernels.dense_matmul(np.zeros_like(a), b, 32, 1 << 40, lambda: 1) is None     # mostly zeros
+        assert kernels.dense_matmul(a, b[:70], 32, 1 << 40, lambda: 1) is None    # shapes disagree
+        assert kernels.dense_matmul(a, b.astype(np.float64), 32, 1 << 40, lambda: 1) is None
+        assert kernels.dense_matmul(a.view(_Subclass), b, 32, 1 << 40, lambda: 1) is None
+    else:
+        from fastnn.backends.numba.gemm import gemm
+        from fastnn.backends.numba.kernels import dense_matmul
+
+        gemm(False, False, 37, 53, 71, np.float32(1), a.reshape(-1), 71, b.reshape(-1), 53, np.float32(0),
+             direct.reshape(-1), 53, 1)
+        out = np.zeros((37, 53), np.float32)
+        assert dense_matmul(a, b, out, 32, 1 << 40)
+        np.testing.assert_array_equal(out, direct)
+        assert not dense_matmul(a, b, out, 72, 1 << 40)
+        assert not dense_matmul(a, b, out, 32, 100)                               # big: gemm_parallel's
+        assert not dense_matmul(a, b[:70], out, 32, 1 << 40)
+        assert not dense_matmul(a, b, np.zeros((37, 52), np.float32), 32, 1 << 40)   # out not (m, n)
+    np.testing.assert_array_equal(mm(a, b), direct)                               # the same bits
+    others = [(np.asfortranarray(a), b), (a, b.copy(order="F")), (a.view(_Subclass), b),
+              (np.ascontiguousarray(a[::-1])[::-1], b), (a.tolist(), b.astype(np.float64))]   # a list
+    for x, y in others:
+        np.testing.assert_allclose(mm(x, y), expected, rtol=0, atol=_tol(np.float32, 71))
+    with pytest.raises(ValueError, match="shape mismatch"):
+        mm(a, b[:70])
+    with pytest.raises(TypeError, match="share a dtype"):
+        mm(a, b.astype(np.float64))
+    with pytest.raises(ValueError, match="2-D"):
+        mm(a[0], b)
+    with pytest.raises(TypeError, match="float32 or float64"):                  # byte-swapped: as before
+        mm(a.astype(">f4"), b)
+    assert mm(a[:0], b).shape == (0, 53) and mm(a[:, :0], b[:0]).sum() == 0
+
+
 @numba_only
 def test_numba_gemm_refuses_strided_arrays():
     """The C-callable GEMM reads a, b and c as contiguous memory: a strided 1-D view fails typing."""

@@ -4,7 +4,9 @@
 The extensions are built by ``setup.py`` during
 ``pip install -e .``. It is compiled with bounds checks off, so this wrapper does every
 check first (shape, rank, dtype, labels, contiguity) with the same errors as the other
-backends; the kernels only ever see C-contiguous arrays of one float dtype.
+backends; the kernels only ever see C-contiguous arrays of one float dtype. (``matmul``'s usual
+call, dense arrays that already are such, is checked in compiled code by ``kernels.dense_matmul``,
+which hands anything else back to the checks here.)
 
 ``matmul`` is hand-written (no BLAS), with two loop nests chosen as in the numba backend: for
 dense inputs, the packed GEMM of ``fastnn/backends/cython/gemm.h`` (BLIS-style packing and an
@@ -21,6 +23,7 @@ import numpy as np
 
 from fastnn.backends import omp_threads
 from fastnn.backends._checks import (
+    GEMM_MIN_K,
     GEMM_PARALLEL_MIN_FMAS,
     as_float_array,
     check_matmul,
@@ -67,7 +70,12 @@ def num_threads() -> int:
 
 def matmul(a, b):
     """(m, k) @ (k, n) -> (m, n) with hand-written loop nests (no BLAS); density of ``a`` judged
-    on its first 8 rows, as in the numba backend."""
+    on its first 8 rows, as in the numba backend. Dense C-contiguous float arrays of one dtype
+    go straight to the packed GEMM (``kernels.dense_matmul``); anything else is checked and
+    converted here first."""
+    out = _ck.dense_matmul(a, b, GEMM_MIN_K, GEMM_PARALLEL_MIN_FMAS, num_threads)
+    if out is not None:
+        return out
     a, b = check_matmul(a, b)
     out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
     if out.size:

@@ -20,8 +20,10 @@ from fastnn.backends.cython._shared cimport (
     fastnn_sgemm_strided,
 )
 
+cimport numpy as cnp
 import numpy as np
 
+cnp.import_array()
 fastnn_gemm_init()                     # pick gemm.h's micro-kernel for this CPU
 
 
@@ -134,6 +136,63 @@ def gemm(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] ou
         else:
             fastnn_dgemm_strided(trans_a, trans_b, m, n, k, 1, &a[0, 0], a.shape[1], &b[0, 0], b.shape[1], 0,
                                  &out[0, 0], ldc, cs, threads)
+
+
+cdef inline bint _plain_matrix(object x, int typenum) noexcept:
+    """x is a 2-D C-contiguous, aligned, native-order ndarray (not a subclass) of NumPy type typenum."""
+    return (type(x) is cnp.ndarray and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
+            and cnp.PyArray_TYPE(<cnp.ndarray>x) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
+            and cnp.PyArray_ISALIGNED(<cnp.ndarray>x) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x))
+
+
+def dense_matmul(a, b, Py_ssize_t min_k, Py_ssize_t parallel_min_fmas, threads):
+    """a (m, k) @ b (k, n) -> out (m, n) by the packed GEMM, with nothing around it in Python:
+    the matmul wrapper's path for its usual call (at 64x64 @ 64x10 the wrapper's checks, its
+    density test in NumPy and the typed memoryviews cost more than the product). Returns None,
+    having done nothing, unless a and b are 2-D C-contiguous aligned native ndarrays of one
+    float dtype (float32 or float64) with a's columns b's rows, m, n >= 1, k >= min_k, and at
+    least half of a's first 8 rows non-zero (``prefers_gemm``): the caller then checks and
+    converts them and picks the kernel itself. ``threads()`` (a callable) gives the thread count
+    of products of at least ``parallel_min_fmas`` multiply-adds; smaller ones run on this thread."""
+    cdef int typenum
+    if type(a) is not cnp.ndarray:
+        return None
+    typenum = cnp.PyArray_TYPE(<cnp.ndarray>a)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return None
+    if not (_plain_matrix(a, typenum) and _plain_matrix(b, typenum)):
+        return None
+    cdef Py_ssize_t m = cnp.PyArray_DIM(<cnp.ndarray>a, 0), k = cnp.PyArray_DIM(<cnp.ndarray>a, 1)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(<cnp.ndarray>b, 1), i, head, nonzero = 0
+    if cnp.PyArray_DIM(<cnp.ndarray>b, 0) != k or m < 1 or n < 1 or k < min_k or k < 1:
+        return None
+    head = min(m, 8) * k                                                  # a's first 8 rows, contiguous
+    cdef const float* a32 = <const float*>cnp.PyArray_DATA(<cnp.ndarray>a)
+    cdef const double* a64 = <const double*>cnp.PyArray_DATA(<cnp.ndarray>a)
+    if typenum == cnp.NPY_FLOAT32:
+        for i in range(head):
+            nonzero += a32[i] != 0
+    else:
+        for i in range(head):
+            nonzero += a64[i] != 0
+    if 2 * nonzero <= head:
+        return None
+    cdef int n_threads = 1
+    if m * k * n >= parallel_min_fmas:
+        n_threads = threads()
+    cdef cnp.npy_intp dims[2]
+    dims[0], dims[1] = m, n
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(2, dims, typenum, 0)                   # (m, n)
+    cdef const void* b_data = cnp.PyArray_DATA(<cnp.ndarray>b)
+    cdef void* out_data = cnp.PyArray_DATA(out)
+    with nogil:
+        if typenum == cnp.NPY_FLOAT32:
+            fastnn_sgemm_strided(0, 0, m, n, k, 1, a32, k, <const float*>b_data, n, 0, <float*>out_data, n, 1,
+                                 n_threads)
+        else:
+            fastnn_dgemm_strided(0, 0, m, n, k, 1, a64, k, <const double*>b_data, n, 0, <double*>out_data, n, 1,
+                                 n_threads)
+    return out
 
 
 def exp_shifted(const float[::1] z, float mx, float[::1] out):

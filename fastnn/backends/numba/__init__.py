@@ -14,6 +14,7 @@ import numba
 import numpy as np
 
 from fastnn.backends._checks import (
+    GEMM_MIN_K,
     GEMM_PARALLEL_MIN_FMAS,
     as_float_array,
     check_matmul,
@@ -37,9 +38,11 @@ from fastnn.backends.numba.kernels import (
     _softmax_xent_kernel,
     _tanh_backward_kernel,
     _tanh_kernel,
+    dense_matmul,
 )
 
 NAME = "numba"
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)   # native order: the compiled path's
 
 
 # ---------------------------------------------------------------- the kernel interface
@@ -49,8 +52,14 @@ def matmul(a, b):
     Chosen by the input: a mostly-zero ``a`` (MNIST pixels) or a shallow k goes to the
     row-axpy kernel, which skips zero entries; a dense ``a`` with a deep k goes to the packed
     GEMM (``gemm.py``: packing and an AVX-512/AVX2 micro-kernel, ``GEMM_ISA`` names it), which
-    cannot skip zeros. (``_checks.prefers_gemm`` decides.)
+    cannot skip zeros. (``_checks.prefers_gemm`` decides.) Native C-contiguous float arrays of
+    one dtype go first to ``kernels.dense_matmul``, which makes the same choice in compiled code.
     """
+    if (type(a) is np.ndarray and type(b) is np.ndarray and a.ndim == 2 and b.ndim == 2 and a.dtype is b.dtype
+            and (a.dtype is _FLOAT32 or a.dtype is _FLOAT64) and a.flags.c_contiguous and b.flags.c_contiguous):
+        out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+        if dense_matmul(a, b, out, GEMM_MIN_K, GEMM_PARALLEL_MIN_FMAS):        # the usual call, compiled
+            return out
     a, b = check_matmul(a, b)
     out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
     if out.size == 0:

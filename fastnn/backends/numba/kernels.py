@@ -19,6 +19,32 @@ import numpy as np
 from numba import njit, prange
 
 from fastnn.backends.numba._shared import softmax_row
+from fastnn.backends.numba.gemm import gemm
+
+
+@njit(cache=True)
+def dense_matmul(a, b, out, min_k, parallel_min_fmas):
+    """out (m, n) = a (m, k) @ b (k, n) by the packed GEMM on this thread, with nothing around it
+    in Python: the matmul wrapper's path for its usual call (at 64x64 @ 64x10 its checks and its
+    density test in NumPy cost more than the product). Returns True, or False having written
+    nothing unless b is (k, n) for out's n, out is (m, n), m, n >= 1, k >= min_k, the product has
+    fewer than ``parallel_min_fmas`` multiply-adds (larger ones go to ``gemm_parallel``) and at
+    least half of a's first 8 rows is non-zero (``prefers_gemm``): the wrapper then checks and
+    picks the kernel itself. a, b and out: 2-D, C-contiguous, one float dtype (the wrapper checks)."""
+    m, k = a.shape
+    n = b.shape[1]
+    if (b.shape[0] != k or out.shape[0] != m or out.shape[1] != n or m < 1 or n < 1 or k < min_k
+            or m * k * n >= parallel_min_fmas):
+        return False
+    head = min(m, 8)
+    nonzero = 0
+    for i in range(head):
+        for p in range(k):
+            nonzero += a[i, p] != 0
+    if 2 * nonzero <= head * k:
+        return False
+    gemm(False, False, m, n, k, 1, a.reshape(-1), k, b.reshape(-1), n, 0, out.reshape(-1), n, 1)
+    return True
 
 
 @njit(cache=True, parallel=True, fastmath={"contract"})
