@@ -212,7 +212,7 @@ static void FASTNN_NAME(gemm_part)(int trans_a, int trans_b, ptrdiff_t m, ptrdif
         for (ptrdiff_t pc = 0; pc < k; pc += KC) {
             const ptrdiff_t kc = k - pc < KC ? k - pc : KC;
             const FASTNN_T beta_pc = pc == 0 ? beta : 1;          /* later depth blocks accumulate */
-            if (nt > 1) {
+            if (nt > 1 && (jc > 0 || pc > 0)) {                   /* bp free: the last block's tiles done */
                 _Pragma("omp barrier")
             }
             const ptrdiff_t n_packed = n_panels - first_packed;
@@ -220,14 +220,19 @@ static void FASTNN_NAME(gemm_part)(int trans_a, int trans_b, ptrdiff_t m, ptrdif
                                 first_packed + n_packed * tid / nt, first_packed + n_packed * (tid + 1) / nt);
             for (ptrdiff_t ic = 0; ic < m; ic += MC) {
                 const ptrdiff_t mc = m - ic < MC ? m - ic : MC, m_panels = (mc + MR - 1) / MR;
-                if (nt > 1) {
+                const ptrdiff_t a_first = direct_a ? mc / MR : 0;        /* full panels read in place */
+                const int packs_a = a_first < m_panels;                  /* some panel of this block */
+                /* barriers only where a buffer changes hands: ap free before it is packed again
+                 * (the last block's tiles done; at ic = 0 the barrier above saw to it), then ap
+                 * and, at ic = 0, bp packed before any tile reads them. A block read wholly in
+                 * place needs neither after the first (256 x 128 @ 128 x 64: 5 barriers -> 1) */
+                if (nt > 1 && packs_a && ic > 0) {
                     _Pragma("omp barrier")
                 }
-                const ptrdiff_t a_first = direct_a ? mc / MR : 0;        /* full panels read in place */
                 FASTNN_NAME(pack_a)(trans_a, a, lda, ic, mc, pc, kc, MR, ap,
                                     a_first + (m_panels - a_first) * tid / nt,
                                     a_first + (m_panels - a_first) * (tid + 1) / nt);
-                if (nt > 1) {
+                if (nt > 1 && (packs_a || ic == 0)) {
                     _Pragma("omp barrier")
                 }
                 const ptrdiff_t tiles = n_panels * m_panels;

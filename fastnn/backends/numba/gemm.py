@@ -611,17 +611,19 @@ def gemm_parallel(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
             kc = min(KC, k - pc)
             beta_pc = beta if pc == 0 else c.dtype.type(1)
             n_packed = n_panels - b_first
-            for t in prange(threads):
-                _pack_b(trans_b, b, ldb, pc, kc, jc, nc, nr, bp, b_first + n_packed * t // threads,
-                        b_first + n_packed * (t + 1) // threads)
+            if n_packed > 0:                       # each prange is a fork and a join: none for nothing
+                for t in prange(threads):
+                    _pack_b(trans_b, b, ldb, pc, kc, jc, nc, nr, bp, b_first + n_packed * t // threads,
+                            b_first + n_packed * (t + 1) // threads)
             for ic in range(0, m, MC):
                 mc = min(MC, m - ic)
                 m_panels = (mc + MR - 1) // MR
                 in_place = _reads_a_in_place(trans_a, m, n, k, lda, c.itemsize, nr, KC)
                 a_first = mc // MR if in_place else 0
-                for t in prange(threads):
-                    _pack_a(trans_a, a, lda, ic, mc, pc, kc, ap, a_first + (m_panels - a_first) * t // threads,
-                            a_first + (m_panels - a_first) * (t + 1) // threads)
+                if a_first < m_panels:                 # some panel of this block is packed
+                    for t in prange(threads):
+                        _pack_a(trans_a, a, lda, ic, mc, pc, kc, ap, a_first + (m_panels - a_first) * t // threads,
+                                a_first + (m_panels - a_first) * (t + 1) // threads)
                 n_tiles = n_panels * m_panels
                 for t in prange(threads):
                     _tiles(ap, trans_a, a, lda, a_first, bp, b, ldb, b_first, c, ldc, cs, ic, mc, jc, nc, pc, kc, nr,
