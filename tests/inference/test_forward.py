@@ -309,7 +309,6 @@ def test_byte_swapped_input_is_converted_not_misread(backend):
             plan.run(swapped, "labels")
 
 
-
 POOL_PLACEMENT = """
 import os
 import numpy as np
@@ -322,8 +321,11 @@ every = os.sched_getaffinity(0)
 for cpus in (every, {min(every)}, every):
     os.sched_setaffinity(0, cpus)
     assert np.array_equal(model.predict(X), expected), cpus
-    workers = [t for t in os.listdir("/proc/self/task")
-               if open(f"/proc/self/task/{t}/comm").read().strip() == "fastnn-forward"]
+    workers = []
+    for t in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{t}/comm") as comm:
+            if comm.read().strip() == "fastnn-forward":
+                workers.append(t)
     assert workers
     for t in workers:
         allowed = os.sched_getaffinity(int(t))
